@@ -1,0 +1,30 @@
+"""`raibid completion bash|zsh|fish`."""
+
+from __future__ import annotations
+
+import click
+
+SHELLS = ("bash", "zsh", "fish")
+
+
+def completion_script(shell: str) -> str:
+    from click.shell_completion import get_completion_class
+
+    from raibid.cli import cli
+
+    cls = get_completion_class(shell)
+    assert cls is not None
+    return cls(cli, {}, "raibid", "_RAIBID_COMPLETE").source()
+
+
+@click.command()
+@click.argument("shell", type=click.Choice(SHELLS))
+def completion(shell: str) -> None:
+    """Print the completion script for SHELL.
+
+    \b
+    bash:  raibid completion bash > ~/.local/share/bash-completion/completions/raibid
+    zsh:   raibid completion zsh > "${fpath[1]}/_raibid"
+    fish:  raibid completion fish > ~/.config/fish/completions/raibid.fish
+    """
+    click.echo(completion_script(shell), nl=False)

@@ -1,0 +1,66 @@
+"""`raibid config`: show, path, init."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from raibid.cli._common import json_option
+from raibid.errors import UsageError
+
+if TYPE_CHECKING:
+    from raibid.app import Application
+
+
+@click.group()
+def config() -> None:
+    """Show, locate or create the raibid config file."""
+
+
+@config.command("show")
+@json_option
+@click.pass_obj
+def show(app: Application, as_json: bool) -> None:
+    """Print the effective config (defaults, file, env), secrets masked."""
+    data = app.cfg.to_dict(masked=True)
+    if as_json:
+        app.term.json(data)
+        return
+    import yaml
+
+    app.term.line(yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip())
+
+
+@config.command("path")
+@click.pass_obj
+def path(app: Application) -> None:
+    """Print which config file was loaded (nothing and exit 3 when none was)."""
+    src = app.cfg.source
+    if src is None:
+        from raibid.config import default_search_paths
+        from raibid.errors import NotFound
+
+        raise NotFound("no config file found; using built-in defaults",
+                       hint="searched: " + ", ".join(str(p) for p in default_search_paths()))
+    app.term.line(str(src.resolve()))
+
+
+@config.command("init")
+@click.argument("dest", required=False, type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@click.pass_obj
+def init(app: Application, dest: str | None, force: bool) -> None:
+    """Write a commented default config to DEST.
+
+    DEST defaults to --config if given, else $XDG_CONFIG_HOME/raibid/config.yaml.
+    """
+    from raibid.config import commented_default_yaml, default_search_paths
+
+    target = Path(dest or app.settings.config_path or default_search_paths()[-1])
+    if target.exists() and not force:
+        raise UsageError(f"{target} already exists", hint="pass --force to overwrite it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(commented_default_yaml(), encoding="utf-8")
+    app.term.success(f"wrote {target}")

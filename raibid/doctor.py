@@ -1,0 +1,145 @@
+"""Health checks for `raibid doctor`: the machine, the cluster, Redis.
+
+Each check reports a status, a detail and a hint. Checks come from providers
+(functions taking the Application), so each feature adds its own.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from raibid.errors import RaibidError
+
+if TYPE_CHECKING:
+    from raibid.app import Application
+
+
+class Status(StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+@dataclass
+class Check:
+    name: str
+    status: Status
+    detail: str
+    hint: str = ""
+    required: bool = True
+
+    @property
+    def failed(self) -> bool:
+        return self.required and self.status is Status.FAIL
+
+
+Provider = Callable[["Application"], Iterable[Check]]
+
+
+def machine_checks(app: Application) -> Iterable[Check]:
+    arch = platform.machine()
+    if arch in ("aarch64", "arm64"):
+        yield Check("architecture", Status.OK, arch, required=False)
+    else:
+        yield Check("architecture", Status.WARN, arch,
+                    "raibid targets the DGX Spark (arm64); images must exist for this architecture",
+                    required=False)
+    cpus = os.cpu_count() or 0
+    yield Check("cpu", Status.OK if cpus >= 4 else Status.WARN, f"{cpus} cores",
+                "" if cpus >= 4 else "fewer than 4 cores: builds will queue", required=False)
+    mem = _mem_total_bytes()
+    if mem is None:
+        yield Check("memory", Status.SKIP, "unknown (no /proc/meminfo)", required=False)
+    else:
+        gib = mem / 2**30
+        yield Check("memory", Status.OK if gib >= 8 else Status.WARN, f"{gib:.1f} GiB",
+                    "" if gib >= 8 else "under 8 GiB: Gitea, Redis and agents will compete", required=False)
+    path = "/var/lib/rancher" if os.path.isdir("/var/lib/rancher") else os.getcwd()
+    free = shutil.disk_usage(path).free / 2**30
+    yield Check("disk", Status.OK if free >= 20 else Status.WARN, f"{free:.1f} GiB free on {path}",
+                "" if free >= 20 else "under 20 GiB free: images and repos will fill it", required=False)
+
+
+def _mem_total_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def cluster_checks(app: Application) -> Iterable[Check]:
+    path = app.kubeconfig_path
+    if not os.path.exists(path):
+        yield Check("kubeconfig", Status.FAIL, f"{path} not found",
+                    "on k3s: export KUBECONFIG=/etc/rancher/k3s/k3s.yaml (readable by you), or pass --kubeconfig")
+        yield Check("api-server", Status.SKIP, "no kubeconfig")
+        return
+    yield Check("kubeconfig", Status.OK, path)
+    try:
+        version = app.kube.version()
+    except RaibidError as e:
+        yield Check("api-server", Status.FAIL, e.message, e.hint or "is k3s running? `systemctl status k3s`")
+        return
+    gv = version["git_version"]
+    yield Check("api-server", Status.OK, f"{app.kube.server} {gv}")
+    if "+k3s" in gv:
+        yield Check("k3s", Status.OK, gv)
+    else:
+        yield Check("k3s", Status.WARN, f"{gv} is not k3s",
+                    "raibid installs charts through k3s's HelmChart controller", required=False)
+    yield from crd_checks(app, [("helmcharts.helm.cattle.io", "helm-controller CRD (HelmChart)", True,
+                                 "k3s ships it; was k3s started with --disable helm-controller?")])
+
+
+def crd_checks(app: Application, crds: list[tuple[str, str, bool, str]]) -> Iterable[Check]:
+    for name, label, required, hint in crds:
+        try:
+            ok = app.kube.crd_established(name)
+        except RaibidError as e:
+            yield Check(label, Status.FAIL, e.message, e.hint or "", required=required)
+            continue
+        if ok:
+            yield Check(label, Status.OK, name, required=required)
+        else:
+            yield Check(label, Status.FAIL if required else Status.WARN, f"{name} not installed", hint,
+                        required=required)
+
+
+def redis_checks(app: Application) -> Iterable[Check]:
+    from raibid.errors import redact_url
+
+    try:
+        url, _ = app.redis_endpoint()
+        info = app.redis.info("server")
+    except RaibidError as e:
+        yield Check("redis", Status.FAIL, e.message, e.hint or "check redis.url and the password env var")
+        return
+    version = str(info.get("redis_version", "0"))
+    yield Check("redis", Status.OK, f"{redact_url(url)} (redis {version})")
+    major = int(version.split(".")[0] or 0)
+    if major >= 7:
+        yield Check("redis-version", Status.OK, f"{version} >= 7 (XINFO lag for KEDA)")
+    else:
+        yield Check("redis-version", Status.FAIL, f"{version} < 7",
+                    "KEDA's lag-based scaling from zero needs Redis 7+")
+
+
+PROVIDERS: list[Provider] = [machine_checks, cluster_checks, redis_checks]
+
+
+def run_checks(app: Application, providers: Iterable[Provider] | None = None) -> list[Check]:
+    checks: list[Check] = []
+    for provider in providers or PROVIDERS:
+        checks.extend(provider(app))
+    return checks

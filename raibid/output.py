@@ -1,0 +1,150 @@
+"""The terminal: data to stdout, messages to stderr, tables only on a TTY.
+
+Rich is imported only when a table or a styled message is actually drawn, so
+`raibid --help` and completion stay fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import enum
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclasses, enums, datetimes and paths to JSON-ready data."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, _dt.datetime):
+        if obj.tzinfo is None:
+            obj = obj.replace(tzinfo=_dt.UTC)
+        return obj.astimezone(_dt.UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj
+
+
+class Terminal:
+    """Where output goes and how it looks."""
+
+    def __init__(
+        self,
+        *,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+        color: bool | None = None,
+        verbosity: int = 0,
+    ) -> None:
+        self._stdout = stdout
+        self._stderr = stderr
+        if color is None:
+            color = "NO_COLOR" not in os.environ
+        self.color = color
+        self.verbosity = verbosity
+        self._err_console: Any = None
+
+    @property
+    def stdout(self) -> TextIO:
+        return self._stdout or sys.stdout
+
+    @property
+    def stderr(self) -> TextIO:
+        return self._stderr or sys.stderr
+
+    @property
+    def stdout_is_tty(self) -> bool:
+        try:
+            return self.stdout.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+    @property
+    def stderr_is_tty(self) -> bool:
+        try:
+            return self.stderr.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+    # ---------------------------------------------------------------- data (stdout)
+    def json(self, data: Any) -> None:
+        self.stdout.write(json.dumps(to_plain(data), indent=2, sort_keys=False) + "\n")
+        self.stdout.flush()
+
+    def line(self, text: str = "") -> None:
+        self.stdout.write(text + "\n")
+
+    def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None) -> None:
+        """A Rich table on a TTY; tab-separated plain text (with a header) when piped."""
+        cells = [["" if c is None else str(c) for c in row] for row in rows]
+        if self.stdout_is_tty:
+            from rich.console import Console
+            from rich.table import Table
+
+            t = Table(title=title, show_edge=False, header_style="bold" if self.color else "")
+            for c in columns:
+                t.add_column(c)
+            for row in cells:
+                t.add_row(*row)
+            Console(file=self.stdout, no_color=not self.color, highlight=False).print(t)
+            return
+        self.stdout.write("\t".join(c.upper() for c in columns) + "\n")
+        for row in cells:
+            self.stdout.write("\t".join(row) + "\n")
+        self.stdout.flush()
+
+    def emit(self, data: Any, as_json: bool, render: Callable[[], None]) -> None:
+        """The JSON branch runs first; a table is only a view of the same data."""
+        if as_json:
+            self.json(data)
+        else:
+            render()
+
+    # ---------------------------------------------------------------- messages (stderr)
+    def _console(self) -> Any:
+        if self._err_console is None:
+            from rich.console import Console
+
+            self._err_console = Console(file=self.stderr, no_color=not self.color, highlight=False,
+                                        force_terminal=None if self.stderr_is_tty else False)
+        return self._err_console
+
+    def _msg(self, prefix: str, style: str, text: str) -> None:
+        if self.stderr_is_tty and self.color:
+            from rich.markup import escape
+
+            self._console().print(f"[{style}]{prefix}[/{style}]{escape(text)}")
+        else:
+            self.stderr.write(f"{prefix}{text}\n")
+            self.stderr.flush()
+
+    def info(self, text: str) -> None:
+        if self.verbosity >= 0:
+            self._msg("", "", text) if not (self.stderr_is_tty and self.color) else self._console().print(
+                text, markup=False)
+
+    def debug(self, text: str) -> None:
+        if self.verbosity > 0:
+            self._msg("debug: ", "dim", text)
+
+    def warn(self, text: str) -> None:
+        self._msg("warning: ", "yellow", text)
+
+    def error(self, text: str, hint: str | None = None) -> None:
+        self._msg("error: ", "bold red", text)
+        if hint:
+            self._msg("hint: ", "cyan", hint)
+
+    def success(self, text: str) -> None:
+        if self.verbosity >= 0:
+            self._msg("", "green", text)

@@ -1,0 +1,116 @@
+"""A real redis-server (>= 7) started by the tests, on a free port in a temp dir.
+
+It can turn on AOF, restart on the same port and data dir, and be SIGKILLed,
+so durability is tested against the real thing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+INSTALL_HINT = "redis-server >= 7 is required: run scripts/test (it installs it) or `apt-get install redis-server`"
+
+
+def redis_binary() -> str:
+    path = shutil.which("redis-server")
+    if not path:
+        pytest.fail(f"redis-server not found on PATH. {INSTALL_HINT}", pytrace=False)
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, check=True).stdout
+    version = out.split("v=")[1].split()[0] if "v=" in out else "0"
+    if int(version.split(".")[0]) < 7:
+        pytest.fail(f"redis-server {version} is too old. {INSTALL_HINT}", pytrace=False)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    def __init__(self, workdir: Path, *, appendonly: bool = False, appendfsync: str = "everysec",
+                 password: str | None = None) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.appendonly = appendonly
+        self.appendfsync = appendfsync
+        self.password = password
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _args(self) -> list[str]:
+        args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
+                "--save", "", "--appendonly", "yes" if self.appendonly else "no",
+                "--appendfsync", self.appendfsync, "--daemonize", "no", "--loglevel", "warning",
+                "--logfile", str(self.workdir / "redis.log"), "--maxmemory-policy", "noeviction"]
+        if self.password:
+            args += ["--requirepass", self.password]
+        return args
+
+    def start(self) -> RedisServer:
+        for _ in range(5):
+            if not self.port:
+                self.port = free_port()
+            self.proc = subprocess.Popen(self._args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
+            if self._wait_ready():
+                return self
+            self.kill()
+            self.port = 0
+        raise RuntimeError(f"redis-server did not start; see {self.workdir / 'redis.log'}")
+
+    def _wait_ready(self, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    reply = s.recv(64)
+                if reply.startswith((b"+PONG", b"-NOAUTH")):
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.01)  # polling for readiness, bounded by the deadline
+        return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final fsync."""
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def restart(self, *, kill: bool = False) -> None:
+        """Restart on the same port and data dir (AOF is replayed when on)."""
+        self.kill() if kill else self.stop()
+        port = self.port
+        self.proc = subprocess.Popen(self._args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        if not self._wait_ready():
+            raise RuntimeError(f"redis-server did not restart on port {port}")
+
+    def client(self, db: int = 0):
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, db=db, password=self.password, decode_responses=True)
