@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raibid.config import Config, load_config
@@ -58,6 +59,12 @@ class Application:
     @property
     def namespace(self) -> str:
         return self.settings.namespace or self.cfg.cluster.namespace
+
+    @property
+    def templates(self) -> Path | None:
+        """A user's customised templates folder, or None for the built-in one."""
+        d = self.cfg.cluster.templates_dir
+        return Path(d).expanduser() if d else None
 
     # ------------------------------------------------------------------ clients
     @property

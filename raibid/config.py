@@ -36,10 +36,9 @@ def _copy(value: Any) -> Any:
 @dataclass
 class ClusterVersions:
     redis_image: str = _f("redis:7.4.2", "Official multi-arch Redis image (arm64 available)")
-    gitea_chart: str = _f("12.4.0", "Gitea Helm chart version (https://dl.gitea.com/charts/)")
-    gitea_image_tag: str = _f("1.24.6-rootless", "Gitea image tag used by the chart")
+    gitea_chart: str = _f("12.3.0", "Gitea Helm chart version (https://dl.gitea.com/charts/); pins the Gitea image")
     keda_chart: str = _f("2.17.2", "KEDA Helm chart version (>= 2.17 for activationLagCount 0)")
-    flux_chart: str = _f("2.16.4", "Community flux2 Helm chart version")
+    flux_chart: str = _f("2.12.4", "Community flux2 Helm chart version (fluxcd-community)")
 
 
 @dataclass
@@ -52,6 +51,7 @@ class ClusterConfig:
     gitea_storage: str = _f("20Gi", "Size of the Gitea data volume")
     gitea_http_node_port: int = _f(30080, "NodePort for Gitea HTTP (and the OCI registry)")
     gitea_ssh_node_port: int = _f(30022, "NodePort for Gitea SSH")
+    templates_dir: str | None = _f(None, "Use a customised copy of the templates folder (default: the built-in one)")
     versions: ClusterVersions = field(default_factory=ClusterVersions, metadata={"help": "Pinned versions"})
 
 

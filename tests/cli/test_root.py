@@ -30,7 +30,7 @@ def test_python_dash_m_works():
 def test_help_lists_groups_and_env_vars(run):
     r = run("--help")
     assert r.code == 0
-    for group in ("config", "doctor", "completion"):
+    for group in ("cluster", "config", "doctor", "completion"):
         assert f"  {group} " in r.out
     for env in ("RAIBID_CONFIG", "KUBECONFIG", "RAIBID_CONTEXT", "RAIBID_NAMESPACE", "NO_COLOR"):
         assert env in r.out
@@ -55,7 +55,7 @@ def test_help_imports_no_heavy_library():
 
 
 def test_group_help_imports_no_heavy_library():
-    for group in ("config", "doctor"):
+    for group in ("cluster", "config", "doctor"):
         r = _python(CHECK_IMPORTS.format(args=[group, "--help"], heavy=HEAVY))
         assert "HEAVY=[]" in r.stderr, (group, r.stderr)
 
@@ -64,6 +64,12 @@ def test_completion_request_imports_no_heavy_library():
     env = {"_RAIBID_COMPLETE": "bash_complete", "COMP_WORDS": "raibid con", "COMP_CWORD": "1"}
     r = _python(CHECK_IMPORTS.format(args=None, heavy=HEAVY), env=env)
     assert "plain,config" in r.stdout
+    assert "HEAVY=[]" in r.stderr, r.stderr
+
+
+def test_cluster_render_imports_no_kubernetes():
+    r = _python(CHECK_IMPORTS.format(args=["cluster", "render"], heavy=("kubernetes", "redis", "git")))
+    assert "kind: StatefulSet" in r.stdout
     assert "HEAVY=[]" in r.stderr, r.stderr
 
 

@@ -1,0 +1,195 @@
+"""Render the manifest templates (top-level ``templates/``) from the effective config.
+
+Templates are Jinja2 with ``StrictUndefined``: a missing value is an error that
+names the template, its line and the variable, never an empty string.
+"""
+
+from __future__ import annotations
+
+import secrets as _secrets
+import traceback
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from raibid.errors import TemplateError, UsageError
+
+if TYPE_CHECKING:
+    from raibid.config import Config
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+PART_OF = "app.kubernetes.io/part-of"
+COMPONENT = "raibid.dev/component"
+GENERATED = "raibid.dev/generated"
+
+# The base component is always rendered first; the rest come from cluster.components.
+BASE = "namespace"
+COMPONENTS = ("redis", "gitea", "keda", "flux")
+
+# kapp's order: namespaces and CRDs, then service accounts and RBAC, then
+# secrets, config maps and PVCs, then workloads and HelmCharts, then the rest.
+_KIND_RANK = {
+    "Namespace": 0, "CustomResourceDefinition": 0,
+    "ServiceAccount": 1, "Role": 1, "ClusterRole": 1, "RoleBinding": 1, "ClusterRoleBinding": 1,
+    "Secret": 2, "ConfigMap": 2, "PersistentVolumeClaim": 2,
+    "Deployment": 3, "StatefulSet": 3, "DaemonSet": 3, "Job": 3, "CronJob": 3, "HelmChart": 3,
+    "ScaledJob": 3, "TriggerAuthentication": 2,
+}
+
+
+def kind_rank(kind: str) -> int:
+    return _KIND_RANK.get(kind, 4)
+
+
+@lru_cache(maxsize=1)
+def templates_dir() -> Path:
+    """The templates folder, from a wheel (``raibid/_templates``) or a checkout (``templates/``)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_templates", here.parent / "templates"):
+        if candidate.is_dir():
+            return candidate
+    raise TemplateError("raibid's templates folder is missing from this installation",
+                        hint="reinstall raibid (pip install --force-reinstall raibid)")
+
+
+@dataclass
+class Manifest:
+    """One rendered object and where it came from."""
+
+    obj: dict[str, Any]
+    component: str
+    template: str
+
+    @property
+    def kind(self) -> str:
+        return self.obj["kind"]
+
+    @property
+    def api_version(self) -> str:
+        return self.obj["apiVersion"]
+
+    @property
+    def name(self) -> str:
+        return self.obj["metadata"]["name"]
+
+    @property
+    def namespace(self) -> str | None:
+        return self.obj["metadata"].get("namespace")
+
+    @property
+    def ref(self) -> str:
+        ns = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind}/{ns}{self.name}"
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.api_version, self.kind, self.namespace or "", self.name)
+
+    @property
+    def is_secret(self) -> bool:
+        return self.kind == "Secret"
+
+
+def common_labels(component: str) -> dict[str, str]:
+    return {MANAGED_BY: "raibid", PART_OF: "raibid", COMPONENT: component}
+
+
+def selected_components(cfg: Config, wanted: Iterable[str] = ()) -> list[str]:
+    """The base component plus the configured (or explicitly requested) ones, validated."""
+    wanted = list(wanted)
+    known = set(COMPONENTS) | {BASE}
+    for name in list(cfg.cluster.components) + wanted:
+        if name not in known:
+            raise UsageError(f"unknown component {name!r}", hint=f"known components: {', '.join(COMPONENTS)}")
+    chosen = wanted or list(cfg.cluster.components)
+    return [BASE] + [c for c in COMPONENTS if c in chosen]
+
+
+def generate_secrets() -> dict[str, str]:
+    return {"redis_password": _secrets.token_urlsafe(24), "gitea_admin_password": _secrets.token_urlsafe(24)}
+
+
+def render(cfg: Config, components: Iterable[str] = (), *, namespace: str | None = None,
+           secrets: Mapping[str, str] | None = None, templates: Path | None = None) -> list[Manifest]:
+    """Render the chosen components, in apply order."""
+    import jinja2
+    import yaml
+
+    root = templates or templates_dir()
+    if not root.is_dir():
+        raise TemplateError(f"templates folder not found: {root}", hint="check cluster.templates_dir")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(root)), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, autoescape=False)
+    ns = namespace or cfg.cluster.namespace
+    context = {**cfg.to_dict(masked=False), "namespace": ns, "secrets": dict(secrets or generate_secrets())}
+    out: list[Manifest] = []
+    for component in selected_components(cfg, components):
+        folder = root / component
+        if not folder.is_dir():
+            raise TemplateError(f"no templates for component {component!r} in {root}")
+        for path in sorted(folder.glob("*.yaml.j2")):
+            rel = f"{component}/{path.name}"
+            text = _render_one(env, rel, {**context, "component": component})
+            try:
+                docs = [d for d in yaml.safe_load_all(text) if d]
+            except yaml.YAMLError as e:
+                mark = getattr(e, "problem_mark", None)
+                line = f":{mark.line + 1}" if mark else ""
+                raise TemplateError(f"templates/{rel}{line}: rendered YAML is invalid: "
+                                    f"{getattr(e, 'problem', e)}") from None
+            for doc in docs:
+                _check_object(doc, rel)
+                meta = doc.setdefault("metadata", {})
+                meta["labels"] = {**(meta.get("labels") or {}), **common_labels(component)}
+                out.append(Manifest(doc, component, rel))
+    # Stable sort: kind rank first, then the template order within a rank.
+    return sorted(out, key=lambda m: kind_rank(m.kind))
+
+
+def _render_one(env: Any, rel: str, context: dict[str, Any]) -> str:
+    import jinja2
+
+    try:
+        return env.get_template(rel).render(**context)
+    except jinja2.UndefinedError as e:
+        line = _template_line(e, rel)
+        raise TemplateError(f"templates/{rel}{line}: missing template value: {e.message}",
+                            hint="set it in raibid.yaml (see docs/config.md)") from None
+    except jinja2.TemplateSyntaxError as e:
+        raise TemplateError(f"templates/{rel}:{e.lineno}: template syntax error: {e.message}") from None
+
+
+def _template_line(e: BaseException, rel: str) -> str:
+    for frame in reversed(traceback.extract_tb(e.__traceback__)):
+        if frame.filename.endswith(rel):
+            return f":{frame.lineno}"
+    return ""
+
+
+def _check_object(doc: Any, rel: str) -> None:
+    if not isinstance(doc, dict) or not doc.get("apiVersion") or not doc.get("kind"):
+        raise TemplateError(f"templates/{rel}: every document must be an object with apiVersion and kind")
+    if not (doc.get("metadata") or {}).get("name"):
+        raise TemplateError(f"templates/{rel}: {doc['kind']} has no metadata.name")
+
+
+def to_yaml(manifests: Iterable[Manifest]) -> str:
+    """Multi-document YAML; multi-line strings (configs, values) as readable blocks."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def str_block(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+        style = "|" if "\n" in data and not data.startswith(" ") else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+    Dumper.add_representer(str, str_block)
+    return "".join("---\n" + yaml.dump(m.obj, Dumper=Dumper, sort_keys=False, default_flow_style=False)
+                   for m in manifests)
+
+
+def file_name(index: int, m: Manifest) -> str:
+    return f"{index:02d}-{m.component}-{m.kind.lower()}-{m.name}.yaml"

@@ -1,0 +1,45 @@
+"""Regenerate the key table in docs/config.md from the config schema.
+
+Usage: .venv/bin/python scripts/gen-config-doc.py
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import typing
+from pathlib import Path
+
+from raibid.config import Config, env_var_for
+
+DOC = Path(__file__).parents[1] / "docs" / "config.md"
+
+
+def rows(cls: type, prefix: tuple[str, ...] = ()) -> list[str]:
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out += rows(tp, prefix + (f.name,))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        path = prefix + (f.name,)
+        env = "(file only)" if typing.get_origin(tp) is dict else f"`{env_var_for(path)}`"
+        out.append(f"| `{'.'.join(path)}` | `{json.dumps(default)}` | {env} | {f.metadata.get('help', '')} |")
+    return out
+
+
+def main() -> None:
+    table = "\n".join(["| Key | Default | Env override | Meaning |", "|---|---|---|---|", *rows(Config)])
+    text = DOC.read_text()
+    new = re.sub(r"(<!-- keys:begin -->\n).*?(<!-- keys:end -->)", lambda m: m.group(1) + table + "\n" + m.group(2),
+                 text, flags=re.S)
+    DOC.write_text(new)
+
+
+if __name__ == "__main__":
+    main()
