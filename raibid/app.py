@@ -39,6 +39,8 @@ class Application:
     _kube: Any = field(default=None, repr=False)
     _redis: Any = field(default=None, repr=False)
     _gitea: Any = field(default=None, repr=False)
+    _redis_endpoint: tuple[str, str | None] | None = field(default=None, repr=False)
+    _queue: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.terminal is None:
@@ -96,6 +98,12 @@ class Application:
         return self._redis
 
     def redis_endpoint(self) -> tuple[str, str | None]:
+        """(url, password): ``redis.url`` plus the password env var, or found in-cluster for ``auto``."""
+        if self._redis_endpoint is None:
+            self._redis_endpoint = self._resolve_redis()
+        return self._redis_endpoint
+
+    def _resolve_redis(self) -> tuple[str, str | None]:
         url = self.cfg.redis.url
         password = self.cfg.secret(self.cfg.redis.password_env)
         if url == "auto":
@@ -104,6 +112,24 @@ class Application:
             url, found_password = discover_redis(self.kube, self.namespace)
             password = password or found_password
         return url, password
+
+    @property
+    def queue(self) -> Any:
+        """The job queue (raibid.jobs.Queue) on this app's Redis."""
+        if self._queue is None:
+            from raibid.jobs import Queue
+
+            self._queue = Queue.from_app(self)
+        return self._queue
+
+    def agent_pools(self) -> dict[str, tuple[int, int]]:
+        """Agent type -> (KEDA lagCount, max replicas), for the default type and every configured one."""
+        types = {self.cfg.agents.default_type, *self.cfg.agents.types}
+        out = {}
+        for name in types:
+            t = self.cfg.agent_type(name)
+            out[name] = (t.lag_count, t.max_replicas or self.cfg.agents.max_replicas)
+        return out
 
     @property
     def gitea(self) -> Any:

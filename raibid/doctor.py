@@ -118,10 +118,12 @@ def crd_checks(app: Application, crds: list[tuple[str, str, bool, str]]) -> Iter
 
 def redis_checks(app: Application) -> Iterable[Check]:
     from raibid.errors import redact_url
+    from raibid.jobs import redis_errors
 
     try:
         url, _ = app.redis_endpoint()
-        info = app.redis.info("server")
+        with redis_errors(url):
+            info = app.redis.info("server")
     except RaibidError as e:
         yield Check("redis", Status.FAIL, e.message, e.hint or "check redis.url and the password env var")
         return
@@ -135,7 +137,36 @@ def redis_checks(app: Application) -> Iterable[Check]:
                     "KEDA's lag-based scaling from zero needs Redis 7+")
 
 
-PROVIDERS: list[Provider] = [machine_checks, cluster_checks, redis_checks]
+def queue_checks(app: Application) -> Iterable[Check]:
+    """Each agent stream exists with the consumer group, and Redis still knows its lag."""
+    from raibid.jobs import GROUP, redis_errors
+
+    try:
+        url, _ = app.redis_endpoint()
+        q = app.queue
+        with redis_errors(url):
+            for agent in sorted(app.agent_pools()):
+                stream = q.keys.stream(agent)
+                name = f"queue {agent}"
+                if not app.redis.exists(stream):
+                    yield Check(name, Status.WARN, f"{stream} does not exist yet",
+                                "`raibid queue init` creates it (submit does too)", required=False)
+                    continue
+                group = next((g for g in app.redis.xinfo_groups(stream) if g["name"] == GROUP), None)
+                if group is None:
+                    yield Check(name, Status.FAIL, f"{stream} has no consumer group {GROUP}",
+                                "KEDA would fall back to XLEN; run `raibid queue init`")
+                elif group.get("lag") is None:
+                    yield Check(name, Status.FAIL, f"{stream}: Redis reports no lag (entries-read lost)",
+                                "KEDA sees 0 and never scales up; run `raibid queue reap`")
+                else:
+                    yield Check(name, Status.OK, f"{stream}: group {GROUP}, lag {group['lag']}, "
+                                f"pending {group['pending']}")
+    except RaibidError:
+        return  # the redis check already reported why Redis is unusable
+
+
+PROVIDERS: list[Provider] = [machine_checks, cluster_checks, redis_checks, queue_checks]
 
 
 def run_checks(app: Application, providers: Iterable[Provider] | None = None) -> list[Check]:

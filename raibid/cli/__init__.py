@@ -16,6 +16,7 @@ from raibid.errors import ExitCode, RaibidError
 # press or `raibid --help` never pays for kubernetes, redis, git or jinja2.
 COMMANDS: dict[str, tuple[str, str]] = {
     "cluster": ("raibid.cli.cluster", "Render and apply Redis, Gitea, KEDA and Flux to k3s."),
+    "queue": ("raibid.cli.queue", "Submit, inspect and manage CI jobs on Redis Streams."),
     "config": ("raibid.cli.config", "Show, locate or create the raibid config file."),
     "doctor": ("raibid.cli.doctor", "Check this machine, the cluster and Redis."),
     "completion": ("raibid.cli.completion", "Print the shell completion script."),

@@ -46,3 +46,17 @@ def test_doctor_table_is_plain_text_when_piped(run, kube, redis_url):
     header = r.out.splitlines()[0]
     assert header == "CHECK\tSTATUS\tDETAIL\tHINT"
     assert "\x1b[" not in r.out
+
+
+def test_doctor_reports_queue_streams_and_groups(run, redis_url):
+    first = {c["name"]: c for c in run("doctor", "--json").json()["checks"]}
+    assert first["queue generic"]["status"] == "warn"
+    assert run("queue", "init").code == 0
+    after = {c["name"]: c for c in run("doctor", "--json").json()["checks"]}
+    assert after["queue generic"]["status"] == "ok" and "lag 0" in after["queue generic"]["detail"]
+    import redis
+
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    r.xgroup_destroy("raibid:jobs:generic", "raibid-agents")
+    broken = {c["name"]: c for c in run("doctor", "--json").json()["checks"]}
+    assert broken["queue generic"]["status"] == "fail" and "queue init" in broken["queue generic"]["hint"]

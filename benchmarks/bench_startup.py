@@ -1,6 +1,6 @@
 """Startup time of `raibid --help` against `python -c "import click"`, in one script.
 
-Usage: python benchmarks/startup.py [--runs N]
+Usage: python benchmarks/bench_startup.py [--runs N]
 Both commands run interleaved in the same process loop, so machine noise hits
 them alike; the ratio is the figure to quote.
 """

@@ -1,0 +1,293 @@
+"""`raibid queue`: submit, inspect and manage CI jobs on Redis Streams."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from raibid.cli._common import confirm_or_refuse, json_option
+from raibid.errors import UsageError
+
+if TYPE_CHECKING:
+    from raibid.app import Application
+    from raibid.jobs import Job
+
+
+@click.group()
+def queue() -> None:
+    """Submit, inspect and manage CI jobs on Redis Streams."""
+
+
+def _job_rows(jobs: list[Job]) -> list[tuple]:
+    return [(j.id, j.status, j.agent, j.repo, j.ref, j.attempt, j.submitted_at or "", j.exit_code
+             if j.exit_code is not None else "") for j in jobs]
+
+
+JOB_COLUMNS = ["id", "status", "agent", "repo", "ref", "attempt", "submitted", "exit"]
+
+
+@queue.command("init")
+@click.option("--agent", "agents", multiple=True, metavar="TYPE",
+              help="Agent type (repeatable). Default: agents.default_type and every agents.types entry.")
+@json_option
+@click.pass_obj
+def init(app: Application, agents: tuple[str, ...], as_json: bool) -> None:
+    """Create each agent stream and its consumer group (idempotent)."""
+    wanted = list(agents) or sorted(app.agent_pools())
+    created = app.queue.init(wanted)
+    data = [{"agent": a, "stream": app.queue.keys.stream(a), "created": a in created} for a in wanted]
+    app.term.emit(data, as_json, lambda: app.term.table(
+        ["agent", "stream", "group"], [(d["agent"], d["stream"], "created" if d["created"] else "exists")
+                                       for d in data]))
+
+
+def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"invalid --env {pair!r}: expected KEY=VALUE")
+        env[key] = value
+    return env
+
+
+SPEC_KEYS = {"repo", "ref", "commit", "agent", "command", "env", "timeout"}
+
+
+def _read_jsonl(stream: click.utils.LazyFile | object, name: str) -> list:
+    import json
+
+    from raibid.jobs import JobSpec
+
+    specs = []
+    for n, line in enumerate(stream, start=1):  # type: ignore[attr-defined]
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            raise UsageError(f"{name}:{n}: malformed JSON ({e.msg}); nothing was submitted") from None
+        if not isinstance(obj, dict):
+            raise UsageError(f"{name}:{n}: each line must be a JSON object; nothing was submitted")
+        unknown = set(obj) - SPEC_KEYS
+        if unknown:
+            raise UsageError(f"{name}:{n}: unknown key(s) {', '.join(sorted(unknown))}; nothing was submitted",
+                             hint="keys: " + ", ".join(sorted(SPEC_KEYS)))
+        try:
+            spec = JobSpec(**{k: obj[k] for k in obj}, source="cli")
+            spec.validate()
+        except (TypeError, UsageError) as e:
+            raise UsageError(f"{name}:{n}: {e}; nothing was submitted") from None
+        specs.append(spec)
+    return specs
+
+
+@queue.command()
+@click.option("--repo", metavar="OWNER/NAME", help="Gitea repository.")
+@click.option("--ref", metavar="REF", help="Branch, tag or sha to build.")
+@click.option("--commit", metavar="SHA", help="Exact commit (optional).")
+@click.option("--agent", metavar="TYPE", help="Agent type (default: agents.default_type).")
+@click.option("--command", "command_", metavar="CMD", help="Command to run instead of the repo's .raibid.yml.")
+@click.option("--env", "env_pairs", multiple=True, metavar="K=V", help="Non-secret env var (repeatable).")
+@click.option("--timeout", type=click.IntRange(min=1), metavar="S", help="Timeout in seconds.")
+@click.option("--from-file", "from_file", type=click.File("r"), metavar="FILE|-",
+              help="Submit many jobs from JSON Lines (one object per line), pipelined.")
+@json_option
+@click.pass_obj
+def submit(app: Application, repo: str | None, ref: str | None, commit: str | None, agent: str | None,
+           command_: str | None, env_pairs: tuple[str, ...], timeout: int | None, from_file, as_json: bool) -> None:
+    """Queue a job (or many with --from-file) and print the job id."""
+    from raibid.jobs import JobSpec
+
+    q = app.queue
+    if from_file is not None:
+        if repo or ref:
+            raise UsageError("--from-file cannot be combined with --repo/--ref")
+        specs = _read_jsonl(from_file, getattr(from_file, "name", "-"))
+        jobs = q.submit_many(specs)
+    else:
+        if not repo or not ref:
+            raise UsageError("--repo and --ref are required (or use --from-file)")
+        jobs = [q.submit(JobSpec(repo=repo, ref=ref, commit=commit, agent=agent, command=command_,
+                                 env=_parse_env(env_pairs), timeout=timeout))]
+    if as_json:
+        app.term.json(jobs[0] if from_file is None else jobs)
+    else:
+        for j in jobs:
+            app.term.line(j.id)
+    if from_file is not None:
+        app.term.info(f"submitted {len(jobs)} jobs")
+
+
+@queue.command("list")
+@click.option("--status", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled", "dead"]))
+@click.option("--agent", metavar="TYPE")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@json_option
+@click.pass_obj
+def list_(app: Application, status: str | None, agent: str | None, limit: int, as_json: bool) -> None:
+    """Recent jobs, newest first."""
+    jobs = app.queue.list(status=status, agent=agent, limit=limit)
+    app.term.emit(jobs, as_json, lambda: app.term.table(JOB_COLUMNS, _job_rows(jobs)))
+
+
+@queue.command()
+@click.argument("job_id")
+@json_option
+@click.pass_obj
+def show(app: Application, job_id: str, as_json: bool) -> None:
+    """One job's full record."""
+    from raibid.output import to_plain
+
+    job = app.queue.get(job_id)
+
+    def render() -> None:
+        for k, v in to_plain(job).items():
+            if v not in (None, "", {}, False):
+                app.term.line(f"{k + ':':15} {v}")
+
+    app.term.emit(job, as_json, render)
+
+
+@queue.command()
+@click.argument("job_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the job finishes.")
+@click.pass_obj
+def logs(app: Application, job_id: str, follow: bool) -> None:
+    """Print a job's log lines (stdout), optionally following them."""
+    from raibid.jobs import TERMINAL
+
+    q = app.queue
+    job = q.get(job_id)
+    last = "-"
+    for eid, line in q.logs(job_id):
+        app.term.line(line)
+        last = eid
+    if not follow:
+        return
+    last = last if last != "-" else "0-0"
+    while True:
+        lines = q.wait_logs(job_id, last, block_ms=1000)
+        for eid, line in lines:
+            app.term.line(line)
+            last = eid
+        app.term.stdout.flush()
+        if not lines:
+            job = q.get(job_id)
+            if job.status in TERMINAL:
+                # Drain anything written between the read and the status check.
+                for _eid, line in q.logs(job_id, after=last):
+                    app.term.line(line)
+                break
+    app.term.info(f"job {job.id} {job.status}" + (f" (exit {job.exit_code})" if job.exit_code is not None else ""))
+
+
+@queue.command()
+@json_option
+@click.pass_obj
+def stats(app: Application, as_json: bool) -> None:
+    """Per agent stream: length, lag, pending, consumers, oldest queued job, DLQ, and what KEDA will do."""
+    s = app.queue.stats(app.agent_pools())
+    for w in s.warnings:
+        app.term.warn(w)
+
+    def render() -> None:
+        rows = []
+        for st in s.streams:
+            consumers = ", ".join(f"{c.name}({c.pending}, idle {c.idle_ms // 1000}s)" for c in st.consumers)
+            age = "" if st.oldest_queued_age_s is None else f"{st.oldest_queued_age_s:.0f}s"
+            keda = "" if st.keda_desired is None else f"{st.keda_desired}/{st.max_replicas}"
+            rows.append((st.agent, st.length, "n/a" if st.lag is None else st.lag, st.pending, age,
+                         keda, consumers or "-"))
+        app.term.table(["agent", "length", "lag", "pending", "oldest queued", "keda pods", "consumers"], rows)
+        app.term.info(f"dead-letter queue: {s.dead_letter}")
+
+    app.term.emit(s, as_json, render)
+
+
+@queue.command()
+@click.argument("job_id")
+@click.pass_obj
+def cancel(app: Application, job_id: str) -> None:
+    """Cancel a queued job, or ask a running one to stop."""
+    res = app.queue.cancel(job_id)
+    app.term.success(f"job {job_id} cancelled" if res == "cancelled"
+                     else f"cancel requested for running job {job_id}; its agent stops at the next heartbeat")
+
+
+@queue.command()
+@click.argument("job_id")
+@json_option
+@click.pass_obj
+def retry(app: Application, job_id: str, as_json: bool) -> None:
+    """Enqueue a failed, dead or cancelled job again as a new attempt; prints the new id."""
+    job = app.queue.retry(job_id)
+    app.term.json(job) if as_json else app.term.line(job.id)
+
+
+@queue.group()
+def dlq() -> None:
+    """The dead-letter queue: jobs delivered max_deliveries times without finishing."""
+
+
+@dlq.command("list")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@json_option
+@click.pass_obj
+def dlq_list(app: Application, limit: int, as_json: bool) -> None:
+    """Dead-lettered jobs, newest first, with the reason."""
+    items = app.queue.dlq_list(limit)
+    app.term.emit(items, as_json, lambda: app.term.table(
+        ["job", "reason", "stream", "at"], [(d.job_id, d.reason, d.stream, d.at) for d in items]))
+
+
+@dlq.command("retry")
+@click.argument("job_id")
+@click.pass_obj
+def dlq_retry(app: Application, job_id: str) -> None:
+    """Retry a dead-lettered job as a new attempt and remove it from the DLQ."""
+    job = app.queue.dlq_retry(job_id)
+    app.term.line(job.id)
+
+
+@dlq.command("purge")
+@click.option("--yes", is_flag=True, help="Do not ask.")
+@click.pass_obj
+def dlq_purge(app: Application, yes: bool) -> None:
+    """Empty the dead-letter queue (job records stay, with status dead)."""
+    confirm_or_refuse("empty the dead-letter queue", yes)
+    n = app.queue.dlq_purge()
+    app.term.success(f"removed {n} dead-letter entries")
+
+
+@queue.command()
+@click.option("--min-idle", type=click.IntRange(min=0), metavar="S",
+              help="Idle seconds before an entry counts as stale (default: queue.min_idle).")
+@json_option
+@click.pass_obj
+def reap(app: Application, min_idle: int | None, as_json: bool) -> None:
+    """Requeue or dead-letter entries whose agent stopped heartbeating. Safe from cron."""
+    res = app.queue.reap(app.agent_pools(), min_idle_ms=None if min_idle is None else min_idle * 1000)
+    if as_json:
+        app.term.json(res)
+        return
+    app.term.info(f"requeued {len(res.requeued)}, dead-lettered {len(res.dead_lettered)}, "
+                  f"acked {len(res.acked)}")
+    for job_id in res.requeued:
+        app.term.line(f"requeued\t{job_id}")
+    for job_id in res.dead_lettered:
+        app.term.line(f"dead\t{job_id}")
+
+
+@queue.command()
+@click.option("--yes", is_flag=True, help="Do not ask (required when stdin is not a terminal).")
+@click.pass_obj
+def purge(app: Application, yes: bool) -> None:
+    """Delete every job, stream, log and the DLQ under redis.prefix. Dangerous."""
+    q = app.queue
+    confirm_or_refuse(f"delete every key under {q.keys.prefix}: in Redis", yes)
+    n = q.purge()
+    app.term.success(f"deleted {n} keys")
+
+

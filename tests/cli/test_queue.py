@@ -1,0 +1,148 @@
+"""`raibid queue` commands against a real redis-server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from raibid.jobs import JobSpec, Queue
+
+
+@pytest.fixture
+def q(redis_url) -> Queue:
+    return Queue(redis.Redis.from_url(redis_url, decode_responses=True), url=redis_url)
+
+
+def test_submit_then_show_list_and_stats(run, q):
+    r = run("queue", "submit", "--repo", "mirrors/app", "--ref", "main", "--env", "A=1", "--timeout", "60")
+    assert r.code == 0, r.err
+    job_id = r.out.strip()
+    shown = run("queue", "show", job_id, "--json").json()
+    assert shown["status"] == "queued" and shown["env"] == {"A": "1"} and shown["timeout"] == 60
+    assert shown["source"] == "cli"
+    listed = run("queue", "list", "--json").json()
+    assert [j["id"] for j in listed] == [job_id]
+    assert run("queue", "list", "--status", "running", "--json").json() == []
+    stats = run("queue", "stats", "--json").json()
+    generic = next(s for s in stats["streams"] if s["agent"] == "generic")
+    assert generic["lag"] == 1 and generic["keda_desired"] == 1 and generic["max_replicas"] == 8
+    table = run("queue", "list")
+    assert table.out.splitlines()[0].split("\t")[:2] == ["ID", "STATUS"]
+
+
+def test_submit_json_and_validation(run, redis_url):
+    r = run("queue", "submit", "--repo", "mirrors/app", "--ref", "v1", "--agent", "rust", "--json")
+    data = r.json()
+    assert data["agent"] == "rust" and data["ref"] == "v1" and data["stream_id"]
+    bad = run("queue", "submit", "--repo", "noslash", "--ref", "main")
+    assert bad.code == 2 and "OWNER/NAME" in bad.err
+    missing = run("queue", "submit", "--repo", "a/b")
+    assert missing.code == 2 and "--ref" in missing.err
+    badenv = run("queue", "submit", "--repo", "a/b", "--ref", "x", "--env", "NOEQUALS")
+    assert badenv.code == 2 and "KEY=VALUE" in badenv.err
+
+
+def test_bulk_submit_from_stdin(run, q):
+    lines = "\n".join(json.dumps({"repo": "mirrors/app", "ref": "main", "commit": f"{i:040x}"}) for i in range(30))
+    r = run("queue", "submit", "--from-file", "-", "--json", input=lines + "\n")
+    assert r.code == 0, r.err
+    assert len(r.json()) == 30 and "submitted 30 jobs" in r.err
+    assert q.r.zcard(q.keys.index) == 30
+
+
+def test_bulk_submit_malformed_line_submits_nothing(run, q, isolated_env):
+    f = isolated_env / "jobs.jsonl"
+    f.write_text('{"repo": "a/b", "ref": "main"}\n{"repo": "a/b", "ref": \n{"repo": "c/d", "ref": "x"}\n')
+    r = run("queue", "submit", "--from-file", str(f))
+    assert r.code == 2 and f"{f}:2: malformed JSON" in r.err and "nothing was submitted" in r.err
+    assert q.r.dbsize() == 0
+    f.write_text('{"repo": "a/b", "ref": "main", "secret": "x"}\n')
+    r = run("queue", "submit", "--from-file", str(f))
+    assert r.code == 2 and ":1: unknown key(s) secret" in r.err
+
+
+def test_unknown_job_exits_3(run, redis_url):
+    for args in (["show", "01NOPE"], ["cancel", "01NOPE"], ["retry", "01NOPE"], ["logs", "01NOPE"]):
+        r = run("queue", *args)
+        assert r.code == 3, args
+        assert "no job '01NOPE'" in r.err
+
+
+def test_cancel_retry_and_logs(run, q):
+    job = q.submit(JobSpec(repo="a/b", ref="main"))
+    claim = q.claim("generic", "pod")
+    q.append_log(job.id, ["hello", "world"])
+    q.finish(claim, "failed", exit_code=3, error="tests failed")
+    assert run("queue", "logs", job.id).out == "hello\nworld\n"
+    followed = run("queue", "logs", job.id, "--follow")
+    assert followed.out == "hello\nworld\n" and "failed (exit 3)" in followed.err
+    new_id = run("queue", "retry", job.id).out.strip()
+    assert q.get(new_id).retry_of == job.id
+    r = run("queue", "cancel", new_id)
+    assert r.code == 0 and "cancelled" in r.err
+    again = run("queue", "cancel", new_id)
+    assert again.code == 2 and "already cancelled" in again.err
+
+
+def test_dlq_list_retry_purge(run, redis_url):
+    q = Queue(redis.Redis.from_url(redis_url, decode_responses=True), url=redis_url, max_deliveries=1, min_idle_ms=0)
+    job = q.submit(JobSpec(repo="a/b", ref="main"))
+    q.claim("generic", "pod-1")
+    assert q.claim("generic", "pod-2") is None  # second delivery: dead
+    listed = run("queue", "dlq", "list", "--json").json()
+    assert [d["job_id"] for d in listed] == [job.id]
+    assert run("queue", "dlq", "purge").code == 2  # no --yes off a TTY
+    new_id = run("queue", "dlq", "retry", job.id).out.strip()
+    assert new_id != job.id and run("queue", "dlq", "list", "--json").json() == []
+    q.claim("generic", "pod-3")
+    q.claim("generic", "pod-4")
+    r = run("queue", "dlq", "purge", "--yes")
+    assert r.code == 0 and "removed 1" in r.err
+
+
+def test_reap_json_and_purge_requires_yes(run, q):
+    job = q.submit(JobSpec(repo="a/b", ref="main"))
+    q.claim("generic", "dead-pod")
+    r = run("queue", "reap", "--min-idle", "0", "--json")
+    assert r.code == 0 and r.json()["requeued"] == [job.id]
+    refused = run("queue", "purge")
+    assert refused.code == 2 and "--yes" in refused.err and q.r.dbsize() > 0
+    assert run("queue", "purge", "--yes").code == 0
+    assert q.r.dbsize() == 0
+
+
+def test_init_creates_groups_for_configured_types(run, q, isolated_env):
+    (isolated_env / "raibid.yaml").write_text("agents:\n  types:\n    rust: {lag_count: 2}\n")
+    r = run("queue", "init", "--json")
+    assert {d["agent"]: d["created"] for d in r.json()} == {"generic": True, "rust": True}
+    assert {d["agent"]: d["created"] for d in run("queue", "init", "--json").json()} == {
+        "generic": False, "rust": False}
+    stats = run("queue", "stats", "--json").json()
+    rust = next(s for s in stats["streams"] if s["agent"] == "rust")
+    assert rust["lag_count"] == 2 and rust["lag"] == 0 and rust["keda_desired"] == 0
+
+
+def test_unreachable_redis_exits_5_without_password(run, monkeypatch):
+    monkeypatch.setenv("RAIBID_REDIS_URL", "redis://:s3cr3t@127.0.0.1:1/0")
+    r = run("queue", "list")
+    assert r.code == 5 and "redis://:***@127.0.0.1:1/0" in r.err
+    assert "s3cr3t" not in r.err + r.out and "Traceback" not in r.err
+
+
+def test_wrong_password_exits_4(run, tmp_path, monkeypatch):
+    from tests.harness.redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "auth", password="right-pw").start()
+    try:
+        monkeypatch.setenv("RAIBID_REDIS_URL", server.url)
+        monkeypatch.setenv("RAIBID_REDIS_PASSWORD", "wrong-pw")
+        r = run("queue", "stats")
+        assert r.code == 4 and "wrong-pw" not in r.err
+        monkeypatch.delenv("RAIBID_REDIS_PASSWORD")
+        assert run("queue", "stats").code == 4
+        monkeypatch.setenv("RAIBID_REDIS_PASSWORD", "right-pw")
+        assert run("queue", "stats", "--json").code == 0
+    finally:
+        server.kill()

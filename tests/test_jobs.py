@@ -1,0 +1,313 @@
+"""The queue against a real redis-server: delivery semantics, DLQ, durability, stats."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from raibid.errors import NotFound, UsageError
+from raibid.jobs import GROUP, JobSpec, LostJob, Queue, keda_desired
+
+ROOT = Path(__file__).parents[1]
+
+
+def make_queue(url: str, **kw) -> Queue:
+    return Queue(redis.Redis.from_url(url, decode_responses=True), url=url, **kw)
+
+
+@pytest.fixture
+def q(redis_url) -> Queue:
+    return make_queue(redis_url)
+
+
+def spec(n: int = 0, **kw) -> JobSpec:
+    return JobSpec(repo="mirrors/app", ref="main", commit=f"{n:040x}", **kw)
+
+
+def test_full_lifecycle_of_a_job(q):
+    job = q.submit(spec(env={"CI": "1"}, command="make test"))
+    assert job.status == "queued" and job.stream_id and job.agent == "generic"
+    assert q.get(job.id).env == {"CI": "1"}
+    claim = q.claim("generic", "pod-a")
+    assert claim.job.id == job.id and claim.job.status == "running" and claim.job.agent_pod == "pod-a"
+    assert claim.job.deliveries == 1
+    assert q.heartbeat(claim) is False
+    q.append_log(job.id, ["step 1", "step 2"])
+    assert q.finish(claim, "succeeded", exit_code=0)
+    done = q.get(job.id)
+    assert done.status == "succeeded" and done.exit_code == 0 and done.finished_at
+    assert [line for _, line in q.logs(job.id)] == ["step 1", "step 2"]
+    assert 0 < q.r.ttl(q.keys.log(job.id)) <= q.log_ttl
+    info = q.r.xinfo_groups(q.keys.stream("generic"))[0]
+    assert info["pending"] == 0 and info["lag"] == 0
+    assert q.claim("generic", "pod-a") is None
+
+
+def test_job_ids_sort_by_time_and_are_url_safe(q):
+    ids = [q.submit(spec(i)).id for i in range(5)]
+    assert ids == sorted(ids)
+    assert all(i.isalnum() for i in ids)
+    assert [j.id for j in q.list(limit=5)] == list(reversed(ids))
+
+
+def test_group_created_at_zero_keeps_jobs_queued_before_it(q):
+    stream = q.keys.stream("generic")
+    q.r.xadd(stream, {"job": "early"})
+    q.r.hset(q.keys.job("early"), mapping={"id": "early", "repo": "a/b", "ref": "main", "agent": "generic",
+                                           "status": "queued", "stream_id": q.r.xrange(stream)[0][0]})
+    assert q.init(["generic"]) == ["generic"]
+    assert q.init(["generic"]) == []  # idempotent
+    claim = q.claim("generic", "pod")
+    assert claim and claim.job.id == "early"
+
+
+def test_invalid_specs_are_rejected_before_writing(q):
+    with pytest.raises(UsageError):
+        q.submit(JobSpec(repo="no-slash", ref="main"))
+    with pytest.raises(UsageError):
+        q.submit(JobSpec(repo="a/b", ref="main", agent="Bad Agent"))
+    with pytest.raises(UsageError):
+        q.submit_many([spec(1), JobSpec(repo="a/b", ref="")])
+    assert q.r.dbsize() == 0
+
+
+def test_cancel_queued_job_is_skipped_and_acked(q):
+    job = q.submit(spec())
+    assert q.cancel(job.id) == "cancelled"
+    assert q.claim("generic", "pod") is None
+    assert q.get(job.id).status == "cancelled"
+    assert q.r.xinfo_groups(q.keys.stream("generic"))[0]["pending"] == 0
+
+
+def test_cancel_of_running_job_is_observed_by_heartbeat(q):
+    job = q.submit(spec())
+    claim = q.claim("generic", "pod")
+    assert q.cancel(job.id) == "requested"
+    assert q.heartbeat(claim) is True
+    assert q.finish(claim, "cancelled", error="cancelled by user")
+    assert q.get(job.id).status == "cancelled"
+    with pytest.raises(UsageError):
+        q.cancel(job.id)
+
+
+def test_unknown_job_is_not_found(q):
+    with pytest.raises(NotFound):
+        q.get("01NOPE")
+    with pytest.raises(NotFound):
+        q.cancel("01NOPE")
+
+
+def test_retry_links_attempts(q):
+    job = q.submit(spec())
+    claim = q.claim("generic", "pod")
+    q.finish(claim, "failed", exit_code=2)
+    new = q.retry(job.id)
+    assert new.attempt == 2 and new.retry_of == job.id and new.status == "queued"
+    assert q.get(job.id).retried_by == new.id
+    with pytest.raises(UsageError):
+        q.retry(new.id)  # still queued
+
+
+def test_poison_job_goes_to_dead_letter_after_max_deliveries(redis_url):
+    q = make_queue(redis_url, max_deliveries=3, min_idle_ms=0)
+    job = q.submit(spec())
+    for n in range(3):  # three workers take it and vanish without finishing
+        claim = q.claim("generic", f"pod-{n}")
+        assert claim and claim.job.id == job.id and claim.job.deliveries == n + 1
+    assert q.claim("generic", "pod-3") is None
+    dead = q.get(job.id)
+    assert dead.status == "dead" and "max_deliveries 3" in dead.error
+    dlq = q.dlq_list()
+    assert [d.job_id for d in dlq] == [job.id] and "3 times" in dlq[0].reason
+    assert q.r.xinfo_groups(q.keys.stream("generic"))[0]["pending"] == 0
+    retried = q.dlq_retry(job.id)
+    assert retried.attempt == 2 and q.dlq_list() == []
+
+
+def test_heartbeat_keeps_a_long_job_from_being_stolen(redis_url):
+    q = make_queue(redis_url, min_idle_ms=150)
+    job = q.submit(spec())
+    claim = q.claim("generic", "slow")
+    deadline = time.monotonic() + 0.6
+    while time.monotonic() < deadline:  # a long build that heartbeats
+        q.heartbeat(claim)
+        assert q.claim("generic", "thief") is None
+        time.sleep(0.05)
+    assert q.finish(claim, "succeeded", exit_code=0)
+    assert q.get(job.id).deliveries == 1
+
+
+def test_lost_job_heartbeat_and_stale_finish(redis_url):
+    q = make_queue(redis_url, min_idle_ms=0)
+    job = q.submit(spec())
+    first = q.claim("generic", "a")
+    second = q.claim("generic", "b")  # reclaimed at once: min idle 0
+    assert second.job.id == job.id
+    with pytest.raises(LostJob):
+        q.heartbeat(first)
+    assert q.finish(first, "failed", exit_code=1) is False
+    assert q.finish(second, "succeeded", exit_code=0) is True
+    assert q.get(job.id).status == "succeeded"
+
+
+def test_release_requeues_then_dead_letters(redis_url):
+    q = make_queue(redis_url, max_deliveries=2)
+    job = q.submit(spec())
+    c1 = q.claim("generic", "a")
+    assert q.release(c1, "clone failed: 503") == "requeued"
+    requeued = q.get(job.id)
+    assert requeued.status == "queued" and requeued.stream_id != c1.stream_id
+    c2 = q.claim("generic", "b")
+    assert c2.job.deliveries == 2
+    assert q.release(c2, "clone failed: 503") == "dead"
+    assert q.get(job.id).status == "dead"
+
+
+def test_reap_requeues_stale_entries_so_lag_sees_them(redis_url):
+    q = make_queue(redis_url, min_idle_ms=60_000)
+    job = q.submit(spec())
+    q.claim("generic", "crashed-pod")
+    group = q.r.xinfo_groups(q.keys.stream("generic"))[0]
+    assert group["lag"] == 0 and group["pending"] == 1  # invisible to KEDA's lag
+    assert q.reap(min_idle_ms=60_000).requeued == []  # not idle long enough
+    res = q.reap(min_idle_ms=0)
+    assert res.requeued == [job.id]
+    group = q.r.xinfo_groups(q.keys.stream("generic"))[0]
+    assert group["lag"] == 1 and group["pending"] == 0
+    claim = q.claim("generic", "new-pod")
+    assert claim.job.id == job.id and claim.job.deliveries == 2
+
+
+def test_stats_lag_matches_xinfo_and_undelivered_count(redis_url):
+    q = make_queue(redis_url)
+    jobs = [q.submit(spec(i)) for i in range(7)]
+    claims = [q.claim("generic", "pod") for _ in range(3)]
+    q.finish(claims[0], "succeeded", exit_code=0)
+    q.submit(spec(99, agent="gpu"))
+    s = q.stats({"generic": (2, 3), "gpu": (1, 8)})
+    by = {st.agent: st for st in s.streams}
+    g = by["generic"]
+    raw = q.r.xinfo_groups(q.keys.stream("generic"))[0]
+    undelivered = sum(1 for j in jobs if q.get(j.id).status == "queued")
+    assert g.lag == raw["lag"] == undelivered == 4
+    assert g.pending == raw["pending"] == 2
+    assert g.keda_desired == 2  # min(3, ceil(4 / 2))
+    assert [c.name for c in g.consumers] == ["pod"] and g.consumers[0].pending == 2
+    assert g.oldest_queued_age_s is not None and g.oldest_queued_age_s >= 0
+    assert by["gpu"].lag == 1 and by["gpu"].keda_desired == 1
+    assert s.dead_letter == 0 and s.lag_supported
+
+
+def test_trimming_acked_entries_never_changes_lag(redis_url):
+    q = make_queue(redis_url)
+    for i in range(10):
+        q.submit(spec(i))
+    for _ in range(6):
+        q.finish(q.claim("generic", "pod"), "succeeded", exit_code=0)
+    stream = q.keys.stream("generic")
+    assert q.r.xlen(stream) == 4  # acked history trimmed
+    assert q.r.xinfo_groups(stream)[0]["lag"] == 4
+
+
+def test_keda_formula():
+    assert keda_desired(0, 1, 8) == 0
+    assert keda_desired(1, 1, 8) == 1
+    assert keda_desired(5, 2, 8) == 3
+    assert keda_desired(100, 1, 8) == 8
+
+
+def test_bulk_submit_is_pipelined_and_complete(q):
+    jobs = q.submit_many([spec(i) for i in range(250)], batch=100)
+    assert len({j.id for j in jobs}) == 250 and all(j.stream_id for j in jobs)
+    assert q.r.xinfo_groups(q.keys.stream("generic"))[0]["lag"] == 250
+    assert q.r.zcard(q.keys.index) == 250
+
+
+def _spawn(url: str, consumer: str, mode: str, min_idle: int = 300_000) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tests.helpers.queue_worker", url, "raibid", "generic", consumer,
+                             mode, str(min_idle)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+
+
+def test_four_worker_processes_drain_1000_jobs_exactly_once(redis_url):
+    q = make_queue(redis_url)
+    jobs = q.submit_many([spec(i) for i in range(1000)])
+    workers = [_spawn(redis_url, f"pod-{n}", "drain") for n in range(4)]
+    outs = [w.communicate(timeout=120)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), outs
+    done = [int(o.split()[1]) for o in outs]
+    assert sum(done) == 1000
+    pipe = q.r.pipeline()
+    for j in jobs:
+        pipe.get(f"test:runs:{j.id}")
+        pipe.hget(q.keys.job(j.id), "status")
+    res = pipe.execute()
+    assert res[0::2] == ["1"] * 1000
+    assert set(res[1::2]) == {"succeeded"}
+    group = q.r.xinfo_groups(q.keys.stream("generic"))[0]
+    assert group["lag"] == 0 and group["pending"] == 0
+
+
+def test_sigkilled_worker_job_is_reclaimed_and_completed(redis_url):
+    q = make_queue(redis_url, min_idle_ms=200)
+    job = q.submit(spec())
+    holder = _spawn(redis_url, "doomed", "hold", 200)
+    line = holder.stdout.readline()
+    assert line.strip() == f"claimed {job.id}"
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait(timeout=10)
+    assert q.get(job.id).status == "running"
+    claim = None
+    deadline = time.monotonic() + 10
+    while claim is None and time.monotonic() < deadline:  # reclaim becomes possible after min-idle
+        claim = q.claim("generic", "rescuer", block_ms=50)
+    assert claim is not None and claim.job.id == job.id and claim.job.deliveries == 2
+    assert q.finish(claim, "succeeded", exit_code=0)
+    assert q.get(job.id).status == "succeeded"
+
+
+def test_no_job_lost_across_redis_sigkill_with_aof(durable_redis):
+    url = durable_redis.url
+    q = make_queue(url)
+    jobs = [q.submit(spec(i)) for i in range(20)]
+    held = [q.claim("generic", "pod") for _ in range(5)]
+    q.finish(held[0], "succeeded", exit_code=0)
+    durable_redis.restart(kill=True)
+    q2 = make_queue(url, min_idle_ms=0)
+    stream = q2.keys.stream("generic")
+    group = q2.r.xinfo_groups(stream)[0]
+    # Redis 7.0 forgets entries-read on AOF reload: lag nil, which KEDA reads as 0.
+    assert group["pending"] == 4 and group["lag"] is None
+    assert any("reap" in w for w in q2.stats({"generic": (1, 8)}).warnings)
+    assert q2.reap(min_idle_ms=10**9).lag_repaired == ["generic"]
+    group = q2.r.xinfo_groups(stream)[0]
+    assert group["lag"] == 15 and group["pending"] == 4
+    statuses = {j.id: q2.get(j.id).status for j in jobs}
+    assert list(statuses.values()).count("queued") == 15
+    assert list(statuses.values()).count("running") == 4
+    # Everything still runs to completion after the crash.
+    seen = set()
+    while (c := q2.claim("generic", "after")) is not None:
+        seen.add(c.job.id)
+        q2.finish(c, "succeeded", exit_code=0)
+    assert seen == {j.id for j in jobs} - {held[0].job.id}
+
+
+def test_plain_restart_with_aof_keeps_everything(tmp_path):
+    from tests.harness.redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "r", appendonly=True).start()
+    try:
+        q = make_queue(server.url)
+        job = q.submit(spec())
+        server.restart()
+        assert make_queue(server.url).get(job.id).status == "queued"
+        assert make_queue(server.url).r.xinfo_groups(q.keys.stream("generic"))[0]["name"] == GROUP
+    finally:
+        server.kill()
