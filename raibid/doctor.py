@@ -100,6 +100,11 @@ def cluster_checks(app: Application) -> Iterable[Check]:
                     "raibid installs charts through k3s's HelmChart controller", required=False)
     yield from crd_checks(app, [("helmcharts.helm.cattle.io", "helm-controller CRD (HelmChart)", True,
                                  "k3s ships it; was k3s started with --disable helm-controller?")])
+    yield from crd_group_check(app, "KEDA CRDs", ["scaledjobs.keda.sh", "triggerauthentications.keda.sh"],
+                               "`raibid cluster up -c keda` installs KEDA")
+    yield from crd_group_check(app, "Flux CRDs", ["kustomizations.kustomize.toolkit.fluxcd.io",
+                                                  "gitrepositories.source.toolkit.fluxcd.io"],
+                               "`raibid cluster up -c flux` installs Flux")
 
 
 def crd_checks(app: Application, crds: list[tuple[str, str, bool, str]]) -> Iterable[Check]:
@@ -114,6 +119,19 @@ def crd_checks(app: Application, crds: list[tuple[str, str, bool, str]]) -> Iter
         else:
             yield Check(label, Status.FAIL if required else Status.WARN, f"{name} not installed", hint,
                         required=required)
+
+
+def crd_group_check(app: Application, label: str, names: list[str], hint: str) -> Iterable[Check]:
+    """One check for a set of CRDs a component installs (a warning until it is installed)."""
+    try:
+        missing = [n for n in names if not app.kube.crd_established(n)]
+    except RaibidError as e:
+        yield Check(label, Status.FAIL, e.message, e.hint or "", required=False)
+        return
+    if missing:
+        yield Check(label, Status.WARN, "missing: " + ", ".join(missing), hint, required=False)
+    else:
+        yield Check(label, Status.OK, ", ".join(names), required=False)
 
 
 def redis_checks(app: Application) -> Iterable[Check]:

@@ -114,14 +114,12 @@ def generate_secrets() -> dict[str, str]:
 def render(cfg: Config, components: Iterable[str] = (), *, namespace: str | None = None,
            secrets: Mapping[str, str] | None = None, templates: Path | None = None) -> list[Manifest]:
     """Render the chosen components, in apply order."""
-    import jinja2
     import yaml
 
     root = templates or templates_dir()
     if not root.is_dir():
         raise TemplateError(f"templates folder not found: {root}", hint="check cluster.templates_dir")
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(root)), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True, autoescape=False)
+    env = _environment(str(root))
     ns = namespace or cfg.cluster.namespace
     context = {**cfg.to_dict(masked=False), "namespace": ns, "secrets": dict(secrets or generate_secrets())}
     out: list[Manifest] = []
@@ -146,6 +144,23 @@ def render(cfg: Config, components: Iterable[str] = (), *, namespace: str | None
                 out.append(Manifest(doc, component, rel))
     # Stable sort: kind rank first, then the template order within a rank.
     return sorted(out, key=lambda m: kind_rank(m.kind))
+
+
+@lru_cache(maxsize=4)
+def _environment(root: str) -> Any:
+    """One Jinja2 environment per templates folder, so templates compile once per process."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(root), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, autoescape=False)
+    env.filters["b64"] = _b64
+    return env
+
+
+def _b64(value: Any) -> str:
+    import base64
+
+    return base64.b64encode(str(value).encode()).decode()
 
 
 def _render_one(env: Any, rel: str, context: dict[str, Any]) -> str:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
+
+from raibid.cli._common import confirm_or_refuse, json_option
+from raibid.errors import ExitCode, RaibidError
 
 if TYPE_CHECKING:
     from raibid.app import Application
@@ -20,6 +23,21 @@ def cluster() -> None:
     """Render and apply Redis, Gitea, KEDA and Flux to k3s."""
 
 
+def _render(app: Application, components: tuple[str, ...], secrets: dict[str, str] | None = None) -> list[Any]:
+    """Render with ``secrets``; passwords not given are generated."""
+    from raibid.manifests import generate_secrets, render
+
+    return render(app.cfg, components, namespace=app.namespace, secrets={**generate_secrets(), **(secrets or {})},
+                  templates=app.templates)
+
+
+def _plan(app: Application, components: tuple[str, ...]) -> tuple[list[Any], dict]:
+    """Manifests rendered with the cluster's existing passwords, and the live objects."""
+    from raibid.kube import plan
+
+    return plan(app.kube, lambda secrets: _render(app, components, secrets), app.namespace)
+
+
 @cluster.command()
 @component_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), metavar="DIR",
@@ -31,9 +49,9 @@ def render(app: Application, components: tuple[str, ...], out_dir: str | None) -
     Secrets are generated fresh on every render; `raibid cluster up` keeps the
     values already in the cluster instead.
     """
-    from raibid.manifests import file_name, render, to_yaml
+    from raibid.manifests import file_name, to_yaml
 
-    manifests = render(app.cfg, components, namespace=app.namespace, templates=app.templates)
+    manifests = _render(app, components)
     if out_dir is None:
         app.term.stdout.write(to_yaml(manifests))
         return
@@ -45,3 +63,153 @@ def render(app: Application, components: tuple[str, ...], out_dir: str | None) -
         if m.is_secret:
             path.chmod(0o600)
     app.term.info(f"wrote {len(manifests)} files to {target}")
+
+
+@cluster.command()
+@component_option
+@click.option("--force-conflicts/--no-force-conflicts", default=True, show_default=True,
+              help="Show the result as if conflicts were forced.")
+@click.pass_obj
+def diff(app: Application, components: tuple[str, ...], force_conflicts: bool) -> None:
+    """Show what `up` would change: a unified diff per object (server-side dry run).
+
+    Exit codes follow `kubectl diff`: 0 no differences, 1 differences, 2 or more an error.
+    Secret values are masked.
+    """
+    from raibid.kube import diff_manifests
+
+    try:
+        manifests, live = _plan(app, components)
+        diffs = diff_manifests(app.kube, manifests, force=force_conflicts, live_objs=live)
+    except RaibidError as e:
+        if e.exit_code == ExitCode.FAILURE:
+            e.exit_code = ExitCode.USAGE  # 1 means "differences" here, as with kubectl diff
+        raise
+    for d in diffs:
+        app.term.stdout.write(d.diff if d.diff.endswith("\n") else d.diff + "\n")
+    if diffs:
+        app.term.info(f"{len(diffs)} object(s) differ")
+        raise SystemExit(1)
+
+
+def _changes_table(app: Application, changes: list[Any]) -> None:
+    app.term.table(["action", "kind", "namespace", "name", "component", "detail"],
+                   [(c.action, c.kind, c.namespace or "", c.name, c.component, c.detail) for c in changes])
+
+
+@cluster.command()
+@component_option
+@click.option("--dry-run", is_flag=True, help="Server-side dry run: report, change nothing.")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until every object is ready.")
+@click.option("--timeout", default="10m", show_default=True, metavar="DURATION", help="How long --wait waits.")
+@click.option("--wait-interval", default="2s", show_default=True, metavar="DURATION",
+              help="How often --wait checks.")
+@click.option("--prune", is_flag=True, help="Delete labelled objects of these components that are no longer rendered.")
+@click.option("--prune-pvcs", is_flag=True, help="Let --prune delete PVCs too.")
+@click.option("--force-conflicts", is_flag=True, help="Take ownership of fields another manager owns.")
+@json_option
+@click.pass_obj
+def up(app: Application, components: tuple[str, ...], dry_run: bool, wait: bool, timeout: str, wait_interval: str,
+       prune: bool, prune_pvcs: bool, force_conflicts: bool, as_json: bool) -> None:
+    """Apply the components with server-side apply (field manager raibid), in kapp's order.
+
+    Idempotent: re-applying an unchanged cluster reports every object unchanged.
+    """
+    from raibid import kube as k
+    from raibid.manifests import selected_components
+
+    wait_for = k.parse_duration(timeout)
+    interval = k.parse_duration(wait_interval)
+    kube = app.kube
+    manifests, live = _plan(app, components)
+    chosen = [c for c in selected_components(app.cfg, components)]
+
+    def progress(change: Any) -> None:
+        if change.action != "unchanged":
+            app.term.debug(f"{change.action} {change.ref}")
+
+    try:
+        changes = k.apply_manifests(kube, manifests, force=force_conflicts, dry_run=dry_run, on_change=progress,
+                                    live=live)
+    except k.ApplyFailed as e:
+        done = e.changes
+        applied = sum(1 for c in done if c.action in ("created", "configured", "unchanged"))
+        app.term.emit({"changes": done, "ok": False}, as_json, lambda: _changes_table(app, done))
+        e.message = f"apply stopped after {applied} of {len(manifests)} objects: {e.message}"
+        e.hint = e.hint or "fix the cause and run `raibid cluster up` again; it converges from where it stopped"
+        raise e from None
+    if prune:
+        changes += k.prune(kube, manifests, chosen, prune_pvcs=prune_pvcs, dry_run=dry_run)
+    counts: dict[str, int] = {}
+    for c in changes:
+        counts[c.action] = counts.get(c.action, 0) + 1
+    summary = ", ".join(f"{n} {a}" for a, n in counts.items())
+    if not as_json:
+        _changes_table(app, changes)
+    app.term.info(("dry run: " if dry_run else "") + summary)
+    result: dict[str, Any] = {"changes": changes, "dry_run": dry_run, "waited": False, "ok": True,
+                              "not_ready": []}
+    if wait and not dry_run:
+        result["waited"] = True
+        try:
+            k.wait_ready(kube, manifests, timeout=wait_for, interval=interval,
+                         progress=lambda r: app.term.info(f"ready {r.ref}" + (f" ({r.reason})" if r.reason else "")))
+        except RaibidError as e:
+            result["ok"] = False
+            result["not_ready"] = getattr(e, "not_ready", [])
+            if as_json:
+                app.term.json(result)
+            raise
+        app.term.success("all objects ready")
+    if as_json:
+        app.term.json(result)
+
+
+@cluster.command()
+@component_option
+@click.option("--check", is_flag=True, help="Exit 1 when any component is not healthy (for monitoring).")
+@json_option
+@click.pass_obj
+def status(app: Application, components: tuple[str, ...], check: bool, as_json: bool) -> None:
+    """Per component: ready/desired, version, age and problems."""
+    from raibid.kube import component_status
+    from raibid.manifests import BASE
+
+    manifests = _render(app, components)
+    by_comp: dict[str, list[Any]] = {}
+    for m in manifests:
+        if m.component != BASE:
+            by_comp.setdefault(m.component, []).append(m)
+    rows = [component_status(app.kube, comp, ms) for comp, ms in by_comp.items()]
+
+    def fmt_age(s: float | None) -> str:
+        if s is None:
+            return ""
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if s >= size:
+                return f"{int(s // size)}{unit}"
+        return f"{int(s)}s"
+
+    app.term.emit(rows, as_json, lambda: app.term.table(
+        ["component", "state", "ready", "version", "age", "problems"],
+        [(r.component, r.state, f"{r.ready}/{r.desired}", r.version, fmt_age(r.age_s), "; ".join(r.problems))
+         for r in rows]))
+    if check and any(r.state != "healthy" for r in rows):
+        raise SystemExit(int(ExitCode.FAILURE))
+
+
+@cluster.command()
+@component_option
+@click.option("--purge", is_flag=True, help="Also delete PVCs, generated Secrets and the namespace.")
+@click.option("--yes", is_flag=True, help="Do not ask (required when stdin is not a terminal).")
+@json_option
+@click.pass_obj
+def down(app: Application, components: tuple[str, ...], purge: bool, yes: bool, as_json: bool) -> None:
+    """Delete the components in reverse order. Data (PVCs, passwords) stays unless --purge."""
+    from raibid.kube import delete_manifests
+
+    manifests = _render(app, components)
+    what = ", ".join(sorted({m.component for m in manifests}))
+    confirm_or_refuse(f"delete {what} from namespace {app.namespace}" + (" including data" if purge else ""), yes)
+    changes = delete_manifests(app.kube, manifests, purge=purge)
+    app.term.emit(changes, as_json, lambda: _changes_table(app, changes))

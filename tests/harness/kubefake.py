@@ -468,7 +468,8 @@ class LoggedRequest:
 class KubeFake:
     """A stateful Kubernetes API server on 127.0.0.1."""
 
-    def __init__(self, *, token: str = "raibid-test-token", git_version: str = "v1.31.4+k3s1") -> None:
+    def __init__(self, *, token: str | None = "raibid-test-token", git_version: str = "v1.31.4+k3s1") -> None:
+        """``token`` None turns authentication off (kubectl sends no bearer token over plain http)."""
         self.token = token
         self.git_version = git_version
         self.lock = threading.RLock()
@@ -515,7 +516,7 @@ class KubeFake:
         cfg = {
             "apiVersion": "v1", "kind": "Config", "preferences": {},
             "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "users": [{"name": "fake", "user": {"token": token or self.token}}],
+            "users": [{"name": "fake", "user": {"token": token or self.token} if (token or self.token) else {}}],
             "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": namespace}}],
             "current-context": "fake",
         }
@@ -968,7 +969,7 @@ class _Handler(BaseHTTPRequestHandler):
                                               403: "Forbidden", 429: "TooManyRequests"}.get(fault.status, "Unknown"),
                                fault.message)
             auth = self.headers.get("Authorization") or ""
-            if auth != f"Bearer {fake.token}":
+            if fake.token is not None and auth != f"Bearer {fake.token}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             status, payload = self._route(method, split.path, query, body, ctype, ua)
         except ApiError as e:
@@ -1235,3 +1236,85 @@ def mark_ready(fake: KubeFake, obj: dict) -> None:
     else:
         return
     fake.set_status(obj["apiVersion"], kind, name, ns, status)
+
+
+HELM_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "helmcharts.helm.cattle.io"},
+    "spec": {"group": "helm.cattle.io", "scope": "Namespaced",
+             "names": {"plural": "helmcharts", "singular": "helmchart", "kind": "HelmChart"},
+             "versions": [{"name": "v1", "served": True, "storage": True,
+                           "schema": {"openAPIV3Schema": {"type": "object",
+                                                          "x-kubernetes-preserve-unknown-fields": True}},
+                           "subresources": {"status": {}}}]},
+}
+
+
+def crd(group: str, plural: str, kind: str, version: str = "v1") -> dict:
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.{group}"},
+            "spec": {"group": group, "scope": "Namespaced",
+                     "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
+                     "versions": [{"name": version, "served": True, "storage": True,
+                                   "subresources": {"status": {}}}]}}
+
+
+class K3sController:
+    """Plays k3s's controllers on the fake: helm-controller Jobs, rollouts, PVC binding.
+
+    ``ready`` False leaves workloads unready (for timeout tests); ``helm_fails``
+    makes each helm-install Job fail.
+    """
+
+    def __init__(self, fake: KubeFake, *, ready: bool = True, helm_fails: bool = False) -> None:
+        self.fake, self.ready, self.helm_fails = fake, ready, helm_fails
+        fake.add_object(HELM_CRD, manager="k3s")
+        fake.on_write(self._on_write)
+
+    def _on_write(self, fake: KubeFake, verb: str, obj: dict) -> None:
+        if verb == "delete":
+            return
+        kind, meta = obj["kind"], obj["metadata"]
+        if kind == "HelmChart" and verb in ("create", "update"):
+            self._install(obj)
+        elif self.ready and kind in ("Deployment", "StatefulSet", "PersistentVolumeClaim"):
+            status = obj.get("status") or {}
+            if kind == "PersistentVolumeClaim" and status.get("phase") == "Bound":
+                return
+            if kind != "PersistentVolumeClaim" and status.get("observedGeneration") == meta.get("generation") \
+                    and status.get("readyReplicas") == (obj.get("spec") or {}).get("replicas", 1):
+                return
+            mark_ready(fake, obj)
+
+    def _install(self, hc: dict) -> None:
+        meta, spec = hc["metadata"], hc.get("spec") or {}
+        ns, name = meta["namespace"], meta["name"]
+        job_name = f"helm-install-{name}"
+        if self.fake.get_object("batch/v1", "Job", job_name, ns) is None:
+            self.fake.add_object({"apiVersion": "batch/v1", "kind": "Job",
+                                  "metadata": {"name": job_name, "namespace": ns},
+                                  "spec": {"backoffLimit": 1000, "template": {"spec": {
+                                      "restartPolicy": "OnFailure",
+                                      "containers": [{"name": "helm", "image": "rancher/klipper-helm"}]}}}},
+                                 manager="helm-controller")
+        job = self.fake.get_object("batch/v1", "Job", job_name, ns)
+        t = now_rfc3339()
+        if self.helm_fails:
+            self.fake.set_status("batch/v1", "Job", job_name, ns, {"failed": 1, "conditions": [
+                {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                 "message": "Job has reached the specified backoff limit", "lastProbeTime": t,
+                 "lastTransitionTime": t}]})
+            return
+        mark_ready(self.fake, job)
+        target = spec.get("targetNamespace") or ns
+        if self.fake.get_object("v1", "Namespace", target) is None:
+            self.fake.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": target}})
+        dep_name = f"{name}-{spec.get('chart', 'chart')}"
+        if self.fake.get_object("apps/v1", "Deployment", dep_name, target) is None:
+            labels = {"app.kubernetes.io/instance": name}
+            self.fake.add_object({"apiVersion": "apps/v1", "kind": "Deployment",
+                                  "metadata": {"name": dep_name, "namespace": target, "labels": labels},
+                                  "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                                           "template": {"metadata": {"labels": labels}, "spec": {
+                                               "containers": [{"name": "app", "image": f"{spec.get('chart')}:x"}]}}}},
+                                 manager="helm")
