@@ -76,7 +76,11 @@ class QueueConfig:
 class GiteaConfig:
     url: str = _f("http://127.0.0.1:30080", "Gitea base URL (ROOT_URL)")
     token_env: str = _f("RAIBID_GITEA_TOKEN", "Env var holding the Gitea API token")
+    token_file: str | None = _f(None, "File holding the Gitea API token (used when the env var is unset)")
     admin_user: str = _f("raibid-admin", "Gitea admin user name")
+    timeout: float = _f(10.0, "Seconds before a Gitea API request times out")
+    retries: int = _f(3, "Retries on connection errors and 502/503/504, with exponential backoff")
+    retry_backoff: float = _f(0.5, "First retry delay in seconds (doubles each retry)")
 
 
 @dataclass

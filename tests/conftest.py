@@ -31,6 +31,8 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
+    # Retries still happen, but without real back-off waits.
+    monkeypatch.setenv("RAIBID_GITEA_RETRY_BACKOFF", "0.001")
     return work
 
 
@@ -122,3 +124,22 @@ def run() -> callable:
         return Run(result)
 
     return invoke
+
+
+# ----------------------------------------------------------------------------- gitea
+
+
+GITEA_TOKEN = "gitea-test-token-0123456789abcdef"
+
+
+@pytest.fixture
+def gitea(git_server, monkeypatch: pytest.MonkeyPatch):
+    """A started Gitea fake with an admin token, wired into RAIBID_GITEA_URL/RAIBID_GITEA_TOKEN."""
+    from tests.harness.giteafake import GiteaFake
+
+    fake = GiteaFake(git_server).start()
+    fake.add_token("raibid-admin", GITEA_TOKEN)
+    monkeypatch.setenv("RAIBID_GITEA_URL", fake.url)
+    monkeypatch.setenv("RAIBID_GITEA_TOKEN", GITEA_TOKEN)
+    yield fake
+    fake.stop()

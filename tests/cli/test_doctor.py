@@ -9,7 +9,7 @@ def by_name(data: dict) -> dict:
     return {c["name"]: c for c in data["checks"]}
 
 
-def test_doctor_reports_k3s_version_crd_and_redis(run, kube, redis_url):
+def test_doctor_reports_k3s_version_crd_and_redis(run, kube, redis_url, gitea):
     kube.add_object(CRD)
     r = run("doctor", "--json")
     data = r.json()

@@ -30,7 +30,7 @@ def test_python_dash_m_works():
 def test_help_lists_groups_and_env_vars(run):
     r = run("--help")
     assert r.code == 0
-    for group in ("cluster", "queue", "config", "doctor", "completion"):
+    for group in ("cluster", "queue", "gitea", "config", "doctor", "completion"):
         assert f"  {group} " in r.out
     for env in ("RAIBID_CONFIG", "KUBECONFIG", "RAIBID_CONTEXT", "RAIBID_NAMESPACE", "NO_COLOR"):
         assert env in r.out
@@ -55,7 +55,7 @@ def test_help_imports_no_heavy_library():
 
 
 def test_group_help_imports_no_heavy_library():
-    for group in ("cluster", "queue", "config", "doctor"):
+    for group in ("cluster", "queue", "gitea", "config", "doctor"):
         r = _python(CHECK_IMPORTS.format(args=[group, "--help"], heavy=HEAVY))
         assert "HEAVY=[]" in r.stderr, (group, r.stderr)
 

@@ -33,6 +33,7 @@ class GitHTTPServer:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.token = token
+        self.tokens: set[str] = {token}  # every password accepted (a Gitea fake adds its API tokens)
         self.requests: list[tuple[str, str, int]] = []
         self.chunked_bodies = 0
         self.server: ThreadingHTTPServer | None = None
@@ -131,7 +132,7 @@ class _GitHandler(BaseHTTPRequestHandler):
             user, _, password = base64.b64decode(auth[6:]).decode().partition(":")
         except ValueError:
             return None
-        return user or "git" if password == self.owner.token else None
+        return (user or "git") if password in self.owner.tokens else None
 
     def _body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":

@@ -45,6 +45,6 @@ def test_password_is_enforced(tmp_path):
     try:
         assert server.client().ping()
         with pytest.raises(redis.AuthenticationError):
-            redis.Redis(port=server.port, password="wrong").ping()
+            redis.Redis(host="127.0.0.1", port=server.port, password="wrong").ping()
     finally:
         server.kill()

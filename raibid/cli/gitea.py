@@ -1,0 +1,293 @@
+"""`raibid gitea`: status, tokens, orgs, repos, hooks and the k3s registry config."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from raibid.cli._common import confirm_or_refuse, json_option
+from raibid.errors import AuthError, ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from raibid.app import Application
+
+
+@click.group()
+def gitea() -> None:
+    """Bootstrap and manage Gitea: tokens, orgs, repos, hooks, registry."""
+
+
+@gitea.command()
+@json_option
+@click.pass_obj
+def status(app: Application, as_json: bool) -> None:
+    """Is Gitea reachable, which version, is the registry on, are the admin user and token good.
+
+    Exits 5 when Gitea is unreachable and 4 when the token is missing or invalid.
+    """
+    st = app.gitea.status(app.cfg.gitea.admin_user)
+
+    def render() -> None:
+        rows = [("url", st.url), ("reachable", "yes" if st.reachable else f"no ({st.error})"),
+                ("version", st.version or ""),
+                ("registry", {True: "enabled", False: "disabled", None: ""}[st.registry_enabled]),
+                ("admin user", f"{st.admin_user} ({'present' if st.admin_exists else 'missing'})"
+                 if st.admin_exists is not None else st.admin_user),
+                ("token", "missing" if not st.token_source else
+                 f"{'valid' if st.token_valid else 'INVALID'} ({st.token_source}"
+                 + (f", user {st.token_user})" if st.token_user else ")"))]
+        app.term.table(["field", "value"], rows)
+
+    app.term.emit(st, as_json, render)
+    if not st.reachable:
+        raise SystemExit(int(ExitCode.UNREACHABLE))
+    if not st.token_valid:
+        raise SystemExit(int(ExitCode.AUTH))
+
+
+# ----------------------------------------------------------------------------- tokens
+
+
+@gitea.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@click.option("--name", default=None, help="Token name (default: raibid-<timestamp>).")
+@click.option("--scopes", default=",".join(("write:repository", "write:organization", "write:package", "read:user")),
+              show_default=True, help="Comma-separated scopes.")
+@click.option("--store", is_flag=True, help="Save it in the raibid-gitea-token Secret instead of printing it.")
+@click.option("--admin-user", metavar="USER", help="Admin user; its password is read from stdin.")
+@json_option
+@click.pass_obj
+def token_create(app: Application, name: str | None, scopes: str, store: bool, admin_user: str | None,
+                 as_json: bool) -> None:
+    """Create an API token with the admin's credentials.
+
+    The credentials come from raibid's generated Secret (raibid-gitea-admin), or
+    from --admin-user with the password on stdin (never as an argument). Without
+    --store the token is printed once to stdout.
+    """
+    import datetime as dt
+
+    from raibid.gitea import admin_credentials, store_token
+
+    if admin_user:
+        password = sys.stdin.readline().rstrip("\n")
+        if not password:
+            raise UsageError("--admin-user needs the password on stdin", hint="printf %s \"$PW\" | raibid gitea ...")
+        user = admin_user
+    else:
+        user, password = admin_credentials(app)
+    name = name or "raibid-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
+    scope_list = [s.strip() for s in scopes.split(",") if s.strip()]
+    tok = app.gitea.create_token(user, password, name, scope_list)
+    if store:
+        store_token(app, tok.value)
+        app.term.success(f"token {tok.name} (…{tok.last_eight}) stored in Secret {app.namespace}/raibid-gitea-token")
+        if as_json:
+            app.term.json({"name": tok.name, "scopes": tok.scopes, "stored": True})
+        return
+    if as_json:
+        app.term.json({"name": tok.name, "scopes": tok.scopes, "token": tok.value, "stored": False})
+    else:
+        app.term.line(tok.value)
+    app.term.info(f"token {tok.name} is shown once; keep it in ${app.cfg.gitea.token_env} or use --store")
+
+
+# ----------------------------------------------------------------------------- orgs
+
+
+@gitea.group()
+def org() -> None:
+    """Organisations."""
+
+
+@org.command("create")
+@click.argument("name")
+@click.option("--visibility", type=click.Choice(["public", "limited", "private"]), default="public",
+              show_default=True)
+@click.option("--description", default="")
+@click.option("--exist-ok", is_flag=True, help="Succeed if it already exists.")
+@json_option
+@click.pass_obj
+def org_create(app: Application, name: str, visibility: str, description: str, exist_ok: bool, as_json: bool) -> None:
+    """Create an organisation."""
+    o, created = app.gitea.create_org(name, visibility=visibility, description=description, exist_ok=exist_ok)
+    app.term.emit({"org": o, "created": created}, as_json,
+                  lambda: app.term.success(f"org {o.name} {'created' if created else 'already exists'}"))
+
+
+@org.command("list")
+@json_option
+@click.pass_obj
+def org_list(app: Application, as_json: bool) -> None:
+    """Organisations."""
+    orgs = app.gitea.list_orgs()
+    app.term.emit(orgs, as_json, lambda: app.term.table(
+        ["name", "visibility", "description"], [(o.name, o.visibility, o.description) for o in orgs]))
+
+
+# ----------------------------------------------------------------------------- repos
+
+
+@gitea.group()
+def repo() -> None:
+    """Repositories."""
+
+
+@repo.command("create")
+@click.argument("full_name", metavar="OWNER/NAME")
+@click.option("--private", is_flag=True)
+@click.option("--description", default="")
+@click.option("--default-branch", default=None)
+@click.option("--init", "auto_init", is_flag=True, help="Create an initial commit (README).")
+@click.option("--exist-ok", is_flag=True, help="Succeed if it already exists.")
+@json_option
+@click.pass_obj
+def repo_create(app: Application, full_name: str, private: bool, description: str, default_branch: str | None,
+                auto_init: bool, exist_ok: bool, as_json: bool) -> None:
+    """Create a repository in an org (or for the token's user)."""
+    from raibid.gitea import split_repo
+
+    owner, name = split_repo(full_name)
+    r, created = app.gitea.create_repo(owner, name, private=private, description=description,
+                                       default_branch=default_branch, auto_init=auto_init, exist_ok=exist_ok)
+    app.term.emit({"repo": r, "created": created}, as_json,
+                  lambda: app.term.success(f"repo {r.full_name} {'created' if created else 'already exists'}: "
+                                           f"{r.clone_url}"))
+
+
+@repo.command("list")
+@click.argument("owner", required=False)
+@json_option
+@click.pass_obj
+def repo_list(app: Application, owner: str | None, as_json: bool) -> None:
+    """Repositories of OWNER (an org or user), or of the token's user."""
+    repos = app.gitea.list_repos(owner)
+    app.term.emit(repos, as_json, lambda: app.term.table(
+        ["repo", "private", "mirror", "empty", "clone url"],
+        [(r.full_name, r.private, r.mirror, r.empty, r.clone_url) for r in repos]))
+
+
+@repo.command("show")
+@click.argument("full_name", metavar="OWNER/NAME")
+@json_option
+@click.pass_obj
+def repo_show(app: Application, full_name: str, as_json: bool) -> None:
+    """One repository."""
+    from raibid.gitea import split_repo
+    from raibid.output import to_plain
+
+    r = app.gitea.get_repo(*split_repo(full_name))
+
+    def render() -> None:
+        for k, v in to_plain(r).items():
+            app.term.line(f"{k + ':':16} {v}")
+
+    app.term.emit(r, as_json, render)
+
+
+@repo.command("delete")
+@click.argument("full_name", metavar="OWNER/NAME")
+@click.option("--yes", is_flag=True, help="Do not ask (required when stdin is not a terminal).")
+@click.pass_obj
+def repo_delete(app: Application, full_name: str, yes: bool) -> None:
+    """Delete a repository. Irreversible."""
+    from raibid.gitea import split_repo
+
+    owner, name = split_repo(full_name)
+    confirm_or_refuse(f"delete Gitea repository {owner}/{name}", yes)
+    app.gitea.delete_repo(owner, name)
+    app.term.success(f"deleted {owner}/{name}")
+
+
+# ----------------------------------------------------------------------------- hooks
+
+
+@gitea.group()
+def hook() -> None:
+    """Repository webhooks."""
+
+
+@hook.command("add")
+@click.argument("full_name", metavar="OWNER/NAME")
+@click.option("--url", required=True, help="Receiver URL (in-cluster addresses are allowed).")
+@click.option("--secret-env", metavar="VAR", help="Env var holding the HMAC secret (never passed as an argument).")
+@click.option("--events", default="push", show_default=True, help="Comma-separated events.")
+@click.option("--branch-filter", default="", help="Glob of branches that fire the hook.")
+@json_option
+@click.pass_obj
+def hook_add(app: Application, full_name: str, url: str, secret_env: str | None, events: str, branch_filter: str,
+             as_json: bool) -> None:
+    """Add an active webhook (Gitea's API default is inactive; raibid always sends active: true)."""
+    from raibid.gitea import split_repo
+
+    secret = ""
+    if secret_env:
+        secret = os.environ.get(secret_env, "")
+        if not secret:
+            raise UsageError(f"env var {secret_env} is empty or unset")
+    h = app.gitea.add_hook(*split_repo(full_name), url, secret=secret,
+                           events=[e.strip() for e in events.split(",") if e.strip()], branch_filter=branch_filter)
+    app.term.emit(h, as_json, lambda: app.term.success(f"hook {h.id} -> {h.url} ({', '.join(h.events)})"))
+
+
+@hook.command("list")
+@click.argument("full_name", metavar="OWNER/NAME")
+@json_option
+@click.pass_obj
+def hook_list(app: Application, full_name: str, as_json: bool) -> None:
+    """Webhooks of a repository."""
+    from raibid.gitea import split_repo
+
+    hooks = app.gitea.list_hooks(*split_repo(full_name))
+    app.term.emit(hooks, as_json, lambda: app.term.table(
+        ["id", "type", "url", "events", "active", "branch filter"],
+        [(h.id, h.type, h.url, ",".join(h.events), h.active, h.branch_filter) for h in hooks]))
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+@gitea.group()
+def registry() -> None:
+    """Gitea's OCI container registry."""
+
+
+@registry.command("config")
+@click.option("--write", "write_path", type=click.Path(dir_okay=False), metavar="PATH",
+              help="Write the file (mode 0600), e.g. /etc/rancher/k3s/registries.yaml.")
+@click.option("--username", default=None, help="Registry user (default: gitea.admin_user).")
+@click.pass_obj
+def registry_config(app: Application, write_path: str | None, username: str | None) -> None:
+    """Render k3s's registries.yaml for Gitea's registry.
+
+    containerd resolves image hosts with the node's DNS, not cluster DNS, so
+    gitea.url must be a node IP or hostname with the NodePort. Printed to stdout
+    the token is redacted; --write puts the real one in the file.
+    """
+    from raibid.gitea import registries_yaml, resolve_token
+
+    token, _ = resolve_token(app)
+    if not token:
+        raise AuthError("no Gitea token to put in registries.yaml",
+                        hint="set $RAIBID_GITEA_TOKEN or run `raibid gitea token create --store`")
+    user = username or app.cfg.gitea.admin_user
+    if write_path is None:
+        app.term.stdout.write(registries_yaml(app.cfg.gitea.url, user, "<redacted: use --write PATH>"))
+        app.term.info("the token is redacted on stdout; use --write PATH to write a usable file")
+        return
+    path = Path(write_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(registries_yaml(app.cfg.gitea.url, user, token))
+    os.chmod(path, 0o600)
+    app.term.success(f"wrote {path} (mode 0600)")
+    app.term.info("k3s reads registries.yaml only when it starts: run `sudo systemctl restart k3s`")

@@ -1,0 +1,197 @@
+"""`raibid gitea` against the stateful Gitea fake (repos are real bare repos over smart HTTP)."""
+
+from __future__ import annotations
+
+import base64
+import stat
+from pathlib import Path
+
+from tests.conftest import GITEA_TOKEN
+from tests.harness.githttp import git
+from tests.harness.kubefake import K3sController
+
+GOLDEN = Path(__file__).parents[1] / "golden"
+
+
+def test_status_reports_version_registry_admin_and_token(run, gitea):
+    r = run("gitea", "status", "--json")
+    assert r.code == 0, r.err
+    st = r.json()
+    assert st["reachable"] and st["version"] == "1.24.5" and st["registry_enabled"] is True
+    assert st["token_valid"] and st["token_user"] == "raibid-admin" and st["admin_exists"]
+    assert st["token_source"] == "env RAIBID_GITEA_TOKEN"
+    assert GITEA_TOKEN not in r.out + r.err
+
+
+def test_status_registry_disabled_and_unreachable(run, gitea):
+    gitea.registry = False
+    assert run("gitea", "status", "--json").json()["registry_enabled"] is False
+    gitea.stop()
+    r = run("gitea", "status", "--json")
+    assert r.code == 5 and r.json()["reachable"] is False
+
+
+def test_wrong_token_exits_4_without_the_token(run, gitea, monkeypatch):
+    monkeypatch.setenv("RAIBID_GITEA_TOKEN", "wrong-token-SECRET")
+    r = run("gitea", "org", "list")
+    assert r.code == 4 and "Gitea refused GET /api/v1/orgs (401)" in r.err
+    assert "wrong-token-SECRET" not in r.out + r.err
+    assert run("gitea", "status").code == 4
+
+
+def test_missing_token_exits_4_with_hint(run, gitea, monkeypatch):
+    monkeypatch.delenv("RAIBID_GITEA_TOKEN")
+    r = run("gitea", "repo", "list")
+    assert r.code == 4 and "no Gitea token" in r.err and "token create --store" in r.err
+
+
+def test_token_file_is_used(run, gitea, monkeypatch, isolated_env):
+    monkeypatch.delenv("RAIBID_GITEA_TOKEN")
+    (isolated_env / "tok").write_text(GITEA_TOKEN + "\n")
+    monkeypatch.setenv("RAIBID_GITEA_TOKEN_FILE", str(isolated_env / "tok"))
+    st = run("gitea", "status", "--json").json()
+    assert st["token_valid"] and st["token_source"].startswith("file ")
+
+
+def test_org_create_list_and_conflict(run, gitea):
+    r = run("gitea", "org", "create", "mirrors", "--visibility", "private", "--json")
+    assert r.code == 0 and r.json()["created"] is True
+    dup = run("gitea", "org", "create", "mirrors")
+    assert dup.code == 1 and "already exists" in dup.err
+    ok = run("gitea", "org", "create", "mirrors", "--exist-ok", "--json")
+    assert ok.code == 0 and ok.json()["created"] is False
+    orgs = run("gitea", "org", "list", "--json").json()
+    assert [(o["name"], o["visibility"]) for o in orgs] == [("mirrors", "private")]
+
+
+def test_org_list_paginates_with_total_count(run, gitea):
+    for i in range(57):
+        assert run("gitea", "org", "create", f"org-{i:02d}").code == 0
+    orgs = run("gitea", "org", "list", "--json").json()
+    assert len(orgs) == 57
+    assert sum(1 for m, p, _ in gitea.log if m == "GET" and p == "/api/v1/orgs") == 2
+
+
+def test_repo_create_show_list_clone_and_delete(run, gitea, tmp_path):
+    assert run("gitea", "org", "create", "mirrors").code == 0
+    r = run("gitea", "repo", "create", "mirrors/app", "--init", "--json")
+    assert r.code == 0, r.err
+    clone_url = r.json()["repo"]["clone_url"]
+    dup = run("gitea", "repo", "create", "mirrors/app")
+    assert dup.code == 1 and "repository mirrors/app already exists" in dup.err
+    shown = run("gitea", "repo", "show", "mirrors/app", "--json").json()
+    assert shown["mirror"] is False and shown["empty"] is False and shown["clone_url"] == clone_url
+    assert [x["full_name"] for x in run("gitea", "repo", "list", "mirrors", "--json").json()] == ["mirrors/app"]
+    basic = base64.b64encode(f"x:{GITEA_TOKEN}".encode()).decode()
+    env = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+           "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"}
+    git("clone", "-q", clone_url, str(tmp_path / "c"), env=env)
+    assert (tmp_path / "c" / "README.md").exists()
+    assert run("gitea", "repo", "delete", "mirrors/app").code == 2  # no --yes off a TTY
+    assert run("gitea", "repo", "delete", "mirrors/app", "--yes").code == 0
+    gone = run("gitea", "repo", "show", "mirrors/app")
+    assert gone.code == 3 and "no repository mirrors/app" in gone.err
+
+
+def test_repo_for_the_token_user_and_missing_org(run, gitea):
+    r = run("gitea", "repo", "create", "raibid-admin/personal", "--private", "--json")
+    assert r.code == 0 and r.json()["repo"]["private"] is True
+    assert [x["full_name"] for x in run("gitea", "repo", "list", "--json").json()] == ["raibid-admin/personal"]
+    missing = run("gitea", "repo", "create", "nope/app")
+    assert missing.code == 3 and "gitea org create nope" in missing.err
+
+
+def test_422_shows_giteas_message(run, gitea):
+    assert run("gitea", "org", "create", "mirrors").code == 0
+    r = run("gitea", "repo", "create", "mirrors/bad name")
+    assert r.code == 1 and "[Name]: invalid characters" in r.err
+
+
+def test_503_succeeds_after_retry(run, gitea):
+    gitea.fail_next(2, 503, method="GET", path="/orgs$")
+    r = run("gitea", "org", "list", "--json")
+    assert r.code == 0 and r.json() == []
+    statuses = [s for m, p, s in gitea.log if p == "/api/v1/orgs"]
+    assert statuses == [503, 503, 200]
+
+
+def test_connection_refused_exits_5(run, gitea, monkeypatch):
+    gitea.stop()
+    r = run("gitea", "repo", "list")
+    assert r.code == 5 and "cannot reach Gitea at http://127.0.0.1:" in r.err and "Traceback" not in r.err
+
+
+def test_hooks_are_active_and_secret_comes_from_env(run, gitea, monkeypatch):
+    run("gitea", "org", "create", "mirrors")
+    run("gitea", "repo", "create", "mirrors/app")
+    monkeypatch.setenv("HOOK_SECRET", "hmac-SECRET")
+    r = run("gitea", "hook", "add", "mirrors/app", "--url", "http://10.43.0.9:8080/hook", "--secret-env",
+            "HOOK_SECRET", "--events", "push,create", "--branch-filter", "main", "--json")
+    assert r.code == 0, r.err
+    h = r.json()
+    assert h["active"] is True and h["events"] == ["push", "create"] and h["branch_filter"] == "main"
+    assert gitea.repos["mirrors/app"].hooks[0]["_secret"] == "hmac-SECRET"
+    listed = run("gitea", "hook", "list", "mirrors/app", "--json").json()
+    assert [x["url"] for x in listed] == ["http://10.43.0.9:8080/hook"]
+    assert "hmac-SECRET" not in r.out + r.err
+    unset = run("gitea", "hook", "add", "mirrors/app", "--url", "http://x", "--secret-env", "NOPE_UNSET")
+    assert unset.code == 2
+
+
+def test_token_create_with_password_on_stdin(run, gitea):
+    r = run("gitea", "token", "create", "--admin-user", "raibid-admin", "--name", "ci", "--json",
+            input="admin-pass\n")
+    assert r.code == 0, r.err
+    data = r.json()
+    assert data["name"] == "ci" and len(data["token"]) == 40 and data["stored"] is False
+    assert data["token"] in gitea.tokens
+    bad = run("gitea", "token", "create", "--admin-user", "raibid-admin", input="wrong\n")
+    assert bad.code == 4 and "wrong" not in bad.err
+
+
+def test_token_create_from_cluster_secret_and_store(run, gitea, kube):
+    K3sController(kube)
+    assert run("cluster", "up", "-c", "gitea", "--no-wait").code == 0
+    secret = kube.get_object("v1", "Secret", "raibid-gitea-admin", "raibid-ci")
+    gitea.users["raibid-admin"].password = base64.b64decode(secret["data"]["password"]).decode()
+    r = run("gitea", "token", "create", "--store")
+    assert r.code == 0, r.err
+    assert r.out == ""  # stored, not printed
+    stored = kube.get_object("v1", "Secret", "raibid-gitea-token", "raibid-ci")
+    token = base64.b64decode(stored["data"]["token"]).decode()
+    assert token in gitea.tokens
+    assert stored["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "raibid"
+
+
+def test_token_from_cluster_secret_is_used(run, gitea, kube, monkeypatch):
+    monkeypatch.delenv("RAIBID_GITEA_TOKEN")
+    kube.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "raibid-ci"}})
+    kube.add_object({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "raibid-gitea-token",
+                                                                          "namespace": "raibid-ci"},
+                     "data": {"token": base64.b64encode(GITEA_TOKEN.encode()).decode()}})
+    st = run("gitea", "status", "--json").json()
+    assert st["token_valid"] and st["token_source"] == "secret raibid-ci/raibid-gitea-token"
+
+
+def test_registry_config_matches_golden_and_is_0600(run, gitea, isolated_env, monkeypatch):
+    monkeypatch.setenv("RAIBID_GITEA_URL", "http://192.168.1.50:30080")
+    out = isolated_env / "etc" / "registries.yaml"
+    r = run("gitea", "registry", "config", "--write", str(out))
+    assert r.code == 0, r.err
+    assert out.read_text() == (GOLDEN / "registries.yaml").read_text().replace("@TOKEN@", GITEA_TOKEN)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert "systemctl restart k3s" in r.err
+    assert GITEA_TOKEN not in r.out + r.err
+    shown = run("gitea", "registry", "config")
+    assert GITEA_TOKEN not in shown.out and "<redacted" in shown.out
+    assert "endpoint:\n    - http://192.168.1.50:30080" in shown.out
+
+
+def test_doctor_gitea_checks(run, gitea, monkeypatch):
+    checks = {c["name"]: c for c in run("doctor", "--json").json()["checks"]}
+    assert checks["gitea"]["status"] == "ok" and "1.24.5" in checks["gitea"]["detail"]
+    assert checks["gitea-token"]["status"] == "ok" and checks["gitea-registry"]["status"] == "ok"
+    monkeypatch.setenv("RAIBID_GITEA_TOKEN", "bad")
+    gitea.registry = False
+    checks = {c["name"]: c for c in run("doctor", "--json").json()["checks"]}
+    assert checks["gitea-token"]["status"] == "fail" and checks["gitea-registry"]["status"] == "fail"

@@ -1,0 +1,407 @@
+"""A stateful Gitea API fake over HTTP on 127.0.0.1.
+
+It implements the endpoints raibid uses with Gitea's status codes and response
+shapes. Repositories are real bare repos served by the smart-HTTP git fixture,
+so ``clone_url`` accepts pushes and clones with an API token as the password.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import itertools
+import json
+import os
+import re
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from tests.harness.githttp import GitHTTPServer, git
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class User:
+    id: int
+    login: str
+    password: str
+    is_admin: bool = False
+    is_org: bool = False
+    visibility: str = "public"
+    description: str = ""
+
+
+@dataclass
+class Repo:
+    id: int
+    owner: str
+    name: str
+    private: bool = False
+    description: str = ""
+    default_branch: str = "main"
+    mirror: bool = False
+    original_url: str = ""
+    mirror_interval: str = ""
+    hooks: list[dict] = field(default_factory=list)
+    created_at: str = field(default_factory=_now)
+
+
+class GiteaError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class GiteaFake:
+    def __init__(self, git_server: GitHTTPServer, *, version: str = "1.24.5", registry: bool = True,
+                 admin: str = "raibid-admin", admin_password: str = "admin-pass") -> None:
+        self.git = git_server
+        self.version = version
+        self.registry = registry
+        self.lock = threading.RLock()
+        self.ids = itertools.count(1)
+        self.users: dict[str, User] = {}
+        self.repos: dict[str, Repo] = {}  # "owner/name" (lower-case) -> Repo
+        self.tokens: dict[str, tuple[str, dict]] = {}  # token -> (login, token record)
+        self.log: list[tuple[str, str, int]] = []
+        self.faults: list[list[Any]] = []  # [remaining, status, method or None, path regex or None]
+        self.add_user(admin, admin_password, is_admin=True)
+        self.server: ThreadingHTTPServer | None = None
+
+    # ------------------------------------------------------------------ helpers for tests
+    def add_user(self, login: str, password: str = "pw", *, is_admin: bool = False) -> User:
+        u = User(next(self.ids), login, password, is_admin=is_admin)
+        self.users[login.lower()] = u
+        return u
+
+    def add_token(self, login: str, token: str, scopes: list[str] | None = None) -> str:
+        rec = {"id": next(self.ids), "name": f"t{len(self.tokens)}", "scopes": scopes or ["all"],
+               "sha1": token, "token_last_eight": token[-8:]}
+        self.tokens[token] = (login.lower(), rec)
+        self.git.tokens.add(token)
+        return token
+
+    def fail_next(self, count: int, status: int = 503, method: str | None = None, path: str | None = None) -> None:
+        self.faults.append([count, status, method, path])
+
+    def start(self) -> GiteaFake:
+        fake = self
+
+        class Handler(_Handler):
+            pass
+
+        Handler.fake = fake
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    # ------------------------------------------------------------------ shapes
+    def user_json(self, u: User) -> dict:
+        return {"id": u.id, "login": u.login, "username": u.login, "full_name": "", "email": f"{u.login}@x.local",
+                "avatar_url": "", "is_admin": u.is_admin, "visibility": u.visibility, "created": _now()}
+
+    def org_json(self, u: User) -> dict:
+        return {"id": u.id, "name": u.login, "username": u.login, "full_name": "", "avatar_url": "",
+                "description": u.description, "website": "", "location": "", "visibility": u.visibility,
+                "repo_admin_change_team_access": False}
+
+    def repo_json(self, r: Repo) -> dict:
+        owner = self.users[r.owner.lower()]
+        path = self.git.path(f"{r.owner}/{r.name}")
+        empty = not any((path / "refs" / "heads").iterdir()) if (path / "refs" / "heads").is_dir() else True
+        if empty and (path / "packed-refs").exists():
+            empty = "refs/heads/" not in (path / "packed-refs").read_text()
+        return {"id": r.id, "owner": self.user_json(owner) if not owner.is_org else {
+            **self.user_json(owner), "login": owner.login}, "name": r.name, "full_name": f"{r.owner}/{r.name}",
+            "description": r.description, "empty": empty, "private": r.private, "fork": False, "template": False,
+            "mirror": r.mirror, "size": 0, "html_url": f"{self.url}/{r.owner}/{r.name}",
+            "ssh_url": f"git@127.0.0.1:{r.owner}/{r.name}.git", "clone_url": self.git.url(f"{r.owner}/{r.name}"),
+            "original_url": r.original_url, "website": "", "default_branch": r.default_branch,
+            "archived": False, "created_at": r.created_at, "updated_at": r.created_at,
+            "mirror_interval": r.mirror_interval, "permissions": {"admin": True, "push": True, "pull": True}}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: GiteaFake
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._handle("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._handle("DELETE")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._handle("PATCH")
+
+    def _send(self, status: int, body: Any, headers: dict | None = None) -> None:
+        data = b"" if body is None else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json;charset=utf-8")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _caller(self) -> User | None:
+        auth = self.headers.get("Authorization") or ""
+        fake = self.fake
+        if auth.startswith("token ") or auth.startswith("Bearer "):
+            tok = auth.split(" ", 1)[1]
+            if tok in fake.tokens:
+                return fake.users[fake.tokens[tok][0]]
+            raise GiteaError(401, "token is required")  # Gitea's reply for a bad token
+        if auth.startswith("Basic "):
+            user, _, pw = base64.b64decode(auth[6:]).decode().partition(":")
+            u = fake.users.get(user.lower())
+            if u and u.password == pw and not u.is_org:
+                return u
+            raise GiteaError(401, f"user's password is invalid [uid: 0, name: {user}]")
+        return None
+
+    def _handle(self, method: str) -> None:
+        fake = self.fake
+        split = urlsplit(self.path)
+        path = split.path.rstrip("/") or "/"
+        query = {k: v[-1] for k, v in parse_qs(split.query).items()}
+        n = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(n) if n else b""
+        headers: dict[str, str] = {}
+        with fake.lock:
+            for f in fake.faults:
+                if f[0] > 0 and (f[2] is None or f[2] == method) and (f[3] is None or re.search(f[3], path)):
+                    f[0] -= 1
+                    fake.log.append((method, path, f[1]))
+                    self._send(f[1], {"message": "injected", "url": ""})
+                    return
+        try:
+            body = json.loads(raw) if raw else {}
+            with fake.lock:
+                status, payload, headers = self._route(method, path, query, body)
+        except GiteaError as e:
+            status, payload = e.status, {"message": e.message, "url": f"{fake.url}/api/swagger"}
+            if e.status == 401 and path == "/v2":
+                headers = {"WWW-Authenticate": f'Bearer realm="{fake.url}/v2/token",service="container_registry"',
+                           "Docker-Distribution-Api-Version": "registry/2.0"}
+                payload = {"errors": [{"code": "UNAUTHORIZED", "message": ""}]}
+        except ValueError:
+            status, payload = 400, {"message": "invalid JSON body", "url": ""}
+        fake.log.append((method, path, status))
+        self._send(status, payload, headers)
+
+    def _need(self, user: User | None) -> User:
+        if user is None:
+            raise GiteaError(401, "token is required")
+        return user
+
+    def _page(self, items: list, query: dict) -> tuple[int, list, dict]:
+        page = max(1, int(query.get("page", 1)))
+        limit = max(1, min(50, int(query.get("limit", 30))))
+        start = (page - 1) * limit
+        return 200, items[start:start + limit], {"X-Total-Count": str(len(items))}
+
+    def _repo(self, owner: str, name: str) -> Repo:
+        r = self.fake.repos.get(f"{owner}/{name}".lower())
+        if r is None:
+            raise GiteaError(404, "The target couldn't be found.")
+        return r
+
+    def _create_repo(self, owner: User, body: dict, *, mirror: bool = False, original: str = "") -> Repo:
+        name = body.get("name") or body.get("repo_name")
+        if not name:
+            raise GiteaError(422, "[Name]: Required")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise GiteaError(422, "[Name]: invalid characters")
+        key = f"{owner.login}/{name}".lower()
+        if key in self.fake.repos:
+            raise GiteaError(409, "The repository with the same name already exists.")
+        repo = Repo(next(self.fake.ids), owner.login, name, private=bool(body.get("private")),
+                    description=body.get("description", ""), default_branch=body.get("default_branch") or "main",
+                    mirror=mirror, original_url=original, mirror_interval=body.get("mirror_interval", "") or "")
+        self.fake.git.create_repo(f"{owner.login}/{name}", branch=repo.default_branch,
+                                  files={"README.md": f"# {name}\n"} if body.get("auto_init") else None)
+        self.fake.repos[key] = repo
+        return repo
+
+    def _route(self, method: str, path: str, q: dict, body: dict) -> tuple[int, Any, dict]:
+        fake = self.fake
+        if path == "/v2":
+            if not fake.registry:
+                raise GiteaError(404, "Not found")
+            raise GiteaError(401, "unauthorized")
+        if not path.startswith("/api/v1"):
+            raise GiteaError(404, "Not found")
+        p = path[len("/api/v1"):]
+        caller = self._caller()
+        if p == "/version" and method == "GET":
+            return 200, {"version": fake.version}, {}
+        if p == "/user" and method == "GET":
+            return 200, fake.user_json(self._need(caller)), {}
+        m = re.fullmatch(r"/users/([^/]+)/tokens", p)
+        if m and method == "POST":
+            auth = self.headers.get("Authorization") or ""
+            if not auth.startswith("Basic "):
+                raise GiteaError(401, "auth required")
+            caller = self._need(caller)
+            if caller.login.lower() != m.group(1).lower() and not caller.is_admin:
+                raise GiteaError(403, "user should be an owner of the token")
+            if not body.get("name"):
+                raise GiteaError(422, "[Name]: Required")
+            if not body.get("scopes"):
+                raise GiteaError(400, "access token must have a scope")
+            if any(rec["name"] == body["name"] and login == m.group(1).lower()
+                   for login, rec in fake.tokens.values()):
+                raise GiteaError(422, "access token name has been used already")
+            token = os.urandom(20).hex()
+            fake.add_token(m.group(1), token, body["scopes"])
+            fake.tokens[token][1]["name"] = body["name"]
+            return 201, dict(fake.tokens[token][1]), {}
+        m = re.fullmatch(r"/users/([^/]+)", p)
+        if m and method == "GET":
+            u = fake.users.get(m.group(1).lower())
+            if not u or u.is_org:
+                raise GiteaError(404, f"user redirect does not exist [name: {m.group(1)}]")
+            return 200, fake.user_json(u), {}
+        if p == "/orgs" and method == "POST":
+            caller = self._need(caller)
+            name = body.get("username")
+            if not name:
+                raise GiteaError(422, "[UserName]: Required")
+            if body.get("visibility", "public") not in ("public", "limited", "private"):
+                raise GiteaError(422, "[Visibility]: invalid")
+            if name.lower() in fake.users:
+                raise GiteaError(422, f"user already exists [name: {name}]")
+            org = User(next(fake.ids), name, "", is_org=True, visibility=body.get("visibility", "public"),
+                       description=body.get("description", ""))
+            fake.users[name.lower()] = org
+            return 201, fake.org_json(org), {}
+        if p == "/orgs" and method == "GET":
+            self._need(caller)
+            return self._page([fake.org_json(u) for u in fake.users.values() if u.is_org], q)
+        m = re.fullmatch(r"/orgs/([^/]+)", p)
+        if m and method == "GET":
+            u = fake.users.get(m.group(1).lower())
+            if not u or not u.is_org:
+                raise GiteaError(404, "GetOrgByName")
+            return 200, fake.org_json(u), {}
+        m = re.fullmatch(r"/orgs/([^/]+)/repos", p)
+        if m:
+            org = fake.users.get(m.group(1).lower())
+            if not org or not org.is_org:
+                raise GiteaError(404, "GetOrgByName")
+            if method == "GET":
+                return self._page([fake.repo_json(r) for r in fake.repos.values()
+                                   if r.owner.lower() == org.login.lower()], q)
+            if method == "POST":
+                self._need(caller)
+                return 201, fake.repo_json(self._create_repo(org, body)), {}
+        if p == "/user/repos":
+            caller = self._need(caller)
+            if method == "POST":
+                return 201, fake.repo_json(self._create_repo(caller, body)), {}
+            return self._page([fake.repo_json(r) for r in fake.repos.values()
+                               if r.owner.lower() == caller.login.lower()], q)
+        m = re.fullmatch(r"/users/([^/]+)/repos", p)
+        if m and method == "GET":
+            return self._page([fake.repo_json(r) for r in fake.repos.values()
+                               if r.owner.lower() == m.group(1).lower()], q)
+        if p == "/repos/migrate" and method == "POST":
+            caller = self._need(caller)
+            return self._migrate(caller, body)
+        m = re.fullmatch(r"/repos/([^/]+)/([^/]+)", p)
+        if m:
+            repo = self._repo(m.group(1), m.group(2))
+            if method == "GET":
+                return 200, fake.repo_json(repo), {}
+            if method == "DELETE":
+                self._need(caller)
+                del fake.repos[f"{repo.owner}/{repo.name}".lower()]
+                import shutil
+
+                shutil.rmtree(fake.git.path(f"{repo.owner}/{repo.name}"), ignore_errors=True)
+                return 204, None, {}
+        m = re.fullmatch(r"/repos/([^/]+)/([^/]+)/mirror-sync", p)
+        if m and method == "POST":
+            self._need(caller)
+            repo = self._repo(m.group(1), m.group(2))
+            if not repo.mirror:
+                raise GiteaError(400, "Repository is not a mirror")
+            git("remote", "update", "--prune", cwd=fake.git.path(f"{repo.owner}/{repo.name}"))
+            return 200, None, {}
+        m = re.fullmatch(r"/repos/([^/]+)/([^/]+)/hooks", p)
+        if m:
+            repo = self._repo(m.group(1), m.group(2))
+            self._need(caller)
+            if method == "GET":
+                return self._page(repo.hooks, q)
+            if method == "POST":
+                cfg = body.get("config") or {}
+                if not body.get("type") or not cfg.get("url") or not cfg.get("content_type"):
+                    raise GiteaError(422, "[Type]: Required" if not body.get("type") else "Missing config option: url")
+                hook = {"id": next(fake.ids), "type": body["type"],
+                        "config": {"url": cfg["url"], "content_type": cfg["content_type"]},
+                        "events": body.get("events") or ["push"], "active": bool(body.get("active", False)),
+                        "branch_filter": body.get("branch_filter", ""), "authorization_header": "",
+                        "updated_at": _now(), "created_at": _now()}
+                hook["_secret"] = cfg.get("secret", "")
+                repo.hooks.append(hook)
+                return 201, {k: v for k, v in hook.items() if not k.startswith("_")}, {}
+        raise GiteaError(404, "Not found")
+
+    def _migrate(self, caller: User, body: dict) -> tuple[int, Any, dict]:
+        fake = self.fake
+        if not body.get("clone_addr") or not body.get("repo_name"):
+            raise GiteaError(422, "[CloneAddr]: Required" if not body.get("clone_addr") else "[RepoName]: Required")
+        owner = fake.users.get((body.get("repo_owner") or caller.login).lower())
+        if owner is None:
+            raise GiteaError(422, "user does not exist")
+        key = f"{owner.login}/{body['repo_name']}".lower()
+        if key in fake.repos:
+            raise GiteaError(409, "The repository with the same name already exists.")
+        if body.get("mirror_interval") not in (None, "", "0") and not re.fullmatch(
+                r"(\d+h)?(\d+m)?(\d+s)?", body["mirror_interval"]):
+            raise GiteaError(422, "Invalid mirror interval")
+        target = fake.git.path(f"{owner.login}/{body['repo_name']}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        env = {}
+        if body.get("auth_token"):
+            basic = base64.b64encode(f"x:{body['auth_token']}".encode()).decode()
+            env = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+                   "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"}
+        try:
+            git("clone", "--mirror" if body.get("mirror") else "--bare", "-q", body["clone_addr"], str(target),
+                env=env)
+        except subprocess.CalledProcessError:
+            raise GiteaError(422, "Authentication failed or the repository could not be cloned") from None
+        repo = Repo(next(fake.ids), owner.login, body["repo_name"], private=bool(body.get("private")),
+                    description=body.get("description", ""), mirror=bool(body.get("mirror")),
+                    original_url=body["clone_addr"], mirror_interval=body.get("mirror_interval") or "")
+        fake.repos[key] = repo
+        return 201, fake.repo_json(repo), {}
