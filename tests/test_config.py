@@ -150,3 +150,11 @@ def test_documented_config_reference_lists_every_key():
     doc = (Path(__file__).parents[1] / "docs" / "config.md").read_text()
     for path, _ in leaf_keys():
         assert f"`{'.'.join(path)}`" in doc, path
+
+
+def test_raibid_debug_adds_the_traceback(run, isolated_env):
+    write(isolated_env / "raibid.yaml", "nope: 1\n")
+    quiet = run("config", "show")
+    assert quiet.code == 2 and "Traceback" not in quiet.err
+    loud = run("config", "show", env={"RAIBID_DEBUG": "1"})
+    assert loud.code == 2 and "Traceback" in loud.err and "unknown key 'nope'" in loud.err

@@ -146,3 +146,33 @@ def test_wrong_password_exits_4(run, tmp_path, monkeypatch):
         assert run("queue", "stats", "--json").code == 0
     finally:
         server.kill()
+
+
+def test_redis_url_auto_finds_service_and_secret(run, kube, tmp_path, monkeypatch):
+    """`redis.url: auto` reads the Service's ClusterIP and the Secret's password from the cluster."""
+    import base64
+
+    from tests.harness.redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "incluster", password="cluster-pw").start()
+    try:
+        kube.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "raibid-ci"}})
+        kube.add_object({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "raibid-redis",
+                                                                              "namespace": "raibid-ci"},
+                         "spec": {"clusterIP": "127.0.0.1", "ports": [{"name": "redis", "port": server.port}]}})
+        kube.add_object({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "raibid-redis",
+                                                                             "namespace": "raibid-ci"},
+                         "data": {"password": base64.b64encode(b"cluster-pw").decode()}})
+        monkeypatch.setenv("RAIBID_REDIS_URL", "auto")
+        r = run("queue", "submit", "--repo", "a/b", "--ref", "main")
+        assert r.code == 0, r.err
+        assert server.client().xlen("raibid:jobs:generic") == 1
+        assert "cluster-pw" not in r.out + r.err
+    finally:
+        server.kill()
+
+
+def test_redis_url_auto_without_service_exits_3(run, kube, monkeypatch):
+    monkeypatch.setenv("RAIBID_REDIS_URL", "auto")
+    r = run("queue", "list")
+    assert r.code == 3 and "Service raibid-redis not found" in r.err

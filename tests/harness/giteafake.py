@@ -51,6 +51,16 @@ class Repo:
     mirror_interval: str = ""
     hooks: list[dict] = field(default_factory=list)
     created_at: str = field(default_factory=_now)
+    auth_token: str = ""  # the source credentials a pull mirror keeps (never returned by the API)
+
+
+def _auth_env(token: str) -> dict[str, str]:
+    """Basic auth for git through the environment, as Gitea keeps a mirror's credentials out of the URL."""
+    if not token:
+        return {}
+    basic = base64.b64encode(f"x:{token}".encode()).decode()
+    return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"}
 
 
 class GiteaError(Exception):
@@ -353,7 +363,8 @@ class _Handler(BaseHTTPRequestHandler):
             repo = self._repo(m.group(1), m.group(2))
             if not repo.mirror:
                 raise GiteaError(400, "Repository is not a mirror")
-            git("remote", "update", "--prune", cwd=fake.git.path(f"{repo.owner}/{repo.name}"))
+            git("remote", "update", "--prune", cwd=fake.git.path(f"{repo.owner}/{repo.name}"),
+                env=_auth_env(repo.auth_token))
             return 200, None, {}
         m = re.fullmatch(r"/repos/([^/]+)/([^/]+)/hooks", p)
         if m:
@@ -390,18 +401,14 @@ class _Handler(BaseHTTPRequestHandler):
             raise GiteaError(422, "Invalid mirror interval")
         target = fake.git.path(f"{owner.login}/{body['repo_name']}")
         target.parent.mkdir(parents=True, exist_ok=True)
-        env = {}
-        if body.get("auth_token"):
-            basic = base64.b64encode(f"x:{body['auth_token']}".encode()).decode()
-            env = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
-                   "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"}
         try:
             git("clone", "--mirror" if body.get("mirror") else "--bare", "-q", body["clone_addr"], str(target),
-                env=env)
+                env=_auth_env(body.get("auth_token") or ""))
         except subprocess.CalledProcessError:
             raise GiteaError(422, "Authentication failed or the repository could not be cloned") from None
         repo = Repo(next(fake.ids), owner.login, body["repo_name"], private=bool(body.get("private")),
                     description=body.get("description", ""), mirror=bool(body.get("mirror")),
-                    original_url=body["clone_addr"], mirror_interval=body.get("mirror_interval") or "")
+                    original_url=body["clone_addr"], mirror_interval=body.get("mirror_interval") or "",
+                    auth_token=body.get("auth_token") or "")
         fake.repos[key] = repo
         return 201, fake.repo_json(repo), {}

@@ -279,3 +279,17 @@ def test_wrong_token_is_unauthorized(kube, tmp_path):
     with pytest.raises(ApiException) as e:
         client.CoreV1Api(c).list_namespace()
     assert e.value.status == 401
+
+
+def test_fault_injection_delay_applies_to_matching_requests_only(api, kube):
+    import time
+
+    core = client.CoreV1Api(api)
+    kube.inject("delay", count=1, delay=0.3, path=r"/namespaces/ci$")
+    t0 = time.monotonic()
+    core.list_namespace()
+    fast = time.monotonic() - t0
+    t0 = time.monotonic()
+    core.read_namespace("ci")
+    slow = time.monotonic() - t0
+    assert slow >= 0.3 > fast
