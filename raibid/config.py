@@ -325,8 +325,8 @@ def _coerce(tp: Any, value: Any, path: tuple[str, ...], marks: dict, src: Path |
     raise bad(str(tp))  # pragma: no cover - schema bug
 
 
-def leaf_keys(cls: type = Config, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
-    """Every scalar or list key of the schema, as (path, type)."""
+def schema_keys(cls: type = Config, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any, Any]]:
+    """Every non-section key of the schema, as (path, type, dataclass field), in file order."""
     out = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -334,12 +334,15 @@ def leaf_keys(cls: type = Config, prefix: tuple[str, ...] = ()) -> list[tuple[tu
             continue
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            out.extend(leaf_keys(tp, prefix + (f.name,)))
-        elif typing.get_origin(tp) is dict:
-            continue  # maps of named entries (agents.types) are file-only
+            out.extend(schema_keys(tp, prefix + (f.name,)))
         else:
-            out.append((prefix + (f.name,), tp))
+            out.append((prefix + (f.name,), tp, f))
     return out
+
+
+def leaf_keys() -> list[tuple[tuple[str, ...], Any]]:
+    """The keys an env var can set: every scalar or list (maps such as agents.types are file-only)."""
+    return [(path, tp) for path, tp, _ in schema_keys() if typing.get_origin(tp) is not dict]
 
 
 def env_var_for(path: tuple[str, ...]) -> str:

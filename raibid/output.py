@@ -103,6 +103,14 @@ class Terminal:
             self.stdout.write("\t".join(row) + "\n")
         self.stdout.flush()
 
+    def record(self, obj: Any) -> None:
+        """One object as aligned ``key: value`` lines, skipping empty values (for `show` commands)."""
+        plain = to_plain(obj)
+        width = max((len(k) for k in plain), default=0) + 2
+        for k, v in plain.items():
+            if v not in (None, "", {}, [], False):
+                self.line(f"{k + ':':{width}}{v}")
+
     def emit(self, data: Any, as_json: bool, render: Callable[[], None]) -> None:
         """The JSON branch runs first; a table is only a view of the same data."""
         if as_json:

@@ -11,30 +11,22 @@ import re
 import typing
 from pathlib import Path
 
-from raibid.config import Config, env_var_for
+from raibid.config import env_var_for, schema_keys
 
 DOC = Path(__file__).parents[1] / "docs" / "config.md"
 
 
-def rows(cls: type, prefix: tuple[str, ...] = ()) -> list[str]:
+def rows() -> list[str]:
     out = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.metadata.get("internal"):
-            continue
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            out += rows(tp, prefix + (f.name,))
-            continue
+    for path, tp, f in schema_keys():
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        path = prefix + (f.name,)
         env = "(file only)" if typing.get_origin(tp) is dict else f"`{env_var_for(path)}`"
         out.append(f"| `{'.'.join(path)}` | `{json.dumps(default)}` | {env} | {f.metadata.get('help', '')} |")
     return out
 
 
 def main() -> None:
-    table = "\n".join(["| Key | Default | Env override | Meaning |", "|---|---|---|---|", *rows(Config)])
+    table = "\n".join(["| Key | Default | Env override | Meaning |", "|---|---|---|---|", *rows()])
     text = DOC.read_text()
     new = re.sub(r"(<!-- keys:begin -->\n).*?(<!-- keys:end -->)", lambda m: m.group(1) + table + "\n" + m.group(2),
                  text, flags=re.S)

@@ -182,15 +182,9 @@ def repo_list(app: Application, owner: str | None, as_json: bool) -> None:
 def repo_show(app: Application, full_name: str, as_json: bool) -> None:
     """One repository."""
     from raibid.gitea import split_repo
-    from raibid.output import to_plain
 
     r = app.gitea.get_repo(*split_repo(full_name))
-
-    def render() -> None:
-        for k, v in to_plain(r).items():
-            app.term.line(f"{k + ':':16} {v}")
-
-    app.term.emit(r, as_json, render)
+    app.term.emit(r, as_json, lambda: app.term.record(r))
 
 
 @repo.command("delete")

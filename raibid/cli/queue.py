@@ -138,16 +138,8 @@ def list_(app: Application, status: str | None, agent: str | None, limit: int, a
 @click.pass_obj
 def show(app: Application, job_id: str, as_json: bool) -> None:
     """One job's full record."""
-    from raibid.output import to_plain
-
     job = app.queue.get(job_id)
-
-    def render() -> None:
-        for k, v in to_plain(job).items():
-            if v not in (None, "", {}, False):
-                app.term.line(f"{k + ':':15} {v}")
-
-    app.term.emit(job, as_json, render)
+    app.term.emit(job, as_json, lambda: app.term.record(job))
 
 
 @queue.command()

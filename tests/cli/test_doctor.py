@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.harness.test_kubefake import CRD
+from tests.harness.kubefake import HELM_CRD as CRD
 
 
 def by_name(data: dict) -> dict:

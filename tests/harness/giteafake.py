@@ -16,11 +16,12 @@ import re
 import subprocess
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.harness.githttp import GitHTTPServer, git
+from tests.harness.served import Served
 
 
 def _now() -> str:
@@ -69,7 +70,7 @@ class GiteaError(Exception):
         self.status, self.message = status, message
 
 
-class GiteaFake:
+class GiteaFake(Served):
     def __init__(self, git_server: GitHTTPServer, *, version: str = "1.24.5", registry: bool = True,
                  admin: str = "raibid-admin", admin_password: str = "admin-pass") -> None:
         self.git = git_server
@@ -83,7 +84,6 @@ class GiteaFake:
         self.log: list[tuple[str, str, int]] = []
         self.faults: list[list[Any]] = []  # [remaining, status, method or None, path regex or None]
         self.add_user(admin, admin_password, is_admin=True)
-        self.server: ThreadingHTTPServer | None = None
 
     # ------------------------------------------------------------------ helpers for tests
     def add_user(self, login: str, password: str = "pw", *, is_admin: bool = False) -> User:
@@ -102,27 +102,12 @@ class GiteaFake:
         self.faults.append([count, status, method, path])
 
     def start(self) -> GiteaFake:
-        fake = self
-
-        class Handler(_Handler):
-            pass
-
-        Handler.fake = fake
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._serve(_Handler)
         return self
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
 
     @property
     def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.base_url
 
     # ------------------------------------------------------------------ shapes
     def user_json(self, u: User) -> dict:
@@ -151,7 +136,7 @@ class GiteaFake:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    fake: GiteaFake
+    owner: GiteaFake
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
 
@@ -182,7 +167,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _caller(self) -> User | None:
         auth = self.headers.get("Authorization") or ""
-        fake = self.fake
+        fake = self.owner
         if auth.startswith("token ") or auth.startswith("Bearer "):
             tok = auth.split(" ", 1)[1]
             if tok in fake.tokens:
@@ -197,7 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
     def _handle(self, method: str) -> None:
-        fake = self.fake
+        fake = self.owner
         split = urlsplit(self.path)
         path = split.path.rstrip("/") or "/"
         query = {k: v[-1] for k, v in parse_qs(split.query).items()}
@@ -238,7 +223,7 @@ class _Handler(BaseHTTPRequestHandler):
         return 200, items[start:start + limit], {"X-Total-Count": str(len(items))}
 
     def _repo(self, owner: str, name: str) -> Repo:
-        r = self.fake.repos.get(f"{owner}/{name}".lower())
+        r = self.owner.repos.get(f"{owner}/{name}".lower())
         if r is None:
             raise GiteaError(404, "The target couldn't be found.")
         return r
@@ -250,18 +235,18 @@ class _Handler(BaseHTTPRequestHandler):
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise GiteaError(422, "[Name]: invalid characters")
         key = f"{owner.login}/{name}".lower()
-        if key in self.fake.repos:
+        if key in self.owner.repos:
             raise GiteaError(409, "The repository with the same name already exists.")
-        repo = Repo(next(self.fake.ids), owner.login, name, private=bool(body.get("private")),
+        repo = Repo(next(self.owner.ids), owner.login, name, private=bool(body.get("private")),
                     description=body.get("description", ""), default_branch=body.get("default_branch") or "main",
                     mirror=mirror, original_url=original, mirror_interval=body.get("mirror_interval", "") or "")
-        self.fake.git.create_repo(f"{owner.login}/{name}", branch=repo.default_branch,
+        self.owner.git.create_repo(f"{owner.login}/{name}", branch=repo.default_branch,
                                   files={"README.md": f"# {name}\n"} if body.get("auto_init") else None)
-        self.fake.repos[key] = repo
+        self.owner.repos[key] = repo
         return repo
 
     def _route(self, method: str, path: str, q: dict, body: dict) -> tuple[int, Any, dict]:
-        fake = self.fake
+        fake = self.owner
         if path == "/v2":
             if not fake.registry:
                 raise GiteaError(404, "Not found")
@@ -387,7 +372,7 @@ class _Handler(BaseHTTPRequestHandler):
         raise GiteaError(404, "Not found")
 
     def _migrate(self, caller: User, body: dict) -> tuple[int, Any, dict]:
-        fake = self.fake
+        fake = self.owner
         if not body.get("clone_addr") or not body.get("repo_name"):
             raise GiteaError(422, "[CloneAddr]: Required" if not body.get("clone_addr") else "[RepoName]: Required")
         owner = fake.users.get((body.get("repo_owner") or caller.login).lower())

@@ -10,10 +10,11 @@ import base64
 import os
 import subprocess
 import tempfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from tests.harness.served import Served
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "raibid-test", "GIT_AUTHOR_EMAIL": "test@raibid.invalid",
@@ -28,7 +29,7 @@ def git(*args: str, cwd: Path | None = None, env: dict | None = None) -> str:
                           text=True).stdout.strip()
 
 
-class GitHTTPServer:
+class GitHTTPServer(Served):
     def __init__(self, root: Path, token: str = "git-test-token") -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
@@ -36,30 +37,11 @@ class GitHTTPServer:
         self.tokens: set[str] = {token}  # every password accepted (a Gitea fake adds its API tokens)
         self.requests: list[tuple[str, str, int]] = []
         self.chunked_bodies = 0
-        self.server: ThreadingHTTPServer | None = None
 
     # ------------------------------------------------------------------ server
     def start(self) -> GitHTTPServer:
-        owner = self
-
-        class Handler(_GitHandler):
-            pass
-
-        Handler.owner = owner
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._serve(_GitHandler)
         return self
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
-
-    @property
-    def base_url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def url(self, repo: str) -> str:
         return f"{self.base_url}/{repo}.git"

@@ -26,12 +26,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
+
+from tests.harness.served import Served
 
 # ----------------------------------------------------------------------------- resource types
 
@@ -465,7 +467,7 @@ class LoggedRequest:
 # ----------------------------------------------------------------------------- the fake
 
 
-class KubeFake:
+class KubeFake(Served):
     """A stateful Kubernetes API server on 127.0.0.1."""
 
     def __init__(self, *, token: str | None = "raibid-test-token", git_version: str = "v1.31.4+k3s1") -> None:
@@ -482,35 +484,17 @@ class KubeFake:
         self.faults: list[Fault] = []
         self.hooks: list[Callable[[KubeFake, str, dict], None]] = []
         self._ip = 10
-        self.server: ThreadingHTTPServer | None = None
-        self.thread: threading.Thread | None = None
         self.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
         self.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}})
 
     # --------------------------------------------------------------- lifecycle
     def start(self) -> KubeFake:
-        fake = self
-
-        class Handler(_Handler):
-            pass
-
-        Handler.fake = fake
-        self.server = _Server(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-        self.thread.start()
+        self._serve(_Handler)
         return self
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
 
     @property
     def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.base_url
 
     def write_kubeconfig(self, path: Path, *, token: str | None = None, namespace: str = "default") -> Path:
         cfg = {
@@ -887,14 +871,8 @@ def _stamp(entries: list[dict]) -> list[dict]:
     return [{**e, "time": e.get("time") or stamp} for e in entries]
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-
 class _Handler(BaseHTTPRequestHandler):
-    fake: KubeFake
+    owner: KubeFake
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # otherwise ~20 requests per second
 
@@ -940,7 +918,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _handle(self, method: str) -> None:
-        fake = self.fake
+        fake = self.owner
         split = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         body = self._read_body()
@@ -982,7 +960,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ---------------------------------------------------------------- routing
     def _route(self, method: str, path: str, q: dict, raw: bytes, ctype: str, ua: str) -> tuple[int, Any]:
-        fake = self.fake
+        fake = self.owner
         parts = [p for p in path.split("/") if p]
         path = "/" + "/".join(parts)
         if path == "/version":
@@ -1040,7 +1018,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "BadRequest", f"error decoding request body: {e}") from None
 
     def _version(self) -> dict:
-        gv = self.fake.git_version
+        gv = self.owner.git_version
         m = re.match(r"v(\d+)\.(\d+)", gv)
         return {"major": m.group(1) if m else "1", "minor": m.group(2) if m else "31", "gitVersion": gv,
                 "gitCommit": "0" * 40, "gitTreeState": "clean", "buildDate": "2025-01-01T00:00:00Z",
@@ -1048,13 +1026,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _groups(self) -> dict[str, list[str]]:
         groups: dict[str, list[str]] = {}
-        for rt in self.fake.types.values():
+        for rt in self.owner.types.values():
             if rt.group and rt.version not in groups.setdefault(rt.group, []):
                 groups[rt.group].append(rt.version)
         return groups
 
     def _group(self, name: str) -> dict | None:
-        with self.fake.lock:
+        with self.owner.lock:
             versions = self._groups().get(name)
         if not versions:
             return None
@@ -1062,7 +1040,7 @@ class _Handler(BaseHTTPRequestHandler):
         return {"kind": "APIGroup", "apiVersion": "v1", "name": name, "versions": vs, "preferredVersion": vs[0]}
 
     def _group_list(self) -> dict:
-        with self.fake.lock:
+        with self.owner.lock:
             groups = self._groups()
         out = []
         for name, versions in groups.items():
@@ -1072,7 +1050,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _collection(self, method: str, rt: ResourceType, ns: str, q: dict, body: Any, manager: str,
                     dry: bool) -> tuple[int, Any]:
-        fake = self.fake
+        fake = self.owner
         if method == "GET" or method == "DELETE":
             preds = parse_selector(q.get("labelSelector", "")) if q.get("labelSelector") else []
             field_sel = q.get("fieldSelector", "")
@@ -1115,7 +1093,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _item(self, method: str, rt: ResourceType, ns: str, name: str, sub: str, q: dict, body: Any,
               ctype: str, manager: str, dry: bool) -> tuple[int, Any]:
-        fake = self.fake
+        fake = self.owner
         key = fake._key(rt, ns, name)
         live = fake.objects.get(key)
         if method == "GET":
@@ -1267,7 +1245,7 @@ class K3sController:
     """
 
     def __init__(self, fake: KubeFake, *, ready: bool = True, helm_fails: bool = False) -> None:
-        self.fake, self.ready, self.helm_fails = fake, ready, helm_fails
+        self.owner, self.ready, self.helm_fails = fake, ready, helm_fails
         fake.add_object(HELM_CRD, manager="k3s")
         fake.on_write(self._on_write)
 
@@ -1290,29 +1268,29 @@ class K3sController:
         meta, spec = hc["metadata"], hc.get("spec") or {}
         ns, name = meta["namespace"], meta["name"]
         job_name = f"helm-install-{name}"
-        if self.fake.get_object("batch/v1", "Job", job_name, ns) is None:
-            self.fake.add_object({"apiVersion": "batch/v1", "kind": "Job",
+        if self.owner.get_object("batch/v1", "Job", job_name, ns) is None:
+            self.owner.add_object({"apiVersion": "batch/v1", "kind": "Job",
                                   "metadata": {"name": job_name, "namespace": ns},
                                   "spec": {"backoffLimit": 1000, "template": {"spec": {
                                       "restartPolicy": "OnFailure",
                                       "containers": [{"name": "helm", "image": "rancher/klipper-helm"}]}}}},
                                  manager="helm-controller")
-        job = self.fake.get_object("batch/v1", "Job", job_name, ns)
+        job = self.owner.get_object("batch/v1", "Job", job_name, ns)
         t = now_rfc3339()
         if self.helm_fails:
-            self.fake.set_status("batch/v1", "Job", job_name, ns, {"failed": 1, "conditions": [
+            self.owner.set_status("batch/v1", "Job", job_name, ns, {"failed": 1, "conditions": [
                 {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
                  "message": "Job has reached the specified backoff limit", "lastProbeTime": t,
                  "lastTransitionTime": t}]})
             return
-        mark_ready(self.fake, job)
+        mark_ready(self.owner, job)
         target = spec.get("targetNamespace") or ns
-        if self.fake.get_object("v1", "Namespace", target) is None:
-            self.fake.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": target}})
+        if self.owner.get_object("v1", "Namespace", target) is None:
+            self.owner.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": target}})
         dep_name = f"{name}-{spec.get('chart', 'chart')}"
-        if self.fake.get_object("apps/v1", "Deployment", dep_name, target) is None:
+        if self.owner.get_object("apps/v1", "Deployment", dep_name, target) is None:
             labels = {"app.kubernetes.io/instance": name}
-            self.fake.add_object({"apiVersion": "apps/v1", "kind": "Deployment",
+            self.owner.add_object({"apiVersion": "apps/v1", "kind": "Deployment",
                                   "metadata": {"name": dep_name, "namespace": target, "labels": labels},
                                   "spec": {"replicas": 1, "selector": {"matchLabels": labels},
                                            "template": {"metadata": {"labels": labels}, "spec": {

@@ -9,18 +9,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
+from tests.harness.kubefake import HELM_CRD as CRD
 from tests.harness.kubefake import KubeFake, mark_ready
-
-CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-    "metadata": {"name": "helmcharts.helm.cattle.io"},
-    "spec": {"group": "helm.cattle.io", "scope": "Namespaced",
-             "names": {"plural": "helmcharts", "singular": "helmchart", "kind": "HelmChart"},
-             "versions": [{"name": "v1", "served": True, "storage": True,
-                           "schema": {"openAPIV3Schema": {"type": "object",
-                                                          "x-kubernetes-preserve-unknown-fields": True}},
-                           "subresources": {"status": {}}}]},
-}
 
 
 def deployment(name: str = "web", replicas: int = 1, image: str = "nginx:1", labels: dict | None = None) -> dict:
