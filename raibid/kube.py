@@ -709,15 +709,6 @@ class ComponentStatus:
     problems: list[str]
 
 
-def _age(ts: str | None) -> float | None:
-    import datetime as dt
-
-    if not ts:
-        return None
-    when = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    return max(0.0, (dt.datetime.now(dt.UTC) - when).total_seconds())
-
-
 def component_status(kube: Kube, component: str, manifests: list[Any]) -> ComponentStatus:
     """Ready/desired, version, age and problems of one component, from the live objects."""
     ready = desired = 0
@@ -771,7 +762,9 @@ def component_status(kube: Kube, component: str, manifests: list[Any]) -> Compon
         state = "progressing"
     else:
         state = "healthy"
-    return ComponentStatus(component, state, ready, desired, version, _age(created), created, problems)
+    from raibid.output import seconds_since
+
+    return ComponentStatus(component, state, ready, desired, version, seconds_since(created), created, problems)
 
 
 def _chart_selector(name: str, spec: dict) -> str | None:

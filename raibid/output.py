@@ -35,6 +35,29 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
+def format_age(seconds: float | None) -> str:
+    """kubectl-style age: 42s, 5m, 3h, 2d."""
+    if seconds is None:
+        return ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def seconds_since(timestamp: str | None) -> float | None:
+    """Seconds since an RFC 3339 timestamp (None for none)."""
+    if not timestamp:
+        return None
+    when = _dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return max(0.0, (_dt.datetime.now(_dt.UTC) - when).total_seconds())
+
+
+def age_of(timestamp: str | None) -> str:
+    """Age of an RFC 3339 timestamp, for tables (JSON keeps the timestamp)."""
+    return format_age(seconds_since(timestamp))
+
+
 class Terminal:
     """Where output goes and how it looks."""
 
@@ -92,8 +115,9 @@ class Terminal:
             from rich.table import Table
 
             t = Table(title=title, show_edge=False, header_style="bold" if self.color else "")
-            for c in columns:
-                t.add_column(c)
+            for i, c in enumerate(columns):
+                # Never ellipsize: the first column (ids, names) stays whole for copy-paste; the rest wrap.
+                t.add_column(c, no_wrap=i == 0, overflow="fold")
             for row in cells:
                 t.add_row(*row)
             Console(file=self.stdout, no_color=not self.color, highlight=False).print(t)

@@ -180,19 +180,13 @@ def status(app: Application, components: tuple[str, ...], check: bool, as_json: 
     for m in manifests:
         if m.component != BASE:
             by_comp.setdefault(m.component, []).append(m)
-    rows = [component_status(app.kube, comp, ms) for comp, ms in by_comp.items()]
+    from raibid.output import format_age
 
-    def fmt_age(s: float | None) -> str:
-        if s is None:
-            return ""
-        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-            if s >= size:
-                return f"{int(s // size)}{unit}"
-        return f"{int(s)}s"
+    rows = [component_status(app.kube, comp, ms) for comp, ms in by_comp.items()]
 
     app.term.emit(rows, as_json, lambda: app.term.table(
         ["component", "state", "ready", "version", "age", "problems"],
-        [(r.component, r.state, f"{r.ready}/{r.desired}", r.version, fmt_age(r.age_s), "; ".join(r.problems))
+        [(r.component, r.state, f"{r.ready}/{r.desired}", r.version, format_age(r.age_s), "; ".join(r.problems))
          for r in rows]))
     if check and any(r.state != "healthy" for r in rows):
         raise SystemExit(int(ExitCode.FAILURE))

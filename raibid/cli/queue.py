@@ -20,11 +20,13 @@ def queue() -> None:
 
 
 def _job_rows(jobs: list[Job]) -> list[tuple]:
-    return [(j.id, j.status, j.agent, j.repo, j.ref, j.attempt, j.submitted_at or "", j.exit_code
-             if j.exit_code is not None else "") for j in jobs]
+    from raibid.output import age_of
+
+    return [(j.id, j.status, j.agent, j.repo, j.ref, j.attempt, age_of(j.submitted_at),
+             "" if j.exit_code is None else j.exit_code) for j in jobs]
 
 
-JOB_COLUMNS = ["id", "status", "agent", "repo", "ref", "attempt", "submitted", "exit"]
+JOB_COLUMNS = ["id", "status", "agent", "repo", "ref", "attempt", "age", "exit"]
 
 
 @queue.command("init")
@@ -180,6 +182,8 @@ def logs(app: Application, job_id: str, follow: bool) -> None:
 @click.pass_obj
 def stats(app: Application, as_json: bool) -> None:
     """Per agent stream: length, lag, pending, consumers, oldest queued job, DLQ, and what KEDA will do."""
+    from raibid.output import format_age
+
     s = app.queue.stats(app.agent_pools())
     for w in s.warnings:
         app.term.warn(w)
@@ -188,7 +192,7 @@ def stats(app: Application, as_json: bool) -> None:
         rows = []
         for st in s.streams:
             consumers = ", ".join(f"{c.name}({c.pending}, idle {c.idle_ms // 1000}s)" for c in st.consumers)
-            age = "" if st.oldest_queued_age_s is None else f"{st.oldest_queued_age_s:.0f}s"
+            age = format_age(st.oldest_queued_age_s)
             keda = "" if st.keda_desired is None else f"{st.keda_desired}/{st.max_replicas}"
             rows.append((st.agent, st.length, "n/a" if st.lag is None else st.lag, st.pending, age,
                          keda, consumers or "-"))
