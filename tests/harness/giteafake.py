@@ -16,12 +16,11 @@ import re
 import subprocess
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.harness.githttp import GitHTTPServer, git
-from tests.harness.served import Served
+from tests.harness.served import Handler, Served
 
 
 def _now() -> str:
@@ -135,25 +134,8 @@ class GiteaFake(Served):
             "mirror_interval": r.mirror_interval, "permissions": {"admin": True, "push": True, "pull": True}}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(Handler):
     owner: GiteaFake
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._handle("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._handle("POST")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._handle("DELETE")
-
-    def do_PATCH(self) -> None:  # noqa: N802
-        self._handle("PATCH")
 
     def _send(self, status: int, body: Any, headers: dict | None = None) -> None:
         data = b"" if body is None else json.dumps(body).encode()
@@ -186,8 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         path = split.path.rstrip("/") or "/"
         query = {k: v[-1] for k, v in parse_qs(split.query).items()}
-        n = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(n) if n else b""
+        raw, _ = self.read_body()
         headers: dict[str, str] = {}
         with fake.lock:
             for f in fake.faults:

@@ -10,11 +10,10 @@ import base64
 import os
 import subprocess
 import tempfile
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tests.harness.served import Served
+from tests.harness.served import Handler, Served
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "raibid-test", "GIT_AUTHOR_EMAIL": "test@raibid.invalid",
@@ -92,19 +91,9 @@ class GitHTTPServer(Served):
         return {name: sha for name, sha in (line.split(" ", 1) for line in out.splitlines() if line)}
 
 
-class _GitHandler(BaseHTTPRequestHandler):
+class _GitHandler(Handler):
     owner: GitHTTPServer
-    protocol_version = "HTTP/1.0"
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._cgi("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._cgi("POST")
+    protocol_version = "HTTP/1.0"  # one request per connection, as git http-backend's CGI expects
 
     def _authorized(self) -> str | None:
         auth = self.headers.get("Authorization") or ""
@@ -116,22 +105,7 @@ class _GitHandler(BaseHTTPRequestHandler):
             return None
         return (user or "git") if password in self.owner.tokens else None
 
-    def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            self.owner.chunked_bodies += 1
-            data = bytearray()
-            while True:
-                size = int(self.rfile.readline().strip().split(b";")[0], 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return bytes(data)
-                data += self.rfile.read(size)
-                self.rfile.readline()
-        n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n else b""
-
-    def _cgi(self, method: str) -> None:
+    def _handle(self, method: str) -> None:
         split = urlsplit(self.path)
         user = self._authorized()
         if user is None:
@@ -141,7 +115,8 @@ class _GitHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        body = self._body() if method == "POST" else b""
+        body, chunked = self.read_body()
+        self.owner.chunked_bodies += chunked
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "GIT_PROJECT_ROOT": str(self.owner.root), "GIT_HTTP_EXPORT_ALL": "1",

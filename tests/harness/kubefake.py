@@ -26,14 +26,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from tests.harness.served import Served
+from tests.harness.served import Handler, Served
 
 # ----------------------------------------------------------------------------- resource types
 
@@ -871,42 +870,8 @@ def _stamp(entries: list[dict]) -> list[dict]:
     return [{**e, "time": e.get("time") or stamp} for e in entries]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(Handler):
     owner: KubeFake
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # otherwise ~20 requests per second
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._handle("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._handle("POST")
-
-    def do_PUT(self) -> None:  # noqa: N802
-        self._handle("PUT")
-
-    def do_PATCH(self) -> None:  # noqa: N802
-        self._handle("PATCH")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._handle("DELETE")
-
-    # ---------------------------------------------------------------- plumbing
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            data = b""
-            while True:
-                size = int(self.rfile.readline().strip().split(b";")[0], 16)
-                if size == 0:
-                    self.rfile.readline()
-                    return data
-                data += self.rfile.read(size)
-                self.rfile.readline()
-        n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n else b""
 
     def _send(self, code: int, body: Any) -> None:
         data = json.dumps(body).encode()
@@ -921,7 +886,7 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.owner
         split = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
-        body = self._read_body()
+        body, _ = self.read_body()
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
         ua = self.headers.get("User-Agent") or ""
         fault = None

@@ -32,3 +32,46 @@ class Served:
     def base_url(self) -> str:
         assert self.server is not None, "not started"
         return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Base for the fakes' handlers: quiet, keep-alive, Nagle off, every verb to ``_handle``."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # otherwise ~20 requests per second on keep-alive connections
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._handle("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle("POST")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._handle("PUT")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._handle("PATCH")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._handle("DELETE")
+
+    def _handle(self, method: str) -> None:
+        raise NotImplementedError
+
+    def read_body(self) -> tuple[bytes, bool]:
+        """The request body and whether it came chunked (git sends bodies over 1 MiB that way)."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = bytearray()
+            while True:
+                size = int(self.rfile.readline().strip().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return bytes(data), True
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        n = int(self.headers.get("Content-Length") or 0)
+        return (self.rfile.read(n) if n else b""), False
