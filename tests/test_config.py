@@ -132,6 +132,7 @@ def test_config_path_and_init(run, isolated_env):
     r = run("config", "init", "raibid.yaml")
     assert r.code == 0 and (isolated_env / "raibid.yaml").exists()
     assert run("config", "path").out.strip() == str((isolated_env / "raibid.yaml").resolve())
+    assert run("config", "path", "--json").json() == {"path": str((isolated_env / "raibid.yaml").resolve())}
     r = run("config", "init", "raibid.yaml")
     assert r.code == 2 and "--force" in r.err
     assert run("config", "init", "raibid.yaml", "--force").code == 0

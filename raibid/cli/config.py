@@ -34,8 +34,9 @@ def show(app: Application, as_json: bool) -> None:
 
 
 @config.command("path")
+@json_option
 @click.pass_obj
-def path(app: Application) -> None:
+def path(app: Application, as_json: bool) -> None:
     """Print which config file was loaded (nothing and exit 3 when none was)."""
     src = app.cfg.source
     if src is None:
@@ -44,7 +45,7 @@ def path(app: Application) -> None:
 
         raise NotFound("no config file found; using built-in defaults",
                        hint="searched: " + ", ".join(str(p) for p in default_search_paths()))
-    app.term.line(str(src.resolve()))
+    app.term.emit({"path": str(src.resolve())}, as_json, lambda: app.term.line(str(src.resolve())))
 
 
 @config.command("init")

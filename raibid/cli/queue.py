@@ -147,16 +147,26 @@ def show(app: Application, job_id: str, as_json: bool) -> None:
 @queue.command()
 @click.argument("job_id")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the job finishes.")
+@json_option
 @click.pass_obj
-def logs(app: Application, job_id: str, follow: bool) -> None:
-    """Print a job's log lines (stdout), optionally following them."""
+def logs(app: Application, job_id: str, follow: bool, as_json: bool) -> None:
+    """Print a job's log lines (stdout), optionally following them.
+
+    With --json: one JSON object per line ({"id", "line"}), so --follow streams too.
+    """
+    import json
+
     from raibid.jobs import TERMINAL
 
     q = app.queue
     job = q.get(job_id)
+
+    def out(eid: str, line: str) -> None:
+        app.term.line(json.dumps({"id": eid, "line": line}) if as_json else line)
+
     last = "-"
     for eid, line in q.logs(job_id):
-        app.term.line(line)
+        out(eid, line)
         last = eid
     if not follow:
         return
@@ -164,15 +174,15 @@ def logs(app: Application, job_id: str, follow: bool) -> None:
     while True:
         lines = q.wait_logs(job_id, last, block_ms=1000)
         for eid, line in lines:
-            app.term.line(line)
+            out(eid, line)
             last = eid
         app.term.stdout.flush()
         if not lines:
             job = q.get(job_id)
             if job.status in TERMINAL:
                 # Drain anything written between the read and the status check.
-                for _eid, line in q.logs(job_id, after=last):
-                    app.term.line(line)
+                for eid, line in q.logs(job_id, after=last):
+                    out(eid, line)
                 break
     app.term.info(f"job {job.id} {job.status}" + (f" (exit {job.exit_code})" if job.exit_code is not None else ""))
 

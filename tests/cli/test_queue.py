@@ -176,3 +176,13 @@ def test_redis_url_auto_without_service_exits_3(run, kube, monkeypatch):
     monkeypatch.setenv("RAIBID_REDIS_URL", "auto")
     r = run("queue", "list")
     assert r.code == 3 and "Service raibid-redis not found" in r.err
+
+
+def test_logs_json_lines(run, q):
+    job = q.submit(JobSpec(repo="a/b", ref="main"))
+    claim = q.claim("generic", "pod")
+    q.append_log(job.id, ["one", "two"])
+    q.finish(claim, "succeeded", exit_code=0)
+    r = run("queue", "logs", job.id, "--json", "--follow")
+    rows = [json.loads(line) for line in r.out.splitlines()]
+    assert [x["line"] for x in rows] == ["one", "two"] and all(x["id"] for x in rows)
