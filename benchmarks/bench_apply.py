@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from raibid.config import load_config  # noqa: E402
-from raibid.kube import Kube, read_generated_secrets  # noqa: E402
+from raibid.kube import Kube, plan  # noqa: E402
 from raibid.manifests import render, to_yaml  # noqa: E402
 from tests.harness.kubefake import K3sController, KubeFake  # noqa: E402
 
@@ -48,9 +48,11 @@ def main() -> None:
                "XDG_CONFIG_HOME": str(d / "config")}
         env.pop("RAIBID_CONFIG", None)
         subprocess.run([*raibid, "cluster", "up", "--no-wait"], env=env, check=True, capture_output=True, cwd=d)
-        secrets = read_generated_secrets(Kube.from_kubeconfig(str(kc)), "raibid-ci")
+        # The same manifests `cluster up` applies: rendered with the cluster's live passwords.
+        cfg = load_config()
+        manifests, _ = plan(Kube.from_kubeconfig(str(kc)), lambda secrets: render(cfg, secrets=secrets), "raibid-ci")
         manifest = d / "manifests.yaml"
-        manifest.write_text(to_yaml(render(load_config(), secrets=secrets)))
+        manifest.write_text(to_yaml(manifests))
         cases = {
             "kubectl apply --server-side": [kubectl, "apply", "--server-side", "--validate=false",
                                             "--field-manager=raibid", "-f", str(manifest)],

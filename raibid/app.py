@@ -125,11 +125,11 @@ class Application:
     def agent_pools(self) -> dict[str, tuple[int, int]]:
         """Agent type -> (KEDA lagCount, max replicas), for the default type and every configured one."""
         types = {self.cfg.agents.default_type, *self.cfg.agents.types}
-        out = {}
+        pools = {}
         for name in types:
-            t = self.cfg.agent_type(name)
-            out[name] = (t.lag_count, t.max_replicas or self.cfg.agents.max_replicas)
-        return out
+            t = self.cfg.agent_type(name)  # already falls back to agents.max_replicas
+            pools[name] = (t.lag_count, t.max_replicas)
+        return pools
 
     @property
     def gitea(self) -> Any:

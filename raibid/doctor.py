@@ -98,40 +98,27 @@ def cluster_checks(app: Application) -> Iterable[Check]:
     else:
         yield Check("k3s", Status.WARN, f"{gv} is not k3s",
                     "raibid installs charts through k3s's HelmChart controller", required=False)
-    yield from crd_checks(app, [("helmcharts.helm.cattle.io", "helm-controller CRD (HelmChart)", True,
-                                 "k3s ships it; was k3s started with --disable helm-controller?")])
-    yield from crd_group_check(app, "KEDA CRDs", ["scaledjobs.keda.sh", "triggerauthentications.keda.sh"],
-                               "`raibid cluster up -c keda` installs KEDA")
-    yield from crd_group_check(app, "Flux CRDs", ["kustomizations.kustomize.toolkit.fluxcd.io",
-                                                  "gitrepositories.source.toolkit.fluxcd.io"],
-                               "`raibid cluster up -c flux` installs Flux")
+    yield from crd_check(app, "helm-controller CRD (HelmChart)", ["helmcharts.helm.cattle.io"],
+                         "k3s ships it; was k3s started with --disable helm-controller?", required=True)
+    yield from crd_check(app, "KEDA CRDs", ["scaledjobs.keda.sh", "triggerauthentications.keda.sh"],
+                         "`raibid cluster up -c keda` installs KEDA")
+    yield from crd_check(app, "Flux CRDs", ["kustomizations.kustomize.toolkit.fluxcd.io",
+                                            "gitrepositories.source.toolkit.fluxcd.io"],
+                         "`raibid cluster up -c flux` installs Flux")
 
 
-def crd_checks(app: Application, crds: list[tuple[str, str, bool, str]]) -> Iterable[Check]:
-    for name, label, required, hint in crds:
-        try:
-            ok = app.kube.crd_established(name)
-        except RaibidError as e:
-            yield Check(label, Status.FAIL, e.message, e.hint or "", required=required)
-            continue
-        if ok:
-            yield Check(label, Status.OK, name, required=required)
-        else:
-            yield Check(label, Status.FAIL if required else Status.WARN, f"{name} not installed", hint,
-                        required=required)
-
-
-def crd_group_check(app: Application, label: str, names: list[str], hint: str) -> Iterable[Check]:
-    """One check for a set of CRDs a component installs (a warning until it is installed)."""
+def crd_check(app: Application, label: str, names: list[str], hint: str, *, required: bool = False) -> Iterable[Check]:
+    """One check for the CRDs something needs: fail when required, else a warning until installed."""
     try:
         missing = [n for n in names if not app.kube.crd_established(n)]
     except RaibidError as e:
-        yield Check(label, Status.FAIL, e.message, e.hint or "", required=False)
+        yield Check(label, Status.FAIL, e.message, e.hint or "", required=required)
         return
     if missing:
-        yield Check(label, Status.WARN, "missing: " + ", ".join(missing), hint, required=False)
+        yield Check(label, Status.FAIL if required else Status.WARN, ", ".join(missing) + " not installed", hint,
+                    required=required)
     else:
-        yield Check(label, Status.OK, ", ".join(names), required=False)
+        yield Check(label, Status.OK, ", ".join(names), required=required)
 
 
 def redis_checks(app: Application) -> Iterable[Check]:

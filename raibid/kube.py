@@ -34,20 +34,20 @@ def _cache_dir() -> Path:
     return Path(base) / "raibid"
 
 
-def status_message(body: Any) -> str:
-    """The human message from a Kubernetes Status body (or the raw text)."""
+def status_body(body: Any) -> tuple[str, str | None]:
+    """(human message, reason) from a Kubernetes Status body, or the raw text and None."""
     if isinstance(body, (bytes, bytearray)):
         body = body.decode("utf-8", "replace")
     if isinstance(body, str):
         try:
             data = json.loads(body)
         except ValueError:
-            return body.strip()[:500]
+            return body.strip()[:500], None
     else:
         data = body
     if isinstance(data, dict):
-        return str(data.get("message") or data.get("reason") or data)
-    return str(data)
+        return str(data.get("message") or data.get("reason") or data), data.get("reason")
+    return str(data), None
 
 
 @contextlib.contextmanager
@@ -70,14 +70,13 @@ def translate(verb: str, what: str, namespace: str | None = None, server: str | 
     except (ApiException, DynamicApiError) as e:
         status = int(getattr(e, "status", 0) or 0)
         body = getattr(e, "body", None)
-        msg = status_message(body) if body else (getattr(e, "reason", None) or str(e))
+        msg, reason = status_body(body) if body else (getattr(e, "reason", None) or str(e), None)
         if status in (401, 403):
             raise AuthError(f"{verb} {what}{where}: forbidden ({status}): {msg}",
                             hint="check the kubeconfig user and its RBAC permissions") from None
         if status == 404:
             raise NotFound(f"{verb} {what}{where}: not found: {msg}") from None
         if status == 409:
-            reason = _status_reason(body)
             if reason == "AlreadyExists":
                 raise AlreadyExists(f"{verb} {what}{where}: {msg}") from None
             raise ConflictError(f"{verb} {what}{where}: conflict: {msg}",
@@ -97,14 +96,6 @@ def translate(verb: str, what: str, namespace: str | None = None, server: str | 
 
 def _at(server: str | None) -> str:
     return f" at {server}" if server else ""
-
-
-def _status_reason(body: Any) -> str | None:
-    try:
-        data = json.loads(body) if isinstance(body, (str, bytes, bytearray)) else body
-        return data.get("reason") if isinstance(data, dict) else None
-    except ValueError:
-        return None
 
 
 class Kube:
@@ -184,7 +175,7 @@ class Kube:
         with translate("list", kind, namespace, self.server):
             out = self.dynamic.get(res, namespace=namespace if res.namespaced else None,
                                    label_selector=label_selector)
-        return [i for i in out.to_dict().get("items", [])]
+        return out.to_dict().get("items", [])
 
     def apply(self, obj: dict, *, field_manager: str = "raibid", force: bool = False,
               dry_run: bool = False) -> dict:
@@ -222,8 +213,6 @@ class Kube:
 
 def discover_redis(kube: Kube, namespace: str) -> tuple[str, str | None]:
     """Find raibid's in-cluster Redis: the Service's ClusterIP and the Secret's password."""
-    import base64
-
     svc = kube.get("v1", "Service", "raibid-redis", namespace)
     if not svc:
         raise NotFound(f"Service raibid-redis not found in namespace {namespace}",
@@ -231,9 +220,7 @@ def discover_redis(kube: Kube, namespace: str) -> tuple[str, str | None]:
     ip = (svc.get("spec") or {}).get("clusterIP")
     port = next((p.get("port") for p in (svc.get("spec") or {}).get("ports", []) if p.get("name") == "redis"), 6379)
     secret = kube.get("v1", "Secret", "raibid-redis", namespace)
-    password = None
-    if secret and (secret.get("data") or {}).get("password"):
-        password = base64.b64decode(secret["data"]["password"]).decode()
+    password = generated_secrets_from([{**secret, "kind": "Secret"}] if secret else [], namespace).get("redis_password")
     return f"redis://{ip}:{port}/0", password
 
 
@@ -526,16 +513,20 @@ def check_ready(kube: Kube, m: Any) -> Readiness:
     return Readiness(m.ref, True, "")
 
 
+def helm_job_state(kube: Kube, hc: dict) -> tuple[bool, bool, str]:
+    """(complete, failed, reason) of the Job k3s's helm-controller runs for a HelmChart."""
+    meta = hc["metadata"]
+    job_name = (hc.get("status") or {}).get("jobName") or f"helm-install-{meta['name']}"
+    done, failed, why = job_state(kube.get("batch/v1", "Job", job_name, meta.get("namespace")))
+    return done, failed, f"Job {meta.get('namespace')}/{job_name} {why}"
+
+
 def helmchart_ready(kube: Kube, obj: dict) -> Readiness:
     meta, spec = obj["metadata"], obj.get("spec") or {}
     ref = f"HelmChart/{meta.get('namespace')}/{meta['name']}"
-    job_name = (obj.get("status") or {}).get("jobName") or f"helm-install-{meta['name']}"
-    job = kube.get("batch/v1", "Job", job_name, meta.get("namespace"))
-    done, failed, why = job_state(job)
-    if failed:
-        return Readiness(ref, False, f"Job {meta.get('namespace')}/{job_name} {why}", failed=True)
+    done, failed, why = helm_job_state(kube, obj)
     if not done:
-        return Readiness(ref, False, f"Job {meta.get('namespace')}/{job_name} {why}")
+        return Readiness(ref, False, why, failed=failed)
     target = spec.get("targetNamespace") or meta.get("namespace")
     waiting = []
     for api_version, kind in (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("apps/v1", "DaemonSet")):
@@ -689,10 +680,6 @@ def generated_secrets_from(objects: Any, namespace: str) -> dict[str, str]:
     return out
 
 
-def read_generated_secrets(kube: Kube, namespace: str) -> dict[str, str]:
-    objs = [o for name in GENERATED_SECRETS if (o := kube.get("v1", "Secret", name, namespace))]
-    return generated_secrets_from([{**o, "kind": "Secret"} for o in objs], namespace)
-
 
 # --------------------------------------------------------------------------- status
 
@@ -741,19 +728,17 @@ def component_status(kube: Kube, component: str, manifests: list[Any]) -> Compon
         elif m.kind == "HelmChart":
             spec = obj.get("spec") or {}
             version = spec.get("version", "")
-            job_name = (obj.get("status") or {}).get("jobName") or f"helm-install-{m.name}"
-            done, failed, why = job_state(kube.get("batch/v1", "Job", job_name, m.namespace))
-            if failed:
-                problems.append(f"Job {m.namespace}/{job_name} {why}")
-            elif not done:
-                problems.append(f"Job {m.namespace}/{job_name} {why}")
+            done, _, why = helm_job_state(kube, obj)
+            if not done:
+                problems.append(why)
             target = spec.get("targetNamespace") or m.namespace
+            release = _chart_selector(m.name)
             for api_version, kind in (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet")):
-                for w in kube.list(api_version, kind, target, label_selector=_chart_selector(m.name, spec)):
+                for w in kube.list(api_version, kind, target, label_selector=release):
                     want = (w.get("spec") or {}).get("replicas", 1)
                     desired += want
                     ready += min((w.get("status") or {}).get("readyReplicas", 0), want)
-            problems += pod_problems(kube, target, _chart_selector(m.name, spec))
+            problems += pod_problems(kube, target, release)
     if missing == len(manifests):
         state = "missing"
     elif any("CrashLoopBackOff" in p or "ImagePull" in p or "failed" in p for p in problems):
@@ -767,6 +752,6 @@ def component_status(kube: Kube, component: str, manifests: list[Any]) -> Compon
     return ComponentStatus(component, state, ready, desired, version, seconds_since(created), created, problems)
 
 
-def _chart_selector(name: str, spec: dict) -> str | None:
+def _chart_selector(name: str) -> str:
     """Charts label their objects with the Helm release; k3s names the release after the HelmChart."""
     return f"app.kubernetes.io/instance={name}"

@@ -122,7 +122,7 @@ def up(app: Application, components: tuple[str, ...], dry_run: bool, wait: bool,
     interval = k.parse_duration(wait_interval)
     kube = app.kube
     manifests, live = _plan(app, components)
-    chosen = [c for c in selected_components(app.cfg, components)]
+    chosen = selected_components(app.cfg, components)
 
     def progress(change: Any) -> None:
         if change.action != "unchanged":
