@@ -157,7 +157,7 @@ def queue_checks(app: Application) -> Iterable[Check]:
                     yield Check(name, Status.WARN, f"{stream} does not exist yet",
                                 "`raibid queue init` creates it (submit does too)", required=False)
                     continue
-                group = next((g for g in app.redis.xinfo_groups(stream) if g["name"] == GROUP), None)
+                group = q.group_info(stream)
                 if group is None:
                     yield Check(name, Status.FAIL, f"{stream} has no consumer group {GROUP}",
                                 "KEDA would fall back to XLEN; run `raibid queue init`")

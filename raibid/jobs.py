@@ -864,6 +864,11 @@ class Queue:
 
     # ------------------------------------------------------------------ stats
     @_mapped
+    def group_info(self, stream: str) -> dict | None:
+        """The raibid-agents entry of XINFO GROUPS (name, pending, lag, ...), or None without the group."""
+        return next((g for g in self.r.xinfo_groups(stream) if g["name"] == GROUP), None)
+
+    @_mapped
     def stats(self, pools: dict[str, tuple[int, int]]) -> QueueStats:
         """Per agent stream: length, lag, pending, consumers, oldest queued age, and KEDA's view.
 
@@ -880,7 +885,7 @@ class Queue:
             length = self.r.xlen(stream)
             group = None
             if length or self.r.exists(stream):
-                group = next((g for g in self.r.xinfo_groups(stream) if g["name"] == GROUP), None)
+                group = self.group_info(stream)
             consumers: list[ConsumerInfo] = []
             lag: int | None = None
             pending = 0
