@@ -25,9 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from raibid.cluster.apply import plan  # noqa: E402
+from raibid.cluster.client import Kube  # noqa: E402
+from raibid.cluster.render import render, to_yaml  # noqa: E402
 from raibid.config import load_config  # noqa: E402
-from raibid.kube import Kube, plan  # noqa: E402
-from raibid.manifests import render, to_yaml  # noqa: E402
 from tests.harness.kubefake import K3sController, KubeFake  # noqa: E402
 
 

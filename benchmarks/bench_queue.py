@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis  # noqa: E402
 
-from raibid.jobs import JobSpec, Queue  # noqa: E402
+from raibid.queue import JobSpec, Queue  # noqa: E402
 from tests.harness.redis_server import RedisServer  # noqa: E402
 
 

@@ -1,8 +1,10 @@
-"""The Application object: config, terminal and lazily built clients.
+"""The composition root: config, terminal, and the clients built from them.
 
-The root command builds one and puts it in ``ctx.obj``; tests may pass their
-own. Clients are created on first use so commands that need no cluster or
-Redis never import or contact them.
+Commands get an ``Application`` through ``raibid.cli._common.pass_app``, which
+builds it on first use, so `--help` and completion never build one. Clients are
+created on first use too, so commands that need no cluster or Redis never
+import or contact them. Domain packages never import this module: the
+Application reads the config and hands them plain values.
 """
 
 from __future__ import annotations
@@ -10,25 +12,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from raibid.config import Config, load_config
-from raibid.output import Terminal
+from raibid.settings import Settings
+from raibid.terminal import Terminal
 
 if TYPE_CHECKING:
-    from raibid.kube import Kube
+    import redis
 
-
-@dataclass
-class Settings:
-    """Global options, as given on the command line or by env."""
-
-    config_path: str | None = None
-    kubeconfig: str | None = None
-    context: str | None = None
-    namespace: str | None = None
-    verbosity: int = 0
-    color: bool | None = None
+    from raibid.cluster.client import Kube
+    from raibid.gitea import Gitea
+    from raibid.queue import Queue
 
 
 @dataclass
@@ -36,11 +31,11 @@ class Application:
     settings: Settings = field(default_factory=Settings)
     config: Config | None = None
     terminal: Terminal | None = None
-    _kube: Any = field(default=None, repr=False)
-    _redis: Any = field(default=None, repr=False)
-    _gitea: Any = field(default=None, repr=False)
+    _kube: Kube | None = field(default=None, repr=False)
+    _redis: redis.Redis | None = field(default=None, repr=False)
+    _gitea: Gitea | None = field(default=None, repr=False)
     _redis_endpoint: tuple[str, str | None] | None = field(default=None, repr=False)
-    _queue: Any = field(default=None, repr=False)
+    _queue: Queue | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.terminal is None:
@@ -82,16 +77,16 @@ class Application:
     @property
     def kube(self) -> Kube:
         if self._kube is None:
-            from raibid.kube import Kube
+            from raibid.cluster.client import Kube
 
             self._kube = Kube.from_kubeconfig(self.kubeconfig_path, context=self.settings.context)
         return self._kube
 
     @property
-    def redis(self) -> Any:
+    def redis(self) -> redis.Redis:
         """A redis.Redis client for ``redis.url`` (``auto`` resolves in-cluster)."""
         if self._redis is None:
-            from raibid.jobs import connect
+            from raibid.queue import connect
 
             url, password = self.redis_endpoint()
             self._redis = connect(url, password)
@@ -107,19 +102,24 @@ class Application:
         url = self.cfg.redis.url
         password = self.cfg.secret(self.cfg.redis.password_env)
         if url == "auto":
-            from raibid.kube import discover_redis
+            from raibid.cluster.discovery import discover_redis
 
             url, found_password = discover_redis(self.kube, self.namespace)
             password = password or found_password
         return url, password
 
     @property
-    def queue(self) -> Any:
-        """The job queue (raibid.jobs.Queue) on this app's Redis."""
+    def queue(self) -> Queue:
+        """The job queue on this app's Redis, with the queue settings from the config."""
         if self._queue is None:
-            from raibid.jobs import Queue
+            from raibid.queue import Queue
 
-            self._queue = Queue.from_app(self)
+            cfg = self.cfg
+            url, _ = self.redis_endpoint()
+            self._queue = Queue(self.redis, prefix=cfg.redis.prefix, url=url,
+                                max_deliveries=cfg.queue.max_deliveries, min_idle_ms=cfg.queue.min_idle * 1000,
+                                log_ttl=cfg.queue.log_ttl, log_maxlen=cfg.queue.log_maxlen,
+                                default_agent=cfg.agents.default_type, default_timeout=cfg.queue.default_timeout)
         return self._queue
 
     def agent_pools(self) -> dict[str, tuple[int, int]]:
@@ -128,13 +128,25 @@ class Application:
         pools = {}
         for name in types:
             t = self.cfg.agent_type(name)  # already falls back to agents.max_replicas
-            pools[name] = (t.lag_count, t.max_replicas)
+            pools[name] = (t.lag_count, t.max_replicas or self.cfg.agents.max_replicas)
         return pools
 
+    def gitea_token(self) -> tuple[str | None, str | None]:
+        """(token, where it came from), looked up in the env, the token file, then the cluster Secret."""
+        from raibid.gitea.credentials import resolve_token
+
+        g = self.cfg.gitea
+        kube = self.kube if os.path.exists(self.kubeconfig_path) else None
+        return resolve_token(env_name=g.token_env, env_value=self.cfg.secret(g.token_env), token_file=g.token_file,
+                             kube=kube, namespace=self.namespace)
+
     @property
-    def gitea(self) -> Any:
+    def gitea(self) -> Gitea:
         if self._gitea is None:
             from raibid.gitea import Gitea
 
-            self._gitea = Gitea.from_app(self)
+            token, source = self.gitea_token()
+            g = self.cfg.gitea
+            self._gitea = Gitea(g.url, token, timeout=g.timeout, retries=g.retries, backoff=g.retry_backoff,
+                                token_source=source)
         return self._gitea

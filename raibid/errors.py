@@ -34,6 +34,24 @@ class RaibidError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def restated(self, message: str, *, hint: str | None = None) -> RaibidError:
+        """The same failure (same exit code) told with more context, e.g. how far an apply got."""
+        new = RaibidError(message, hint=hint or self.hint)
+        new.exit_code = self.exit_code
+        return new
+
+
+class Exit(RaibidError):
+    """The command has already reported its result; only the exit code is left to set.
+
+    ``cluster diff`` (1: differences), ``doctor`` and ``status --check`` (1: not healthy)
+    use it, so every non-zero exit goes through the one mapping at the CLI edge.
+    """
+
+    def __init__(self, exit_code: ExitCode = ExitCode.FAILURE) -> None:
+        super().__init__("")
+        self.exit_code = exit_code
+
 
 class ConfigError(RaibidError):
     """Bad config file, bad env override, bad option value."""

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from raibid.errors import NotFound, UsageError
-from raibid.jobs import GROUP, JobSpec, LostJob, Queue, keda_desired
+from raibid.queue import GROUP, JobSpec, LostJob, Queue, keda_desired
 
 ROOT = Path(__file__).parents[1]
 

@@ -11,9 +11,11 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 
+from raibid.cluster.components import kind_rank
+from raibid.cluster.labels import COMPONENT, MANAGED_BY, PART_OF
+from raibid.cluster.render import render, templates_dir
 from raibid.config import load_config
 from raibid.errors import TemplateError, UsageError
-from raibid.manifests import COMPONENT, MANAGED_BY, PART_OF, kind_rank, render, templates_dir
 
 ROOT = Path(__file__).parents[1]
 SECRETS = {"redis_password": "REDIS-PW-sentinel", "gitea_admin_password": "GITEA-PW-sentinel"}

@@ -66,19 +66,15 @@ class RaibidGroup(click.Group):
 
 
 def report_error(ctx: click.Context, e: RaibidError) -> None:
-    from raibid.app import Application
+    from raibid.cli._common import application
 
-    app = ctx.find_object(Application)
+    if not e.message:
+        return  # an Exit: the command has already said everything
     if os.environ.get("RAIBID_DEBUG") == "1":
         import traceback
 
         traceback.print_exception(e, file=sys.stderr)
-    if app is not None:
-        app.term.error(e.message, e.hint)
-    else:  # pragma: no cover - the root callback always sets ctx.obj
-        click.echo(f"error: {e.message}", err=True)
-        if e.hint:
-            click.echo(f"hint: {e.hint}", err=True)
+    application(ctx).term.error(e.message, e.hint)
 
 
 @click.group(
@@ -112,10 +108,11 @@ def cli(ctx: click.Context, config_path: str | None, kubeconfig: str | None, con
     5 unreachable, 6 locked.
     """
     # Imported here, not at the top: `--help` and TAB completion never get this far.
-    from raibid.app import Application, Settings
+    from raibid.settings import Settings
 
-    if isinstance(ctx.obj, Application):
+    if ctx.obj is not None:
         return  # a test (or an embedding script) brought its own
+    # Only the options are recorded; the Application is built by the first command that needs it.
     color = not (no_color or os.environ.get("NO_COLOR"))
     settings = Settings(
         config_path=config_path,
@@ -125,7 +122,7 @@ def cli(ctx: click.Context, config_path: str | None, kubeconfig: str | None, con
         verbosity=-1 if quiet else verbose,
         color=color,
     )
-    ctx.obj = Application(settings=settings)
+    ctx.obj = settings
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,15 +7,18 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from raibid.cli._common import confirm_or_refuse, json_option
-from raibid.errors import ExitCode, RaibidError
+from raibid.cli._common import confirm_or_refuse, json_option, pass_app
+from raibid.cluster.components import COMPONENTS
+from raibid.errors import Exit, ExitCode, RaibidError, UsageError
 
 if TYPE_CHECKING:
     from raibid.app import Application
+    from raibid.cluster.apply import Change, LiveObjects
+    from raibid.cluster.render import Manifest
 
 component_option = click.option(
     "--component", "-c", "components", multiple=True, metavar="NAME",
-    help="Only this component (repeatable): redis, gitea, keda, flux. Default: cluster.components.")
+    help=f"Only this component (repeatable): {', '.join(COMPONENTS)}. Default: cluster.components.")
 
 
 @click.group()
@@ -23,17 +26,18 @@ def cluster() -> None:
     """Render and apply Redis, Gitea, KEDA and Flux to k3s."""
 
 
-def _render(app: Application, components: tuple[str, ...], secrets: dict[str, str] | None = None) -> list[Any]:
+def _render(app: Application, components: tuple[str, ...], secrets: dict[str, str] | None = None) -> list[Manifest]:
     """Render with ``secrets``; passwords not given are generated."""
-    from raibid.manifests import generate_secrets, render
+    from raibid.cluster.render import render
+    from raibid.cluster.secrets import generate_secrets
 
     return render(app.cfg, components, namespace=app.namespace, secrets={**generate_secrets(), **(secrets or {})},
                   templates=app.templates)
 
 
-def _plan(app: Application, components: tuple[str, ...]) -> tuple[list[Any], dict]:
+def _plan(app: Application, components: tuple[str, ...]) -> tuple[list[Manifest], LiveObjects]:
     """Manifests rendered with the cluster's existing passwords, and the live objects."""
-    from raibid.kube import plan
+    from raibid.cluster.apply import plan
 
     return plan(app.kube, lambda secrets: _render(app, components, secrets), app.namespace)
 
@@ -42,14 +46,14 @@ def _plan(app: Application, components: tuple[str, ...]) -> tuple[list[Any], dic
 @component_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), metavar="DIR",
               help="Write one file per object under DIR instead of printing.")
-@click.pass_obj
+@pass_app
 def render(app: Application, components: tuple[str, ...], out_dir: str | None) -> None:
     """Print the manifests as multi-document YAML. Needs no cluster and no config.
 
     Secrets are generated fresh on every render; `raibid cluster up` keeps the
     values already in the cluster instead.
     """
-    from raibid.manifests import file_name, to_yaml
+    from raibid.cluster.render import file_name, to_yaml
 
     manifests = _render(app, components)
     if out_dir is None:
@@ -69,30 +73,30 @@ def render(app: Application, components: tuple[str, ...], out_dir: str | None) -
 @component_option
 @click.option("--force-conflicts/--no-force-conflicts", default=True, show_default=True,
               help="Show the result as if conflicts were forced.")
-@click.pass_obj
+@pass_app
 def diff(app: Application, components: tuple[str, ...], force_conflicts: bool) -> None:
     """Show what `up` would change: a unified diff per object (server-side dry run).
 
     Exit codes follow `kubectl diff`: 0 no differences, 1 differences, 2 or more an error.
     Secret values are masked.
     """
-    from raibid.kube import diff_manifests
+    from raibid.cluster.diff import diff_manifests
 
     try:
         manifests, live = _plan(app, components)
         diffs = diff_manifests(app.kube, manifests, force=force_conflicts, live_objs=live)
     except RaibidError as e:
-        if e.exit_code == ExitCode.FAILURE:
-            e.exit_code = ExitCode.USAGE  # 1 means "differences" here, as with kubectl diff
+        if e.exit_code == ExitCode.FAILURE:  # 1 means "differences" here, as with kubectl diff
+            raise UsageError(e.message, hint=e.hint) from None
         raise
     for d in diffs:
         app.term.stdout.write(d.diff if d.diff.endswith("\n") else d.diff + "\n")
     if diffs:
         app.term.info(f"{len(diffs)} object(s) differ")
-        raise SystemExit(1)
+        raise Exit(ExitCode.FAILURE)
 
 
-def _changes_table(app: Application, changes: list[Any]) -> None:
+def _changes_table(app: Application, changes: list[Change]) -> None:
     app.term.table(["action", "kind", "namespace", "name", "component", "detail"],
                    [(c.action, c.kind, c.namespace or "", c.name, c.component, c.detail) for c in changes])
 
@@ -108,38 +112,41 @@ def _changes_table(app: Application, changes: list[Any]) -> None:
 @click.option("--prune-pvcs", is_flag=True, help="Let --prune delete PVCs too.")
 @click.option("--force-conflicts", is_flag=True, help="Take ownership of fields another manager owns.")
 @json_option
-@click.pass_obj
+@pass_app
 def up(app: Application, components: tuple[str, ...], dry_run: bool, wait: bool, timeout: str, wait_interval: str,
        prune: bool, prune_pvcs: bool, force_conflicts: bool, as_json: bool) -> None:
     """Apply the components with server-side apply (field manager raibid), in kapp's order.
 
     Idempotent: re-applying an unchanged cluster reports every object unchanged.
     """
-    from raibid import kube as k
-    from raibid.manifests import selected_components
+    from raibid.cluster.apply import ApplyFailed, apply_manifests
+    from raibid.cluster.components import selected_components
+    from raibid.cluster.prune import prune as prune_objects
+    from raibid.cluster.readiness import wait_ready
+    from raibid.timeutil import parse_duration
 
-    wait_for = k.parse_duration(timeout)
-    interval = k.parse_duration(wait_interval)
+    wait_for = parse_duration(timeout)
+    interval = parse_duration(wait_interval)
     kube = app.kube
     manifests, live = _plan(app, components)
     chosen = selected_components(app.cfg, components)
 
-    def progress(change: Any) -> None:
+    def progress(change: Change) -> None:
         if change.action != "unchanged":
             app.term.debug(f"{change.action} {change.ref}")
 
     try:
-        changes = k.apply_manifests(kube, manifests, force=force_conflicts, dry_run=dry_run, on_change=progress,
+        changes = apply_manifests(kube, manifests, force=force_conflicts, dry_run=dry_run, on_change=progress,
                                     live=live)
-    except k.ApplyFailed as e:
+    except ApplyFailed as e:
         done = e.changes
         applied = sum(1 for c in done if c.action in ("created", "configured", "unchanged"))
         app.term.emit({"changes": done, "ok": False}, as_json, lambda: _changes_table(app, done))
-        e.message = f"apply stopped after {applied} of {len(manifests)} objects: {e.message}"
-        e.hint = e.hint or "fix the cause and run `raibid cluster up` again; it converges from where it stopped"
-        raise e from None
+        raise e.restated(f"apply stopped after {applied} of {len(manifests)} objects: {e.message}",
+                         hint=e.hint or "fix the cause and run `raibid cluster up` again; it converges from "
+                                        "where it stopped") from None
     if prune:
-        changes += k.prune(kube, manifests, chosen, prune_pvcs=prune_pvcs, dry_run=dry_run)
+        changes += prune_objects(kube, manifests, chosen, prune_pvcs=prune_pvcs, dry_run=dry_run)
     counts: dict[str, int] = {}
     for c in changes:
         counts[c.action] = counts.get(c.action, 0) + 1
@@ -152,7 +159,7 @@ def up(app: Application, components: tuple[str, ...], dry_run: bool, wait: bool,
     if wait and not dry_run:
         result["waited"] = True
         try:
-            k.wait_ready(kube, manifests, timeout=wait_for, interval=interval,
+            wait_ready(kube, manifests, timeout=wait_for, interval=interval,
                          progress=lambda r: app.term.info(f"ready {r.ref}" + (f" ({r.reason})" if r.reason else "")))
         except RaibidError as e:
             result["ok"] = False
@@ -169,19 +176,18 @@ def up(app: Application, components: tuple[str, ...], dry_run: bool, wait: bool,
 @component_option
 @click.option("--check", is_flag=True, help="Exit 1 when any component is not healthy (for monitoring).")
 @json_option
-@click.pass_obj
+@pass_app
 def status(app: Application, components: tuple[str, ...], check: bool, as_json: bool) -> None:
     """Per component: ready/desired, version, age and problems."""
-    from raibid.kube import component_status
-    from raibid.manifests import BASE
+    from raibid.cluster.components import BASE
+    from raibid.cluster.readiness import component_status
+    from raibid.terminal import format_age
 
     manifests = _render(app, components)
-    by_comp: dict[str, list[Any]] = {}
+    by_comp: dict[str, list[Manifest]] = {}
     for m in manifests:
         if m.component != BASE:
             by_comp.setdefault(m.component, []).append(m)
-    from raibid.output import format_age
-
     rows = [component_status(app.kube, comp, ms) for comp, ms in by_comp.items()]
 
     app.term.emit(rows, as_json, lambda: app.term.table(
@@ -189,7 +195,7 @@ def status(app: Application, components: tuple[str, ...], check: bool, as_json: 
         [(r.component, r.state, f"{r.ready}/{r.desired}", r.version, format_age(r.age_s), "; ".join(r.problems))
          for r in rows]))
     if check and any(r.state != "healthy" for r in rows):
-        raise SystemExit(int(ExitCode.FAILURE))
+        raise Exit(ExitCode.FAILURE)
 
 
 @cluster.command()
@@ -197,13 +203,13 @@ def status(app: Application, components: tuple[str, ...], check: bool, as_json: 
 @click.option("--purge", is_flag=True, help="Also delete PVCs, generated Secrets and the namespace.")
 @click.option("--yes", is_flag=True, help="Do not ask (required when stdin is not a terminal).")
 @json_option
-@click.pass_obj
+@pass_app
 def down(app: Application, components: tuple[str, ...], purge: bool, yes: bool, as_json: bool) -> None:
     """Delete the components in reverse order. Data (PVCs, passwords) stays unless --purge."""
-    from raibid.kube import delete_manifests
+    from raibid.cluster.prune import delete_manifests
 
     manifests = _render(app, components)
     what = ", ".join(sorted({m.component for m in manifests}))
-    confirm_or_refuse(f"delete {what} from namespace {app.namespace}" + (" including data" if purge else ""), yes)
+    confirm_or_refuse(app.term, f"delete {what} from namespace {app.namespace}" + (" including data" if purge else ""), yes)
     changes = delete_manifests(app.kube, manifests, purge=purge)
     app.term.emit(changes, as_json, lambda: _changes_table(app, changes))

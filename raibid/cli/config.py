@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from raibid.cli._common import json_option
+from raibid.cli._common import json_option, pass_app
 from raibid.errors import UsageError
 
 if TYPE_CHECKING:
@@ -21,21 +21,21 @@ def config() -> None:
 
 @config.command("show")
 @json_option
-@click.pass_obj
+@pass_app
 def show(app: Application, as_json: bool) -> None:
     """Print the effective config (defaults, file, env), secrets masked."""
     data = app.cfg.to_dict(masked=True)
     if as_json:
         app.term.json(data)
         return
-    import yaml
+    from raibid.yamlio import dump
 
-    app.term.line(yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip())
+    app.term.line(dump(data).rstrip())
 
 
 @config.command("path")
 @json_option
-@click.pass_obj
+@pass_app
 def path(app: Application, as_json: bool) -> None:
     """Print which config file was loaded (nothing and exit 3 when none was)."""
     src = app.cfg.source
@@ -51,7 +51,7 @@ def path(app: Application, as_json: bool) -> None:
 @config.command("init")
 @click.argument("dest", required=False, type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
-@click.pass_obj
+@pass_app
 def init(app: Application, dest: str | None, force: bool) -> None:
     """Write a commented default config to DEST.
 

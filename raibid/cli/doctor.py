@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from raibid.cli._common import json_option
-from raibid.errors import ExitCode
+from raibid.cli._common import json_option, pass_app
+from raibid.errors import Exit, ExitCode
 
 if TYPE_CHECKING:
     from raibid.app import Application
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 @click.command()
 @json_option
-@click.pass_obj
+@pass_app
 def doctor(app: Application, as_json: bool) -> None:
     """Check this machine, the cluster and Redis.
 
@@ -33,4 +33,4 @@ def doctor(app: Application, as_json: bool) -> None:
 
     app.term.emit(data, as_json, render)
     if not ok:
-        raise SystemExit(int(ExitCode.FAILURE))
+        raise Exit(ExitCode.FAILURE)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from raibid.cli._common import confirm_or_refuse, json_option
-from raibid.errors import AuthError, ExitCode, UsageError
+from raibid.cli._common import confirm_or_refuse, json_option, pass_app
+from raibid.errors import AuthError, Exit, ExitCode, UsageError
+from raibid.gitea.models import DEFAULT_SCOPES, VISIBILITIES
 
 if TYPE_CHECKING:
     from raibid.app import Application
@@ -23,7 +23,7 @@ def gitea() -> None:
 
 @gitea.command()
 @json_option
-@click.pass_obj
+@pass_app
 def status(app: Application, as_json: bool) -> None:
     """Is Gitea reachable, which version, is the registry on, are the admin user and token good.
 
@@ -44,9 +44,9 @@ def status(app: Application, as_json: bool) -> None:
 
     app.term.emit(st, as_json, render)
     if not st.reachable:
-        raise SystemExit(int(ExitCode.UNREACHABLE))
+        raise Exit(ExitCode.UNREACHABLE)
     if not st.token_valid:
-        raise SystemExit(int(ExitCode.AUTH))
+        raise Exit(ExitCode.AUTH)
 
 
 # ----------------------------------------------------------------------------- tokens
@@ -59,12 +59,12 @@ def token() -> None:
 
 @token.command("create")
 @click.option("--name", default=None, help="Token name (default: raibid-<timestamp>).")
-@click.option("--scopes", default=",".join(("write:repository", "write:organization", "write:package", "read:user")),
+@click.option("--scopes", default=",".join(DEFAULT_SCOPES),
               show_default=True, help="Comma-separated scopes.")
 @click.option("--store", is_flag=True, help="Save it in the raibid-gitea-token Secret instead of printing it.")
 @click.option("--admin-user", metavar="USER", help="Admin user; its password is read from stdin.")
 @json_option
-@click.pass_obj
+@pass_app
 def token_create(app: Application, name: str | None, scopes: str, store: bool, admin_user: str | None,
                  as_json: bool) -> None:
     """Create an API token with the admin's credentials.
@@ -75,21 +75,21 @@ def token_create(app: Application, name: str | None, scopes: str, store: bool, a
     """
     import datetime as dt
 
-    from raibid.gitea import admin_credentials, store_token
+    from raibid.gitea.credentials import TOKEN_SECRET, admin_credentials, store_token
 
     if admin_user:
-        password = sys.stdin.readline().rstrip("\n")
+        password = app.term.read_line()
         if not password:
             raise UsageError("--admin-user needs the password on stdin", hint="printf %s \"$PW\" | raibid gitea ...")
         user = admin_user
     else:
-        user, password = admin_credentials(app)
+        user, password = admin_credentials(app.kube, app.namespace, app.cfg.gitea.admin_user)
     name = name or "raibid-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
     scope_list = [s.strip() for s in scopes.split(",") if s.strip()]
     tok = app.gitea.create_token(user, password, name, scope_list)
     if store:
-        store_token(app, tok.value)
-        app.term.success(f"token {tok.name} (…{tok.last_eight}) stored in Secret {app.namespace}/raibid-gitea-token")
+        store_token(app.kube, app.namespace, tok.value)
+        app.term.success(f"token {tok.name} (…{tok.last_eight}) stored in Secret {app.namespace}/{TOKEN_SECRET}")
         if as_json:
             app.term.json({"name": tok.name, "scopes": tok.scopes, "stored": True})
         return
@@ -110,12 +110,12 @@ def org() -> None:
 
 @org.command("create")
 @click.argument("name")
-@click.option("--visibility", type=click.Choice(["public", "limited", "private"]), default="public",
+@click.option("--visibility", type=click.Choice(VISIBILITIES), default="public",
               show_default=True)
 @click.option("--description", default="")
 @click.option("--exist-ok", is_flag=True, help="Succeed if it already exists.")
 @json_option
-@click.pass_obj
+@pass_app
 def org_create(app: Application, name: str, visibility: str, description: str, exist_ok: bool, as_json: bool) -> None:
     """Create an organisation."""
     o, created = app.gitea.create_org(name, visibility=visibility, description=description, exist_ok=exist_ok)
@@ -125,7 +125,7 @@ def org_create(app: Application, name: str, visibility: str, description: str, e
 
 @org.command("list")
 @json_option
-@click.pass_obj
+@pass_app
 def org_list(app: Application, as_json: bool) -> None:
     """Organisations."""
     orgs = app.gitea.list_orgs()
@@ -149,7 +149,7 @@ def repo() -> None:
 @click.option("--init", "auto_init", is_flag=True, help="Create an initial commit (README).")
 @click.option("--exist-ok", is_flag=True, help="Succeed if it already exists.")
 @json_option
-@click.pass_obj
+@pass_app
 def repo_create(app: Application, full_name: str, private: bool, description: str, default_branch: str | None,
                 auto_init: bool, exist_ok: bool, as_json: bool) -> None:
     """Create a repository in an org (or for the token's user)."""
@@ -166,7 +166,7 @@ def repo_create(app: Application, full_name: str, private: bool, description: st
 @repo.command("list")
 @click.argument("owner", required=False)
 @json_option
-@click.pass_obj
+@pass_app
 def repo_list(app: Application, owner: str | None, as_json: bool) -> None:
     """Repositories of OWNER (an org or user), or of the token's user."""
     repos = app.gitea.list_repos(owner)
@@ -178,7 +178,7 @@ def repo_list(app: Application, owner: str | None, as_json: bool) -> None:
 @repo.command("show")
 @click.argument("full_name", metavar="OWNER/NAME")
 @json_option
-@click.pass_obj
+@pass_app
 def repo_show(app: Application, full_name: str, as_json: bool) -> None:
     """One repository."""
     from raibid.gitea import split_repo
@@ -190,13 +190,13 @@ def repo_show(app: Application, full_name: str, as_json: bool) -> None:
 @repo.command("delete")
 @click.argument("full_name", metavar="OWNER/NAME")
 @click.option("--yes", is_flag=True, help="Do not ask (required when stdin is not a terminal).")
-@click.pass_obj
+@pass_app
 def repo_delete(app: Application, full_name: str, yes: bool) -> None:
     """Delete a repository. Irreversible."""
     from raibid.gitea import split_repo
 
     owner, name = split_repo(full_name)
-    confirm_or_refuse(f"delete Gitea repository {owner}/{name}", yes)
+    confirm_or_refuse(app.term, f"delete Gitea repository {owner}/{name}", yes)
     app.gitea.delete_repo(owner, name)
     app.term.success(f"deleted {owner}/{name}")
 
@@ -216,7 +216,7 @@ def hook() -> None:
 @click.option("--events", default="push", show_default=True, help="Comma-separated events.")
 @click.option("--branch-filter", default="", help="Glob of branches that fire the hook.")
 @json_option
-@click.pass_obj
+@pass_app
 def hook_add(app: Application, full_name: str, url: str, secret_env: str | None, events: str, branch_filter: str,
              as_json: bool) -> None:
     """Add an active webhook (Gitea's API default is inactive; raibid always sends active: true)."""
@@ -235,7 +235,7 @@ def hook_add(app: Application, full_name: str, url: str, secret_env: str | None,
 @hook.command("list")
 @click.argument("full_name", metavar="OWNER/NAME")
 @json_option
-@click.pass_obj
+@pass_app
 def hook_list(app: Application, full_name: str, as_json: bool) -> None:
     """Webhooks of a repository."""
     from raibid.gitea import split_repo
@@ -258,7 +258,7 @@ def registry() -> None:
 @click.option("--write", "write_path", type=click.Path(dir_okay=False), metavar="PATH",
               help="Write the file (mode 0600), e.g. /etc/rancher/k3s/registries.yaml.")
 @click.option("--username", default=None, help="Registry user (default: gitea.admin_user).")
-@click.pass_obj
+@pass_app
 def registry_config(app: Application, write_path: str | None, username: str | None) -> None:
     """Render k3s's registries.yaml for Gitea's registry.
 
@@ -266,9 +266,9 @@ def registry_config(app: Application, write_path: str | None, username: str | No
     gitea.url must be a node IP or hostname with the NodePort. Printed to stdout
     the token is redacted; --write puts the real one in the file.
     """
-    from raibid.gitea import registries_yaml, resolve_token
+    from raibid.gitea.registry import registries_yaml
 
-    token, _ = resolve_token(app)
+    token, _ = app.gitea_token()
     if not token:
         raise AuthError("no Gitea token to put in registries.yaml",
                         hint="set $RAIBID_GITEA_TOKEN or run `raibid gitea token create --store`")

@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from raibid.cli._common import confirm_or_refuse, json_option
+from raibid.cli._common import confirm_or_refuse, json_option, pass_app
 from raibid.errors import UsageError
 
 if TYPE_CHECKING:
     from raibid.app import Application
-    from raibid.jobs import Job
+    from raibid.queue import Job
 
 
 @click.group()
@@ -20,7 +20,7 @@ def queue() -> None:
 
 
 def _job_rows(jobs: list[Job]) -> list[tuple]:
-    from raibid.output import age_of
+    from raibid.terminal import age_of
 
     return [(j.id, j.status, j.agent, j.repo, j.ref, j.attempt, age_of(j.submitted_at),
              "" if j.exit_code is None else j.exit_code) for j in jobs]
@@ -33,7 +33,7 @@ JOB_COLUMNS = ["id", "status", "agent", "repo", "ref", "attempt", "age", "exit"]
 @click.option("--agent", "agents", multiple=True, metavar="TYPE",
               help="Agent type (repeatable). Default: agents.default_type and every agents.types entry.")
 @json_option
-@click.pass_obj
+@pass_app
 def init(app: Application, agents: tuple[str, ...], as_json: bool) -> None:
     """Create each agent stream and its consumer group (idempotent)."""
     wanted = list(agents) or sorted(app.agent_pools())
@@ -60,7 +60,7 @@ SPEC_KEYS = {"repo", "ref", "commit", "agent", "command", "env", "timeout"}
 def _read_jsonl(stream: click.utils.LazyFile | object, name: str) -> list:
     import json
 
-    from raibid.jobs import JobSpec
+    from raibid.queue import JobSpec
 
     specs = []
     for n, line in enumerate(stream, start=1):  # type: ignore[attr-defined]
@@ -96,11 +96,11 @@ def _read_jsonl(stream: click.utils.LazyFile | object, name: str) -> list:
 @click.option("--from-file", "from_file", type=click.File("r"), metavar="FILE|-",
               help="Submit many jobs from JSON Lines (one object per line), pipelined.")
 @json_option
-@click.pass_obj
+@pass_app
 def submit(app: Application, repo: str | None, ref: str | None, commit: str | None, agent: str | None,
            command_: str | None, env_pairs: tuple[str, ...], timeout: int | None, from_file, as_json: bool) -> None:
     """Queue a job (or many with --from-file) and print the job id."""
-    from raibid.jobs import JobSpec
+    from raibid.queue import JobSpec
 
     q = app.queue
     if from_file is not None:
@@ -127,7 +127,7 @@ def submit(app: Application, repo: str | None, ref: str | None, commit: str | No
 @click.option("--agent", metavar="TYPE")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @json_option
-@click.pass_obj
+@pass_app
 def list_(app: Application, status: str | None, agent: str | None, limit: int, as_json: bool) -> None:
     """Recent jobs, newest first."""
     jobs = app.queue.list(status=status, agent=agent, limit=limit)
@@ -137,7 +137,7 @@ def list_(app: Application, status: str | None, agent: str | None, limit: int, a
 @queue.command()
 @click.argument("job_id")
 @json_option
-@click.pass_obj
+@pass_app
 def show(app: Application, job_id: str, as_json: bool) -> None:
     """One job's full record."""
     job = app.queue.get(job_id)
@@ -148,7 +148,7 @@ def show(app: Application, job_id: str, as_json: bool) -> None:
 @click.argument("job_id")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the job finishes.")
 @json_option
-@click.pass_obj
+@pass_app
 def logs(app: Application, job_id: str, follow: bool, as_json: bool) -> None:
     """Print a job's log lines (stdout), optionally following them.
 
@@ -156,7 +156,7 @@ def logs(app: Application, job_id: str, follow: bool, as_json: bool) -> None:
     """
     import json
 
-    from raibid.jobs import TERMINAL
+    from raibid.queue import TERMINAL
 
     q = app.queue
     job = q.get(job_id)
@@ -189,10 +189,10 @@ def logs(app: Application, job_id: str, follow: bool, as_json: bool) -> None:
 
 @queue.command()
 @json_option
-@click.pass_obj
+@pass_app
 def stats(app: Application, as_json: bool) -> None:
     """Per agent stream: length, lag, pending, consumers, oldest queued job, DLQ, and what KEDA will do."""
-    from raibid.output import format_age
+    from raibid.terminal import format_age
 
     s = app.queue.stats(app.agent_pools())
     for w in s.warnings:
@@ -214,7 +214,7 @@ def stats(app: Application, as_json: bool) -> None:
 
 @queue.command()
 @click.argument("job_id")
-@click.pass_obj
+@pass_app
 def cancel(app: Application, job_id: str) -> None:
     """Cancel a queued job, or ask a running one to stop."""
     res = app.queue.cancel(job_id)
@@ -225,7 +225,7 @@ def cancel(app: Application, job_id: str) -> None:
 @queue.command()
 @click.argument("job_id")
 @json_option
-@click.pass_obj
+@pass_app
 def retry(app: Application, job_id: str, as_json: bool) -> None:
     """Enqueue a failed, dead or cancelled job again as a new attempt; prints the new id."""
     job = app.queue.retry(job_id)
@@ -240,7 +240,7 @@ def dlq() -> None:
 @dlq.command("list")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
 @json_option
-@click.pass_obj
+@pass_app
 def dlq_list(app: Application, limit: int, as_json: bool) -> None:
     """Dead-lettered jobs, newest first, with the reason."""
     items = app.queue.dlq_list(limit)
@@ -250,7 +250,7 @@ def dlq_list(app: Application, limit: int, as_json: bool) -> None:
 
 @dlq.command("retry")
 @click.argument("job_id")
-@click.pass_obj
+@pass_app
 def dlq_retry(app: Application, job_id: str) -> None:
     """Retry a dead-lettered job as a new attempt and remove it from the DLQ."""
     job = app.queue.dlq_retry(job_id)
@@ -259,10 +259,10 @@ def dlq_retry(app: Application, job_id: str) -> None:
 
 @dlq.command("purge")
 @click.option("--yes", is_flag=True, help="Do not ask.")
-@click.pass_obj
+@pass_app
 def dlq_purge(app: Application, yes: bool) -> None:
     """Empty the dead-letter queue (job records stay, with status dead)."""
-    confirm_or_refuse("empty the dead-letter queue", yes)
+    confirm_or_refuse(app.term, "empty the dead-letter queue", yes)
     n = app.queue.dlq_purge()
     app.term.success(f"removed {n} dead-letter entries")
 
@@ -271,7 +271,7 @@ def dlq_purge(app: Application, yes: bool) -> None:
 @click.option("--min-idle", type=click.IntRange(min=0), metavar="S",
               help="Idle seconds before an entry counts as stale (default: queue.min_idle).")
 @json_option
-@click.pass_obj
+@pass_app
 def reap(app: Application, min_idle: int | None, as_json: bool) -> None:
     """Requeue or dead-letter entries whose agent stopped heartbeating. Safe from cron."""
     res = app.queue.reap(app.agent_pools(), min_idle_ms=None if min_idle is None else min_idle * 1000)
@@ -288,11 +288,11 @@ def reap(app: Application, min_idle: int | None, as_json: bool) -> None:
 
 @queue.command()
 @click.option("--yes", is_flag=True, help="Do not ask (required when stdin is not a terminal).")
-@click.pass_obj
+@pass_app
 def purge(app: Application, yes: bool) -> None:
     """Delete every job, stream, log and the DLQ under redis.prefix. Dangerous."""
     q = app.queue
-    confirm_or_refuse(f"delete every key under {q.keys.prefix}: in Redis", yes)
+    confirm_or_refuse(app.term, f"delete every key under {q.keys.prefix}: in Redis", yes)
     n = q.purge()
     app.term.success(f"deleted {n} keys")
 

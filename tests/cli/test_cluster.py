@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from raibid.manifests import kind_rank
+from raibid.cluster.components import kind_rank
 from tests.harness.kubefake import K3sController, crd, mark_ready
 
 NS = "raibid-ci"

@@ -7,7 +7,7 @@ import stat
 
 import yaml
 
-from raibid.manifests import templates_dir
+from raibid.cluster.render import templates_dir
 
 
 def test_render_on_defaults_prints_every_component(run):

@@ -7,7 +7,7 @@ import json
 import pytest
 import redis
 
-from raibid.jobs import JobSpec, Queue
+from raibid.queue import JobSpec, Queue
 
 
 @pytest.fixture

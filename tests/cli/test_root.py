@@ -60,6 +60,13 @@ def test_group_help_imports_no_heavy_library():
         assert "HEAVY=[]" in r.stderr, (group, r.stderr)
 
 
+def test_group_help_builds_no_application_and_reads_no_config():
+    # `raibid.app` holds the Application; `raibid.config.loader` reads raibid.yaml. Neither is needed for help.
+    for group in ("cluster", "queue", "gitea", "config", "doctor"):
+        r = _python(CHECK_IMPORTS.format(args=[group, "--help"], heavy=("raibid.app", "raibid.config.loader", "yaml")))
+        assert "Usage:" in r.stdout and "HEAVY=[]" in r.stderr, (group, r.stderr)
+
+
 def test_completion_request_imports_no_heavy_library():
     env = {"_RAIBID_COMPLETE": "bash_complete", "COMP_WORDS": "raibid con", "COMP_CWORD": "1"}
     r = _python(CHECK_IMPORTS.format(args=None, heavy=HEAVY), env=env)

@@ -13,7 +13,7 @@ import threading
 
 import redis
 
-from raibid.jobs import Queue
+from raibid.queue import Queue
 
 
 def main() -> None:

@@ -6,7 +6,6 @@ names the template, its line and the variable, never an empty string.
 
 from __future__ import annotations
 
-import secrets as _secrets
 import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -14,40 +13,20 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raibid.errors import TemplateError, UsageError
+from raibid.cluster.components import kind_rank, selected_components
+from raibid.cluster.labels import common_labels
+from raibid.cluster.secrets import b64encode, generate_secrets
+from raibid.errors import TemplateError
 
 if TYPE_CHECKING:
     from raibid.config import Config
-
-MANAGED_BY = "app.kubernetes.io/managed-by"
-PART_OF = "app.kubernetes.io/part-of"
-COMPONENT = "raibid.dev/component"
-GENERATED = "raibid.dev/generated"
-
-# The base component is always rendered first; the rest come from cluster.components.
-BASE = "namespace"
-COMPONENTS = ("redis", "gitea", "keda", "flux")
-
-# kapp's order: namespaces and CRDs, then service accounts and RBAC, then
-# secrets, config maps and PVCs, then workloads and HelmCharts, then the rest.
-_KIND_RANK = {
-    "Namespace": 0, "CustomResourceDefinition": 0,
-    "ServiceAccount": 1, "Role": 1, "ClusterRole": 1, "RoleBinding": 1, "ClusterRoleBinding": 1,
-    "Secret": 2, "ConfigMap": 2, "PersistentVolumeClaim": 2,
-    "Deployment": 3, "StatefulSet": 3, "DaemonSet": 3, "Job": 3, "CronJob": 3, "HelmChart": 3,
-    "ScaledJob": 3, "TriggerAuthentication": 2,
-}
-
-
-def kind_rank(kind: str) -> int:
-    return _KIND_RANK.get(kind, 4)
 
 
 @lru_cache(maxsize=1)
 def templates_dir() -> Path:
     """The templates folder, from a wheel (``raibid/_templates``) or a checkout (``templates/``)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_templates", here.parent / "templates"):
+    package = Path(__file__).resolve().parent.parent  # raibid/
+    for candidate in (package / "_templates", package.parent / "templates"):
         if candidate.is_dir():
             return candidate
     raise TemplateError("raibid's templates folder is missing from this installation",
@@ -92,29 +71,12 @@ class Manifest:
         return self.kind == "Secret"
 
 
-def common_labels(component: str) -> dict[str, str]:
-    return {MANAGED_BY: "raibid", PART_OF: "raibid", COMPONENT: component}
-
-
-def selected_components(cfg: Config, wanted: Iterable[str] = ()) -> list[str]:
-    """The base component plus the configured (or explicitly requested) ones, validated."""
-    wanted = list(wanted)
-    known = set(COMPONENTS) | {BASE}
-    for name in list(cfg.cluster.components) + wanted:
-        if name not in known:
-            raise UsageError(f"unknown component {name!r}", hint=f"known components: {', '.join(COMPONENTS)}")
-    chosen = wanted or list(cfg.cluster.components)
-    return [BASE] + [c for c in COMPONENTS if c in chosen]
-
-
-def generate_secrets() -> dict[str, str]:
-    return {"redis_password": _secrets.token_urlsafe(24), "gitea_admin_password": _secrets.token_urlsafe(24)}
-
-
 def render(cfg: Config, components: Iterable[str] = (), *, namespace: str | None = None,
            secrets: Mapping[str, str] | None = None, templates: Path | None = None) -> list[Manifest]:
     """Render the chosen components, in apply order."""
     import yaml
+
+    from raibid.yamlio import load_all
 
     root = templates or templates_dir()
     if not root.is_dir():
@@ -131,7 +93,7 @@ def render(cfg: Config, components: Iterable[str] = (), *, namespace: str | None
             rel = f"{component}/{path.name}"
             text = _render_one(env, rel, {**context, "component": component})
             try:
-                docs = [d for d in yaml.safe_load_all(text) if d]
+                docs = [d for d in load_all(text) if d]
             except yaml.YAMLError as e:
                 mark = getattr(e, "problem_mark", None)
                 line = f":{mark.line + 1}" if mark else ""
@@ -153,14 +115,8 @@ def _environment(root: str) -> Any:
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(root), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, autoescape=False)
-    env.filters["b64"] = _b64
+    env.filters["b64"] = b64encode
     return env
-
-
-def _b64(value: Any) -> str:
-    import base64
-
-    return base64.b64encode(str(value).encode()).decode()
 
 
 def _render_one(env: Any, rel: str, context: dict[str, Any]) -> str:
@@ -192,18 +148,9 @@ def _check_object(doc: Any, rel: str) -> None:
 
 def to_yaml(manifests: Iterable[Manifest]) -> str:
     """Multi-document YAML; multi-line strings (configs, values) as readable blocks."""
-    import yaml
+    from raibid.yamlio import dump_documents
 
-    class Dumper(yaml.SafeDumper):
-        pass
-
-    def str_block(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
-        style = "|" if "\n" in data and not data.startswith(" ") else None
-        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
-
-    Dumper.add_representer(str, str_block)
-    return "".join("---\n" + yaml.dump(m.obj, Dumper=Dumper, sort_keys=False, default_flow_style=False)
-                   for m in manifests)
+    return dump_documents(m.obj for m in manifests)
 
 
 def file_name(index: int, m: Manifest) -> str:

@@ -1,10 +1,10 @@
-"""The typed config model, its loader and env overrides.
+"""Loading the config: search order, deep merge over defaults, env overrides.
 
 Search order: ``--config`` / ``$RAIBID_CONFIG``, ``./raibid.yaml``, then
 ``$XDG_CONFIG_HOME/raibid/config.yaml``. The file is merged deeply over the
 built-in defaults, then ``RAIBID_<SECTION>_<KEY>`` env vars override single
 values. Unknown keys and wrongly typed values are errors that name the file and
-line. Secrets never live here: the config names the env var holding each one.
+line.
 """
 
 from __future__ import annotations
@@ -13,159 +13,12 @@ import dataclasses
 import os
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raibid import yamlio
+from raibid.config.model import Config
 from raibid.errors import ConfigError
-
-
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field carrying the help text used by `config init` and the docs."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: _copy(d), metadata={"help": help, **kw})
-    return field(default=default, metadata={"help": help, **kw})
-
-
-def _copy(value: Any) -> Any:
-    import copy
-
-    return copy.deepcopy(value)
-
-
-@dataclass
-class ClusterVersions:
-    redis_image: str = _f("redis:7.4.2", "Official multi-arch Redis image (arm64 available)")
-    gitea_chart: str = _f("12.3.0", "Gitea Helm chart version (https://dl.gitea.com/charts/); pins the Gitea image")
-    keda_chart: str = _f("2.17.2", "KEDA Helm chart version (>= 2.17 for activationLagCount 0)")
-    flux_chart: str = _f("2.12.4", "Community flux2 Helm chart version (fluxcd-community)")
-
-
-@dataclass
-class ClusterConfig:
-    namespace: str = _f("raibid-ci", "Namespace for every raibid object")
-    components: list[str] = _f(["redis", "gitea", "keda", "flux"], "Components that `cluster up` manages")
-    storage_class: str = _f("local-path", "StorageClass for PVCs (k3s ships local-path)")
-    node_ip: str = _f("127.0.0.1", "Node address that containerd and the host use to reach NodePorts")
-    redis_storage: str = _f("5Gi", "Size of the Redis AOF volume")
-    gitea_storage: str = _f("20Gi", "Size of the Gitea data volume")
-    gitea_http_node_port: int = _f(30080, "NodePort for Gitea HTTP (and the OCI registry)")
-    gitea_ssh_node_port: int = _f(30022, "NodePort for Gitea SSH")
-    templates_dir: str | None = _f(None, "Use a customised copy of the templates folder (default: the built-in one)")
-    versions: ClusterVersions = field(default_factory=ClusterVersions, metadata={"help": "Pinned versions"})
-
-
-@dataclass
-class RedisConfig:
-    url: str = _f("redis://127.0.0.1:6379/0", "Redis URL, or `auto` to find raibid's Redis Service in the cluster")
-    password_env: str = _f("RAIBID_REDIS_PASSWORD", "Env var holding the Redis password")
-    prefix: str = _f("raibid", "Key prefix for every queue key")
-
-
-@dataclass
-class QueueConfig:
-    max_deliveries: int = _f(3, "Deliveries before a job goes to the dead-letter queue")
-    min_idle: int = _f(300, "Seconds a pending entry must be idle before another worker reclaims it")
-    heartbeat: int = _f(30, "Seconds between a running job's heartbeats")
-    log_ttl: int = _f(7 * 24 * 3600, "Seconds a finished job's log stream is kept")
-    log_maxlen: int = _f(100_000, "Approximate cap on log lines per job")
-    default_timeout: int = _f(3600, "Job timeout in seconds when none is given")
-
-
-@dataclass
-class GiteaConfig:
-    url: str = _f("http://127.0.0.1:30080", "Gitea base URL (ROOT_URL)")
-    token_env: str = _f("RAIBID_GITEA_TOKEN", "Env var holding the Gitea API token")
-    token_file: str | None = _f(None, "File holding the Gitea API token (used when the env var is unset)")
-    admin_user: str = _f("raibid-admin", "Gitea admin user name")
-    timeout: float = _f(10.0, "Seconds before a Gitea API request times out")
-    retries: int = _f(3, "Retries on connection errors and 502/503/504, with exponential backoff")
-    retry_backoff: float = _f(0.5, "First retry delay in seconds (doubles each retry)")
-
-
-@dataclass
-class AgentType:
-    image: str = _f("ghcr.io/raibid-labs/raibid-agent:latest", "Agent image (must exist for arm64)")
-    lag_count: int = _f(1, "KEDA lagCount: queued jobs per agent pod")
-    max_replicas: int | None = _f(None, "Cap for this pool (defaults to agents.max_replicas)")
-    cpu: str = _f("2", "CPU request")
-    memory: str = _f("4Gi", "Memory request")
-
-
-@dataclass
-class AgentsConfig:
-    default_type: str = _f("generic", "Agent type used when a job names none")
-    max_replicas: int = _f(8, "Default maximum pods per agent pool")
-    polling_interval: int = _f(5, "KEDA pollingInterval in seconds")
-    types: dict[str, AgentType] = _f({}, "Agent pools by type name")
-
-
-@dataclass
-class TriggerConfig:
-    enabled: bool = _f(True, "Enqueue CI jobs when a mirror sync finds changed refs")
-    branches: str = _f("^(main|master)$", "Regex of branch names that trigger jobs")
-    agent: str = _f("generic", "Agent type for triggered jobs")
-
-
-@dataclass
-class MirrorConfig:
-    github_api: str = _f("https://api.github.com", "GitHub API base URL")
-    github_token_env: str = _f("GITHUB_TOKEN", "Env var holding the GitHub token")
-    target_org: str = _f("mirrors", "Gitea org that receives mirrors")
-    mode: str = _f("push", "`push` (raibid fetches and pushes) or `pull` (Gitea pull mirrors)")
-    cache_dir: str | None = _f(None, "Bare-repo cache directory (default: XDG cache)")
-    jobs: int = _f(4, "Repositories synced in parallel")
-    repos: list[str] = _f([], "Single repos, as OWNER/NAME")
-    lists: list[str] = _f([], "Files listing OWNER/NAME lines")
-    orgs: list[Any] = _f([], "Orgs or users, with optional include/exclude regexes")
-    trigger: TriggerConfig = field(default_factory=TriggerConfig, metadata={"help": "CI triggering"})
-
-
-@dataclass
-class Config:
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    redis: RedisConfig = field(default_factory=RedisConfig)
-    queue: QueueConfig = field(default_factory=QueueConfig)
-    gitea: GiteaConfig = field(default_factory=GiteaConfig)
-    agents: AgentsConfig = field(default_factory=AgentsConfig)
-    mirror: MirrorConfig = field(default_factory=MirrorConfig)
-
-    # Where the values came from; not part of the schema.
-    source: Path | None = field(default=None, compare=False, metadata={"internal": True})
-
-    def secret(self, env_name: str) -> str | None:
-        """Read a secret from the env var the config names. Never stored, never printed."""
-        value = os.environ.get(env_name)
-        return value or None
-
-    def to_dict(self, *, masked: bool = True) -> dict[str, Any]:
-        from raibid.errors import redact_url
-
-        out = {k: v for k, v in dataclasses.asdict(self).items() if k != "source"}
-        if masked:
-            _mask_urls(out, redact_url)
-        return out
-
-    def agent_type(self, name: str) -> AgentType:
-        t = self.agents.types.get(name)
-        if t is None:
-            t = AgentType()
-        if t.max_replicas is None:
-            t = dataclasses.replace(t, max_replicas=self.agents.max_replicas)
-        return t
-
-
-def _mask_urls(obj: Any, redact: Any) -> None:
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if isinstance(v, str) and (k == "url" or k.endswith("_url") or k == "github_api"):
-                obj[k] = redact(v)
-            else:
-                _mask_urls(v, redact)
-    elif isinstance(obj, list):
-        for v in obj:
-            _mask_urls(v, redact)
-
 
 # --------------------------------------------------------------------------- loading
 
@@ -204,12 +57,14 @@ def load_config(explicit: str | os.PathLike[str] | None = None, env: dict[str, s
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
     import yaml
 
+    from raibid.yamlio import loader_class
+
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = loader_class()(text)
         try:
             node = loader.get_single_node()
             if node is None:
@@ -362,7 +217,7 @@ def _apply_env(cfg: Config, env: typing.Mapping[str, str]) -> None:
             value: Any = raw if raw != "" or tp is str else None
         else:
             try:
-                value = yaml.safe_load(raw)
+                value = yamlio.load(raw)
             except yaml.YAMLError:
                 raise ConfigError(f"env {name}: cannot parse {raw!r}") from None
         try:
@@ -373,39 +228,3 @@ def _apply_env(cfg: Config, env: typing.Mapping[str, str]) -> None:
         for part in path[:-1]:
             target = getattr(target, part)
         setattr(target, path[-1], value)
-
-
-# --------------------------------------------------------------------------- init file
-
-
-def commented_default_yaml() -> str:
-    """A complete, commented config file with every default."""
-    import yaml
-
-    lines = [
-        "# raibid configuration. Every key is optional; these are the built-in defaults.",
-        "# Any key can be overridden by an env var RAIBID_<SECTION>_<KEY>, e.g. RAIBID_REDIS_URL.",
-        "# Secrets are never stored here: *_env keys name the env var that holds each secret.",
-    ]
-
-    def dump_scalar(v: Any) -> str:
-        return yaml.safe_dump(v, default_flow_style=True, width=1000).strip().removesuffix("\n...").strip()
-
-    def walk(obj: Any, indent: int) -> None:
-        for f in dataclasses.fields(obj):
-            if f.metadata.get("internal"):
-                continue
-            v = getattr(obj, f.name)
-            help_ = f.metadata.get("help")
-            pad = "  " * indent
-            if help_:
-                lines.append(f"{pad}# {help_}")
-            if dataclasses.is_dataclass(v):
-                lines.append(f"{pad}{f.name}:")
-                walk(v, indent + 1)
-            else:
-                lines.append(f"{pad}{f.name}: {dump_scalar(v)}")
-
-    walk(Config(), 0)
-    lines.append("")
-    return "\n".join(lines)

@@ -9,99 +9,13 @@ with credentials.
 
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from raibid.errors import AlreadyExists, AuthError, GiteaError, NotFound, Unreachable, UsageError, redact_url
+from raibid.gitea.models import VISIBILITIES, Hook, Org, Repo, Status, Token
 
-if TYPE_CHECKING:
-    from raibid.app import Application
-
-TOKEN_SECRET = "raibid-gitea-token"
-ADMIN_SECRET = "raibid-gitea-admin"
-DEFAULT_SCOPES = ("write:repository", "write:organization", "write:package", "read:user")
-VISIBILITIES = ("public", "limited", "private")
 RETRY_STATUSES = frozenset({502, 503, 504})
-
-
-@dataclass
-class Repo:
-    owner: str
-    name: str
-    full_name: str
-    private: bool
-    mirror: bool
-    empty: bool
-    clone_url: str
-    html_url: str
-    original_url: str = ""
-    default_branch: str = "main"
-    description: str = ""
-    archived: bool = False
-
-    @classmethod
-    def from_api(cls, d: dict) -> Repo:
-        owner = (d.get("owner") or {}).get("login") or d.get("full_name", "/").split("/")[0]
-        return cls(owner=owner, name=d["name"], full_name=d.get("full_name") or f"{owner}/{d['name']}",
-                   private=bool(d.get("private")), mirror=bool(d.get("mirror")), empty=bool(d.get("empty")),
-                   clone_url=d.get("clone_url", ""), html_url=d.get("html_url", ""),
-                   original_url=d.get("original_url") or "", default_branch=d.get("default_branch") or "main",
-                   description=d.get("description") or "", archived=bool(d.get("archived")))
-
-
-@dataclass
-class Org:
-    name: str
-    visibility: str
-    description: str = ""
-
-    @classmethod
-    def from_api(cls, d: dict) -> Org:
-        return cls(name=d.get("username") or d.get("name", ""), visibility=d.get("visibility", "public"),
-                   description=d.get("description") or "")
-
-
-@dataclass
-class Hook:
-    id: int
-    type: str
-    url: str
-    content_type: str
-    events: list[str]
-    active: bool
-    branch_filter: str = ""
-
-    @classmethod
-    def from_api(cls, d: dict) -> Hook:
-        cfg = d.get("config") or {}
-        return cls(id=int(d["id"]), type=d.get("type", ""), url=cfg.get("url", ""),
-                   content_type=cfg.get("content_type", ""), events=list(d.get("events") or []),
-                   active=bool(d.get("active")), branch_filter=d.get("branch_filter") or "")
-
-
-@dataclass
-class Token:
-    name: str
-    scopes: list[str]
-    last_eight: str
-    value: str = field(repr=False, default="")  # shown once; never logged
-
-
-@dataclass
-class Status:
-    url: str
-    reachable: bool
-    version: str | None = None
-    registry_enabled: bool | None = None
-    token_source: str | None = None
-    token_valid: bool | None = None
-    token_user: str | None = None
-    admin_user: str = ""
-    admin_exists: bool | None = None
-    error: str | None = None
 
 
 def split_repo(full: str) -> tuple[str, str]:
@@ -126,12 +40,6 @@ class Gitea:
         self.session = requests.Session()
         self.session.headers["Accept"] = "application/json"
         self.session.headers["User-Agent"] = "raibid"
-
-    @classmethod
-    def from_app(cls, app: Application) -> Gitea:
-        token, source = resolve_token(app)
-        g = app.cfg.gitea
-        return cls(g.url, token, timeout=g.timeout, retries=g.retries, backoff=g.retry_backoff, token_source=source)
 
     # ------------------------------------------------------------------ transport
     def _request(self, method: str, path: str, *, json: Any = None, params: dict | None = None,
@@ -349,87 +257,3 @@ def _message(resp: Any) -> str:
     if isinstance(data, dict):
         return str(data.get("message") or data.get("errors") or data)[:500]
     return str(data)[:300]
-
-
-# --------------------------------------------------------------------------- token resolution
-
-
-def resolve_token(app: Application) -> tuple[str | None, str | None]:
-    """The API token and where it came from: the env var, the token file, or the cluster Secret."""
-    g = app.cfg.gitea
-    value = app.cfg.secret(g.token_env)
-    if value:
-        return value.strip(), f"env {g.token_env}"
-    if g.token_file:
-        path = Path(g.token_file).expanduser()
-        try:
-            text = path.read_text().strip()
-        except OSError as e:
-            from raibid.errors import ConfigError
-
-            raise ConfigError(f"gitea.token_file {path}: {e.strerror}") from None
-        if text:
-            return text, f"file {path}"
-    if os.path.exists(app.kubeconfig_path):
-        import base64
-
-        from raibid.errors import RaibidError
-
-        try:
-            secret = app.kube.get("v1", "Secret", TOKEN_SECRET, app.namespace)
-        except RaibidError:
-            secret = None
-        token = ((secret or {}).get("data") or {}).get("token")
-        if token:
-            return base64.b64decode(token).decode().strip(), f"secret {app.namespace}/{TOKEN_SECRET}"
-    return None, None
-
-
-def admin_credentials(app: Application) -> tuple[str, str]:
-    """The admin user and password from raibid's generated Secret in the cluster."""
-    import base64
-
-    secret = app.kube.get("v1", "Secret", ADMIN_SECRET, app.namespace)
-    data = (secret or {}).get("data") or {}
-    if not data.get("password"):
-        raise NotFound(f"Secret {app.namespace}/{ADMIN_SECRET} not found",
-                       hint="run `raibid cluster up -c gitea`, or pass --admin-user and --password-stdin")
-    user = base64.b64decode(data.get("username", "")).decode() or app.cfg.gitea.admin_user
-    return user, base64.b64decode(data["password"]).decode()
-
-
-def store_token(app: Application, token: str) -> None:
-    """Save the token in the raibid-gitea-token Secret (server-side apply)."""
-    import base64
-
-    from raibid.manifests import common_labels
-
-    app.kube.apply({"apiVersion": "v1", "kind": "Secret",
-                    "metadata": {"name": TOKEN_SECRET, "namespace": app.namespace, "labels": common_labels("gitea"),
-                                 "annotations": {"raibid.dev/generated": "true"}},
-                    "type": "Opaque", "data": {"token": base64.b64encode(token.encode()).decode()}},
-                   field_manager="raibid", force=True)
-
-
-def registries_yaml(gitea_url: str, username: str, token: str | None) -> str:
-    """k3s /etc/rancher/k3s/registries.yaml for Gitea's registry.
-
-    containerd resolves names with the host's DNS, not cluster DNS, so the host
-    must be a node IP or hostname the node resolves, with the NodePort.
-    """
-    from urllib.parse import urlsplit
-
-    import yaml
-
-    parts = urlsplit(gitea_url)
-    host = parts.netloc.rpartition("@")[2]
-    if not host:
-        raise UsageError(f"gitea.url {redact_url(gitea_url)} has no host")
-    endpoint = f"{parts.scheme or 'http'}://{host}"
-    doc: dict[str, Any] = {"mirrors": {host: {"endpoint": [endpoint]}},
-                           "configs": {host: {"auth": {"username": username, "password": token or ""}}}}
-    if parts.scheme == "https":
-        doc["configs"][host]["tls"] = {"insecure_skip_verify": False}
-    head = ("# k3s registry config for Gitea's OCI registry, written by `raibid gitea registry config`.\n"
-            "# k3s reads this file only when it starts: sudo systemctl restart k3s\n")
-    return head + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)

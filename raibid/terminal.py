@@ -45,16 +45,10 @@ def format_age(seconds: float | None) -> str:
     return f"{int(seconds)}s"
 
 
-def seconds_since(timestamp: str | None) -> float | None:
-    """Seconds since an RFC 3339 timestamp (None for none)."""
-    if not timestamp:
-        return None
-    when = _dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    return max(0.0, (_dt.datetime.now(_dt.UTC) - when).total_seconds())
-
-
 def age_of(timestamp: str | None) -> str:
     """Age of an RFC 3339 timestamp, for tables (JSON keeps the timestamp)."""
+    from raibid.timeutil import seconds_since
+
     return format_age(seconds_since(timestamp))
 
 
@@ -64,11 +58,13 @@ class Terminal:
     def __init__(
         self,
         *,
+        stdin: TextIO | None = None,
         stdout: TextIO | None = None,
         stderr: TextIO | None = None,
         color: bool | None = None,
         verbosity: int = 0,
     ) -> None:
+        self._stdin = stdin
         self._stdout = stdout
         self._stderr = stderr
         if color is None:
@@ -76,6 +72,17 @@ class Terminal:
         self.color = color
         self.verbosity = verbosity
         self._err_console: Any = None
+
+    @property
+    def stdin(self) -> TextIO:
+        return self._stdin or sys.stdin
+
+    @property
+    def stdin_is_tty(self) -> bool:
+        try:
+            return self.stdin.isatty()
+        except (AttributeError, ValueError):
+            return False
 
     @property
     def stdout(self) -> TextIO:
@@ -141,6 +148,20 @@ class Terminal:
             self.json(data)
         else:
             render()
+
+    # ---------------------------------------------------------------- input (stdin)
+    def read_line(self) -> str:
+        """One line from stdin without its newline (for `--password-stdin`)."""
+        return self.stdin.readline().rstrip("\n")
+
+    def read_all(self) -> str:
+        return self.stdin.read()
+
+    def confirm(self, question: str) -> bool:
+        """Ask on stderr, answer from stdin; only meaningful when stdin is a terminal."""
+        import click
+
+        return click.confirm(question, default=False, err=True)
 
     # ---------------------------------------------------------------- messages (stderr)
     def _console(self) -> Any:

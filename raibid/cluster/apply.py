@@ -1,0 +1,137 @@
+"""The apply engine: plan (render with the live passwords), ordered server-side apply, classification."""
+
+from __future__ import annotations
+
+import dataclasses as _dc
+from collections.abc import Callable
+
+from raibid.cluster.client import Kube, KubeObject
+from raibid.cluster.labels import FIELD_MANAGER
+from raibid.cluster.render import Manifest
+from raibid.cluster.secrets import generated_secrets_from
+from raibid.errors import ClusterError, NotFound, RaibidError
+
+VOLATILE_META = ("managedFields", "resourceVersion", "generation", "creationTimestamp", "uid", "selfLink")
+
+VOLATILE_META = ("managedFields", "resourceVersion", "generation", "creationTimestamp", "uid", "selfLink")
+
+
+@_dc.dataclass
+class Change:
+    """What happened (or would happen) to one object."""
+
+    kind: str
+    name: str
+    namespace: str | None
+    component: str
+    action: str  # created, configured, unchanged, pruned, kept, failed, not-applied
+    detail: str = ""
+
+    @property
+    def ref(self) -> str:
+        ns = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind}/{ns}{self.name}"
+
+
+class ApplyFailed(ClusterError):
+    """An apply stopped part-way; ``changes`` says what was and was not applied."""
+
+    def __init__(self, cause: Exception, changes: list[Change]) -> None:
+        msg = getattr(cause, "message", str(cause))
+        super().__init__(msg, hint=getattr(cause, "hint", None))
+        self.exit_code = getattr(cause, "exit_code", self.exit_code)
+        self.cause = cause
+        self.changes = changes
+
+
+LiveObjects = dict[tuple[str, str, str, str], KubeObject]
+
+
+def live_objects(kube: Kube, manifests: list[Manifest]) -> LiveObjects:
+    """The live counterpart of each rendered object that exists: one LIST per kind and namespace."""
+    groups = {(m.api_version, m.kind, m.namespace or "") for m in manifests}
+    wanted = {m.key for m in manifests}
+    out: LiveObjects = {}
+    for api_version, kind, ns in sorted(groups):
+        try:
+            items = kube.list(api_version, kind, ns or None)
+        except NotFound:
+            continue  # kind not served yet (its CRD is applied in this run) or namespace missing
+        for item in items:
+            meta = item.get("metadata") or {}
+            key = (api_version, kind, meta.get("namespace") or "", meta["name"])
+            if key in wanted:
+                out[key] = item
+    return out
+
+
+def plan(kube: Kube, render: Callable[[dict[str, str]], list[Manifest]],
+         namespace: str) -> tuple[list[Manifest], LiveObjects]:
+    """Render with the passwords already in the cluster (generated ones only for new Secrets).
+
+    ``render(secrets)`` renders the manifests; the first pass only finds which
+    objects to look up, so the live Secrets come from the same LISTs as the rest.
+    """
+    draft = render({})
+    live = live_objects(kube, draft)
+    secrets = generated_secrets_from(live.values(), namespace)
+    return (render(secrets) if secrets else draft), live
+
+
+def apply_manifests(kube: Kube, manifests: list[Manifest], *, force: bool = False, dry_run: bool = False,
+                    on_change: Callable[[Change], None] | None = None, live: LiveObjects | None = None) -> list[Change]:
+    """Server-side apply each manifest in order; report created/configured/unchanged.
+
+    Stops at the first failure and raises ApplyFailed listing what was applied
+    and what was not, so a re-run converges from there.
+    """
+    if live is None:
+        live = live_objects(kube, manifests)
+    before = {k: (v.get("metadata") or {}).get("resourceVersion", "") for k, v in live.items()}
+    new_namespaces = {m.name for m in manifests if m.kind == "Namespace" and m.key not in before}
+    changes: list[Change] = []
+    for i, m in enumerate(manifests):
+        try:
+            out = kube.apply(m.obj, field_manager=FIELD_MANAGER, force=force, dry_run=dry_run)
+        except NotFound as e:
+            if dry_run and (m.namespace in new_namespaces or m.kind == "HelmChart"):
+                # A dry run creates nothing, so objects in a namespace (or of a CRD) that
+                # this apply would create cannot be checked by the server yet.
+                changes.append(Change(m.kind, m.name, m.namespace, m.component, "created",
+                                      "not checked: its namespace or kind is created by this apply"))
+                continue
+            changes.append(Change(m.kind, m.name, m.namespace, m.component, "failed", e.message))
+            changes += [Change(n.kind, n.name, n.namespace, n.component, "not-applied") for n in manifests[i + 1:]]
+            raise ApplyFailed(e, changes) from None
+        except RaibidError as e:
+            changes.append(Change(m.kind, m.name, m.namespace, m.component, "failed", e.message))
+            changes += [Change(n.kind, n.name, n.namespace, n.component, "not-applied") for n in manifests[i + 1:]]
+            raise ApplyFailed(e, changes) from None
+        old_rv = before.get(m.key)
+        if old_rv is None and m.key not in before:
+            action = "created"
+        elif (out.get("metadata") or {}).get("resourceVersion") == old_rv:
+            action = "unchanged"
+        else:
+            action = "configured"
+        change = Change(m.kind, m.name, m.namespace, m.component, action)
+        changes.append(change)
+        if on_change:
+            on_change(change)
+    return changes
+
+
+def strip(obj: KubeObject | None) -> KubeObject | None:
+    """The object without status and server-set metadata: what a user's change can differ in."""
+    if obj is None:
+        return None
+    obj = {k: v for k, v in obj.items() if k != "status"}
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in VOLATILE_META}
+    ann = {k: v for k, v in (meta.get("annotations") or {}).items()
+           if k != "kubectl.kubernetes.io/last-applied-configuration"}
+    if ann:
+        meta["annotations"] = ann
+    else:
+        meta.pop("annotations", None)
+    obj["metadata"] = meta
+    return obj

@@ -1,0 +1,98 @@
+"""The component registry: what `cluster up` can manage, in one table.
+
+A new component is one entry here plus its folder under ``templates/``: the
+entry names it, says which kinds its templates create (for prune and status
+lookups), and which CRDs it provides (checked by `doctor`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from raibid.errors import UsageError
+
+if TYPE_CHECKING:
+    from raibid.config import Config
+
+# The base component (the namespace) is always rendered first.
+BASE = "namespace"
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    summary: str
+    kinds: tuple[tuple[str, str], ...] = ()  # (apiVersion, kind) its templates create
+    crds: tuple[str, ...] = ()  # CRDs it installs, checked by `doctor`
+    crd_label: str = ""  # the doctor check's name for those CRDs
+    crd_hint: str = ""
+
+
+_HELMCHART = ("helm.cattle.io/v1", "HelmChart")
+
+REGISTRY: tuple[Component, ...] = (
+    Component("redis", "Redis 7 (Streams, AOF): the job queue",
+              kinds=(("v1", "Secret"), ("v1", "ConfigMap"), ("v1", "Service"), ("v1", "PersistentVolumeClaim"),
+                     ("apps/v1", "StatefulSet"))),
+    Component("gitea", "Gitea: git hosting and the OCI registry (k3s HelmChart)",
+              kinds=(("v1", "Secret"), _HELMCHART)),
+    Component("keda", "KEDA: scales agent Jobs from zero on queue lag (k3s HelmChart)",
+              kinds=(_HELMCHART,), crds=("scaledjobs.keda.sh", "triggerauthentications.keda.sh"),
+              crd_label="KEDA CRDs", crd_hint="`raibid cluster up -c keda` installs KEDA"),
+    Component("flux", "Flux: GitOps (k3s HelmChart)",
+              kinds=(_HELMCHART,),
+              crds=("kustomizations.kustomize.toolkit.fluxcd.io", "gitrepositories.source.toolkit.fluxcd.io"),
+              crd_label="Flux CRDs", crd_hint="`raibid cluster up -c flux` installs Flux"),
+)
+
+COMPONENTS: tuple[str, ...] = tuple(c.name for c in REGISTRY)
+
+# Kinds that `--prune` and `status` always look for by label, besides whatever is rendered.
+_ALWAYS_TRACKED: tuple[tuple[str, str], ...] = (
+    ("v1", "Secret"), ("v1", "ConfigMap"), ("v1", "Service"), ("v1", "ServiceAccount"),
+    ("v1", "PersistentVolumeClaim"), ("apps/v1", "StatefulSet"), ("apps/v1", "Deployment"),
+    ("batch/v1", "Job"), ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+)
+
+
+def tracked_kinds() -> list[tuple[str, str]]:
+    kinds = set(_ALWAYS_TRACKED)
+    for c in REGISTRY:
+        kinds.update(c.kinds)
+    return sorted(kinds)
+
+
+def component(name: str) -> Component:
+    for c in REGISTRY:
+        if c.name == name:
+            return c
+    raise UsageError(f"unknown component {name!r}", hint=f"known components: {', '.join(COMPONENTS)}")
+
+
+def selected_components(cfg: Config, wanted: Iterable[str] = ()) -> list[str]:
+    """The base component plus the configured (or explicitly requested) ones, validated."""
+    wanted = list(wanted)
+    known = set(COMPONENTS) | {BASE}
+    for name in list(cfg.cluster.components) + wanted:
+        if name not in known:
+            raise UsageError(f"unknown component {name!r}", hint=f"known components: {', '.join(COMPONENTS)}")
+    chosen = wanted or list(cfg.cluster.components)
+    return [BASE] + [c for c in COMPONENTS if c in chosen]
+
+
+# kapp's order: namespaces and CRDs, then service accounts and RBAC, then
+# secrets, config maps and PVCs, then workloads and HelmCharts, then the rest.
+_KIND_RANK = {
+    "Namespace": 0, "CustomResourceDefinition": 0,
+    "ServiceAccount": 1, "Role": 1, "ClusterRole": 1, "RoleBinding": 1, "ClusterRoleBinding": 1,
+    "Secret": 2, "ConfigMap": 2, "PersistentVolumeClaim": 2,
+    "Deployment": 3, "StatefulSet": 3, "DaemonSet": 3, "Job": 3, "CronJob": 3, "HelmChart": 3,
+    "ScaledJob": 3, "TriggerAuthentication": 2,
+}
+
+
+def kind_rank(kind: str) -> int:
+    return _KIND_RANK.get(kind, 4)

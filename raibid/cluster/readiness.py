@@ -1,0 +1,247 @@
+"""Readiness: when an applied object is ready (wait), and how healthy a component is (status)."""
+
+from __future__ import annotations
+
+import dataclasses as _dc
+import time as _time
+from collections.abc import Callable
+
+from raibid.cluster.client import Kube, KubeObject
+from raibid.cluster.render import Manifest
+from raibid.errors import NotFound, TimeoutError_
+from raibid.timeutil import seconds_since
+
+
+@_dc.dataclass
+class Readiness:
+    ref: str
+    ready: bool
+    reason: str = ""
+    failed: bool = False  # will never become ready without intervention
+
+
+def _conditions(obj: KubeObject) -> dict[str, dict]:
+    return {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []}
+
+
+def workload_ready(obj: KubeObject) -> tuple[bool, str]:
+    kind = obj["kind"]
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    gen = (obj.get("metadata") or {}).get("generation", 0)
+    if kind in ("Deployment", "StatefulSet"):
+        want = spec.get("replicas", 1)
+        if status.get("observedGeneration", 0) < gen:
+            return False, "waiting for the controller to observe the new generation"
+        ready = status.get("readyReplicas", 0)
+        updated = status.get("updatedReplicas", ready)
+        if ready < want or updated < want:
+            return False, f"{ready}/{want} replicas ready"
+        return True, f"{ready}/{want} replicas ready"
+    if kind == "DaemonSet":
+        want, ready = status.get("desiredNumberScheduled", 0), status.get("numberReady", 0)
+        if status.get("observedGeneration", 0) < gen or ready < want:
+            return False, f"{ready}/{want} pods ready"
+        return True, f"{ready}/{want} pods ready"
+    return True, ""
+
+
+def job_state(obj: KubeObject | None) -> tuple[bool, bool, str]:
+    """(complete, failed, reason) of a Job."""
+    if obj is None:
+        return False, False, "not created yet"
+    conds = _conditions(obj)
+    if conds.get("Complete", {}).get("status") == "True":
+        return True, False, "complete"
+    if conds.get("Failed", {}).get("status") == "True":
+        c = conds["Failed"]
+        return False, True, f"failed: {c.get('reason', '')} {c.get('message', '')}".strip()
+    status = obj.get("status") or {}
+    return False, False, f"running (active {status.get('active', 0)}, failed {status.get('failed', 0)})"
+
+
+BAD_WAITING = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError",
+               "InvalidImageName", "CreateContainerError")
+
+
+def pod_problems(kube: Kube, namespace: str, selector: str | None = None) -> list[str]:
+    """Human reasons from pods that are stuck (CrashLoopBackOff, ImagePullBackOff, unschedulable)."""
+    problems = []
+    try:
+        pods = kube.list("v1", "Pod", namespace, label_selector=selector)
+    except NotFound:
+        return []
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        status = pod.get("status") or {}
+        for cs in (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or []):
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in BAD_WAITING:
+                msg = waiting.get("message", "")
+                problems.append(f"pod {namespace}/{name}: {waiting['reason']}" + (f" ({msg})" if msg else ""))
+        for c in status.get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False":
+                problems.append(f"pod {namespace}/{name}: unschedulable ({c.get('message', c.get('reason', ''))})")
+    return problems
+
+
+def _selector(obj: KubeObject) -> str | None:
+    labels = (((obj.get("spec") or {}).get("selector") or {}).get("matchLabels")) or {}
+    return ",".join(f"{k}={v}" for k, v in labels.items()) or None
+
+
+def check_ready(kube: Kube, m: Manifest) -> Readiness:
+    """Is one applied object ready? Workloads roll out, Jobs complete, PVCs bind, CRDs establish,
+    HelmCharts finish their helm-install Job and then their target namespace's workloads."""
+    obj = kube.get(m.api_version, m.kind, m.name, m.namespace)
+    if obj is None:
+        return Readiness(m.ref, False, "not found")
+    kind = m.kind
+    if kind in ("Deployment", "StatefulSet", "DaemonSet"):
+        ok, why = workload_ready(obj)
+        if not ok:
+            probs = pod_problems(kube, m.namespace, _selector(obj))
+            if probs:
+                why = f"{why}; " + "; ".join(probs)
+        return Readiness(m.ref, ok, why)
+    if kind == "Job":
+        done, failed, why = job_state(obj)
+        return Readiness(m.ref, done, why, failed)
+    if kind == "PersistentVolumeClaim":
+        phase = (obj.get("status") or {}).get("phase", "Pending")
+        return Readiness(m.ref, phase == "Bound", f"phase {phase}")
+    if kind == "CustomResourceDefinition":
+        est = _conditions(obj).get("Established", {}).get("status") == "True"
+        return Readiness(m.ref, est, "established" if est else "not established")
+    if kind == "HelmChart":
+        return helmchart_ready(kube, obj)
+    return Readiness(m.ref, True, "")
+
+
+def helm_job_state(kube: Kube, hc: KubeObject) -> tuple[bool, bool, str]:
+    """(complete, failed, reason) of the Job k3s's helm-controller runs for a HelmChart."""
+    meta = hc["metadata"]
+    job_name = (hc.get("status") or {}).get("jobName") or f"helm-install-{meta['name']}"
+    done, failed, why = job_state(kube.get("batch/v1", "Job", job_name, meta.get("namespace")))
+    return done, failed, f"Job {meta.get('namespace')}/{job_name} {why}"
+
+
+def helmchart_ready(kube: Kube, obj: KubeObject) -> Readiness:
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    ref = f"HelmChart/{meta.get('namespace')}/{meta['name']}"
+    done, failed, why = helm_job_state(kube, obj)
+    if not done:
+        return Readiness(ref, False, why, failed=failed)
+    target = spec.get("targetNamespace") or meta.get("namespace")
+    waiting = []
+    for api_version, kind in (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("apps/v1", "DaemonSet")):
+        for w in kube.list(api_version, kind, target):
+            ok, wwhy = workload_ready(w)
+            if not ok:
+                waiting.append(f"{kind}/{target}/{w['metadata']['name']} {wwhy}")
+    if waiting:
+        probs = pod_problems(kube, target)
+        return Readiness(ref, False, "; ".join(waiting + probs))
+    return Readiness(ref, True, f"chart {spec.get('chart')} {spec.get('version', '')} installed".strip())
+
+
+def wait_ready(kube: Kube, manifests: list[Manifest], *, timeout: float, interval: float = 2.0,
+               progress: Callable[[Readiness], None] | None = None) -> list[Readiness]:
+    """Poll until every object is ready; raise TimeoutError_ naming each one that is not."""
+    deadline = _time.monotonic() + timeout
+    pending = list(manifests)
+    done: dict[str, Readiness] = {}
+    while True:
+        still = []
+        states = []
+        for m in pending:
+            r = check_ready(kube, m)
+            if r.ready:
+                done[m.ref] = r
+                if progress:
+                    progress(r)
+            else:
+                still.append(m)
+                states.append(r)
+        pending = still
+        if not pending:
+            return list(done.values())
+        failed = [r for r in states if r.failed]
+        if failed or _time.monotonic() >= deadline:
+            lines = "\n".join(f"  {r.ref}: {r.reason}" for r in states)
+            head = "failed" if failed else f"timed out after {timeout:.0f}s"
+            err = TimeoutError_(f"{head}; not ready:\n{lines}",
+                                hint="`raibid cluster status` shows more; `kubectl -n <ns> describe` the objects")
+            err.not_ready = states  # type: ignore[attr-defined]
+            raise err
+        _time.sleep(min(interval, max(0.0, deadline - _time.monotonic())))
+
+
+@_dc.dataclass
+class ComponentStatus:
+    component: str
+    state: str  # healthy, progressing, degraded, missing
+    ready: int
+    desired: int
+    version: str
+    age_s: float | None
+    created_at: str | None
+    problems: list[str]
+
+
+def component_status(kube: Kube, component: str, manifests: list[Manifest]) -> ComponentStatus:
+    """Ready/desired, version, age and problems of one component, from the live objects."""
+    ready = desired = 0
+    version = ""
+    created: str | None = None
+    problems: list[str] = []
+    missing = 0
+    for m in manifests:
+        obj = kube.get(m.api_version, m.kind, m.name, m.namespace)
+        if obj is None:
+            missing += 1
+            problems.append(f"{m.ref} missing")
+            continue
+        meta = obj.get("metadata") or {}
+        if m.kind in ("StatefulSet", "Deployment", "HelmChart") or created is None:
+            created = meta.get("creationTimestamp") if m.kind != "Namespace" or created is None else created
+        if m.kind in ("StatefulSet", "Deployment"):
+            want = (obj.get("spec") or {}).get("replicas", 1)
+            have = (obj.get("status") or {}).get("readyReplicas", 0)
+            desired += want
+            ready += min(have, want)
+            image = ((obj.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers", [{}])[0].get(
+                "image", "")
+            version = image.rsplit(":", 1)[-1] if ":" in image else image
+            problems += pod_problems(kube, m.namespace, _selector(obj))
+        elif m.kind == "PersistentVolumeClaim":
+            phase = (obj.get("status") or {}).get("phase", "Pending")
+            if phase != "Bound":
+                problems.append(f"{m.ref} is {phase}")
+        elif m.kind == "HelmChart":
+            spec = obj.get("spec") or {}
+            version = spec.get("version", "")
+            done, _, why = helm_job_state(kube, obj)
+            if not done:
+                problems.append(why)
+            target = spec.get("targetNamespace") or m.namespace
+            release = _chart_selector(m.name)
+            for api_version, kind in (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet")):
+                for w in kube.list(api_version, kind, target, label_selector=release):
+                    want = (w.get("spec") or {}).get("replicas", 1)
+                    desired += want
+                    ready += min((w.get("status") or {}).get("readyReplicas", 0), want)
+            problems += pod_problems(kube, target, release)
+    if missing == len(manifests):
+        state = "missing"
+    elif any("CrashLoopBackOff" in p or "ImagePull" in p or "failed" in p for p in problems):
+        state = "degraded"
+    elif problems or ready < desired:
+        state = "progressing"
+    else:
+        state = "healthy"
+    return ComponentStatus(component, state, ready, desired, version, seconds_since(created), created, problems)
+
+
+def _chart_selector(name: str) -> str:
+    """Charts label their objects with the Helm release; k3s names the release after the HelmChart."""
+    return f"app.kubernetes.io/instance={name}"

@@ -1,0 +1,48 @@
+"""Passwords raibid generates once and keeps: generation, and reading them back from live Secrets."""
+
+from __future__ import annotations
+
+import secrets as _secrets
+from collections.abc import Iterable
+from typing import Any
+
+# Secret name -> (data key, template variable) for every password raibid generates.
+GENERATED_SECRETS = {"raibid-redis": ("password", "redis_password"),
+                     "raibid-gitea-admin": ("password", "gitea_admin_password")}
+
+
+def generate_secrets() -> dict[str, str]:
+    """Fresh values for every generated password (used only for Secrets that do not exist yet)."""
+    return {var: _secrets.token_urlsafe(24) for _, var in GENERATED_SECRETS.values()}
+
+
+def b64decode(value: str | None) -> str:
+    """A Secret's ``data`` value as text ('' for none). The one base64 decoder for Secret data."""
+    import base64
+
+    return base64.b64decode(value).decode() if value else ""
+
+
+def b64encode(value: Any) -> str:
+    import base64
+
+    return base64.b64encode(str(value).encode()).decode()
+
+
+def secret_value(secret: dict | None, key: str) -> str:
+    """One decoded value of a live Secret ('' when the Secret or the key is missing)."""
+    return b64decode(((secret or {}).get("data") or {}).get(key)).strip() if secret else ""
+
+
+def generated_secrets_from(objects: Iterable[dict[str, Any]], namespace: str) -> dict[str, str]:
+    """Passwords raibid generated earlier, from live Secrets, so `up` keeps instead of rotating them."""
+    out = {}
+    for obj in objects:
+        meta = obj.get("metadata") or {}
+        if obj.get("kind", "Secret") != "Secret" or meta.get("namespace") != namespace:
+            continue
+        spec = GENERATED_SECRETS.get(meta.get("name"))
+        value = (obj.get("data") or {}).get(spec[0]) if spec else None
+        if spec and value:
+            out[spec[1]] = b64decode(value)
+    return out

@@ -1,0 +1,55 @@
+"""The cluster: kubeconfig, API server, k3s, and the CRDs each component provides."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from raibid.cluster.components import REGISTRY
+from raibid.doctor.checks import Check, Status
+from raibid.errors import RaibidError
+
+if TYPE_CHECKING:
+    from raibid.app import Application
+
+
+def cluster_checks(app: Application) -> Iterable[Check]:
+    path = app.kubeconfig_path
+    if not os.path.exists(path):
+        yield Check("kubeconfig", Status.FAIL, f"{path} not found",
+                    "on k3s: export KUBECONFIG=/etc/rancher/k3s/k3s.yaml (readable by you), or pass --kubeconfig")
+        yield Check("api-server", Status.SKIP, "no kubeconfig")
+        return
+    yield Check("kubeconfig", Status.OK, path)
+    try:
+        version = app.kube.version()
+    except RaibidError as e:
+        yield Check("api-server", Status.FAIL, e.message, e.hint or "is k3s running? `systemctl status k3s`")
+        return
+    gv = version["git_version"]
+    yield Check("api-server", Status.OK, f"{app.kube.server} {gv}")
+    if "+k3s" in gv:
+        yield Check("k3s", Status.OK, gv)
+    else:
+        yield Check("k3s", Status.WARN, f"{gv} is not k3s",
+                    "raibid installs charts through k3s's HelmChart controller", required=False)
+    yield from crd_check(app, "helm-controller CRD (HelmChart)", ["helmcharts.helm.cattle.io"],
+                         "k3s ships it; was k3s started with --disable helm-controller?", required=True)
+    for comp in REGISTRY:
+        if comp.crds:
+            yield from crd_check(app, comp.crd_label, list(comp.crds), comp.crd_hint)
+
+
+def crd_check(app: Application, label: str, names: list[str], hint: str, *, required: bool = False) -> Iterable[Check]:
+    """One check for the CRDs something needs: fail when required, else a warning until installed."""
+    try:
+        missing = [n for n in names if not app.kube.crd_established(n)]
+    except RaibidError as e:
+        yield Check(label, Status.FAIL, e.message, e.hint or "", required=required)
+        return
+    if missing:
+        yield Check(label, Status.FAIL if required else Status.WARN, ", ".join(missing) + " not installed", hint,
+                    required=required)
+    else:
+        yield Check(label, Status.OK, ", ".join(names), required=required)

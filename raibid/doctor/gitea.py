@@ -1,0 +1,40 @@
+"""Gitea: reachable, the token valid, the OCI registry enabled."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from raibid.doctor.checks import Check, Status
+from raibid.errors import RaibidError
+
+if TYPE_CHECKING:
+    from raibid.app import Application
+
+
+def gitea_checks(app: Application) -> Iterable[Check]:
+    """Gitea reachable, the token valid, the OCI registry enabled."""
+    try:
+        g = app.gitea
+        st = g.status(app.cfg.gitea.admin_user)
+    except RaibidError as e:
+        yield Check("gitea", Status.FAIL, e.message, e.hint or "")
+        return
+    if not st.reachable:
+        yield Check("gitea", Status.FAIL, st.error or f"{st.url} unreachable",
+                    "`raibid cluster up -c gitea`; check gitea.url (a node IP and the NodePort)")
+        return
+    yield Check("gitea", Status.OK, f"{st.url} (Gitea {st.version})")
+    if not st.token_source:
+        yield Check("gitea-token", Status.FAIL, "no token",
+                    f"set ${app.cfg.gitea.token_env}, gitea.token_file, or `raibid gitea token create --store`")
+    elif st.token_valid:
+        yield Check("gitea-token", Status.OK, f"valid for {st.token_user} ({st.token_source})")
+    else:
+        yield Check("gitea-token", Status.FAIL, f"rejected by Gitea ({st.token_source})",
+                    "create a new one: `raibid gitea token create --store`")
+    if st.registry_enabled:
+        yield Check("gitea-registry", Status.OK, "OCI registry enabled (/v2/)")
+    else:
+        yield Check("gitea-registry", Status.FAIL, "OCI registry disabled",
+                    "set [packages] ENABLED=true (the raibid HelmChart does)")

@@ -1,0 +1,38 @@
+"""Every Redis key raibid uses. Change names here and nowhere else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The one consumer group every agent type's stream has (KEDA reads its lag).
+GROUP = "raibid-agents"
+
+
+@dataclass
+class Keys:
+    """Every Redis key raibid uses. Change names here and nowhere else."""
+
+    prefix: str = "raibid"
+
+    def stream(self, agent: str) -> str:
+        return f"{self.prefix}:jobs:{agent}"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def log(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:log"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}:jobs:dead"
+
+    @property
+    def index(self) -> str:
+        """Sorted set of job ids by submit time (ms): listing never scans the keyspace."""
+        return f"{self.prefix}:jobs:index"
+
+    @property
+    def agents(self) -> str:
+        """Set of agent types that have a stream."""
+        return f"{self.prefix}:agents"

@@ -1,0 +1,13 @@
+-- cancel: a queued job is cancelled at once; a running one gets cancel_requested,
+-- which its agent sees on the next heartbeat.
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if status == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1], 'error', 'cancelled before start')
+  return '+cancelled'
+end
+if status == 'running' then
+  redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+  return '+requested'
+end
+return status

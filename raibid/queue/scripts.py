@@ -1,0 +1,25 @@
+"""The Lua scripts (``lua/*.lua``), one per state change, loaded with importlib.resources.
+
+A script may start with shared fragments (``owns``, ``trim``): Redis runs each
+whole script atomically, so a check and the change it guards cannot race.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+# script -> the fragments it is prefixed with
+_FRAGMENTS: dict[str, tuple[str, ...]] = {
+    "heartbeat": ("owns",),
+    "finish": ("owns", "trim"),
+    "requeue": ("trim",),
+}
+
+
+@cache
+def source(name: str) -> str:
+    """The full Lua text of script ``name``, fragments first."""
+    parts = [*_FRAGMENTS.get(name, ()), name]
+    folder = resources.files("raibid.queue") / "lua"
+    return "\n".join((folder / f"{p}.lua").read_text(encoding="utf-8") for p in parts)
