@@ -145,6 +145,12 @@ def _head(app: Application, target: Target) -> str | None:
     return remote_head(info.clone_url, target.branch, env, timeout=max(app.cfg.gitea.timeout, 60.0))
 
 
+def _flux_url(app: Application, target: Target) -> str:
+    from raibid.gitops.flux import in_cluster_url
+
+    return in_cluster_url(app.namespace, target.repo.owner, target.repo.name)
+
+
 def _show_status(app: Application, st: GitopsStatus) -> None:
     s, k = st.source, st.kustomization
     def ready(o: ObjectStatus) -> str:
@@ -173,7 +179,8 @@ def status(app: Application, as_json: bool) -> None:
 
     target = _target(app)
     head = _head(app, target)
-    st = flux_status(app.kube, repo=target.repo.full_name, branch=target.branch, path=target.path, head=head)
+    st = flux_status(app.kube, repo=target.repo.full_name, branch=target.branch, path=target.path, head=head,
+                     url=_flux_url(app, target))
     app.term.emit(st, as_json, lambda: _show_status(app, st))
     if st.verdict != "in-sync":
         raise Exit(ExitCode.FAILURE)
@@ -206,6 +213,7 @@ def reconcile(app: Application, wait: bool, timeout: str, wait_interval: str, as
                        hint="run `raibid gitops bootstrap`")
     st = wait_applied(app.kube, head=head, timeout=wait_for, interval=interval,
                       progress=lambda s: app.term.info(f"{s.verdict}: {s.message}"),
-                      repo=target.repo.full_name, branch=target.branch, path=target.path)
+                      repo=target.repo.full_name, branch=target.branch, path=target.path,
+                      url=_flux_url(app, target))
     app.term.emit({"requested_at": requested, "waited": True, "status": st}, as_json,
                   lambda: app.term.success(f"Flux has applied {head[:12]}"))

@@ -108,6 +108,7 @@ class ObjectStatus:
     revision: str | None = None  # GitRepository: the artifact; Kustomization: lastAppliedRevision
     last_attempted_revision: str | None = None  # Kustomization only
     last_handled_reconcile_at: str | None = None
+    follows: str = ""  # GitRepository: url and branch; Kustomization: path
 
 
 @dataclass
@@ -146,8 +147,13 @@ def read_object(kube: Kube, api_version: str, kind: str) -> ObjectStatus:
     if obj is None:
         return st
     status = obj.get("status") or {}
+    spec = obj.get("spec") or {}
     st.exists = True
-    st.suspended = bool((obj.get("spec") or {}).get("suspend"))
+    st.suspended = bool(spec.get("suspend"))
+    if kind == "GitRepository":
+        st.follows = f"{spec.get('url')} ({(spec.get('ref') or {}).get('branch')})"
+    else:
+        st.follows = str(spec.get("path"))
     for c in status.get("conditions") or []:
         if c.get("type") == "Ready":
             st.ready, st.reason, st.message = c.get("status"), c.get("reason") or "", c.get("message") or ""
@@ -185,10 +191,18 @@ def decide(head: str | None, source: ObjectStatus, ks: ObjectStatus) -> tuple[st
     return "pending", f"Flux has not applied {short} yet" + (f" ({ks.message})" if ks.message else "")
 
 
-def flux_status(kube: Kube, *, repo: str, branch: str, path: str, head: str | None) -> GitopsStatus:
+def flux_status(kube: Kube, *, repo: str, branch: str, path: str, head: str | None,
+                url: str | None = None) -> GitopsStatus:
+    """Flux's view of the config repo; ``url`` (the in-cluster URL) and ``path`` are what it should follow."""
     source = read_object(kube, SOURCE_API, "GitRepository")
     ks = read_object(kube, KUSTOMIZE_API, "Kustomization")
     verdict, message = decide(head, source, ks)
+    wanted = f"{url} ({branch})" if url else None
+    if source.exists and ks.exists and ((wanted and source.follows != wanted) or ks.follows != f"./{path}"):
+        # The config moved (gitops.repo, branch or path) but Flux still follows the old place.
+        verdict = "not-bootstrapped"
+        message = (f"Flux follows {source.follows} at {ks.follows}, but the config says "
+                   f"{wanted or f'{repo} ({branch})'} at ./{path}: run `raibid gitops bootstrap` to point Flux there")
     return GitopsStatus(repo, branch, path, head, source, ks, verdict, message)
 
 
@@ -211,12 +225,12 @@ def request_reconcile(kube: Kube) -> str:
 def wait_applied(kube: Kube, *, head: str, timeout: float, interval: float,
                  sleep: Callable[[float], None] = time.sleep,
                  progress: Callable[[GitopsStatus], None] | None = None,
-                 repo: str = "", branch: str = "", path: str = "") -> GitopsStatus:
+                 repo: str = "", branch: str = "", path: str = "", url: str | None = None) -> GitopsStatus:
     """Poll until the Kustomization has applied ``head`` (Ready); fail when Flux fails on it; deadline ``timeout``."""
     deadline = time.monotonic() + timeout
     last = None
     while True:
-        st = flux_status(kube, repo=repo, branch=branch, path=path, head=head)
+        st = flux_status(kube, repo=repo, branch=branch, path=path, head=head, url=url)
         if st.verdict == "in-sync":
             return st
         if st.verdict == "not-bootstrapped":

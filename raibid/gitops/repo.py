@@ -62,7 +62,7 @@ def auth_env(username: str, token: str) -> dict[str, str]:
     pairs = [("http.extraHeader", f"Authorization: Basic {basic}"),
              ("credential.helper", ""),  # no helper is asked (or told) about the token
              ("commit.gpgSign", "false"), ("core.hooksPath", "/dev/null")]
-    env = {"GIT_CONFIG_COUNT": str(len(pairs)), "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
+    env = {"GIT_CONFIG_COUNT": str(len(pairs)), "GIT_TERMINAL_PROMPT": "0"}
     for i, (key, value) in enumerate(pairs):
         env[f"GIT_CONFIG_KEY_{i}"] = key
         env[f"GIT_CONFIG_VALUE_{i}"] = value
@@ -77,7 +77,8 @@ def _git_error(e: Any, what: str, url: str) -> RaibidError:
     low = stderr.lower()
     where = redact_url(url)
     if any(s in low for s in ("could not resolve host", "failed to connect", "connection refused",
-                              "couldn't connect", "timed out", "connection reset", "empty reply")):
+                              "couldn't connect", "timed out", "connection reset", "empty reply",
+                              "did not complete in")):  # the last: GitPython's kill_after_timeout
         return Unreachable(f"cannot reach the config repo at {where} ({what}): {detail}",
                            hint="is Gitea running? check gitea.url (RAIBID_GITEA_URL)")
     if any(s in low for s in ("authentication failed", "401", "403", "could not read username")):

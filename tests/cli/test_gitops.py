@@ -327,6 +327,19 @@ def test_status_failed_carries_fluxs_message(run, gitea, flux):
     assert "authentication required" in run("gitops", "status", "--json").json()["message"]
 
 
+def test_status_says_bootstrap_again_when_the_config_moved_the_folder(run, gitea, flux, monkeypatch):
+    assert bootstrap(run).code == 0
+    flux_reports(flux, head(gitea))
+    monkeypatch.setenv("RAIBID_GITOPS_PATH", "clusters/other")
+    assert run("gitops", "sync").code == 0  # the new folder is pushed; Flux still applies the old one
+    flux_reports(flux, head(gitea))
+    r = run("gitops", "status", "--json")
+    assert r.code == 1 and r.json()["verdict"] == "not-bootstrapped"
+    assert "./clusters/dgx-spark" in r.json()["message"] and "./clusters/other" in r.json()["message"]
+    assert bootstrap(run).code == 0
+    assert run("gitops", "status", "--json").json()["verdict"] == "in-sync"
+
+
 # ----------------------------------------------------------------------------- reconcile
 
 
