@@ -48,8 +48,9 @@ def _report(app: Application, result: SyncResult, as_json: bool, *, bootstrap: b
         app.term.json(result)
         return
     rows = [(f.action, f.file, f.object or "") for f in result.files]
-    rows += [(c.action, c.ref, "applied directly (never in git)" if c.kind in ("Secret", "Namespace") else "")
-             for c in result.applied if c.action != "unchanged"]
+    rows += [(c.action, c.ref, "applied directly: never in git" if c.kind == "Secret" else
+              "applied directly: its Secrets need it before Flux runs") for c in result.applied
+             if c.action != "unchanged"]
     rows += [(c.action, c.ref, "flux") for c in result.flux if c.action != "unchanged"]
     if rows:
         app.term.table(["action", "what", "detail"], rows)

@@ -61,7 +61,8 @@ def auth_env(username: str, token: str) -> dict[str, str]:
     basic = base64.b64encode(f"{username}:{token}".encode()).decode()
     pairs = [("http.extraHeader", f"Authorization: Basic {basic}"),
              ("credential.helper", ""),  # no helper is asked (or told) about the token
-             ("commit.gpgSign", "false"), ("core.hooksPath", "/dev/null")]
+             ("commit.gpgSign", "false"), ("core.hooksPath", "/dev/null"),
+             ("core.autocrlf", "false")]  # the bytes raibid renders are the bytes committed
     env = {"GIT_CONFIG_COUNT": str(len(pairs)), "GIT_TERMINAL_PROMPT": "0"}
     for i, (key, value) in enumerate(pairs):
         env[f"GIT_CONFIG_KEY_{i}"] = key

@@ -103,7 +103,8 @@ def test_bootstrap_creates_repo_pushes_tree_and_points_flux_at_it(run, gitea, fl
     assert flux.get_object("v1", "Secret", "raibid-gitea-admin", NS) is not None
     # Everything else is Flux's to apply: raibid did not apply it.
     assert flux.get_object("apps/v1", "StatefulSet", "raibid-redis", NS) is None
-    assert "Flux follows" not in r.out
+    assert "Flux follows" not in r.out and GITEA_TOKEN not in r.out + r.err
+    assert base64.b64encode(GITEA_TOKEN.encode()).decode() not in r.out + r.err
 
 
 def test_pushed_tree_parsed_equals_render_output_without_secrets(run, gitea, flux, tmp_path):
