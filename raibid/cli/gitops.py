@@ -162,7 +162,7 @@ def _show_status(app: Application, st: GitopsStatus) -> None:
                 f"{ready(s)} revision={s.revision or '-'}" if s.exists else "missing")),
             ("kustomization", f"Kustomization {k.namespace}/{k.name}: " + (
                 f"{ready(k)} applied={k.revision or '-'}" if k.exists else "missing")),
-            ("verdict", st.verdict), ("message", st.message)]
+            ("flux says", k.message or s.message or "-"), ("verdict", st.verdict), ("message", st.message)]
     width = max(len(r[0]) for r in rows) + 2
     for key, value in rows:
         app.term.line(f"{key + ':':{width}}{value}")
