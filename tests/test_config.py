@@ -91,6 +91,26 @@ def test_wrong_type_names_file_and_line(isolated_env):
     assert "'cluster.components' must be a list" in e.value.message
 
 
+def test_cluster_mode_and_gitops_section(isolated_env):
+    cfg = load_config()
+    assert cfg.cluster.mode == "apply" and cfg.gitops.branch == "main" and cfg.gitops.path == "clusters/dgx-spark"
+    assert cfg.gitops.interval == "1m" and cfg.gitops_repo == "raibid-admin/raibid-ci-config"
+    p = write(isolated_env / "a.yaml", "cluster:\n  mode: gitops\ngitops:\n  repo: ci/state\n")
+    cfg = load_config(p)
+    assert cfg.cluster.mode == "gitops" and cfg.gitops_repo == "ci/state"
+    assert load_config(None, env={"RAIBID_GITOPS_BRANCH": "live"}).gitops.branch == "live"
+    p = write(isolated_env / "b.yaml", "cluster:\n  namespace: x\n  mode: flux\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert e.value.message == f"{p}:3: 'cluster.mode' must be one of apply, gitops, got 'flux'"
+    with pytest.raises(ConfigError) as e:
+        load_config(None, env={"RAIBID_CLUSTER_MODE": "kapp"})
+    assert e.value.message == "env RAIBID_CLUSTER_MODE must be one of apply, gitops, got 'kapp'"
+    p = write(isolated_env / "c.yaml", "gitops:\n  reop: x/y\n")
+    with pytest.raises(ConfigError, match="unknown key 'gitops.reop'"):
+        load_config(p)
+
+
 def test_broken_yaml_names_file_and_line(isolated_env):
     p = write(isolated_env / "raibid.yaml", "redis:\n  url: [unclosed\n  prefix: x\n")
     with pytest.raises(ConfigError) as e:

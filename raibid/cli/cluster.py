@@ -118,7 +118,13 @@ def up(app: Application, components: tuple[str, ...], dry_run: bool, wait: bool,
     """Apply the components with server-side apply (field manager raibid), in kapp's order.
 
     Idempotent: re-applying an unchanged cluster reports every object unchanged.
+    With cluster.mode gitops it commits to the config repo instead (`raibid gitops sync`).
     """
+    if app.cfg.cluster.mode == "gitops":
+        from raibid.cli.gitops import up_through_gitops
+
+        up_through_gitops(app, components, dry_run=dry_run, as_json=as_json)
+        return
     from raibid.cluster.apply import ApplyFailed, apply_manifests
     from raibid.cluster.components import selected_components
     from raibid.cluster.prune import prune as prune_objects

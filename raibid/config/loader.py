@@ -128,7 +128,16 @@ def _build(cls: type, data: Any, path: tuple[str, ...], marks: dict, src: Path |
                 hint=f"known keys here: {known}",
             )
         kwargs[key_s] = _coerce(hints[key_s], value, path + (key_s,), marks, src)
+        _check_choices(fields[key_s], kwargs[key_s], f"{_where(src, marks, path + (key_s,))}: "
+                                                     f"'{'.'.join(path + (key_s,))}'")
     return cls(**kwargs)
+
+
+def _check_choices(f: dataclasses.Field, value: Any, where: str) -> None:
+    """A field declared with ``choices`` (``cluster.mode``) takes only those values."""
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def _tname(v: Any) -> str:
@@ -207,7 +216,9 @@ def env_var_for(path: tuple[str, ...]) -> str:
 def _apply_env(cfg: Config, env: typing.Mapping[str, str]) -> None:
     import yaml
 
-    for path, tp in leaf_keys():
+    for path, tp, f in schema_keys():
+        if typing.get_origin(tp) is dict:
+            continue  # maps (agents.types) are file-only, as in leaf_keys()
         name = env_var_for(path)
         if name not in env:
             continue
@@ -224,6 +235,7 @@ def _apply_env(cfg: Config, env: typing.Mapping[str, str]) -> None:
             value = _coerce(tp, value, path, {}, None)
         except ConfigError as e:
             raise ConfigError(f"env {name}: {e.message.split(': ', 1)[1]}") from None
+        _check_choices(f, value, f"env {name}")
         target: Any = cfg
         for part in path[:-1]:
             target = getattr(target, part)

@@ -45,6 +45,8 @@ class ClusterConfig:
     gitea_http_node_port: int = _f(30080, "NodePort for Gitea HTTP (and the OCI registry)")
     gitea_ssh_node_port: int = _f(30022, "NodePort for Gitea SSH")
     templates_dir: str | None = _f(None, "Use a customised copy of the templates folder (default: the built-in one)")
+    mode: str = _f("apply", "How `cluster up` deploys: `apply` (server-side apply from this machine) or `gitops` "
+                   "(commit to the config repo that Flux applies; see docs/gitops.md)", choices=("apply", "gitops"))
     versions: ClusterVersions = field(default_factory=ClusterVersions, metadata={"help": "Pinned versions"})
 
 
@@ -115,6 +117,17 @@ class MirrorConfig:
 
 
 @dataclass
+class GitopsConfig:
+    repo: str | None = _f(None, "Gitea OWNER/NAME of the config repo Flux reconciles "
+                                "(default: `{gitea.admin_user}/raibid-ci-config`)")
+    branch: str = _f("main", "Branch of the config repo that Flux follows")
+    path: str = _f("clusters/dgx-spark", "Folder in the config repo that raibid writes and Flux applies")
+    interval: str = _f("1m", "How often Flux fetches the repo and re-applies the folder (Flux duration)")
+    author_name: str = _f("raibid", "Author name of raibid's commits in the config repo")
+    author_email: str = _f("raibid@localhost", "Author e-mail of raibid's commits in the config repo")
+
+
+@dataclass
 class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
@@ -122,6 +135,7 @@ class Config:
     gitea: GiteaConfig = field(default_factory=GiteaConfig)
     agents: AgentsConfig = field(default_factory=AgentsConfig)
     mirror: MirrorConfig = field(default_factory=MirrorConfig)
+    gitops: GitopsConfig = field(default_factory=GitopsConfig)
 
     # Where the values came from; not part of the schema.
     source: Path | None = field(default=None, compare=False, metadata={"internal": True})
@@ -138,6 +152,11 @@ class Config:
         if masked:
             _mask_urls(out, redact_url)
         return out
+
+    @property
+    def gitops_repo(self) -> str:
+        """The config repo as OWNER/NAME: ``gitops.repo``, else the admin user's ``raibid-ci-config``."""
+        return self.gitops.repo or f"{self.gitea.admin_user}/raibid-ci-config"
 
     def agent_type(self, name: str) -> AgentType:
         t = self.agents.types.get(name)

@@ -55,14 +55,14 @@ def test_help_imports_no_heavy_library():
 
 
 def test_group_help_imports_no_heavy_library():
-    for group in ("cluster", "queue", "gitea", "config", "doctor"):
+    for group in ("cluster", "queue", "gitea", "gitops", "config", "doctor"):
         r = _python(CHECK_IMPORTS.format(args=[group, "--help"], heavy=HEAVY))
         assert "HEAVY=[]" in r.stderr, (group, r.stderr)
 
 
 def test_group_help_builds_no_application_and_reads_no_config():
     # `raibid.app` holds the Application; `raibid.config.loader` reads raibid.yaml. Neither is needed for help.
-    for group in ("cluster", "queue", "gitea", "config", "doctor"):
+    for group in ("cluster", "queue", "gitea", "gitops", "config", "doctor"):
         r = _python(CHECK_IMPORTS.format(args=[group, "--help"], heavy=("raibid.app", "raibid.config.loader", "yaml")))
         assert "Usage:" in r.stdout and "HEAVY=[]" in r.stderr, (group, r.stderr)
 

@@ -10,6 +10,7 @@ import base64
 import os
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -36,6 +37,9 @@ class GitHTTPServer(Served):
         self.tokens: set[str] = {token}  # every password accepted (a Gitea fake adds its API tokens)
         self.requests: list[tuple[str, str, int]] = []
         self.chunked_bodies = 0
+        # Called as on_request(method, path, query) before each authorised request is served, so a test
+        # can change a repo between a client's steps (e.g. push to it just before another push starts).
+        self.on_request: Callable[[str, str, str], None] | None = None
 
     # ------------------------------------------------------------------ server
     def start(self) -> GitHTTPServer:
@@ -117,6 +121,8 @@ class _GitHandler(Handler):
             return
         body, chunked = self.read_body()
         self.owner.chunked_bodies += chunked
+        if self.owner.on_request is not None:
+            self.owner.on_request(method, split.path, split.query)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "GIT_PROJECT_ROOT": str(self.owner.root), "GIT_HTTP_EXPORT_ALL": "1",
