@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gitea": ("raibid.cli.gitea", "Bootstrap and manage Gitea: tokens, orgs, repos, hooks, registry."),
     "config": ("raibid.cli.config", "Show, locate or create the raibid config file."),
     "doctor": ("raibid.cli.doctor", "Check this machine, the cluster and Redis."),
+    "top": ("raibid.cli.top", "Live dashboard of the queue, agent pools, jobs and cluster."),
     "completion": ("raibid.cli.completion", "Print the shell completion script."),
 }
 
