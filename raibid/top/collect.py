@@ -108,7 +108,8 @@ class Collector:
 @dataclass
 class RedisData:
     queue: QueuePanel = field(default_factory=QueuePanel)
-    records: list[JobRow] = field(default_factory=list)  # the scanned window, newest first
+    newest: list[JobRow] = field(default_factory=list)  # the newest jobs by submit time
+    running: list[JobRow] = field(default_factory=list)  # every running job read, for the agent pods
     mirror: MirrorSync | None = None
 
 
@@ -116,17 +117,17 @@ class RedisCollector(Collector):
     """Queue stats (exactly `queue stats`), the newest job records and the mirror's last sync.
 
     Round trips: `Queue.stats` (3 plus at most 5 per agent type, whatever the
-    number of jobs) and at most 3 pipelines here.
+    number of jobs) and at most 3 pipelines (``redisread``).
     """
 
     name = "redis"
 
     def __init__(self, queue: Callable[[], Queue], pools: Callable[[], dict[str, tuple[int, int]]], *,
-                 window: int = 1000, clock: Clock = time.time) -> None:
+                 head: int = 200, window: int = 500, pending: int = 200, clock: Clock = time.time) -> None:
         super().__init__(clock)
         self._queue_factory = queue
         self._pools = pools
-        self.window = window
+        self.head, self.window, self.pending = head, window, pending
         self._queue: Queue | None = None
         self._counting: Any = None
 
@@ -149,7 +150,7 @@ class RedisCollector(Collector):
 
     def _fetch(self) -> RedisData:
         from raibid.queue import redis_errors
-        from raibid.top.redisread import read_index_head, read_last_lines
+        from raibid.top.redisread import read_jobs
 
         try:
             q = self._connect()
@@ -158,14 +159,18 @@ class RedisCollector(Collector):
             raise
         stats = q.stats(self._pools())
         now = self.clock()
+        queued = sum(st.lag if st.lag is not None else st.length for st in stats.streams)
         with redis_errors(q.url):
-            head = read_index_head(q.r, q.keys, self.window)
-            records = [self._row(h, now) for h in head.records]
-            running = [j.id for j in records if j.status == "running"][:64]
-            lines = read_last_lines(q.r, q.keys, running)
-        for j in records:
-            j.last_log_line = lines.get(j.id)
-        return RedisData(self._queue_panel(stats, records, head, now), records, self._mirror(head.mirror, now))
+            read = read_jobs(q.r, q.keys, head=self.head, queued=queued, window=self.window, pending=self.pending,
+                             streams=[st.stream for st in stats.streams if st.group_exists])
+        records = {i: self._row(h, now) for i, h in read.records.items()}
+        for i, line in read.last_lines.items():
+            if i in records:
+                records[i].last_log_line = line
+        newest = [records[h["id"]] for h in read.head if h.get("id") in records]
+        running = [j for j in records.values() if j.status == "running"]
+        return RedisData(self._queue_panel(stats, list(records.values()), read.total, now), newest, running,
+                         self._mirror(read.mirror, now))
 
     @staticmethod
     def _row(h: dict[str, str | None], now: float) -> JobRow:
@@ -179,7 +184,7 @@ class RedisCollector(Collector):
                       finished_at=h.get("finished_at"), duration_s=duration, agent_pod=h.get("agent_pod"),
                       step=h.get("step"), exit_code=_int(h.get("exit_code")))
 
-    def _queue_panel(self, stats: Any, records: list[JobRow], head: Any, now: float) -> QueuePanel:
+    def _queue_panel(self, stats: Any, records: list[JobRow], total: int, now: float) -> QueuePanel:
         pools = []
         for st in stats.streams:
             mine = [j for j in records if j.agent == st.agent]
@@ -196,11 +201,8 @@ class RedisCollector(Collector):
                 setattr(p, f"succeeded_{minutes}m", ok)
                 setattr(p, f"success_rate_{minutes}m", round(ok / rated, 4) if rated else None)
             pools.append(p)
-        # Complete when every indexed job was read, or the oldest one read was submitted over an hour ago.
-        complete = head.total <= len(head.records) or (
-            head.oldest_scanned_ms is not None and head.oldest_scanned_ms / 1000 < now - 3600)
-        return QueuePanel(pools, stats.dead_letter, stats.redis_version, list(stats.warnings), head.total,
-                          len(head.records), complete)
+        return QueuePanel(pools, stats.dead_letter, stats.redis_version, list(stats.warnings), total,
+                          len(records), len(records) >= total)
 
     @staticmethod
     def _mirror(raw: str | None, now: float) -> MirrorSync | None:
@@ -528,7 +530,7 @@ class Dashboard:
         version = self.gitea.collect()
         now = self.clock()
         header = Header(**{**self.header.__dict__, "gitea_version": version, "refreshed_at": rfc3339(now)})
-        by_pod = {j.agent_pod: j for j in rd.records if j.status == "running" and j.agent_pod}
+        by_pod = {j.agent_pod: j for j in rd.running if j.agent_pod}
         pods = []
         for p in kd.agents.pods:
             job = by_pod.get(p.name)
@@ -540,4 +542,4 @@ class Dashboard:
         agents = AgentsPanel(kd.agents.keda_installed, kd.agents.message, kd.agents.pools, pods)
         cluster = ClusterPanel(kd.components, kd.gitops, rd.mirror, kd.message)
         backends = {c.name: c.backend for c in (self.redis, self.kube, self.gitea)}
-        return Snapshot(header, backends, rd.queue, agents, rd.records[:self.jobs_shown], cluster)
+        return Snapshot(header, backends, rd.queue, agents, rd.newest[:self.jobs_shown], cluster)

@@ -52,8 +52,8 @@ class QueuePanel:
     redis_version: str = ""
     warnings: list[str] = field(default_factory=list)
     jobs_total: int = 0  # entries in the job index
-    scanned: int = 0  # newest job records read for the windows and the jobs panel
-    window_complete: bool = True  # False when older records could still hold jobs finished within 60 min
+    scanned: int = 0  # job records read for running, the finished windows and the jobs panel
+    window_complete: bool = True  # every job record was read (else the windows come from the scanned ones)
 
 
 @dataclass

@@ -62,11 +62,11 @@ def dashboard(snap: Snapshot, console: Console) -> RenderableType:
     return _compact(snap, console) if compact else _full(snap, console)
 
 
-def _header(snap: Snapshot) -> Any:
+def _header(snap: Snapshot, *, compact: bool = False) -> Any:
     from rich.text import Text
 
     h = snap.header
-    t = Text()
+    t = Text(no_wrap=compact, overflow="ellipsis")
     t.append("raibid top", style="bold")
     t.append(f"  {h.refreshed_at}" + (f" every {h.interval_s:g}s" if h.interval_s else "") + "  q+Enter quits\n",
              style="dim")
@@ -93,12 +93,16 @@ def _panel(body: Any, title: str, backend: Backend | None) -> Any:
     return Panel(body, title=f"[bold]{title}[/bold]{suffix}", title_align="left", border_style=style, expand=True)
 
 
+FLEX = ("problems", "last line", "repo", "repo@ref")  # columns that take (or give up) the spare width
+
+
 def _table(*columns: str, **kw: Any) -> Any:
     from rich.table import Table
 
     t = Table(show_edge=False, box=None, pad_edge=False, header_style="bold", expand=True, **kw)
     for i, c in enumerate(columns):
-        t.add_column(c, no_wrap=True, overflow="ellipsis", justify="left" if i == 0 or not c.isupper() else "right")
+        t.add_column(c, no_wrap=True, overflow="ellipsis", justify="left" if i == 0 or not c.isupper() else "right",
+                     ratio=1 if c in FLEX else None, min_width=len(c) if c not in FLEX else None)
     return t
 
 
@@ -113,7 +117,7 @@ def _queue_table(snap: Snapshot) -> Any:
 
 def _queue_footer(snap: Snapshot) -> str:
     q = snap.queue
-    note = "" if q.window_complete else f" (windows from the newest {q.scanned})"
+    note = "" if q.window_complete else f" (5m/60m from {q.scanned} read)"
     return f"dead-letter {q.dead_letter} · jobs {q.jobs_total}{note}" + (f" · redis {q.redis_version}"
                                                                           if q.redis_version else "")
 
@@ -239,7 +243,7 @@ def _compact(snap: Snapshot, console: Console) -> Any:
 
     width, height = console.size
     kube, redis = snap.backends.get("kubernetes"), snap.backends.get("redis")
-    lines: list[Any] = [_header(snap)]
+    lines: list[Any] = [_header(snap, compact=True)]
 
     def title(name: str, b: Backend | None) -> Text:
         bad = b is not None and not b.ok

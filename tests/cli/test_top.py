@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -190,3 +191,39 @@ def test_help_lists_top(run):
     r = run("--help")
     assert "top" in r.out and "Live dashboard" in r.out
     assert "--interval" in run("top", "--help").out
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _invoke_on_tty(args: list[str], stdin: str = "") -> tuple[int, str]:
+    import os
+
+    from click.testing import CliRunner
+
+    from raibid.app import Application
+    from raibid.cli import cli
+    from raibid.settings import Settings
+    from raibid.terminal import Terminal
+
+    out = FakeTTY()
+    app = Application(settings=Settings(kubeconfig=os.environ["KUBECONFIG"]),
+                      terminal=Terminal(stdout=out, stdin=io.StringIO(stdin), stderr=io.StringIO(), color=True))
+    result = CliRunner().invoke(cli, args, obj=app, catch_exceptions=False)
+    return result.exit_code, out.getvalue()
+
+
+def test_live_on_a_terminal_quits_on_q_enter_and_restores_the_screen(busy):
+    code, out = _invoke_on_tty(["top", "--interval", "0.2"], stdin="q\n")
+    assert code == 0
+    assert "\x1b[?1049h" in out and "\x1b[?1049l" in out  # the alternate screen, left on the way out
+    assert "Queue" in out and "mirrors/app" in out and "Agents (unavailable)" not in out
+
+
+def test_once_on_a_terminal_draws_rich_panels(busy):
+    code, out = _invoke_on_tty(["top", "--once"])
+    assert code == 0
+    assert "── Queue" in out and "\x1b[" in out and "unavailable" not in out  # compact (80 columns), coloured
+    assert "\x1b[?1049h" not in out  # one snapshot, not the alternate screen
