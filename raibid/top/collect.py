@@ -237,7 +237,6 @@ class KubeData:
     agents: AgentsPanel = field(default_factory=AgentsPanel)
     components: list[ComponentRow] = field(default_factory=list)
     gitops: GitOpsVerdict | None = None
-    message: str | None = None
 
 
 class _CountingKube:
@@ -540,6 +539,6 @@ class Dashboard:
                              None if started is None else max(0.0, now - started))
             pods.append(p)
         agents = AgentsPanel(kd.agents.keda_installed, kd.agents.message, kd.agents.pools, pods)
-        cluster = ClusterPanel(kd.components, kd.gitops, rd.mirror, kd.message)
+        cluster = ClusterPanel(kd.components, kd.gitops, rd.mirror)
         backends = {c.name: c.backend for c in (self.redis, self.kube, self.gitea)}
         return Snapshot(header, backends, rd.queue, agents, rd.newest[:self.jobs_shown], cluster)

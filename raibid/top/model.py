@@ -140,7 +140,6 @@ class ClusterPanel:
     components: list[ComponentRow] = field(default_factory=list)
     gitops: GitOpsVerdict | None = None  # only when cluster.mode is gitops
     mirror: MirrorSync | None = None  # only when the mirror has recorded a sync
-    message: str | None = None
 
 
 @dataclass
