@@ -116,7 +116,9 @@ def _queue_table(snap: Snapshot) -> Any:
 
 
 def _queue_footer(snap: Snapshot) -> str:
-    q = snap.queue
+    q, b = snap.queue, snap.backends.get("redis")
+    if b is not None and not b.ok and not b.stale:
+        return "no data from Redis yet"  # not zeros that look like an empty queue
     note = "" if q.window_complete else f" (5m/60m from {q.scanned} read)"
     return f"dead-letter {q.dead_letter} · jobs {q.jobs_total}{note}" + (f" · redis {q.redis_version}"
                                                                           if q.redis_version else "")

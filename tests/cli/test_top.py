@@ -155,6 +155,7 @@ def test_redis_down_exits_5_and_kubernetes_panels_refresh(run, cluster, gitea, m
     assert snap["backends"]["kubernetes"]["ok"] and snap["agents"]["pools"][0]["running"] == 1
     plain = run("top", "--once")
     assert plain.code == 5 and "redis\tunavailable\tcannot reach Redis" in plain.out
+    assert "no data from Redis yet" in plain.out and "dead-letter 0" not in plain.out
 
 
 def test_keda_missing_says_so_and_is_not_a_failure(run, kube, redis_url, gitea):
