@@ -79,3 +79,16 @@ def test_cli_modules_use_the_application_only_through_pass_app():
     bad = [str(p.relative_to(ROOT.parent)) for m, p in _modules()
            if m.startswith("raibid.cli") and "@click.pass_obj" in p.read_text(encoding="utf-8")]
     assert bad == []
+
+
+def test_top_takes_plain_values_not_the_cli_or_the_application():
+    # raibid.top draws with Rich (it may use raibid.terminal's formatting) but gets its clients as factories.
+    bad = []
+    for module, path in _modules():
+        if not module.startswith("raibid.top"):
+            continue
+        for line, imported in _imports(path, top_level_only=False):
+            if imported.startswith(("raibid.cli", "raibid.app", "raibid.doctor")):
+                bad.append(f"{path.relative_to(ROOT.parent)}:{line} imports {imported}")
+    assert bad == []
+    assert "raibid.top.collect" in {m for m, _ in _modules()}

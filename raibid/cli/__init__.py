@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gitops": ("raibid.cli.gitops", "Keep the cluster's desired state in a Gitea repo that Flux applies."),
     "config": ("raibid.cli.config", "Show, locate or create the raibid config file."),
     "doctor": ("raibid.cli.doctor", "Check this machine, the cluster and Redis."),
+    "top": ("raibid.cli.top", "Live dashboard of the queue, agent pools, jobs and cluster."),
     "completion": ("raibid.cli.completion", "Print the shell completion script."),
 }
 

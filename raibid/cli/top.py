@@ -1,0 +1,100 @@
+"""`raibid top`: a live terminal dashboard of the whole CI system."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from raibid.cli._common import json_option, pass_app
+from raibid.errors import Exit, ExitCode
+
+if TYPE_CHECKING:
+    from raibid.app import Application
+    from raibid.top import Dashboard
+
+
+def build_dashboard(app: Application, interval: float | None = None) -> Dashboard:
+    """The collectors over this app's clients; each client is built on first use and failures stay per backend."""
+    import os
+
+    from raibid.cluster.render import render
+    from raibid.cluster.secrets import generate_secrets
+    from raibid.errors import redact_url
+    from raibid.top import Dashboard, GiteaCollector, KubeCollector, RedisCollector
+    from raibid.top.model import Header
+
+    cfg = app.cfg
+    gitea_client = []
+
+    def gitea_version() -> str:
+        if not gitea_client:
+            from raibid.gitea import Gitea
+
+            # No retries: a refresh must not stall on a down Gitea; the next refresh tries again.
+            gitea_client.append(Gitea(cfg.gitea.url, None, timeout=min(cfg.gitea.timeout, 3.0), retries=0))
+        return gitea_client[0].version()
+
+    def manifests():
+        return render(cfg, (), namespace=app.namespace, secrets=generate_secrets(), templates=app.templates)
+
+    cluster = app.settings.context or app.kubeconfig_path
+    if os.path.exists(app.kubeconfig_path):
+        try:
+            cluster = app.kube.server + (f" ({app.settings.context})" if app.settings.context else "")
+        except Exception:  # noqa: BLE001 - the Kubernetes panel reports it; the header keeps the path
+            pass
+    header = Header(cluster=cluster, namespace=app.namespace, redis=redact_url(cfg.redis.url),
+                    gitea=redact_url(cfg.gitea.url), interval_s=interval)
+    return Dashboard(
+        redis=RedisCollector(lambda: app.queue, app.agent_pools),
+        kube=KubeCollector(lambda: app.kube, app.namespace, manifests,
+                           gitops=getattr(cfg.cluster, "mode", None) == "gitops"),
+        gitea=GiteaCollector(gitea_version),
+        header=header,
+    )
+
+
+@click.command()
+@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True, metavar="SECONDS",
+              help="Seconds between refreshes.")
+@click.option("--once", is_flag=True, help="Print one snapshot and exit (Rich on a TTY, plain text when piped).")
+@json_option
+@pass_app
+def top(app: Application, interval: float, once: bool, as_json: bool) -> None:
+    """Live dashboard of the queue, agent pools, jobs and cluster (read-only).
+
+    Refreshes every --interval seconds until q+Enter or Ctrl-C. When stdout is
+    not a terminal it prints one snapshot, like --once. With --once or --json
+    the exit code is 5 when a backend was unreachable (the snapshot is still
+    printed), 0 when every backend answered.
+    """
+    dash = build_dashboard(app, interval)
+    term = app.term
+    if as_json or once or not term.stdout_is_tty:
+        snap = dash.refresh()
+        if as_json:
+            term.json(snap)
+        elif term.stdout_is_tty:
+            from rich.console import Console
+
+            from raibid.top.render import dashboard
+
+            console = Console(file=term.stdout, no_color=not term.color, highlight=False)
+            console.print(dashboard(snap, console))
+        else:
+            from raibid.top.render import plain
+
+            term.stdout.write(plain(snap))
+            term.stdout.flush()
+        if snap.exit_code:
+            raise Exit(ExitCode(snap.exit_code))
+        return
+    from rich.console import Console
+
+    from raibid.top.live import KeyReader, run_live
+    from raibid.top.render import dashboard
+
+    keys = KeyReader(term.stdin).start()
+    console = Console(file=term.stdout, no_color=not term.color, highlight=False)
+    run_live(console, dash.refresh, dashboard, interval=interval, tick=keys.tick, screen=True)
