@@ -68,6 +68,48 @@ def dump_scalar(value: Any) -> str:
     return yaml.dump(value, Dumper=_dumper_class(), default_flow_style=True, width=1000).strip().removesuffix("\n...").strip()
 
 
+class ExpansionError(ValueError):
+    """A YAML document whose aliases expand to too many values, or refer to themselves."""
+
+    def __init__(self, problem: str, line: int) -> None:
+        super().__init__(problem)
+        self.problem, self.line = problem, line
+
+
+def check_expansion(node: Any, limit: int) -> int:
+    """The number of values a composed YAML node holds with every alias expanded; ExpansionError past ``limit``.
+
+    Aliases point at shared nodes, so the count is memoised per node and takes time
+    linear in the document, however large the expansion (a "billion laughs" document
+    is 1.4 KB). A node that contains itself is refused too: walking it never ends.
+    """
+    import yaml
+
+    sizes: dict[int, int] = {}
+    busy: set[int] = set()
+
+    def size(n: Any) -> int:
+        key = id(n)
+        if key in sizes:
+            return sizes[key]
+        if key in busy:
+            raise ExpansionError("a YAML alias refers to the node that contains it", n.start_mark.line + 1)
+        busy.add(key)
+        if isinstance(n, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in n.value)
+        elif isinstance(n, yaml.SequenceNode):
+            total = 1 + sum(size(v) for v in n.value)
+        else:
+            total = 1
+        busy.discard(key)
+        if total > limit:
+            raise ExpansionError(f"YAML aliases expand to more than {limit} values", n.start_mark.line + 1)
+        sizes[key] = total
+        return total
+
+    return size(node)
+
+
 def error_where(e: Exception) -> tuple[int | None, int | None, str]:
     """(line, column, problem) of a YAMLError, 1-based, for messages that name the place."""
     mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)

@@ -22,6 +22,10 @@ from raibid.errors import ConfigError
 
 # --------------------------------------------------------------------------- loading
 
+# Values (scalars, lists and mappings) the config may hold once YAML aliases are expanded. A complete
+# config has a few hundred; a 1.4 KB alias bomb expands to billions.
+MAX_NODES = 20_000
+
 
 def default_search_paths() -> list[Path]:
     xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
@@ -60,15 +64,26 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
     from raibid.yamlio import loader_class
 
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: the config file is not UTF-8 text (byte 0x{raw[e.start]:02x})",
+                          hint="save it as UTF-8") from None
     try:
         loader = loader_class()(text)
         try:
             node = loader.get_single_node()
             if node is None:
                 return {}, {}
+            try:
+                yamlio.check_expansion(node, MAX_NODES)
+            except yamlio.ExpansionError as e:
+                raise ConfigError(f"{path}:{e.line}: {e.problem}; refusing to load it",
+                                  hint="a raibid config needs no such YAML aliases (an alias bomb?)") from None
             marks: dict[tuple[str, ...], int] = {}
             _collect_marks(node, (), marks)
             data = loader.construct_document(node)
@@ -128,7 +143,38 @@ def _build(cls: type, data: Any, path: tuple[str, ...], marks: dict, src: Path |
                 hint=f"known keys here: {known}",
             )
         kwargs[key_s] = _coerce(hints[key_s], value, path + (key_s,), marks, src)
+        problem = value_problem(fields[key_s], kwargs[key_s])
+        if problem:
+            raise ConfigError(f"{_where(src, marks, path + (key_s,))}: '{'.'.join(path + (key_s,))}' {problem}")
     return cls(**kwargs)
+
+
+def value_problem(f: dataclasses.Field, value: Any) -> str | None:
+    """What is wrong with a well-typed value for field ``f`` (a range, a URL), or None.
+
+    Field metadata says what to check: ``min``/``max`` (inclusive), ``gt`` (exclusive
+    lower bound, for timeouts), ``url`` (allowed schemes) with ``also`` (other accepted
+    words, e.g. ``auto``).
+    """
+    from raibid.errors import redact_url
+
+    meta = f.metadata
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        if "gt" in meta and not value > meta["gt"]:
+            return f"must be greater than {meta['gt']}, got {value}"
+        if "min" in meta and value < meta["min"]:
+            return f"must be at least {meta['min']}, got {value}"
+        if "max" in meta and value > meta["max"]:
+            return f"must be at most {meta['max']}, got {value}"
+    if isinstance(value, str) and "url" in meta and value not in meta.get("also", ()):
+        from raibid.http import url_problem
+
+        problem = url_problem(value, meta["url"])
+        if problem:
+            return f"is not a usable URL ({problem}): {redact_url(value)}"
+    return None
 
 
 def _tname(v: Any) -> str:
@@ -207,7 +253,9 @@ def env_var_for(path: tuple[str, ...]) -> str:
 def _apply_env(cfg: Config, env: typing.Mapping[str, str]) -> None:
     import yaml
 
-    for path, tp in leaf_keys():
+    for path, tp, f in schema_keys():
+        if typing.get_origin(tp) is dict:
+            continue  # maps such as agents.types are file-only
         name = env_var_for(path)
         if name not in env:
             continue
@@ -224,6 +272,9 @@ def _apply_env(cfg: Config, env: typing.Mapping[str, str]) -> None:
             value = _coerce(tp, value, path, {}, None)
         except ConfigError as e:
             raise ConfigError(f"env {name}: {e.message.split(': ', 1)[1]}") from None
+        problem = value_problem(f, value)
+        if problem:
+            raise ConfigError(f"env {name}: '{'.'.join(path)}' {problem}")
         target: Any = cfg
         for part in path[:-1]:
             target = getattr(target, part)
