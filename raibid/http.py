@@ -151,6 +151,12 @@ def send(session: Any, method: str, url: str, *, what: str, service: str, base: 
                           hint=hint) from None
 
 
+def was_retried(resp: Any) -> bool:
+    """Whether urllib3 had to try again before this answer (an earlier try may have done the work)."""
+    retries = getattr(getattr(resp, "raw", None), "retries", None)
+    return bool(getattr(retries, "history", ()))
+
+
 def describe(e: BaseException) -> str:
     """``timed out``, ``connection refused`` or ``connection failed``, from the whole exception chain."""
     import socket

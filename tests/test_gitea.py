@@ -246,3 +246,15 @@ def test_url_without_scheme_with_credentials_is_a_config_error_without_the_passw
         with pytest.raises(ConfigError) as e:
             Gitea(url, GITEA_TOKEN)
         assert "s3cret-pw" not in e.value.message + (e.value.hint or ""), url
+
+
+def test_delete_retried_after_a_late_answer_is_done_not_not_found(gitea):
+    client = Gitea(gitea.url, GITEA_TOKEN, timeout=0.5, retries=2, backoff=0.001, total_timeout=20)
+    client.create_org("org")
+    client.create_repo("org", "r1")
+    gitea.delay_next(1, 1.5, "DELETE", answer_late=True)
+    client.delete_repo("org", "r1")  # the first try deleted it; the retry got 404
+    assert [s for m, _, s in gitea.log if m == "DELETE"] == [204, 404]
+    assert "org/r1" not in gitea.repos
+    with pytest.raises(NotFound):
+        client.delete_repo("org", "r1")

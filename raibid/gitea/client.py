@@ -62,7 +62,7 @@ class Gitea:
     # ------------------------------------------------------------------ transport
     def _request(self, method: str, path: str, *, json: Any = None, params: dict | None = None,
                  basic: tuple[str, str] | None = None, anonymous: bool = False) -> Any:
-        from raibid.http import send
+        from raibid.http import send, was_retried
 
         headers = {}
         if basic is None and not anonymous:
@@ -75,6 +75,8 @@ class Gitea:
         resp = send(self.session, method, f"{self.url}{path}", what=what, service="Gitea", base=self.url,
                     timeout=self.timeout, hint=UNREACHABLE_HINT, json=json, params=params, headers=headers,
                     auth=basic)
+        if method == "DELETE" and resp.status_code == 404 and was_retried(resp):
+            return resp  # an earlier try timed out after Gitea had deleted it: done, not "not found"
         return self._check(resp, what)
 
     def _json(self, resp: Any, expect: type = dict) -> Any:

@@ -320,3 +320,11 @@ def test_doctor_gitea_checks(run, gitea, monkeypatch):
     gitea.registry = False
     checks = {c["name"]: c for c in run("doctor", "--json").json()["checks"]}
     assert checks["gitea-token"]["status"] == "fail" and checks["gitea-registry"]["status"] == "fail"
+
+
+def test_non_utf8_token_file_exits_2(run, gitea, monkeypatch, isolated_env):
+    monkeypatch.delenv("RAIBID_GITEA_TOKEN")
+    (isolated_env / "tok").write_bytes(b"\xff\xfe\x00t")
+    monkeypatch.setenv("RAIBID_GITEA_TOKEN_FILE", str(isolated_env / "tok"))
+    r = run("gitea", "org", "list")
+    assert r.code == 2 and "not UTF-8" in r.err and "Traceback" not in r.err

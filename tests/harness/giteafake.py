@@ -121,7 +121,7 @@ class GiteaFake(Served):
         self.log: list[tuple[str, str, int]] = []
         # [remaining, status, method or None, path regex or None, body bytes or None, headers]
         self.faults: list[list[Any]] = []
-        self.delays: list[list[Any]] = []  # [remaining, seconds, method or None, path regex or None]
+        self.delays: list[list[Any]] = []  # [remaining, seconds, method or None, path regex or None, late]
         self.stopping = threading.Event()  # wakes delayed handlers when the fake stops
         self.in_flight = 0  # requests being handled now (a delayed one counts until it is answered)
         self.add_user(admin, admin_password, is_admin=True)
@@ -150,13 +150,16 @@ class GiteaFake(Served):
         data = body.encode() if isinstance(body, str) else body
         self.faults.append([count, status, method, path, data, {"Content-Type": content_type}])
 
-    def delay_next(self, count: int, seconds: float, method: str | None = None, path: str | None = None) -> None:
+    def delay_next(self, count: int, seconds: float, method: str | None = None, path: str | None = None, *,
+                   answer_late: bool = False) -> None:
         """Hold the next ``count`` matching requests for ``seconds`` before handling them as usual.
 
         A client that times out meanwhile still has its request carried out, as with a slow
-        real Gitea; a large ``seconds`` is a hung server. Stopping the fake releases them.
+        real Gitea; a large ``seconds`` is a hung server. With ``answer_late`` the request is
+        carried out at once and only the answer is late (the client's retry then finds the
+        work done). Stopping the fake releases them.
         """
-        self.delays.append([count, seconds, method, path])
+        self.delays.append([count, seconds, method, path, answer_late])
 
     def stop(self) -> None:
         self.stopping.set()
@@ -258,7 +261,7 @@ class _Handler(Handler):
             delay = next((d for d in fake.delays if matches(d)), None)
             if delay:
                 delay[0] -= 1
-        if delay:
+        if delay and not delay[4]:
             fake.stopping.wait(delay[1])
         with fake.lock:
             for f in fake.faults:
@@ -283,6 +286,8 @@ class _Handler(Handler):
         except ValueError:
             status, payload = 400, {"message": "invalid JSON body", "url": ""}
         fake.log.append((method, path, status))
+        if delay and delay[4]:
+            fake.stopping.wait(delay[1])
         self._send(status, payload, headers)
 
     def _need(self, user: User | None) -> User:
