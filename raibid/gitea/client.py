@@ -94,6 +94,12 @@ class Gitea:
             return resp
         msg = _message(resp)
         code = resp.status_code
+        if (code == 404 or code >= 500) and not _is_json(resp):
+            # Gitea's API answers its errors in JSON; an HTML 404 or 502 comes from something else
+            # at gitea.url (a web server, a proxy whose Gitea is down): not "no such repository".
+            from raibid.http import json_body
+
+            json_body(resp, what=what, service="Gitea", base=self.url, expect=dict)
         if code in (401, 403):
             raise AuthError(f"Gitea refused {what} ({code}): {msg}",
                             hint="check the token (or admin password) and its scopes")
@@ -304,6 +310,14 @@ def _str(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(value)
     return value
+
+
+def _is_json(resp: Any) -> bool:
+    try:
+        resp.json()
+    except ValueError:
+        return False
+    return True
 
 
 def _message(resp: Any) -> str:

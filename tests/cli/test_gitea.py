@@ -328,3 +328,15 @@ def test_non_utf8_token_file_exits_2(run, gitea, monkeypatch, isolated_env):
     monkeypatch.setenv("RAIBID_GITEA_TOKEN_FILE", str(isolated_env / "tok"))
     r = run("gitea", "org", "list")
     assert r.code == 2 and "not UTF-8" in r.err and "Traceback" not in r.err
+
+
+def test_html_error_pages_mean_not_gitea_not_not_found(run, gitea):
+    gitea.answer_next(1, "<html>404 Not Found</html>", status=404, path="/orgs$")
+    r = run("gitea", "org", "list")
+    assert r.code == 5 and "does not answer like Gitea" in r.err and "404 text/html" in r.err
+    gitea.answer_next(10, "<html>502 Bad Gateway</html>", status=502, path="/repos/org/app$")
+    r = run("gitea", "repo", "show", "org/app")
+    assert r.code == 5 and "502 text/html" in r.err
+    gitea.faults.clear()
+    r = run("gitea", "repo", "show", "org/app")  # Gitea's own JSON 404 is still "not found"
+    assert r.code == 3 and "no repository org/app" in r.err
