@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from raibid.cli._common import confirm_or_refuse, json_option, pass_app
-from raibid.errors import AuthError, Exit, ExitCode, UsageError
+from raibid.errors import AuthError, Exit, ExitCode, UsageError, redact_url
 from raibid.gitea.models import DEFAULT_SCOPES, VISIBILITIES
 
 if TYPE_CHECKING:
@@ -237,7 +237,8 @@ def hook_add(app: Application, full_name: str, url: str, secret_env: str | None,
             raise UsageError(f"env var {secret_env} is empty or unset")
     h = app.gitea.add_hook(*split_repo(full_name), url, secret=secret,
                            events=[e.strip() for e in events.split(",") if e.strip()], branch_filter=branch_filter)
-    app.term.emit(h, as_json, lambda: app.term.success(f"hook {h.id} -> {h.url} ({', '.join(h.events)})"))
+    app.term.emit(h, as_json, lambda: app.term.success(
+        f"hook {h.id} -> {redact_url(h.url)} ({', '.join(h.events)})"))
 
 
 @hook.command("list")

@@ -340,3 +340,10 @@ def test_html_error_pages_mean_not_gitea_not_not_found(run, gitea):
     gitea.faults.clear()
     r = run("gitea", "repo", "show", "org/app")  # Gitea's own JSON 404 is still "not found"
     assert r.code == 3 and "no repository org/app" in r.err
+
+
+def test_hook_add_message_masks_credentials_in_the_receiver_url(run, gitea):
+    run("gitea", "org", "create", "org")
+    run("gitea", "repo", "create", "org/app")
+    r = run("gitea", "hook", "add", "org/app", "--url", "http://ci:hook-PW@10.43.0.9/hook")
+    assert r.code == 0 and "hook-PW" not in r.err and "http://ci:***@10.43.0.9/hook" in r.err
