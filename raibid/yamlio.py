@@ -37,10 +37,21 @@ def _dumper_class() -> Any:
     return BlockDumper
 
 
-def load(text: str) -> Any:
+def load(text: str, *, max_nodes: int | None = None) -> Any:
+    """One YAML document; with ``max_nodes``, refused (ExpansionError) when its aliases expand past it."""
     import yaml
 
-    return yaml.load(text, Loader=loader_class())  # noqa: S506 - a safe loader
+    if max_nodes is None:
+        return yaml.load(text, Loader=loader_class())  # noqa: S506 - a safe loader
+    loader = loader_class()(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        check_expansion(node, max_nodes)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def load_all(text: str) -> list[Any]:

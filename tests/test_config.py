@@ -183,6 +183,20 @@ def test_alias_bomb_is_refused_quickly_with_exit_2(isolated_env):
     assert time.monotonic() - start < 20
 
 
+def test_alias_bomb_in_an_env_override_is_refused(isolated_env):
+    import os
+    import subprocess
+    import sys
+
+    bomb = "[" + ", ".join(BOMB.splitlines()[i].split(": ", 1)[1] for i in range(9)).replace("&", " &") + "]"
+    with pytest.raises(ConfigError) as e:
+        load_config(None, env={"RAIBID_MIRROR_ORGS": bomb})
+    assert e.value.message.startswith("env RAIBID_MIRROR_ORGS: YAML aliases expand to more than")
+    r = subprocess.run([sys.executable, "-m", "raibid", "config", "show"], capture_output=True, text=True,
+                       timeout=60, cwd=isolated_env, env={**os.environ, "RAIBID_MIRROR_ORGS": bomb})
+    assert r.returncode == 2 and "RAIBID_MIRROR_ORGS" in r.stderr
+
+
 def test_self_referencing_alias_is_refused(isolated_env):
     p = write(isolated_env / "raibid.yaml", "mirror:\n  orgs: &x [a, *x]\n")
     with pytest.raises(ConfigError) as e:

@@ -265,9 +265,11 @@ def _apply_env(cfg: Config, env: typing.Mapping[str, str]) -> None:
             value: Any = raw if raw != "" or tp is str else None
         else:
             try:
-                value = yamlio.load(raw)
+                value = yamlio.load(raw, max_nodes=MAX_NODES)
             except yaml.YAMLError:
                 raise ConfigError(f"env {name}: cannot parse {raw!r}") from None
+            except yamlio.ExpansionError as e:
+                raise ConfigError(f"env {name}: {e.problem}") from None
         try:
             value = _coerce(tp, value, path, {}, None)
         except ConfigError as e:
