@@ -18,7 +18,7 @@ from typing import Any
 
 from raibid import yamlio
 from raibid.config.model import Config
-from raibid.errors import ConfigError
+from raibid.errors import ConfigError, redact_url
 
 # --------------------------------------------------------------------------- loading
 
@@ -156,8 +156,6 @@ def value_problem(f: dataclasses.Field, value: Any) -> str | None:
     lower bound, for timeouts), ``url`` (allowed schemes) with ``also`` (other accepted
     words, e.g. ``auto``).
     """
-    from raibid.errors import redact_url
-
     meta = f.metadata
     if value is None or isinstance(value, bool):
         return None

@@ -14,7 +14,12 @@ from typing import Any
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field carrying the help text used by `config init` and the docs."""
+    """A dataclass field carrying the help text used by `config init` and the docs.
+
+    ``kw`` adds checks made when the config is loaded (``loader.value_problem``):
+    ``min``/``max`` (inclusive), ``gt`` (exclusive, for timeouts), ``url`` (allowed
+    schemes) and ``also`` (other words accepted instead of a URL, e.g. ``auto``).
+    """
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: _copy(d), metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
