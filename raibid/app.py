@@ -148,5 +148,5 @@ class Application:
             token, source = self.gitea_token()
             g = self.cfg.gitea
             self._gitea = Gitea(g.url, token, timeout=g.timeout, retries=g.retries, backoff=g.retry_backoff,
-                                token_source=source)
+                                total_timeout=g.total_timeout, token_source=source)
         return self._gitea

@@ -113,22 +113,25 @@ class GiteaError(RaibidError):
     pass
 
 
-def redact_url(url: str) -> str:
-    """Drop any userinfo (user:password@) from a URL, for messages."""
-    from urllib.parse import urlsplit, urlunsplit
+_SECRET_QUERY_KEYS = ("token", "access_token", "private_token", "password", "sig", "signature")
 
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    if parts.username and not parts.password:
-        # redis://:pw@host has an empty username; a lone username may itself be a token
-        host = f"***@{host}"
-    elif parts.password is not None:
-        host = f"{parts.username or ''}:***@{host}" if parts.username else f":***@{host}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+def redact_url(url: str) -> str:
+    """The URL with its credentials masked, for messages: every URL shown to a user goes through here.
+
+    Masks the password of ``user:password@`` (a lone ``user@`` too: it is often a token), with or
+    without a scheme, and the values of token-like query parameters. It never parses the port, so a
+    typo such as ``http://h:80a`` or a missing scheme cannot make the masking itself fail.
+    """
+    import re
+
+    m = re.match(r"(?s)((?:[A-Za-z][A-Za-z0-9+.\-]*:)?//)?([^/?#]*)(.*)", url)
+    assert m is not None  # the pattern matches every string
+    prefix, authority, rest = m.group(1) or "", m.group(2), m.group(3)
+    userinfo, at, hostport = authority.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        authority = (f"{user}:***" if colon and user else ":***" if colon else "***") + "@" + hostport
+    keys = "|".join(_SECRET_QUERY_KEYS)
+    rest = re.sub(rf"(?i)([?&](?:{keys})=)[^&#]*", r"\1***", rest)
+    return prefix + authority + rest

@@ -68,7 +68,7 @@ class Terminal:
         self._stdout = stdout
         self._stderr = stderr
         if color is None:
-            color = "NO_COLOR" not in os.environ
+            color = not os.environ.get("NO_COLOR")  # no-color.org: set and not empty
         self.color = color
         self.verbosity = verbosity
         self._err_console: Any = None

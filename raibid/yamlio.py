@@ -37,10 +37,21 @@ def _dumper_class() -> Any:
     return BlockDumper
 
 
-def load(text: str) -> Any:
+def load(text: str, *, max_nodes: int | None = None) -> Any:
+    """One YAML document; with ``max_nodes``, refused (ExpansionError) when its aliases expand past it."""
     import yaml
 
-    return yaml.load(text, Loader=loader_class())  # noqa: S506 - a safe loader
+    if max_nodes is None:
+        return yaml.load(text, Loader=loader_class())  # noqa: S506 - a safe loader
+    loader = loader_class()(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        check_expansion(node, max_nodes)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def load_all(text: str) -> list[Any]:
@@ -66,6 +77,48 @@ def dump_scalar(value: Any) -> str:
     import yaml
 
     return yaml.dump(value, Dumper=_dumper_class(), default_flow_style=True, width=1000).strip().removesuffix("\n...").strip()
+
+
+class ExpansionError(ValueError):
+    """A YAML document whose aliases expand to too many values, or refer to themselves."""
+
+    def __init__(self, problem: str, line: int) -> None:
+        super().__init__(problem)
+        self.problem, self.line = problem, line
+
+
+def check_expansion(node: Any, limit: int) -> int:
+    """The number of values a composed YAML node holds with every alias expanded; ExpansionError past ``limit``.
+
+    Aliases point at shared nodes, so the count is memoised per node and takes time
+    linear in the document, however large the expansion (a "billion laughs" document
+    is 1.4 KB). A node that contains itself is refused too: walking it never ends.
+    """
+    import yaml
+
+    sizes: dict[int, int] = {}
+    busy: set[int] = set()
+
+    def size(n: Any) -> int:
+        key = id(n)
+        if key in sizes:
+            return sizes[key]
+        if key in busy:
+            raise ExpansionError("a YAML alias refers to the node that contains it", n.start_mark.line + 1)
+        busy.add(key)
+        if isinstance(n, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in n.value)
+        elif isinstance(n, yaml.SequenceNode):
+            total = 1 + sum(size(v) for v in n.value)
+        else:
+            total = 1
+        busy.discard(key)
+        if total > limit:
+            raise ExpansionError(f"YAML aliases expand to more than {limit} values", n.start_mark.line + 1)
+        sizes[key] = total
+        return total
+
+    return size(node)
 
 
 def error_where(e: Exception) -> tuple[int | None, int | None, str]:

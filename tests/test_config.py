@@ -179,3 +179,143 @@ def test_raibid_debug_adds_the_traceback(run, isolated_env):
     assert quiet.code == 2 and "Traceback" not in quiet.err
     loud = run("config", "show", env={"RAIBID_DEBUG": "1"})
     assert loud.code == 2 and "Traceback" in loud.err and "unknown key 'nope'" in loud.err
+
+
+# ----------------------------------------------------------------------------- robustness
+
+
+BOMB = "".join(f"{k}: &{k} [" + ",".join([f"*{p}"] * 9 if p else ['"lol"'] * 9) + "]\n"
+               for p, k in zip(["", *"abcdefgh"], "abcdefghi", strict=True)) + "mirror:\n  orgs: [*i]\n"
+
+
+def test_alias_bomb_is_refused_quickly_with_exit_2(isolated_env):
+    import subprocess
+    import sys
+    import time
+
+    p = write(isolated_env / "raibid.yaml", BOMB)
+    assert len(BOMB) < 1500
+    start = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "raibid", "config", "show"], capture_output=True, text=True,
+                       timeout=60, cwd=isolated_env)
+    assert r.returncode == 2, r.stderr
+    assert f"{p.name}:" in r.stderr and "aliases expand to more than" in r.stderr and "Traceback" not in r.stderr
+    assert time.monotonic() - start < 20
+
+
+def test_alias_bomb_in_an_env_override_is_refused(isolated_env):
+    import os
+    import subprocess
+    import sys
+
+    bomb = "[" + ", ".join(BOMB.splitlines()[i].split(": ", 1)[1] for i in range(9)).replace("&", " &") + "]"
+    with pytest.raises(ConfigError) as e:
+        load_config(None, env={"RAIBID_MIRROR_ORGS": bomb})
+    assert e.value.message.startswith("env RAIBID_MIRROR_ORGS: YAML aliases expand to more than")
+    r = subprocess.run([sys.executable, "-m", "raibid", "config", "show"], capture_output=True, text=True,
+                       timeout=60, cwd=isolated_env, env={**os.environ, "RAIBID_MIRROR_ORGS": bomb})
+    assert r.returncode == 2 and "RAIBID_MIRROR_ORGS" in r.stderr
+
+
+def test_self_referencing_alias_is_refused(isolated_env):
+    p = write(isolated_env / "raibid.yaml", "mirror:\n  orgs: &x [a, *x]\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert e.value.message.startswith(f"{p}:2:") and "refers to the node that contains it" in e.value.message
+
+
+def test_ordinary_aliases_still_work(isolated_env):
+    p = write(isolated_env / "raibid.yaml",
+              "agents:\n  types:\n    a: &t {image: x, cpu: '4'}\n    b: *t\n")
+    assert load_config(p).agents.types["b"].cpu == "4"
+
+
+def test_non_utf8_config_names_file_and_line(run, isolated_env):
+    p = isolated_env / "raibid.yaml"
+    p.write_bytes(b"redis:\n  prefix: caf\xe9\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert e.value.message == f"{p}:2: the config file is not UTF-8 text (byte 0xe9)"
+    r = run("config", "show")
+    assert r.code == 2 and "not UTF-8" in r.err and "Traceback" not in r.err
+
+
+@pytest.mark.parametrize(("yaml_text", "expected"), [
+    ("gitea:\n  url: http://gitea:30a80\n", "2: 'gitea.url' is not a usable URL (the port '30a80' is not a number"),
+    ("gitea:\n  url: http://git ea:3000\n", "2: 'gitea.url' is not a usable URL (it contains a space)"),
+    ("gitea:\n  url: gitea:3000\n", "2: 'gitea.url' is not a usable URL (it must start with http:// or https://)"),
+    ("gitea:\n  url: http://\n", "2: 'gitea.url' is not a usable URL (it has no host)"),
+    ("gitea:\n  timeout: 0\n", "2: 'gitea.timeout' must be greater than 0, got 0"),
+    ("gitea:\n\n  total_timeout: -5\n", "3: 'gitea.total_timeout' must be greater than 0"),
+    ("gitea:\n  retries: -1\n", "2: 'gitea.retries' must be at least 0, got -1"),
+    ("queue:\n  max_deliveries: 0\n", "2: 'queue.max_deliveries' must be at least 1, got 0"),
+    ("queue:\n  heartbeat: -30\n", "2: 'queue.heartbeat' must be at least 1"),
+    ("agents:\n  types:\n    rust:\n      lag_count: 0\n", "4: 'agents.types.rust.lag_count' must be at least 1"),
+    ("mirror:\n  jobs: 0\n", "2: 'mirror.jobs' must be at least 1"),
+    ("cluster:\n  gitea_http_node_port: 70000\n", "2: 'cluster.gitea_http_node_port' must be at most 65535"),
+    ("redis:\n  url: localhost:6379\n", "2: 'redis.url' is not a usable URL (it must start with redis://"),
+])
+def test_bad_values_are_rejected_at_load_naming_file_line_and_key(isolated_env, yaml_text, expected):
+    p = write(isolated_env / "raibid.yaml", yaml_text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert e.value.message.startswith(f"{p}:{expected}"), e.value.message
+
+
+def test_good_edge_values_load():
+    cfg = load_config(None, env={"RAIBID_GITEA_RETRIES": "0", "RAIBID_GITEA_RETRY_BACKOFF": "0",
+                                 "RAIBID_REDIS_URL": "auto", "RAIBID_GITEA_URL": "https://gitea.lan"})
+    assert cfg.gitea.retries == 0 and cfg.redis.url == "auto"
+    assert load_config(None, env={"RAIBID_REDIS_URL": "unix:///run/redis.sock"}).redis.url.startswith("unix:")
+
+
+def test_url_with_credentials_and_no_scheme_never_shows_the_password(isolated_env):
+    p = write(isolated_env / "raibid.yaml", "gitea:\n  url: admin:s3cret-pw@gitea:3000\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert "s3cret-pw" not in e.value.message and "admin:***@gitea:3000" in e.value.message
+
+
+def test_bad_env_values_name_the_variable_and_key():
+    with pytest.raises(ConfigError) as e:
+        load_config(None, env={"RAIBID_GITEA_TIMEOUT": "-1"})
+    assert e.value.message == "env RAIBID_GITEA_TIMEOUT: 'gitea.timeout' must be greater than 0, got -1.0"
+    with pytest.raises(ConfigError) as e:
+        load_config(None, env={"RAIBID_GITEA_URL": "http://u:pw-SECRET@h:x"})
+    assert "pw-SECRET" not in e.value.message and "RAIBID_GITEA_URL" in e.value.message
+
+
+def test_config_init_creates_the_file_0600(run, isolated_env):
+    import stat
+
+    assert run("config", "init", "raibid.yaml").code == 0
+    assert stat.S_IMODE((isolated_env / "raibid.yaml").stat().st_mode) == 0o600
+
+
+def test_config_init_into_a_path_that_cannot_be_created_exits_2(run, isolated_env):
+    write(isolated_env / "afile", "")
+    r = run("config", "init", str(isolated_env / "afile" / "sub" / "raibid.yaml"))
+    assert r.code == 2 and "cannot write" in r.err and "Traceback" not in r.err
+
+
+# ----------------------------------------------------------------------------- masking URLs
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://:hunter2@10.0.0.1:6379/0", "redis://:***@10.0.0.1:6379/0"),
+    ("http://user:hunter2@127.0.0.1:1/x", "http://user:***@127.0.0.1:1/x"),
+    ("http://hunter2@gitea/", "http://***@gitea/"),
+    ("user:hunter2@gitea:3000", "user:***@gitea:3000"),  # no scheme
+    ("//user:hunter2@gitea", "//user:***@gitea"),
+    ("http://user:hunter2@gitea:30a80/api", "http://user:***@gitea:30a80/api"),  # non-numeric port
+    ("http://user:hunter2@[::1/x", "http://user:***@[::1/x"),  # unparseable for urllib
+    ("https://gitea/api?token=hunter2&page=2", "https://gitea/api?token=***&page=2"),
+    ("https://gitea/api?x=1&access_token=hunter2#frag", "https://gitea/api?x=1&access_token=***#frag"),
+    ("http://gitea:3000/api/v1", "http://gitea:3000/api/v1"),
+    ("auto", "auto"),
+    ("", ""),
+])
+def test_redact_url_masks_credentials_in_every_form(url, shown):
+    from raibid.errors import redact_url
+
+    assert redact_url(url) == shown

@@ -67,6 +67,16 @@ class RaibidGroup(click.Group):
             ctx.exit(130)
 
 
+class PresenceFlag(click.Option):
+    """A flag that its env var turns on when set to any non-empty value (https://no-color.org).
+
+    Click reads a flag's env var as a boolean, so ``NO_COLOR=anything`` was a usage error.
+    """
+
+    def value_from_envvar(self, ctx: click.Context) -> Any:
+        return True if self.resolve_envvar_value(ctx) else None
+
+
 def report_error(ctx: click.Context, e: RaibidError) -> None:
     from raibid.cli._common import application
 
@@ -98,8 +108,8 @@ def report_error(ctx: click.Context, e: RaibidError) -> None:
               help="More detail on stderr (repeatable).")
 @click.option("-q", "--quiet", is_flag=True, envvar="RAIBID_QUIET", show_envvar=True,
               help="Only errors on stderr.")
-@click.option("--no-color", is_flag=True, envvar="NO_COLOR", show_envvar=True,
-              help="Plain output without colour.")
+@click.option("--no-color", cls=PresenceFlag, is_flag=True, envvar="NO_COLOR", show_envvar=True,
+              help="Plain output without colour (NO_COLOR set to any non-empty value does the same).")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, kubeconfig: str | None, context: str | None,
         namespace: str | None, verbose: int, quiet: bool, no_color: bool) -> None:
@@ -115,7 +125,7 @@ def cli(ctx: click.Context, config_path: str | None, kubeconfig: str | None, con
     if ctx.obj is not None:
         return  # a test (or an embedding script) brought its own
     # Only the options are recorded; the Application is built by the first command that needs it.
-    color = not (no_color or os.environ.get("NO_COLOR"))
+    color = not no_color
     settings = Settings(
         config_path=config_path,
         kubeconfig=kubeconfig,

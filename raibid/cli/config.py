@@ -56,12 +56,14 @@ def init(app: Application, dest: str | None, force: bool) -> None:
     """Write a commented default config to DEST.
 
     DEST defaults to --config if given, else $XDG_CONFIG_HOME/raibid/config.yaml.
+    The file is created with mode 0600.
     """
     from raibid.config import commented_default_yaml, default_search_paths
+    from raibid.fileio import write_private
 
     target = Path(dest or app.settings.config_path or default_search_paths()[-1])
     if target.exists() and not force:
         raise UsageError(f"{target} already exists", hint="pass --force to overwrite it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(commented_default_yaml(), encoding="utf-8")
-    app.term.success(f"wrote {target}")
+    # 0600: users put passwords in URLs (redis://:pw@host) even though *_env keys exist for them.
+    write_private(target, commented_default_yaml(), what="config init")
+    app.term.success(f"wrote {target} (mode 0600)")

@@ -9,11 +9,15 @@ from typing import TYPE_CHECKING
 import click
 
 from raibid.cli._common import confirm_or_refuse, json_option, pass_app
-from raibid.errors import AuthError, Exit, ExitCode, UsageError
+from raibid.errors import AuthError, Exit, ExitCode, UsageError, redact_url
 from raibid.gitea.models import DEFAULT_SCOPES, VISIBILITIES
 
 if TYPE_CHECKING:
     from raibid.app import Application
+
+
+# How `gitea status` shows Status.token_valid: None means Gitea never answered the check.
+TOKEN_STATES = {True: "valid", False: "INVALID", None: "not checked"}
 
 
 @click.group()
@@ -27,7 +31,8 @@ def gitea() -> None:
 def status(app: Application, as_json: bool) -> None:
     """Is Gitea reachable, which version, is the registry on, are the admin user and token good.
 
-    Exits 5 when Gitea is unreachable and 4 when the token is missing or invalid.
+    Exits 5 when Gitea is unreachable (or the URL is not Gitea), 4 when the token is
+    missing or invalid, 1 when Gitea failed to answer a check.
     """
     st = app.gitea.status(app.cfg.gitea.admin_user)
 
@@ -38,13 +43,16 @@ def status(app: Application, as_json: bool) -> None:
                 ("admin user", f"{st.admin_user} ({'present' if st.admin_exists else 'missing'})"
                  if st.admin_exists is not None else st.admin_user),
                 ("token", "missing" if not st.token_source else
-                 f"{'valid' if st.token_valid else 'INVALID'} ({st.token_source}"
+                 f"{TOKEN_STATES[st.token_valid]} ({st.token_source}"
                  + (f", user {st.token_user})" if st.token_user else ")"))]
         app.term.table(["field", "value"], rows)
 
     app.term.emit(st, as_json, render)
     if not st.reachable:
         raise Exit(ExitCode.UNREACHABLE)
+    if st.error:
+        app.term.error(st.error)
+        raise Exit(ExitCode.FAILURE)
     if not st.token_valid:
         raise Exit(ExitCode.AUTH)
 
@@ -229,7 +237,8 @@ def hook_add(app: Application, full_name: str, url: str, secret_env: str | None,
             raise UsageError(f"env var {secret_env} is empty or unset")
     h = app.gitea.add_hook(*split_repo(full_name), url, secret=secret,
                            events=[e.strip() for e in events.split(",") if e.strip()], branch_filter=branch_filter)
-    app.term.emit(h, as_json, lambda: app.term.success(f"hook {h.id} -> {h.url} ({', '.join(h.events)})"))
+    app.term.emit(h, as_json, lambda: app.term.success(
+        f"hook {h.id} -> {redact_url(h.url)} ({', '.join(h.events)})"))
 
 
 @hook.command("list")
@@ -277,11 +286,9 @@ def registry_config(app: Application, write_path: str | None, username: str | No
         app.term.stdout.write(registries_yaml(app.cfg.gitea.url, user, "<redacted: use --write PATH>"))
         app.term.info("the token is redacted on stdout; use --write PATH to write a usable file")
         return
+    from raibid.fileio import write_private
+
     path = Path(write_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(registries_yaml(app.cfg.gitea.url, user, token))
-    os.chmod(path, 0o600)
+    write_private(path, registries_yaml(app.cfg.gitea.url, user, token), what="--write")
     app.term.success(f"wrote {path} (mode 0600)")
     app.term.info("k3s reads registries.yaml only when it starts: run `sudo systemctl restart k3s`")

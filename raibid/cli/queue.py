@@ -63,7 +63,11 @@ def _read_jsonl(stream: click.utils.LazyFile | object, name: str) -> list:
     from raibid.queue import JobSpec
 
     specs = []
-    for n, line in enumerate(stream, start=1):  # type: ignore[attr-defined]
+    for n, raw in enumerate(stream, start=1):  # type: ignore[attr-defined]
+        try:
+            line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError:
+            raise UsageError(f"{name}:{n}: not UTF-8 text; nothing was submitted") from None
         if not line.strip():
             continue
         try:
@@ -93,7 +97,7 @@ def _read_jsonl(stream: click.utils.LazyFile | object, name: str) -> list:
 @click.option("--command", "command_", metavar="CMD", help="Command to run instead of the repo's .raibid.yml.")
 @click.option("--env", "env_pairs", multiple=True, metavar="K=V", help="Non-secret env var (repeatable).")
 @click.option("--timeout", type=click.IntRange(min=1), metavar="S", help="Timeout in seconds.")
-@click.option("--from-file", "from_file", type=click.File("r"), metavar="FILE|-",
+@click.option("--from-file", "from_file", type=click.File("rb"), metavar="FILE|-",
               help="Submit many jobs from JSON Lines (one object per line), pipelined.")
 @json_option
 @pass_app

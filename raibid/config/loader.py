@@ -18,9 +18,13 @@ from typing import Any
 
 from raibid import yamlio
 from raibid.config.model import Config
-from raibid.errors import ConfigError
+from raibid.errors import ConfigError, redact_url
 
 # --------------------------------------------------------------------------- loading
+
+# Values (scalars, lists and mappings) the config may hold once YAML aliases are expanded. A complete
+# config has a few hundred; a 1.4 KB alias bomb expands to billions.
+MAX_NODES = 20_000
 
 
 def default_search_paths() -> list[Path]:
@@ -60,15 +64,26 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
     from raibid.yamlio import loader_class
 
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: the config file is not UTF-8 text (byte 0x{raw[e.start]:02x})",
+                          hint="save it as UTF-8") from None
     try:
         loader = loader_class()(text)
         try:
             node = loader.get_single_node()
             if node is None:
                 return {}, {}
+            try:
+                yamlio.check_expansion(node, MAX_NODES)
+            except yamlio.ExpansionError as e:
+                raise ConfigError(f"{path}:{e.line}: {e.problem}; refusing to load it",
+                                  hint="a raibid config needs no such YAML aliases (an alias bomb?)") from None
             marks: dict[tuple[str, ...], int] = {}
             _collect_marks(node, (), marks)
             data = loader.construct_document(node)
@@ -128,16 +143,39 @@ def _build(cls: type, data: Any, path: tuple[str, ...], marks: dict, src: Path |
                 hint=f"known keys here: {known}",
             )
         kwargs[key_s] = _coerce(hints[key_s], value, path + (key_s,), marks, src)
-        _check_choices(fields[key_s], kwargs[key_s], f"{_where(src, marks, path + (key_s,))}: "
-                                                     f"'{'.'.join(path + (key_s,))}'")
+        problem = value_problem(fields[key_s], kwargs[key_s])
+        if problem:
+            raise ConfigError(f"{_where(src, marks, path + (key_s,))}: '{'.'.join(path + (key_s,))}' {problem}")
     return cls(**kwargs)
 
 
-def _check_choices(f: dataclasses.Field, value: Any, where: str) -> None:
-    """A field declared with ``choices`` (``cluster.mode``) takes only those values."""
-    choices = f.metadata.get("choices")
+def value_problem(f: dataclasses.Field, value: Any) -> str | None:
+    """What is wrong with a well-typed value for field ``f`` (a range, a URL), or None.
+
+    Field metadata says what to check: ``min``/``max`` (inclusive), ``gt`` (exclusive
+    lower bound, for timeouts), ``url`` (allowed schemes) with ``also`` (other accepted
+    words, e.g. ``auto``), ``choices`` (the only values allowed, e.g. ``cluster.mode``).
+    """
+    meta = f.metadata
+    choices = meta.get("choices")
     if choices and value not in choices:
-        raise ConfigError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
+        return f"must be one of {', '.join(choices)}, got {value!r}"
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        if "gt" in meta and not value > meta["gt"]:
+            return f"must be greater than {meta['gt']}, got {value}"
+        if "min" in meta and value < meta["min"]:
+            return f"must be at least {meta['min']}, got {value}"
+        if "max" in meta and value > meta["max"]:
+            return f"must be at most {meta['max']}, got {value}"
+    if isinstance(value, str) and "url" in meta and value not in meta.get("also", ()):
+        from raibid.http import url_problem
+
+        problem = url_problem(value, meta["url"])
+        if problem:
+            return f"is not a usable URL ({problem}): {redact_url(value)}"
+    return None
 
 
 def _tname(v: Any) -> str:
@@ -218,7 +256,7 @@ def _apply_env(cfg: Config, env: typing.Mapping[str, str]) -> None:
 
     for path, tp, f in schema_keys():
         if typing.get_origin(tp) is dict:
-            continue  # maps (agents.types) are file-only, as in leaf_keys()
+            continue  # maps such as agents.types are file-only
         name = env_var_for(path)
         if name not in env:
             continue
@@ -228,14 +266,18 @@ def _apply_env(cfg: Config, env: typing.Mapping[str, str]) -> None:
             value: Any = raw if raw != "" or tp is str else None
         else:
             try:
-                value = yamlio.load(raw)
+                value = yamlio.load(raw, max_nodes=MAX_NODES)
             except yaml.YAMLError:
                 raise ConfigError(f"env {name}: cannot parse {raw!r}") from None
+            except yamlio.ExpansionError as e:
+                raise ConfigError(f"env {name}: {e.problem}") from None
         try:
             value = _coerce(tp, value, path, {}, None)
         except ConfigError as e:
             raise ConfigError(f"env {name}: {e.message.split(': ', 1)[1]}") from None
-        _check_choices(f, value, f"env {name}")
+        problem = value_problem(f, value)
+        if problem:
+            raise ConfigError(f"env {name}: '{'.'.join(path)}' {problem}")
         target: Any = cfg
         for part in path[:-1]:
             target = getattr(target, part)

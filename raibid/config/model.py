@@ -14,7 +14,12 @@ from typing import Any
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field carrying the help text used by `config init` and the docs."""
+    """A dataclass field carrying the help text used by `config init` and the docs.
+
+    ``kw`` adds checks made when the config is loaded (``loader.value_problem``):
+    ``min``/``max`` (inclusive), ``gt`` (exclusive, for timeouts), ``url`` (allowed
+    schemes) and ``also`` (other words accepted instead of a URL, e.g. ``auto``).
+    """
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: _copy(d), metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
@@ -42,8 +47,8 @@ class ClusterConfig:
     node_ip: str = _f("127.0.0.1", "Node address that containerd and the host use to reach NodePorts")
     redis_storage: str = _f("5Gi", "Size of the Redis AOF volume")
     gitea_storage: str = _f("20Gi", "Size of the Gitea data volume")
-    gitea_http_node_port: int = _f(30080, "NodePort for Gitea HTTP (and the OCI registry)")
-    gitea_ssh_node_port: int = _f(30022, "NodePort for Gitea SSH")
+    gitea_http_node_port: int = _f(30080, "NodePort for Gitea HTTP (and the OCI registry)", min=1, max=65535)
+    gitea_ssh_node_port: int = _f(30022, "NodePort for Gitea SSH", min=1, max=65535)
     templates_dir: str | None = _f(None, "Use a customised copy of the templates folder (default: the built-in one)")
     mode: str = _f("apply", "How `cluster up` deploys: `apply` (server-side apply from this machine) or `gitops` "
                    "(commit to the config repo that Flux applies; see docs/gitops.md)", choices=("apply", "gitops"))
@@ -52,37 +57,43 @@ class ClusterConfig:
 
 @dataclass
 class RedisConfig:
-    url: str = _f("redis://127.0.0.1:6379/0", "Redis URL, or `auto` to find raibid's Redis Service in the cluster")
+    url: str = _f("redis://127.0.0.1:6379/0", "Redis URL, or `auto` to find raibid's Redis Service in the cluster",
+                  url=("redis", "rediss", "unix"), also=("auto",))
     password_env: str = _f("RAIBID_REDIS_PASSWORD", "Env var holding the Redis password")
     prefix: str = _f("raibid", "Key prefix for every queue key")
 
 
 @dataclass
 class QueueConfig:
-    max_deliveries: int = _f(3, "Deliveries before a job goes to the dead-letter queue")
-    min_idle: int = _f(300, "Seconds a pending entry must be idle before another worker reclaims it")
-    heartbeat: int = _f(30, "Seconds between a running job's heartbeats")
-    log_ttl: int = _f(7 * 24 * 3600, "Seconds a finished job's log stream is kept")
-    log_maxlen: int = _f(100_000, "Approximate cap on log lines per job")
-    default_timeout: int = _f(3600, "Job timeout in seconds when none is given")
+    max_deliveries: int = _f(3, "Deliveries before a job goes to the dead-letter queue", min=1)
+    min_idle: int = _f(300, "Seconds a pending entry must be idle before another worker reclaims it",
+                       min=1)
+    heartbeat: int = _f(30, "Seconds between a running job's heartbeats", min=1)
+    log_ttl: int = _f(7 * 24 * 3600, "Seconds a finished job's log stream is kept", min=1)
+    log_maxlen: int = _f(100_000, "Approximate cap on log lines per job", min=1)
+    default_timeout: int = _f(3600, "Job timeout in seconds when none is given", min=1)
 
 
 @dataclass
 class GiteaConfig:
-    url: str = _f("http://127.0.0.1:30080", "Gitea base URL (ROOT_URL)")
+    url: str = _f("http://127.0.0.1:30080", "Gitea base URL (ROOT_URL)", url=("http", "https"))
     token_env: str = _f("RAIBID_GITEA_TOKEN", "Env var holding the Gitea API token")
     token_file: str | None = _f(None, "File holding the Gitea API token (used when the env var is unset)")
     admin_user: str = _f("raibid-admin", "Gitea admin user name")
-    timeout: float = _f(10.0, "Seconds before a Gitea API request times out")
-    retries: int = _f(3, "Retries on connection errors and 502/503/504, with exponential backoff")
-    retry_backoff: float = _f(0.5, "First retry delay in seconds (doubles each retry)")
+    timeout: float = _f(10.0, "Seconds one try of a Gitea API request may take", gt=0)
+    total_timeout: float = _f(30.0, "Seconds one Gitea API call may take in all, retries and waits included; "
+                              "no retry starts that could end later", gt=0)
+    retries: int = _f(3, "Retries on connection errors, and for GET/PUT/DELETE also on read timeouts and "
+                      "502/503/504 (never for POST/PATCH)", min=0)
+    retry_backoff: float = _f(0.5, "Back-off factor in seconds: retries wait 0, 2x, 4x, ... this long "
+                              "(a Retry-After header wins)", min=0)
 
 
 @dataclass
 class AgentType:
     image: str = _f("ghcr.io/raibid-labs/raibid-agent:latest", "Agent image (must exist for arm64)")
-    lag_count: int = _f(1, "KEDA lagCount: queued jobs per agent pod")
-    max_replicas: int | None = _f(None, "Cap for this pool (defaults to agents.max_replicas)")
+    lag_count: int = _f(1, "KEDA lagCount: queued jobs per agent pod", min=1)
+    max_replicas: int | None = _f(None, "Cap for this pool (defaults to agents.max_replicas)", min=1)
     cpu: str = _f("2", "CPU request")
     memory: str = _f("4Gi", "Memory request")
 
@@ -90,8 +101,8 @@ class AgentType:
 @dataclass
 class AgentsConfig:
     default_type: str = _f("generic", "Agent type used when a job names none")
-    max_replicas: int = _f(8, "Default maximum pods per agent pool")
-    polling_interval: int = _f(5, "KEDA pollingInterval in seconds")
+    max_replicas: int = _f(8, "Default maximum pods per agent pool", min=1)
+    polling_interval: int = _f(5, "KEDA pollingInterval in seconds", min=1)
     types: dict[str, AgentType] = _f({}, "Agent pools by type name")
 
 
@@ -104,12 +115,12 @@ class TriggerConfig:
 
 @dataclass
 class MirrorConfig:
-    github_api: str = _f("https://api.github.com", "GitHub API base URL")
+    github_api: str = _f("https://api.github.com", "GitHub API base URL", url=("http", "https"))
     github_token_env: str = _f("GITHUB_TOKEN", "Env var holding the GitHub token")
     target_org: str = _f("mirrors", "Gitea org that receives mirrors")
     mode: str = _f("push", "`push` (raibid fetches and pushes) or `pull` (Gitea pull mirrors)")
     cache_dir: str | None = _f(None, "Bare-repo cache directory (default: XDG cache)")
-    jobs: int = _f(4, "Repositories synced in parallel")
+    jobs: int = _f(4, "Repositories synced in parallel", min=1)
     repos: list[str] = _f([], "Single repos, as OWNER/NAME")
     lists: list[str] = _f([], "Files listing OWNER/NAME lines")
     orgs: list[Any] = _f([], "Orgs or users, with optional include/exclude regexes")

@@ -24,16 +24,25 @@ def gitea_checks(app: Application) -> Iterable[Check]:
         yield Check("gitea", Status.FAIL, st.error or f"{st.url} unreachable",
                     "`raibid cluster up -c gitea`; check gitea.url (a node IP and the NodePort)")
         return
-    yield Check("gitea", Status.OK, f"{st.url} (Gitea {st.version})")
+    if st.error:
+        yield Check("gitea", Status.FAIL, f"{st.url} (Gitea {st.version}): {st.error}",
+                    "check Gitea's logs, and that gitea.url is Gitea's own address")
+    else:
+        yield Check("gitea", Status.OK, f"{st.url} (Gitea {st.version})")
     if not st.token_source:
         yield Check("gitea-token", Status.FAIL, "no token",
                     f"set ${app.cfg.gitea.token_env}, gitea.token_file, or `raibid gitea token create --store`")
     elif st.token_valid:
         yield Check("gitea-token", Status.OK, f"valid for {st.token_user} ({st.token_source})")
+    elif st.token_valid is None:
+        yield Check("gitea-token", Status.FAIL, f"not checked ({st.token_source}): {st.error or 'no answer'}",
+                    "see the gitea check; `raibid gitea status` shows what Gitea answered")
     else:
         yield Check("gitea-token", Status.FAIL, f"rejected by Gitea ({st.token_source})",
                     "create a new one: `raibid gitea token create --store`")
-    if st.registry_enabled:
+    if st.registry_enabled is None:
+        yield Check("gitea-registry", Status.FAIL, "not checked", "see the gitea check")
+    elif st.registry_enabled:
         yield Check("gitea-registry", Status.OK, "OCI registry enabled (/v2/)")
     else:
         yield Check("gitea-registry", Status.FAIL, "OCI registry disabled",

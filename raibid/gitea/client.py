@@ -1,52 +1,69 @@
 """A typed client for the Gitea API, shared by the CLI, the mirror and the agents.
 
-Network behaviour: timeouts, retries with exponential backoff on connection
-errors and 502/503/504, pagination with ``page``/``limit`` and ``X-Total-Count``.
-HTTP errors become typed errors (401/403 auth, 404 not found, 409 already
-exists, 422 with Gitea's message). No message ever contains the token or a URL
-with credentials.
+Network behaviour (``raibid.http``): a per-try timeout and a total budget per call;
+urllib3 ``Retry`` on connection errors, and on read errors and 502/503/504 for
+idempotent methods only (a POST that timed out is never replayed); pagination with
+``page``/``limit`` and ``X-Total-Count``. Every owner and repository name is checked
+against Gitea's rules (``names``) and every path segment is percent-encoded by
+``api_path``. HTTP errors become typed errors (401/403 auth, 404 not found, 409
+already exists, 422 with Gitea's message); an answer that is not JSON means the URL
+is not Gitea (exit 5), JSON of the wrong shape is a ``GiteaError``. No message ever
+contains the token or a URL with credentials.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import quote
 
-from raibid.errors import AlreadyExists, AuthError, GiteaError, NotFound, Unreachable, UsageError, redact_url
+from raibid.errors import (
+    AlreadyExists,
+    AuthError,
+    ConfigError,
+    GiteaError,
+    NotFound,
+    RaibidError,
+    Unreachable,
+    UsageError,
+    redact_url,
+)
 from raibid.gitea.models import VISIBILITIES, Hook, Org, Repo, Status, Token
+from raibid.gitea.names import check_owner, check_repo, split_repo
 
-RETRY_STATUSES = frozenset({502, 503, 504})
+__all__ = ["Gitea", "api_path", "split_repo"]
+
+T = TypeVar("T")
+UNREACHABLE_HINT = "is Gitea running? check gitea.url (RAIBID_GITEA_URL)"
 
 
-def split_repo(full: str) -> tuple[str, str]:
-    owner, sep, name = full.partition("/")
-    if not sep or not owner or not name or "/" in name:
-        raise UsageError(f"invalid repository {full!r}: expected OWNER/NAME")
-    return owner, name
+def api_path(*segments: str) -> str:
+    """``/api/v1/`` plus the segments, each percent-encoded: the one way a Gitea API path is built."""
+    return "/api/v1/" + "/".join(quote(str(s), safe="") for s in segments)
 
 
 class Gitea:
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 10.0, retries: int = 3,
-                 backoff: float = 0.5, token_source: str | None = None) -> None:
-        import requests
+                 backoff: float = 0.5, total_timeout: float | None = 30.0, token_source: str | None = None) -> None:
+        from raibid.http import make_session, url_problem
 
+        problem = url_problem(url)
+        if problem:
+            raise ConfigError(f"invalid Gitea URL {redact_url(url)}: {problem}", hint="check gitea.url (RAIBID_GITEA_URL)")
         self.url = url.rstrip("/")
         self.shown = redact_url(self.url)
         self.token = token
         self.token_source = token_source
-        self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
-        self.session = requests.Session()
-        self.session.headers["Accept"] = "application/json"
-        self.session.headers["User-Agent"] = "raibid"
+        # One try never outlasts the budget.
+        self.timeout = min(timeout, total_timeout) if total_timeout else timeout
+        self.session = make_session(retries=retries, backoff=backoff, total_timeout=total_timeout,
+                                    headers={"Accept": "application/json"})
 
     # ------------------------------------------------------------------ transport
     def _request(self, method: str, path: str, *, json: Any = None, params: dict | None = None,
                  basic: tuple[str, str] | None = None, anonymous: bool = False) -> Any:
-        import requests
+        from raibid.http import send, was_retried
 
-        url = f"{self.url}{path}"
         headers = {}
         if basic is None and not anonymous:
             if not self.token:
@@ -55,33 +72,34 @@ class Gitea:
                                      "gitea.token_file, or run `raibid gitea token create --store`")
             headers["Authorization"] = f"token {self.token}"
         what = f"{method} {path}"
-        attempt = 0
-        while True:
-            try:
-                resp = self.session.request(method, url, json=json, params=params, headers=headers,
-                                            auth=basic, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as e:
-                if attempt < self.retries:
-                    self._sleep(attempt)
-                    attempt += 1
-                    continue
-                kind = "timed out" if isinstance(e, requests.Timeout) else "connection failed"
-                raise Unreachable(f"cannot reach Gitea at {self.shown} ({what}: {kind})",
-                                  hint="is Gitea running? check gitea.url (RAIBID_GITEA_URL)") from None
-            if resp.status_code in RETRY_STATUSES and attempt < self.retries:
-                self._sleep(attempt)
-                attempt += 1
-                continue
-            return self._check(resp, what)
+        resp = send(self.session, method, f"{self.url}{path}", what=what, service="Gitea", base=self.url,
+                    timeout=self.timeout, hint=UNREACHABLE_HINT, json=json, params=params, headers=headers,
+                    auth=basic)
+        if method == "DELETE" and resp.status_code == 404 and was_retried(resp):
+            return resp  # an earlier try timed out after Gitea had deleted it: done, not "not found"
+        return self._check(resp, what)
 
-    def _sleep(self, attempt: int) -> None:
-        time.sleep(self.backoff * (2 ** attempt))
+    def _json(self, resp: Any, expect: type = dict) -> Any:
+        from raibid.http import json_body
+
+        what = f"{resp.request.method} {resp.request.path_url.split('?')[0]}"
+        return json_body(resp, what=what, service="Gitea", base=self.url, expect=expect, error=GiteaError)
+
+    def _get(self, path: str, build: Callable[[dict], T], **kw: Any) -> T:
+        """GET one object and build a record from it; a missing or mistyped field is a GiteaError."""
+        return _build(build, self._json(self._request("GET", path, **kw)), f"GET {path}")
 
     def _check(self, resp: Any, what: str) -> Any:
         if resp.status_code < 400:
             return resp
         msg = _message(resp)
         code = resp.status_code
+        if (code == 404 or code >= 500) and not _is_json(resp):
+            # Gitea's API answers its errors in JSON; an HTML 404 or 502 comes from something else
+            # at gitea.url (a web server, a proxy whose Gitea is down): not "no such repository".
+            from raibid.http import json_body
+
+            json_body(resp, what=what, service="Gitea", base=self.url, expect=dict)
         if code in (401, 403):
             raise AuthError(f"Gitea refused {what} ({code}): {msg}",
                             hint="check the token (or admin password) and its scopes")
@@ -93,72 +111,90 @@ class Gitea:
             raise GiteaError(f"Gitea rejected {what}: {msg}")
         raise GiteaError(f"Gitea: {what} failed ({code}): {msg}")
 
-    def _paginate(self, path: str, params: dict | None = None, *, limit: int = 50) -> list[dict]:
-        out: list[dict] = []
+    def _paginate(self, path: str, build: Callable[[dict], T], params: dict | None = None, *,
+                  limit: int = 50) -> list[T]:
+        out: list[T] = []
         page = 1
         while True:
             resp = self._request("GET", path, params={**(params or {}), "page": page, "limit": limit})
-            items = resp.json() or []
-            out += items
-            total = resp.headers.get("X-Total-Count")
-            if not items or (total is not None and len(out) >= int(total)) or (total is None and len(items) < limit):
+            items = self._json(resp, list)
+            out += [_build(build, d, f"GET {path}") for d in items]
+            try:
+                total: int | None = int(resp.headers["X-Total-Count"])
+            except (KeyError, ValueError):
+                total = None
+            if not items or (total is not None and len(out) >= total) or (total is None and len(items) < limit):
                 return out
             page += 1
 
     # ------------------------------------------------------------------ read
     def version(self) -> str:
-        return self._request("GET", "/api/v1/version", anonymous=True).json().get("version", "")
+        """Gitea's version; an answer without one means the URL is not Gitea (Unreachable, exit 5)."""
+        path = api_path("version")
+        version = self._json(self._request("GET", path, anonymous=True)).get("version")
+        if not isinstance(version, str) or not version:
+            raise Unreachable(f"{self.shown} does not answer like Gitea: GET {path} returned no version",
+                              hint="check that gitea.url is Gitea's own address")
+        return version
 
     def current_user(self) -> str:
-        return self._request("GET", "/api/v1/user").json()["login"]
+        return self._get(api_path("user"), lambda d: _str(d["login"]))
 
     def user_exists(self, login: str) -> bool:
         try:
-            self._request("GET", f"/api/v1/users/{login}", anonymous=True)
+            self._request("GET", api_path("users", check_owner(login)), anonymous=True)
         except NotFound:
             return False
         return True
 
     def registry_enabled(self) -> bool:
         """The OCI registry answers at /v2/ (401 asking for a bearer token, or 200) when packages are on."""
-        import requests
+        from raibid.http import send
 
-        try:
-            resp = self.session.get(f"{self.url}/v2/", timeout=self.timeout)
-        except (requests.ConnectionError, requests.Timeout):
-            raise Unreachable(f"cannot reach Gitea at {self.shown} (GET /v2/)") from None
+        resp = send(self.session, "GET", f"{self.url}/v2/", what="GET /v2/", service="Gitea", base=self.url,
+                    timeout=self.timeout, hint=UNREACHABLE_HINT)
         return resp.status_code in (200, 401) and "registry/2.0" in resp.headers.get(
             "Docker-Distribution-Api-Version", "")
 
     def status(self, admin_user: str) -> Status:
+        """What ``gitea status`` and ``doctor`` report. Never raises for what it finds out about Gitea.
+
+        ``token_valid`` stays None (not checked) unless Gitea answered the token check.
+        """
         st = Status(url=self.shown, reachable=False, admin_user=admin_user, token_source=self.token_source)
         try:
             st.version = self.version()
-            st.reachable = True
-            st.registry_enabled = self.registry_enabled()
-            st.admin_exists = self.user_exists(admin_user)
-        except Unreachable as e:
+        except RaibidError as e:
             st.error = e.message
             return st
-        if self.token:
-            try:
-                st.token_user = self.current_user()
-                st.token_valid = True
-            except AuthError:
-                st.token_valid = False
+        st.reachable = True
+        try:
+            st.registry_enabled = self.registry_enabled()
+            st.admin_exists = self.user_exists(admin_user)
+            if self.token:
+                try:
+                    st.token_user = self.current_user()
+                    st.token_valid = True
+                except AuthError:
+                    st.token_valid = False
+        except RaibidError as e:
+            st.error = e.message
         return st
 
     # ------------------------------------------------------------------ tokens
     def create_token(self, user: str, password: str, name: str, scopes: list[str]) -> Token:
-        d = self._request("POST", f"/api/v1/users/{user}/tokens", json={"name": name, "scopes": list(scopes)},
-                          basic=(user, password)).json()
-        return Token(name=d.get("name", name), scopes=list(d.get("scopes") or scopes),
-                     last_eight=d.get("token_last_eight", ""), value=d["sha1"])
+        path = api_path("users", check_owner(user), "tokens")
+        d = self._json(self._request("POST", path, json={"name": name, "scopes": list(scopes)},
+                                     basic=(user, password)))
+        return _build(lambda d: Token(name=d.get("name", name), scopes=list(d.get("scopes") or scopes),
+                                      last_eight=d.get("token_last_eight", ""), value=_str(d["sha1"])),
+                      d, f"POST {path}")
 
     # ------------------------------------------------------------------ orgs
     def create_org(self, name: str, *, visibility: str = "public", description: str = "",
                    exist_ok: bool = False) -> tuple[Org, bool]:
         """(org, created). With ``exist_ok`` an existing org is returned instead of an error."""
+        check_owner(name)
         if visibility not in VISIBILITIES:
             raise UsageError(f"invalid visibility {visibility!r}: one of {', '.join(VISIBILITIES)}")
         if exist_ok:
@@ -166,33 +202,36 @@ class Gitea:
                 return self.get_org(name), False
             except NotFound:
                 pass
+        path = api_path("orgs")
         try:
-            d = self._request("POST", "/api/v1/orgs",
-                              json={"username": name, "visibility": visibility, "description": description}).json()
+            resp = self._request("POST", path,
+                                 json={"username": name, "visibility": visibility, "description": description})
         except GiteaError as e:
             if "already exists" in e.message:
                 if exist_ok:
                     return self.get_org(name), False
                 raise AlreadyExists(f"Gitea: organisation or user {name!r} already exists") from None
             raise
-        return Org.from_api(d), True
+        return _build(Org.from_api, self._json(resp), f"POST {path}"), True
 
     def get_org(self, name: str) -> Org:
-        return Org.from_api(self._request("GET", f"/api/v1/orgs/{name}").json())
+        return self._get(api_path("orgs", check_owner(name)), Org.from_api)
 
     def list_orgs(self) -> list[Org]:
-        return [Org.from_api(d) for d in self._paginate("/api/v1/orgs")]
+        return self._paginate(api_path("orgs"), Org.from_api)
 
     # ------------------------------------------------------------------ repos
     def create_repo(self, owner: str, name: str, *, private: bool = False, description: str = "",
                     default_branch: str | None = None, auto_init: bool = False,
                     exist_ok: bool = False) -> tuple[Repo, bool]:
+        check_owner(owner)
+        check_repo(name)
         body: dict[str, Any] = {"name": name, "private": private, "description": description, "auto_init": auto_init}
         if default_branch:
             body["default_branch"] = default_branch
-        path = "/api/v1/user/repos" if owner == self.current_user() else f"/api/v1/orgs/{owner}/repos"
+        path = api_path("user", "repos") if owner == self.current_user() else api_path("orgs", owner, "repos")
         try:
-            return Repo.from_api(self._request("POST", path, json=body).json()), True
+            d = self._json(self._request("POST", path, json=body))
         except AlreadyExists:
             if exist_ok:
                 return self.get_repo(owner, name), False
@@ -200,31 +239,34 @@ class Gitea:
         except NotFound:
             raise NotFound(f"Gitea: no organisation {owner!r}",
                            hint=f"create it with `raibid gitea org create {owner}`") from None
+        return _build(Repo.from_api, d, f"POST {path}"), True
 
     def get_repo(self, owner: str, name: str) -> Repo:
         try:
-            return Repo.from_api(self._request("GET", f"/api/v1/repos/{owner}/{name}").json())
+            return self._get(self._repo_path(owner, name), Repo.from_api)
         except NotFound:
             raise NotFound(f"Gitea: no repository {owner}/{name}") from None
 
     def list_repos(self, owner: str | None = None) -> list[Repo]:
         if owner is None:
-            return [Repo.from_api(d) for d in self._paginate("/api/v1/user/repos")]
+            return self._paginate(api_path("user", "repos"), Repo.from_api)
+        check_owner(owner)
         try:
-            items = self._paginate(f"/api/v1/orgs/{owner}/repos")
+            return self._paginate(api_path("orgs", owner, "repos"), Repo.from_api)
         except NotFound:
-            items = self._paginate(f"/api/v1/users/{owner}/repos")
-        return [Repo.from_api(d) for d in items]
+            return self._paginate(api_path("users", owner, "repos"), Repo.from_api)
 
     def delete_repo(self, owner: str, name: str) -> None:
         try:
-            self._request("DELETE", f"/api/v1/repos/{owner}/{name}")
+            self._request("DELETE", self._repo_path(owner, name))
         except NotFound:
             raise NotFound(f"Gitea: no repository {owner}/{name}") from None
 
     def migrate(self, clone_addr: str, owner: str, name: str, *, mirror: bool = False, mirror_interval: str = "0",
                 auth_token: str | None = None, service: str = "git", private: bool = False,
                 description: str = "") -> Repo:
+        check_owner(owner)
+        check_repo(name)
         body: dict[str, Any] = {"clone_addr": clone_addr, "repo_owner": owner, "repo_name": name, "service": service,
                                 "mirror": mirror, "private": private, "description": description,
                                 "wiki": False, "lfs": False}
@@ -232,10 +274,11 @@ class Gitea:
             body["mirror_interval"] = mirror_interval
         if auth_token:
             body["auth_token"] = auth_token
-        return Repo.from_api(self._request("POST", "/api/v1/repos/migrate", json=body).json())
+        path = api_path("repos", "migrate")
+        return _build(Repo.from_api, self._json(self._request("POST", path, json=body)), f"POST {path}")
 
     def mirror_sync(self, owner: str, name: str) -> None:
-        self._request("POST", f"/api/v1/repos/{owner}/{name}/mirror-sync")
+        self._request("POST", self._repo_path(owner, name, "mirror-sync"))
 
     # ------------------------------------------------------------------ hooks
     def add_hook(self, owner: str, name: str, url: str, *, secret: str = "", events: list[str] | None = None,
@@ -243,10 +286,38 @@ class Gitea:
         body = {"type": hook_type, "config": {"url": url, "content_type": content_type, "secret": secret},
                 "events": events or ["push"], "branch_filter": branch_filter,
                 "active": True}  # Gitea's default is false: a hook that never fires
-        return Hook.from_api(self._request("POST", f"/api/v1/repos/{owner}/{name}/hooks", json=body).json())
+        path = self._repo_path(owner, name, "hooks")
+        return _build(Hook.from_api, self._json(self._request("POST", path, json=body)), f"POST {path}")
 
     def list_hooks(self, owner: str, name: str) -> list[Hook]:
-        return [Hook.from_api(d) for d in self._paginate(f"/api/v1/repos/{owner}/{name}/hooks")]
+        return self._paginate(self._repo_path(owner, name, "hooks"), Hook.from_api)
+
+    def _repo_path(self, owner: str, name: str, *rest: str) -> str:
+        return api_path("repos", check_owner(owner), check_repo(name), *rest)
+
+
+def _build(build: Callable[[Any], T], data: Any, what: str) -> T:
+    """A record from Gitea's JSON; JSON of the wrong shape is a GiteaError naming the call, not a traceback."""
+    try:
+        return build(data)
+    except KeyError as e:
+        raise GiteaError(f"unexpected answer from Gitea: {what} returned an object without {e.args[0]!r}") from None
+    except (TypeError, ValueError, AttributeError):
+        raise GiteaError(f"unexpected answer from Gitea: {what} returned JSON of the wrong shape") from None
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(value)
+    return value
+
+
+def _is_json(resp: Any) -> bool:
+    try:
+        resp.json()
+    except ValueError:
+        return False
+    return True
 
 
 def _message(resp: Any) -> str:

@@ -33,9 +33,11 @@ def resolve_token(*, env_name: str, env_value: str | None, token_file: str | Non
     if token_file:
         path = Path(token_file).expanduser()
         try:
-            text = path.read_text().strip()
+            text = path.read_text(encoding="utf-8").strip()
         except OSError as e:
             raise ConfigError(f"gitea.token_file {path}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"gitea.token_file {path}: not UTF-8 text (is it the token file?)") from None
         if text:
             return text, f"file {path}"
     if kube is not None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import os
 import stat
+import time
 from pathlib import Path
 
 from tests.conftest import GITEA_TOKEN
@@ -103,8 +105,110 @@ def test_repo_for_the_token_user_and_missing_org(run, gitea):
 
 def test_422_shows_giteas_message(run, gitea):
     assert run("gitea", "org", "create", "mirrors").code == 0
-    r = run("gitea", "repo", "create", "mirrors/bad name")
-    assert r.code == 1 and "[Name]: invalid characters" in r.err
+    assert run("gitea", "repo", "create", "mirrors/app").code == 0
+    r = run("gitea", "hook", "add", "mirrors/app", "--url", "")
+    assert r.code == 1 and "Missing config option: url" in r.err
+
+
+def test_names_gitea_refuses_are_refused_before_any_request(run, gitea):
+    assert run("gitea", "org", "create", "org").code == 0
+    assert run("gitea", "repo", "create", "org/r1").code == 0
+    gitea.log.clear()
+    for args in (["repo", "delete", "org/r1?x=1", "--yes"], ["repo", "show", "../x"],
+                 ["repo", "delete", "../user", "--yes"], ["repo", "create", "mirrors/bad name"],
+                 ["org", "create", "bad..org"], ["hook", "list", "org/.."], ["repo", "list", "../admin"]):
+        r = run("gitea", *args)
+        assert r.code == 2 and "invalid" in r.err and "Traceback" not in r.err, (args, r.err)
+    assert gitea.log == []
+    assert "org/r1" in gitea.repos
+
+
+def test_read_timeout_on_hook_add_makes_one_hook_and_exits_5(run, gitea, monkeypatch):
+    assert run("gitea", "org", "create", "org").code == 0
+    assert run("gitea", "repo", "create", "org/app").code == 0
+    monkeypatch.setenv("RAIBID_GITEA_TIMEOUT", "0.5")
+    gitea.delay_next(1, 1.5, "POST", "/hooks$")
+    r = run("gitea", "hook", "add", "org/app", "--url", "http://10.43.0.9/hook")
+    assert r.code == 5 and "timed out" in r.err
+    deadline = time.monotonic() + 10
+    while gitea.in_flight or not gitea.repos["org/app"].hooks:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert len(gitea.repos["org/app"].hooks) == 1
+
+
+def test_hung_gitea_fails_within_total_timeout(run, gitea, monkeypatch):
+    gitea.delay_next(1000, 60)
+    monkeypatch.setenv("RAIBID_GITEA_TIMEOUT", "0.3")
+    monkeypatch.setenv("RAIBID_GITEA_TOTAL_TIMEOUT", "1")
+    monkeypatch.setenv("RAIBID_GITEA_RETRIES", "10")
+    start = time.monotonic()
+    r = run("gitea", "org", "list")
+    assert r.code == 5 and "cannot reach Gitea" in r.err and "timed out" in r.err
+    assert time.monotonic() - start < 2
+
+
+HTML = "<!DOCTYPE html><html><body>Sign in to continue</body></html>"
+
+
+def test_html_instead_of_gitea_exits_5_for_status_org_list_and_repo_show(run, gitea):
+    gitea.answer_next(100, HTML)
+    for args in (["status"], ["org", "list"], ["repo", "show", "org/app"]):
+        r = run("gitea", *args)
+        assert r.code == 5 and "does not answer like Gitea" in r.err + r.out and "Traceback" not in r.err, args
+
+
+def test_wrong_shape_json_exits_1(run, gitea):
+    assert run("gitea", "org", "create", "org").code == 0
+    assert run("gitea", "repo", "create", "org/app").code == 0
+    gitea.answer_next(1, '{"orgs": []}', content_type="application/json", path="/orgs$")
+    r = run("gitea", "org", "list")
+    assert r.code == 1 and "unexpected answer from Gitea" in r.err
+    gitea.answer_next(1, '["app"]', content_type="application/json", path="/repos/org/app$")
+    r = run("gitea", "repo", "show", "org/app")
+    assert r.code == 1 and "unexpected answer from Gitea" in r.err
+    gitea.answer_next(1, '{"x": 1}', content_type="application/json", path="/user$")
+    r = run("gitea", "status", "--json")
+    assert r.code == 1 and r.json()["token_valid"] is None and "unexpected answer" in r.err
+
+
+def test_status_does_not_call_an_unchecked_token_invalid(run, gitea):
+    gitea.stop()
+    r = run("gitea", "status")
+    assert r.code == 5
+    assert "INVALID" not in r.out and "not checked" in r.out
+    assert run("gitea", "status", "--json").json()["token_valid"] is None
+
+
+def test_doctor_reports_a_gitea_that_answers_html_and_goes_on(run, gitea, redis_url):
+    gitea.answer_next(100, HTML)
+    r = run("doctor", "--json")
+    assert r.code == 1 and "Traceback" not in r.err
+    checks = {c["name"]: c for c in r.json()["checks"]}
+    assert checks["gitea"]["status"] == "fail" and "does not answer like Gitea" in checks["gitea"]["detail"]
+    assert checks["redis"]["status"] == "ok"  # the other checks still ran
+
+
+def test_doctor_reports_wrong_shape_json_as_a_failed_check(run, gitea):
+    gitea.answer_next(1, "[]", content_type="application/json", path="/user$")
+    r = run("doctor", "--json")
+    assert r.code == 1
+    checks = {c["name"]: c for c in r.json()["checks"]}
+    assert checks["gitea-token"]["status"] == "fail" and "not checked" in checks["gitea-token"]["detail"]
+    assert checks["gitea-registry"]["status"] == "ok"
+
+
+def test_gitea_url_typos_exit_2_naming_the_setting(run, gitea, monkeypatch, isolated_env):
+    for url, problem in (("http://127.0.0.1:30a80", "port"), ("http://gitea host:3000", "space"),
+                         ("admin:s3cret-pw@127.0.0.1:3000", "http://"), ("127.0.0.1:3000", "http://")):
+        monkeypatch.setenv("RAIBID_GITEA_URL", url)
+        r = run("gitea", "status")
+        assert r.code == 2 and "gitea.url" in r.err and problem in r.err, (url, r.err)
+        assert "s3cret-pw" not in r.out + r.err and "Traceback" not in r.err
+    monkeypatch.setenv("RAIBID_GITEA_URL", gitea.url)
+    (isolated_env / "raibid.yaml").write_text("gitea:\n  timeout: 0\n")
+    r = run("gitea", "status")
+    assert r.code == 2 and "raibid.yaml:2: 'gitea.timeout' must be greater than 0" in r.err
 
 
 def test_503_succeeds_after_retry(run, gitea):
@@ -187,6 +291,27 @@ def test_registry_config_matches_golden_and_is_0600(run, gitea, isolated_env, mo
     assert "endpoint:\n    - http://192.168.1.50:30080" in shown.out
 
 
+def test_registry_config_write_never_puts_the_token_in_a_readable_file(run, gitea, isolated_env, monkeypatch):
+    """An existing 0644 file was truncated and rewritten in place, then chmodded: readable for a moment."""
+    out = isolated_env / "registries.yaml"
+    out.write_text("old\n")
+    out.chmod(0o644)
+    peek = isolated_env / "peek"
+    os.link(out, peek)  # what another reader of the old file would see
+    r = run("gitea", "registry", "config", "--write", str(out))
+    assert r.code == 0, r.err
+    assert GITEA_TOKEN in out.read_text() and stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert peek.read_text() == "old\n"
+    assert [p.name for p in isolated_env.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_registry_config_write_into_a_path_that_cannot_be_created_exits_2(run, gitea, isolated_env):
+    (isolated_env / "afile").write_text("")
+    r = run("gitea", "registry", "config", "--write", str(isolated_env / "afile" / "registries.yaml"))
+    assert r.code == 2 and "cannot write" in r.err and "Traceback" not in r.err
+    assert GITEA_TOKEN not in r.out + r.err
+
+
 def test_doctor_gitea_checks(run, gitea, monkeypatch):
     checks = {c["name"]: c for c in run("doctor", "--json").json()["checks"]}
     assert checks["gitea"]["status"] == "ok" and "1.24.5" in checks["gitea"]["detail"]
@@ -195,3 +320,30 @@ def test_doctor_gitea_checks(run, gitea, monkeypatch):
     gitea.registry = False
     checks = {c["name"]: c for c in run("doctor", "--json").json()["checks"]}
     assert checks["gitea-token"]["status"] == "fail" and checks["gitea-registry"]["status"] == "fail"
+
+
+def test_non_utf8_token_file_exits_2(run, gitea, monkeypatch, isolated_env):
+    monkeypatch.delenv("RAIBID_GITEA_TOKEN")
+    (isolated_env / "tok").write_bytes(b"\xff\xfe\x00t")
+    monkeypatch.setenv("RAIBID_GITEA_TOKEN_FILE", str(isolated_env / "tok"))
+    r = run("gitea", "org", "list")
+    assert r.code == 2 and "not UTF-8" in r.err and "Traceback" not in r.err
+
+
+def test_html_error_pages_mean_not_gitea_not_not_found(run, gitea):
+    gitea.answer_next(1, "<html>404 Not Found</html>", status=404, path="/orgs$")
+    r = run("gitea", "org", "list")
+    assert r.code == 5 and "does not answer like Gitea" in r.err and "404 text/html" in r.err
+    gitea.answer_next(10, "<html>502 Bad Gateway</html>", status=502, path="/repos/org/app$")
+    r = run("gitea", "repo", "show", "org/app")
+    assert r.code == 5 and "502 text/html" in r.err
+    gitea.faults.clear()
+    r = run("gitea", "repo", "show", "org/app")  # Gitea's own JSON 404 is still "not found"
+    assert r.code == 3 and "no repository org/app" in r.err
+
+
+def test_hook_add_message_masks_credentials_in_the_receiver_url(run, gitea):
+    run("gitea", "org", "create", "org")
+    run("gitea", "repo", "create", "org/app")
+    r = run("gitea", "hook", "add", "org/app", "--url", "http://ci:hook-PW@10.43.0.9/hook")
+    assert r.code == 0 and "hook-PW" not in r.err and "http://ci:***@10.43.0.9/hook" in r.err

@@ -63,6 +63,14 @@ def test_bulk_submit_malformed_line_submits_nothing(run, q, isolated_env):
     assert r.code == 2 and ":1: unknown key(s) secret" in r.err
 
 
+def test_bulk_submit_non_utf8_file_exits_2_and_submits_nothing(run, q, isolated_env):
+    f = isolated_env / "jobs.jsonl"
+    f.write_bytes(b'{"repo": "a/b", "ref": "main"}\n{"repo": "a/b", "ref": "caf\xe9"}\n')
+    r = run("queue", "submit", "--from-file", str(f))
+    assert r.code == 2 and f"{f}:2: not UTF-8 text" in r.err and "Traceback" not in r.err
+    assert q.r.dbsize() == 0
+
+
 def test_unknown_job_exits_3(run, redis_url):
     for args in (["show", "01NOPE"], ["cancel", "01NOPE"], ["retry", "01NOPE"], ["logs", "01NOPE"]):
         r = run("queue", *args)

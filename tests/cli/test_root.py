@@ -102,3 +102,16 @@ def test_doctor_json_without_cluster_reports_failures(run, redis_url):
     byname = {c["name"]: c for c in data["checks"]}
     assert byname["kubeconfig"]["status"] == "fail"
     assert byname["redis"]["status"] == "ok" and byname["redis-version"]["status"] == "ok"
+
+
+def test_no_color_with_any_non_empty_value_turns_colour_off(run, monkeypatch):
+    from raibid.cli import cli
+    from raibid.terminal import Terminal
+
+    for value, off in (("anything", True), ("1", True), ("0", True), ("false", True), ("", False)):
+        monkeypatch.setenv("NO_COLOR", value)
+        with cli.make_context("raibid", ["config", "path"]) as ctx:
+            assert ctx.params["no_color"] is off, value
+        assert Terminal().color is not off, value
+        r = run("config", "path")
+        assert r.code == 3 and "Usage" not in r.err, (value, r.err)  # exit 3: no config file, not 2

@@ -17,7 +17,7 @@ import subprocess
 import threading
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests.harness.githttp import GitHTTPServer, git
 from tests.harness.served import Handler, Served
@@ -63,6 +63,44 @@ def _auth_env(token: str) -> dict[str, str]:
             "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"}
 
 
+# Gitea's name rules (modules/validation IsValidUsername, models/repo IsUsableRepoName), written out
+# here independently of raibid's own checks so that each can catch the other's mistakes.
+USERNAME_MESSAGE = ("[UserName]: Username should contain only alphanumeric, dash ('-'), underscore ('_') and "
+                    "dot ('.') characters, cannot begin or end with non-alphanumeric, and consecutive "
+                    "non-alphanumeric are forbidden")
+
+
+def valid_username(name: str) -> bool:
+    return (len(name) <= 40 and re.fullmatch(r"[0-9A-Za-z][-.\w]*", name, re.ASCII) is not None
+            and re.search(r"[-._]{2,}|[-._]$", name) is None)
+
+
+def repo_name_problem(name: str) -> str | None:
+    if len(name) > 100:
+        return "[Name]: MaxSize"
+    if not re.fullmatch(r"[-.\w]+", name, re.ASCII) or ".." in name:
+        return "[Name]: invalid characters"
+    lower = name.lower()
+    if lower in (".", "..", "-") or lower.endswith((".git", ".wiki", ".rss", ".atom")):
+        return f"name is reserved [name: {name}]"
+    return None
+
+
+class _Segments:
+    """A path match whose groups are percent-decoded, as Gitea's router decodes each segment."""
+
+    def __init__(self, m: re.Match) -> None:
+        self.m = m
+
+    def group(self, i: int) -> str:
+        return unquote(self.m.group(i))
+
+
+def _match(pattern: str, path: str) -> _Segments | None:
+    m = re.fullmatch(pattern, path)
+    return _Segments(m) if m else None
+
+
 class GiteaError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -81,7 +119,11 @@ class GiteaFake(Served):
         self.repos: dict[str, Repo] = {}  # "owner/name" (lower-case) -> Repo
         self.tokens: dict[str, tuple[str, dict]] = {}  # token -> (login, token record)
         self.log: list[tuple[str, str, int]] = []
-        self.faults: list[list[Any]] = []  # [remaining, status, method or None, path regex or None]
+        # [remaining, status, method or None, path regex or None, body bytes or None, headers]
+        self.faults: list[list[Any]] = []
+        self.delays: list[list[Any]] = []  # [remaining, seconds, method or None, path regex or None, late]
+        self.stopping = threading.Event()  # wakes delayed handlers when the fake stops
+        self.in_flight = 0  # requests being handled now (a delayed one counts until it is answered)
         self.add_user(admin, admin_password, is_admin=True)
 
     # ------------------------------------------------------------------ helpers for tests
@@ -97,8 +139,31 @@ class GiteaFake(Served):
         self.git.tokens.add(token)
         return token
 
-    def fail_next(self, count: int, status: int = 503, method: str | None = None, path: str | None = None) -> None:
-        self.faults.append([count, status, method, path])
+    def fail_next(self, count: int, status: int = 503, method: str | None = None, path: str | None = None,
+                  headers: dict[str, str] | None = None) -> None:
+        """Answer the next ``count`` matching requests with ``status`` and a JSON message (nothing happens)."""
+        self.faults.append([count, status, method, path, None, dict(headers or {})])
+
+    def answer_next(self, count: int, body: bytes | str, *, status: int = 200, content_type: str = "text/html",
+                    method: str | None = None, path: str | None = None) -> None:
+        """Answer with this body instead (an HTML page, JSON of the wrong shape): Gitea behind a proxy, or not Gitea."""
+        data = body.encode() if isinstance(body, str) else body
+        self.faults.append([count, status, method, path, data, {"Content-Type": content_type}])
+
+    def delay_next(self, count: int, seconds: float, method: str | None = None, path: str | None = None, *,
+                   answer_late: bool = False) -> None:
+        """Hold the next ``count`` matching requests for ``seconds`` before handling them as usual.
+
+        A client that times out meanwhile still has its request carried out, as with a slow
+        real Gitea; a large ``seconds`` is a hung server. With ``answer_late`` the request is
+        carried out at once and only the answer is late (the client's retry then finds the
+        work done). Stopping the fake releases them.
+        """
+        self.delays.append([count, seconds, method, path, answer_late])
+
+    def stop(self) -> None:
+        self.stopping.set()
+        super().stop()
 
     def start(self) -> GiteaFake:
         self._serve(_Handler)
@@ -142,6 +207,15 @@ class _Handler(Handler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json;charset=utf-8")
         for k, v in (headers or {}).items():
+            if k.lower() != "content-type":
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _send_raw(self, status: int, data: bytes, headers: dict) -> None:
+        self.send_response(status)
+        for k, v in headers.items():
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -164,18 +238,40 @@ class _Handler(Handler):
         return None
 
     def _handle(self, method: str) -> None:
+        with self.owner.lock:
+            self.owner.in_flight += 1
+        try:
+            self._handle_counted(method)
+        finally:
+            with self.owner.lock:
+                self.owner.in_flight -= 1
+
+    def _handle_counted(self, method: str) -> None:
         fake = self.owner
         split = urlsplit(self.path)
         path = split.path.rstrip("/") or "/"
         query = {k: v[-1] for k, v in parse_qs(split.query).items()}
         raw, _ = self.read_body()
         headers: dict[str, str] = {}
+
+        def matches(f: list) -> bool:
+            return f[0] > 0 and (f[2] is None or f[2] == method) and (f[3] is None or re.search(f[3], path))
+
+        with fake.lock:
+            delay = next((d for d in fake.delays if matches(d)), None)
+            if delay:
+                delay[0] -= 1
+        if delay and not delay[4]:
+            fake.stopping.wait(delay[1])
         with fake.lock:
             for f in fake.faults:
-                if f[0] > 0 and (f[2] is None or f[2] == method) and (f[3] is None or re.search(f[3], path)):
+                if matches(f):
                     f[0] -= 1
                     fake.log.append((method, path, f[1]))
-                    self._send(f[1], {"message": "injected", "url": ""})
+                    if f[4] is None:
+                        self._send(f[1], {"message": "injected", "url": ""}, f[5])
+                    else:
+                        self._send_raw(f[1], f[4], f[5])
                     return
         try:
             body = json.loads(raw) if raw else {}
@@ -190,6 +286,8 @@ class _Handler(Handler):
         except ValueError:
             status, payload = 400, {"message": "invalid JSON body", "url": ""}
         fake.log.append((method, path, status))
+        if delay and delay[4]:
+            fake.stopping.wait(delay[1])
         self._send(status, payload, headers)
 
     def _need(self, user: User | None) -> User:
@@ -213,8 +311,9 @@ class _Handler(Handler):
         name = body.get("name") or body.get("repo_name")
         if not name:
             raise GiteaError(422, "[Name]: Required")
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-            raise GiteaError(422, "[Name]: invalid characters")
+        problem = repo_name_problem(name)
+        if problem:
+            raise GiteaError(422, problem)
         key = f"{owner.login}/{name}".lower()
         if key in self.owner.repos:
             raise GiteaError(409, "The repository with the same name already exists.")
@@ -240,7 +339,7 @@ class _Handler(Handler):
             return 200, {"version": fake.version}, {}
         if p == "/user" and method == "GET":
             return 200, fake.user_json(self._need(caller)), {}
-        m = re.fullmatch(r"/users/([^/]+)/tokens", p)
+        m = _match(r"/users/([^/]+)/tokens", p)
         if m and method == "POST":
             auth = self.headers.get("Authorization") or ""
             if not auth.startswith("Basic "):
@@ -259,7 +358,7 @@ class _Handler(Handler):
             fake.add_token(m.group(1), token, body["scopes"])
             fake.tokens[token][1]["name"] = body["name"]
             return 201, dict(fake.tokens[token][1]), {}
-        m = re.fullmatch(r"/users/([^/]+)", p)
+        m = _match(r"/users/([^/]+)", p)
         if m and method == "GET":
             u = fake.users.get(m.group(1).lower())
             if not u or u.is_org:
@@ -270,6 +369,8 @@ class _Handler(Handler):
             name = body.get("username")
             if not name:
                 raise GiteaError(422, "[UserName]: Required")
+            if not valid_username(name):
+                raise GiteaError(422, USERNAME_MESSAGE)
             if body.get("visibility", "public") not in ("public", "limited", "private"):
                 raise GiteaError(422, "[Visibility]: invalid")
             if name.lower() in fake.users:
@@ -281,13 +382,13 @@ class _Handler(Handler):
         if p == "/orgs" and method == "GET":
             self._need(caller)
             return self._page([fake.org_json(u) for u in fake.users.values() if u.is_org], q)
-        m = re.fullmatch(r"/orgs/([^/]+)", p)
+        m = _match(r"/orgs/([^/]+)", p)
         if m and method == "GET":
             u = fake.users.get(m.group(1).lower())
             if not u or not u.is_org:
                 raise GiteaError(404, "GetOrgByName")
             return 200, fake.org_json(u), {}
-        m = re.fullmatch(r"/orgs/([^/]+)/repos", p)
+        m = _match(r"/orgs/([^/]+)/repos", p)
         if m:
             org = fake.users.get(m.group(1).lower())
             if not org or not org.is_org:
@@ -304,14 +405,14 @@ class _Handler(Handler):
                 return 201, fake.repo_json(self._create_repo(caller, body)), {}
             return self._page([fake.repo_json(r) for r in fake.repos.values()
                                if r.owner.lower() == caller.login.lower()], q)
-        m = re.fullmatch(r"/users/([^/]+)/repos", p)
+        m = _match(r"/users/([^/]+)/repos", p)
         if m and method == "GET":
             return self._page([fake.repo_json(r) for r in fake.repos.values()
                                if r.owner.lower() == m.group(1).lower()], q)
         if p == "/repos/migrate" and method == "POST":
             caller = self._need(caller)
             return self._migrate(caller, body)
-        m = re.fullmatch(r"/repos/([^/]+)/([^/]+)", p)
+        m = _match(r"/repos/([^/]+)/([^/]+)", p)
         if m:
             repo = self._repo(m.group(1), m.group(2))
             if method == "GET":
@@ -323,7 +424,7 @@ class _Handler(Handler):
 
                 shutil.rmtree(fake.git.path(f"{repo.owner}/{repo.name}"), ignore_errors=True)
                 return 204, None, {}
-        m = re.fullmatch(r"/repos/([^/]+)/([^/]+)/mirror-sync", p)
+        m = _match(r"/repos/([^/]+)/([^/]+)/mirror-sync", p)
         if m and method == "POST":
             self._need(caller)
             repo = self._repo(m.group(1), m.group(2))
@@ -332,7 +433,7 @@ class _Handler(Handler):
             git("remote", "update", "--prune", cwd=fake.git.path(f"{repo.owner}/{repo.name}"),
                 env=_auth_env(repo.auth_token))
             return 200, None, {}
-        m = re.fullmatch(r"/repos/([^/]+)/([^/]+)/hooks", p)
+        m = _match(r"/repos/([^/]+)/([^/]+)/hooks", p)
         if m:
             repo = self._repo(m.group(1), m.group(2))
             self._need(caller)
