@@ -105,7 +105,7 @@ def test_cluster_mode_and_gitops_section(isolated_env):
     assert e.value.message == f"{p}:3: 'cluster.mode' must be one of apply, gitops, got 'flux'"
     with pytest.raises(ConfigError) as e:
         load_config(None, env={"RAIBID_CLUSTER_MODE": "kapp"})
-    assert e.value.message == "env RAIBID_CLUSTER_MODE must be one of apply, gitops, got 'kapp'"
+    assert e.value.message == "env RAIBID_CLUSTER_MODE: 'cluster.mode' must be one of apply, gitops, got 'kapp'"
     p = write(isolated_env / "c.yaml", "gitops:\n  reop: x/y\n")
     with pytest.raises(ConfigError, match="unknown key 'gitops.reop'"):
         load_config(p)
