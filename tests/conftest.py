@@ -143,3 +143,19 @@ def gitea(git_server, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("RAIBID_GITEA_TOKEN", GITEA_TOKEN)
     yield fake
     fake.stop()
+
+
+# ----------------------------------------------------------------------------- github
+
+
+@pytest.fixture
+def github(tmp_path: Path):
+    """A started GitHub API fake with its own git server; its token is ``github.token`` (GITHUB_TOKEN).
+
+    No env var is set: tests hand ``github.url`` and ``github.token`` to what they exercise.
+    """
+    from tests.harness.githubfake import GITHUB_TOKEN, GitHubFake
+
+    fake = GitHubFake(tmp_path / "github", token=GITHUB_TOKEN).start()
+    yield fake
+    fake.stop()
