@@ -10,6 +10,7 @@ org entry's ``on_missing`` policy. One repository failing never stops the others
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -137,19 +138,44 @@ class Syncer:
             result.note = f"adopted {found.full_name} (its original_url is the source)"
         return found
 
+    def _pending_path(self, target: str) -> Path:
+        return self.opts.cache_dir / "pending" / (target.lower().replace("/", "__") + ".json")
+
     def _trigger(self, r: Resolved, result: RepoResult, moves: dict[str, tuple[str | None, str | None]],
                  first_time: bool) -> None:
+        """Enqueue one job per moved trigger branch; what cannot be enqueued is kept for the next run."""
         t = self.opts.trigger
         if t is None or (first_time and not t.on_create):
             return
         rx = re.compile(t.branches)
-        for ref, (_, new) in sorted(moves.items()):
-            if new is None or not ref.startswith("refs/heads/") or not rx.search(ref[11:]):
-                continue
+        wanted = [(ref[11:], new) for ref, (_, new) in sorted(moves.items())
+                  if new is not None and ref.startswith("refs/heads/") and rx.search(ref[11:])]
+        self._submit_all(result, wanted)
+
+    def _retry_pending(self, result: RepoResult) -> None:
+        """A run whose push landed but whose trigger failed left the commits here; dedupe makes a retry safe."""
+        path = self._pending_path(result.target)
+        if self.opts.trigger is None or self.opts.dry_run or not path.exists():
+            return
+        try:
+            wanted = [tuple(x) for x in json.loads(path.read_text())]
+        except (OSError, ValueError):
+            wanted = []
+        path.unlink(missing_ok=True)
+        self._submit_all(result, wanted)  # type: ignore[arg-type]
+
+    def _submit_all(self, result: RepoResult, wanted: list[tuple[str, str]]) -> None:
+        t = self.opts.trigger
+        assert t is not None
+        for i, (branch, sha) in enumerate(wanted):
             try:
-                job_id, _ = t.submit(result.target, ref[11:], new)
+                job_id, _ = t.submit(result.target, branch, sha)
             except RaibidError as e:
-                raise _Failed(f"pushed, but could not enqueue the CI job for {ref[11:]}: {e.message}") from None
+                path = self._pending_path(result.target)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(wanted[i:]))
+                raise _Failed(f"could not enqueue the CI job for {branch} (kept for the next run): "
+                              f"{e.message}") from None
             result.jobs.append(job_id)
 
     def _push(self, r: Resolved, result: RepoResult, deadline: float) -> None:
@@ -173,6 +199,7 @@ class Syncer:
             have = g.mirrored(g.ls_remote(g.Remote(target.clone_url, opts.gitea_token), deadline=deadline))
             if want == have:
                 result.action = "unchanged"
+                self._retry_pending(result)
                 return
         first_time = target is None or not have
         moves = g.changes(want, have)
@@ -198,6 +225,7 @@ class Syncer:
         g.push(cache, g.Remote(target.clone_url, opts.gitea_token), moves, deadline=deadline)
         result.refs_changed = len(moves)
         result.action = "created" if created else ("synced" if moves else "unchanged")
+        self._retry_pending(result)
         self._trigger(r, result, moves, first_time)
 
     def _pull(self, r: Resolved, result: RepoResult, deadline: float) -> None:

@@ -390,3 +390,52 @@ def test_bad_regex_is_a_config_error_naming_the_entry(run, world):
     world.config(orgs=[{"name": "acme", "colour": "red"}])
     r = run("mirror", "list")
     assert r.code == 2 and "unknown key 'mirror.orgs.0.colour'" in r.err
+
+
+def test_trigger_lost_to_a_redis_outage_is_retried_by_the_next_run(run, world, monkeypatch):
+    world.config(repos=["solo/one"])
+    assert run("mirror", "sync").code == 0
+    sha = world.github.commit("solo", "one", "main", {"a.txt": "outage"})
+    monkeypatch.setenv("RAIBID_REDIS_URL", "redis://127.0.0.1:1/0")
+    r = run("mirror", "sync", "--json")
+    assert r.code == 1
+    res = r.json()["repos"][0]
+    assert res["action"] == "failed" and "kept for the next run" in res["error"]
+    assert world.target_refs("mirrors/one")["refs/heads/main"] == sha  # the push itself landed
+    monkeypatch.setenv("RAIBID_REDIS_URL", world.redis_url)
+    r = run("mirror", "sync", "--json")
+    assert r.code == 0, r.err
+    res = r.json()["repos"][0]
+    assert res["action"] == "unchanged" and len(res["jobs"]) == 1
+    assert [(j.commit, j.ref) for j in world.jobs()] == [(sha, "main")]
+    assert run("mirror", "sync", "--json").json()["repos"][0]["jobs"] == []
+
+
+def test_each_repo_has_its_own_timeout(world, tmp_path):
+    """A source that accepts connections and never answers fails that repo only, within its timeout."""
+    import socket
+
+    from raibid.gitea import Gitea
+    from raibid.mirror import Options, Resolved, Syncer, TargetIndex
+
+    sink = socket.socket()
+    sink.bind(("127.0.0.1", 0))
+    sink.listen(16)
+    try:
+        gitea = Gitea(world.gitea.url, GITEA_TOKEN)
+        syncer = Syncer(gitea, TargetIndex(gitea), Options(cache_dir=tmp_path / "c", timeout=1.5, jobs=2,
+                                                           github_token=world.github.token,
+                                                           gitea_token=GITEA_TOKEN))
+        good = world.github.repo("solo", "one")
+        hung = Resolved("solo/hung", "mirrors/hung", "repos[0]",
+                        clone_url=f"http://127.0.0.1:{sink.getsockname()[1]}/solo/hung.git")
+        ok = Resolved("solo/one", "mirrors/one", "repos[1]", clone_url=world.github.git.url(good.full_name))
+        t0 = time.monotonic()
+        summary = syncer.run([hung, ok])
+        assert time.monotonic() - t0 < 10
+    finally:
+        sink.close()
+    results = {r.source: r for r in summary.repos}
+    assert results["solo/hung"].action == "failed" and "timed out" in results["solo/hung"].error
+    assert results["solo/hung"].duration_s < 5
+    assert results["solo/one"].action == "created"
