@@ -213,9 +213,11 @@ class Syncer:
             target, created = self.gitea.create_repo(org, name, description=description_for(r.html_url or r.clone_url),
                                                      exist_ok=True)
             self.targets.add(target)
-        elif source_of(target) is None:
+        elif source_of(target) != r.source.lower():
+            was = source_of(target)
             result.adopted = True
-            result.note = result.note or f"adopted the existing {target.full_name}"
+            result.note = result.note or (f"adopted the existing {target.full_name}"
+                                          + (f" (it mirrored {was})" if was else ""))
             if not target.description:
                 self.gitea.edit_repo(target.owner, target.name, description=description_for(r.html_url or r.clone_url))
         cache = g.cache_path(opts.cache_dir, r.clone_url, r.source)
