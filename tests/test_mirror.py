@@ -296,7 +296,7 @@ def test_progress_is_a_bar_on_a_tty_and_lines_otherwise(tty):
     err = _TTY() if tty else io.StringIO()
     out = io.StringIO()
     app = Application(terminal=Terminal(stdout=out, stderr=err, color=False))
-    with _progress(app, 2, False) as tick:
+    with _progress(app, 2) as tick:
         tick(RepoResult("a/ok", "m/ok", "unchanged"))
         tick(RepoResult("a/bad", "m/bad", "failed", error="boom"))
     text = err.buf.getvalue() if tty else err.getvalue()
