@@ -360,6 +360,8 @@ def test_sync_selection_by_repo_and_org(run, world):
                                                                                "acme/svc-b-old"]
     r = run("mirror", "sync", "--repo", "acme/web", "--json")  # an org entry's repo, asked for by name
     assert r.code == 0 and [x["target"] for x in r.json()["repos"]] == ["mirrors/web"]
+    r = run("mirror", "sync", "--org", "solo", "--json")  # not configured, and a user rather than an org
+    assert r.code == 0 and sorted(x["source"] for x in r.json()["repos"]) == ["solo/one", "solo/two"]
 
 
 def test_pull_mode_migrates_then_mirror_syncs(run, world):
