@@ -441,3 +441,12 @@ def test_each_repo_has_its_own_timeout(world, tmp_path):
     assert results["solo/hung"].action == "failed" and "timed out" in results["solo/hung"].error
     assert results["solo/hung"].duration_s < 5
     assert results["solo/one"].action == "created"
+
+
+def test_empty_source_repo_is_created_then_unchanged(run, world):
+    world.github.add_repo("solo", "empty")
+    world.config(repos=["solo/empty"])
+    r = run("mirror", "sync", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["repos"][0]["action"] == "created" and world.target_refs("mirrors/empty") == {}
+    assert run("mirror", "sync", "--json").json()["repos"][0]["action"] == "unchanged"
