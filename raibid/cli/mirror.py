@@ -154,6 +154,8 @@ def sync(app: Application, repos: tuple[str, ...], orgs: tuple[str, ...], dry_ru
                 app.term.line(f"failed: {r.source}: {r.error}")
 
     app.term.emit(summary, as_json, render)
+    if summary.unreachable:
+        raise Exit(ExitCode.UNREACHABLE)
     if summary.failed:
         raise Exit(ExitCode.FAILURE)
 

@@ -450,3 +450,25 @@ def test_empty_source_repo_is_created_then_unchanged(run, world):
     assert r.code == 0, r.err
     assert r.json()["repos"][0]["action"] == "created" and world.target_refs("mirrors/empty") == {}
     assert run("mirror", "sync", "--json").json()["repos"][0]["action"] == "unchanged"
+
+
+def test_every_git_server_unreachable_is_exit_5_in_the_summary(world, tmp_path):
+    import socket
+
+    from raibid.gitea import Gitea
+    from raibid.mirror import Options, Resolved, Syncer, TargetIndex
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: connections are refused
+    gitea = Gitea(world.gitea.url, GITEA_TOKEN)
+    syncer = Syncer(gitea, TargetIndex(gitea), Options(cache_dir=tmp_path / "c", gitea_token=GITEA_TOKEN))
+    down = [Resolved(f"o/r{i}", f"mirrors/r{i}", "repos", clone_url=f"http://127.0.0.1:{port}/o/r{i}.git")
+            for i in range(2)]
+    summary = syncer.run(down)
+    assert summary.unreachable and summary.totals["failed"] == 2
+    good = world.github.repo("solo", "one")
+    summary = syncer.run([*down, Resolved("solo/one", "mirrors/one", "repos", clone_url=world.github.git.url(
+        good.full_name))])
+    assert not summary.unreachable and summary.totals["failed"] == 2, [r.error for r in summary.repos]
+    assert summary.totals["created"] == 1
