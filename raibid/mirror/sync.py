@@ -82,8 +82,13 @@ class Syncer:
                     on_result(result)
             return result
 
-        with ThreadPoolExecutor(max_workers=max(1, self.opts.jobs), thread_name_prefix="mirror") as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, self.opts.jobs), thread_name_prefix="mirror")
+        try:
             results = list(pool.map(one, resolved))
+        except BaseException:  # Ctrl-C: start no further repo (running git commands end by their deadline)
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         return Summary(started_at=started, finished_at=now_rfc3339(), duration_s=round(time.monotonic() - t0, 3),
                        mode=self.opts.mode, dry_run=self.opts.dry_run, totals=totals(results), repos=results,
                        failed=[r.source for r in results if r.action == "failed"],
