@@ -43,6 +43,8 @@ def _prepare(app: Application, repos: tuple[str, ...], orgs: tuple[str, ...], jo
 
     cfg = app.cfg
     m = cfg.mirror
+    m.__post_init__()  # env overrides (RAIBID_MIRROR_*) are set after the file's checks ran
+    m.trigger.__post_init__()
     gitea = app.gitea
     gitea.current_user()  # fail once, early, with the Gitea auth or reachability error
     jobs = jobs or m.jobs

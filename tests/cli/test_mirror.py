@@ -472,3 +472,9 @@ def test_every_git_server_unreachable_is_exit_5_in_the_summary(world, tmp_path):
         good.full_name))])
     assert not summary.unreachable and summary.totals["failed"] == 2, [r.error for r in summary.repos]
     assert summary.totals["created"] == 1
+
+
+def test_env_override_of_the_mode_is_checked_too(run, world, monkeypatch):
+    monkeypatch.setenv("RAIBID_MIRROR_MODE", "both")
+    r = run("mirror", "sync")
+    assert r.code == 2 and "mirror.mode: 'both' is not one of push, pull" in r.err
