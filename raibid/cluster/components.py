@@ -45,6 +45,8 @@ REGISTRY: tuple[Component, ...] = (
               kinds=(_HELMCHART,),
               crds=("kustomizations.kustomize.toolkit.fluxcd.io", "gitrepositories.source.toolkit.fluxcd.io"),
               crd_label="Flux CRDs", crd_hint="`raibid cluster up -c flux` installs Flux"),
+    Component("mirror", "`raibid mirror sync` on a schedule (CronJob; not in the default components)",
+              kinds=(("v1", "ConfigMap"), ("batch/v1", "CronJob"))),
 )
 
 COMPONENTS: tuple[str, ...] = tuple(c.name for c in REGISTRY)

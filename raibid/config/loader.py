@@ -146,7 +146,10 @@ def _build(cls: type, data: Any, path: tuple[str, ...], marks: dict, src: Path |
         problem = value_problem(fields[key_s], kwargs[key_s])
         if problem:
             raise ConfigError(f"{_where(src, marks, path + (key_s,))}: '{'.'.join(path + (key_s,))}' {problem}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:  # a section's own check (a bad regex, a bad entry): say where
+        raise ConfigError(f"{_where(src, marks, path)}: {e.message}", hint=e.hint) from None
 
 
 def value_problem(f: dataclasses.Field, value: Any) -> str | None:
@@ -183,6 +186,10 @@ def _tname(v: Any) -> str:
             float: "a number", type(None): "null"}.get(type(v), type(v).__name__)
 
 
+def _type_word(tp: Any) -> str:
+    return "a mapping" if dataclasses.is_dataclass(tp) else _tname(tp()) if tp in (str, int, float, bool) else str(tp)
+
+
 def _coerce(tp: Any, value: Any, path: tuple[str, ...], marks: dict, src: Path | None) -> Any:
     dotted = ".".join(path)
     origin = typing.get_origin(tp)
@@ -195,6 +202,17 @@ def _coerce(tp: Any, value: Any, path: tuple[str, ...], marks: dict, src: Path |
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
+        if len(inner) > 1:  # e.g. `str | MirrorRepo`: a mapping picks the dataclass, anything else the first
+            mapped = [a for a in inner if dataclasses.is_dataclass(a)]
+            if isinstance(value, dict) and mapped:
+                return _coerce(mapped[0], value, path, marks, src)
+            if not isinstance(value, dict):
+                for other in (a for a in inner if not dataclasses.is_dataclass(a)):
+                    try:
+                        return _coerce(other, value, path, marks, src)
+                    except ConfigError:
+                        continue
+            raise bad(" or ".join(_type_word(a) for a in inner))
         return _coerce(inner[0], value, path, marks, src)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path, marks, src)

@@ -280,6 +280,14 @@ class Gitea:
     def mirror_sync(self, owner: str, name: str) -> None:
         self._request("POST", self._repo_path(owner, name, "mirror-sync"))
 
+    def edit_repo(self, owner: str, name: str, **fields: Any) -> Repo:
+        """PATCH a repository's settings, e.g. ``archived=True`` or ``description=...``."""
+        path = self._repo_path(owner, name)
+        try:
+            return _build(Repo.from_api, self._json(self._request("PATCH", path, json=fields)), f"PATCH {path}")
+        except NotFound:
+            raise NotFound(f"Gitea: no repository {owner}/{name}") from None
+
     # ------------------------------------------------------------------ hooks
     def add_hook(self, owner: str, name: str, url: str, *, secret: str = "", events: list[str] | None = None,
                  branch_filter: str = "", content_type: str = "json", hook_type: str = "gitea") -> Hook:
