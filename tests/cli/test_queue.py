@@ -8,6 +8,13 @@ import pytest
 import redis
 
 from raibid.queue import JobSpec, Queue
+from tests.harness.redis_server import SERVER_KINDS
+
+
+@pytest.fixture(params=SERVER_KINDS)
+def redis_kind(request) -> str:
+    """Every test here runs on Debian's redis-server 7.0 and on Valkey (tests/harness/redis_server.py)."""
+    return request.param
 
 
 @pytest.fixture
@@ -131,10 +138,10 @@ def test_unreachable_redis_exits_5_without_password(run, monkeypatch):
     assert "s3cr3t" not in r.err + r.out and "Traceback" not in r.err
 
 
-def test_wrong_password_exits_4(run, tmp_path, monkeypatch):
+def test_wrong_password_exits_4(run, tmp_path, monkeypatch, redis_kind):
     from tests.harness.redis_server import RedisServer
 
-    server = RedisServer(tmp_path / "auth", password="right-pw").start()
+    server = RedisServer(tmp_path / "auth", password="right-pw", kind=redis_kind).start()
     try:
         monkeypatch.setenv("RAIBID_REDIS_URL", server.url)
         monkeypatch.setenv("RAIBID_REDIS_PASSWORD", "wrong-pw")
@@ -148,13 +155,13 @@ def test_wrong_password_exits_4(run, tmp_path, monkeypatch):
         server.kill()
 
 
-def test_redis_url_auto_finds_service_and_secret(run, kube, tmp_path, monkeypatch):
+def test_redis_url_auto_finds_service_and_secret(run, kube, tmp_path, monkeypatch, redis_kind):
     """`redis.url: auto` reads the Service's ClusterIP and the Secret's password from the cluster."""
     import base64
 
     from tests.harness.redis_server import RedisServer
 
-    server = RedisServer(tmp_path / "incluster", password="cluster-pw").start()
+    server = RedisServer(tmp_path / "incluster", password="cluster-pw", kind=redis_kind).start()
     try:
         kube.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "raibid-ci"}})
         kube.add_object({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "raibid-redis",
