@@ -7,9 +7,9 @@ import hashlib
 import re
 
 import pytest
-from raibid.manifests import render
 
 from raibid.config import load_config
+from raibid.manifests import render
 from tests.harness.crdschema import SCHEMAS, apply_json_patch, crd_schema, has_crd, validate_cr, vendored
 
 NS = "raibid-ci"
