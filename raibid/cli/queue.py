@@ -121,6 +121,8 @@ def submit(app: Application, repo: str | None, ref: str | None, commit: str | No
         except PartialSubmit as e:
             for job_id in e.done:  # stdout: what is certainly queued
                 app.term.line(job_id)
+            e.hint = ("the ids printed are queued; for the rest check `raibid queue list`, or give each line a "
+                      '"dedupe" key, so that submitting the file again skips the jobs already in')
             raise
     else:
         if not repo or not ref:

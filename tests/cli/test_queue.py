@@ -216,3 +216,31 @@ def test_submit_dedupe_reports_duplicates(run, q):
     assert retried.code == 2  # queued: not retryable; dedupe plays no part in retry
     bad = run("queue", "submit", "--repo", "a/b", "--ref", "main", "--dedupe", "a\tb")
     assert bad.code == 2 and "control character" in bad.err
+
+
+def test_bulk_submit_cut_off_prints_what_is_in_and_exits_5(run, q, redis_server, monkeypatch):
+    from tests.harness.tcp_proxy import TcpProxy
+
+    proxy = TcpProxy(redis_server.port).start()
+    try:
+        monkeypatch.setenv("RAIBID_REDIS_URL", proxy.url)
+        monkeypatch.setenv("RAIBID_REDIS_RETRIES", "0")
+        proxy.drop_reply_to(b"EVALSHA")
+        lines = "\n".join(json.dumps({"repo": "mirrors/app", "ref": "main", "commit": f"{i:040x}"}) for i in range(5))
+        r = run("queue", "submit", "--from-file", "-", input=lines + "\n")
+        assert proxy.dropped.is_set(), (r.code, r.out, r.err)
+        assert r.code == 5 and "for certain" in r.err and "Traceback" not in r.err
+        printed = r.out.split()
+        assert set(printed) <= set(q.r.zrange(q.keys.index, 0, -1))
+    finally:
+        proxy.close()
+
+
+def test_queue_list_survives_a_malformed_record_and_reap_reports_ids_apart(run, q):
+    job = q.submit(JobSpec(repo="mirrors/app", ref="main"))
+    q.r.hset(q.keys.job(job.id), "attempt", "many")
+    listed = run("queue", "list", "--json")
+    assert listed.code == 0 and "malformed" in listed.err
+    assert listed.json()[0]["malformed"].startswith("attempt")
+    reaped = run("queue", "reap", "--json").json()
+    assert {"acked_jobs", "acked_entries", "skipped", "consumers_deleted", "expired"} <= set(reaped)

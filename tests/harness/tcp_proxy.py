@@ -95,13 +95,13 @@ class TcpProxy:
             except OSError:
                 data = b""
             if not data or state["drop"]:
+                if data:
+                    self.dropped.set()  # before the client can see the cut
                 for s in (client, server):
                     with contextlib.suppress(OSError):
                         s.shutdown(socket.SHUT_RDWR)
                     with contextlib.suppress(OSError):
                         s.close()
-                if data:
-                    self.dropped.set()
                 return
             try:
                 client.sendall(data)
