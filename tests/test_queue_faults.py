@@ -651,3 +651,12 @@ def test_min_idle_and_heartbeat_accept_decimals(run, redis_url, isolated_env):
     r = run("--config", str(cfg), "queue", "reap", "--min-idle", "0.5", "--json")
     assert r.code == 0, r.err
     assert r.json()["requeued"] == []
+
+
+@pytest.mark.parametrize("yaml", ["redis:\n  timeout: 0\n", "queue:\n  min_idle: 0\n", "queue:\n  retention: -1\n",
+                                  "redis:\n  retries: -1\n", "agents:\n  types:\n    Bad_Type: {}\n"])
+def test_config_refuses_bad_queue_values(run, redis_url, isolated_env, yaml):
+    cfg = isolated_env / "raibid.yaml"
+    cfg.write_text(yaml)
+    r = run("--config", str(cfg), "queue", "stats")
+    assert r.code == 2, r.err
