@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,11 @@ if TYPE_CHECKING:
 
 
 class QueueBase:
-    """One Redis connection and the settings the producer, worker and admin sides read."""
+    """One Redis connection and the settings the producer, worker and admin sides read.
+
+    The client's own command retries are switched off (``set_retry``): the queue retries
+    whole retry-safe calls under ``retry`` instead (docs/queue.md, *Retry-safety*).
+    """
 
     def __init__(self, client: redis.Redis, *, prefix: str = "raibid", url: str = "redis://?",
                  max_deliveries: int = 3, min_idle_ms: int = 300_000, log_ttl: int = 7 * 24 * 3600,
@@ -42,6 +47,9 @@ class QueueBase:
         self.retrying = retry if retry is not None else retry_policy()  # for retry-safe calls
         self._groups_ok: set[str] = set()
         self._lag_checked: set[str] = set()  # streams this worker checked at its start
+        # Marks the claims of this object, so its own retried claim resumes instead of counting
+        # another delivery, while a new process reusing a consumer name still counts one.
+        self.claim_token = os.urandom(8).hex()
         self._scripts: dict[str, Any] = {}
 
     def _block_slices(self, block_ms: int) -> Iterator[int]:

@@ -9,7 +9,6 @@ and ``release`` are not retried (see their docstrings).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 
 from raibid.errors import UsageError
@@ -21,14 +20,6 @@ from raibid.timeutil import now_rfc3339
 
 
 class Worker(QueueBase):
-
-    @property
-    def claim_token(self) -> str:
-        """Marks the claims of this Queue object, so its own retried claim resumes instead of
-        counting another delivery, while a new process reusing a consumer name still counts one."""
-        if not hasattr(self, "_claim_token"):
-            self._claim_token = os.urandom(8).hex()
-        return self._claim_token
 
     @mapped
     @retried
