@@ -249,7 +249,7 @@ def test_non_utf8_config_names_file_and_line(run, isolated_env):
     ("gitea:\n\n  total_timeout: -5\n", "3: 'gitea.total_timeout' must be greater than 0"),
     ("gitea:\n  retries: -1\n", "2: 'gitea.retries' must be at least 0, got -1"),
     ("queue:\n  max_deliveries: 0\n", "2: 'queue.max_deliveries' must be at least 1, got 0"),
-    ("queue:\n  heartbeat: -30\n", "2: 'queue.heartbeat' must be at least 1"),
+    ("queue:\n  heartbeat: -30\n", "2: 'queue.heartbeat' must be greater than 0"),
     ("agents:\n  types:\n    rust:\n      lag_count: 0\n", "4: 'agents.types.rust.lag_count' must be at least 1"),
     ("mirror:\n  jobs: 0\n", "2: 'mirror.jobs' must be at least 1"),
     ("cluster:\n  gitea_http_node_port: 70000\n", "2: 'cluster.gitea_http_node_port' must be at most 65535"),

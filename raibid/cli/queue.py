@@ -22,7 +22,7 @@ def queue() -> None:
 def _job_rows(jobs: list[Job]) -> list[tuple]:
     from raibid.terminal import age_of
 
-    return [(j.id, j.status, j.agent, j.repo, j.ref, j.attempt, age_of(j.submitted_at),
+    return [(j.id, "malformed" if j.malformed else j.status, j.agent, j.repo, j.ref, j.attempt, age_of(j.submitted_at),
              "" if j.exit_code is None else j.exit_code) for j in jobs]
 
 
@@ -112,7 +112,7 @@ def submit(app: Application, repo: str | None, ref: str | None, commit: str | No
     With --dedupe (or a "dedupe" field per line) a key already used within
     queue.dedupe_ttl submits nothing and prints the earlier job's id.
     """
-    from raibid.queue import JobSpec
+    from raibid.queue import JobSpec, PartialSubmit
     from raibid.terminal import to_plain
 
     q = app.queue
@@ -120,7 +120,14 @@ def submit(app: Application, repo: str | None, ref: str | None, commit: str | No
         if repo or ref or dedupe:
             raise UsageError("--from-file cannot be combined with --repo/--ref/--dedupe")
         specs = _read_jsonl(from_file, getattr(from_file, "name", "-"))
-        results = q.submit_many_deduped(specs)
+        try:
+            results = q.submit_many_deduped(specs)
+        except PartialSubmit as e:
+            for job_id in e.done:  # stdout: what is certainly queued
+                app.term.line(job_id)
+            e.hint = ("the ids printed are queued; for the rest check `raibid queue list`, or give each line a "
+                      '"dedupe" key, so that submitting the file again skips the jobs already in')
+            raise
     else:
         if not repo or not ref:
             raise UsageError("--repo and --ref are required (or use --from-file)")
@@ -150,6 +157,9 @@ def submit(app: Application, repo: str | None, ref: str | None, commit: str | No
 def list_(app: Application, status: str | None, agent: str | None, limit: int, as_json: bool) -> None:
     """Recent jobs, newest first."""
     jobs = app.queue.list(status=status, agent=agent, limit=limit)
+    for j in jobs:
+        if j.malformed:
+            app.term.warn(f"job {j.id or '?'}: malformed record ({j.malformed})")
     app.term.emit(jobs, as_json, lambda: app.term.table(JOB_COLUMNS, _job_rows(jobs)))
 
 
@@ -160,6 +170,8 @@ def list_(app: Application, status: str | None, agent: str | None, limit: int, a
 def show(app: Application, job_id: str, as_json: bool) -> None:
     """One job's full record."""
     job = app.queue.get(job_id)
+    if job.malformed:
+        app.term.warn(f"job {job_id}: malformed record ({job.malformed})")
     app.term.emit(job, as_json, lambda: app.term.record(job))
 
 
@@ -287,18 +299,26 @@ def dlq_purge(app: Application, yes: bool) -> None:
 
 
 @queue.command()
-@click.option("--min-idle", type=click.IntRange(min=0), metavar="S",
-              help="Idle seconds before an entry counts as stale (default: queue.min_idle).")
+@click.option("--min-idle", type=click.FloatRange(min=0), metavar="S",
+              help="Idle seconds (decimals allowed) before an entry counts as stale (default: queue.min_idle).")
 @json_option
 @pass_app
-def reap(app: Application, min_idle: int | None, as_json: bool) -> None:
-    """Requeue or dead-letter entries whose agent stopped heartbeating. Safe from cron."""
-    res = app.queue.reap(app.agent_pools(), min_idle_ms=None if min_idle is None else min_idle * 1000)
+def reap(app: Application, min_idle: float | None, as_json: bool) -> None:
+    """Requeue or dead-letter entries whose agent stopped heartbeating. Safe from cron.
+
+    Also makes each group's lag (what KEDA scales on) true, deletes idle consumers that
+    hold nothing, and drops finished jobs older than queue.retention.
+    """
+    res = app.queue.reap(app.agent_pools(), min_idle_ms=None if min_idle is None else int(min_idle * 1000))
     if as_json:
         app.term.json(res)
         return
     app.term.info(f"requeued {len(res.requeued)}, dead-lettered {len(res.dead_lettered)}, "
-                  f"acked {len(res.acked)}")
+                  f"acked {len(res.acked_jobs)} jobs and {len(res.acked_entries)} entries without a job, "
+                  f"left {len(res.skipped)} to live workers, deleted {len(res.consumers_deleted)} idle consumers, "
+                  f"expired {res.expired} finished jobs")
+    for agent in res.lag_repaired:
+        app.term.warn(f"{agent}: the lag KEDA reads was wrong; repaired")
     for job_id in res.requeued:
         app.term.line(f"requeued\t{job_id}")
     for job_id in res.dead_lettered:

@@ -54,8 +54,23 @@ def load_config(explicit: str | os.PathLike[str] | None = None, env: dict[str, s
         data, marks = _read_yaml(path)
     cfg = _build(Config, data, (), marks, path)
     _apply_env(cfg, env)
+    _check_values(cfg)
     cfg.source = path
     return cfg
+
+
+def _check_values(cfg: Config) -> None:
+    """Values no single field can check: agent type names (the default and every configured type)."""
+    from raibid.errors import UsageError
+    from raibid.queue.model import validate_agent
+
+    for where, name in [("agents.default_type", cfg.agents.default_type),
+                        *[(f"agents.types.{t}", t) for t in cfg.agents.types]]:
+        try:
+            validate_agent(name)
+        except UsageError as e:
+            raise ConfigError(f"{where}: {e.message}") from None
+    # Ranges (timeouts, counts) are checked per field from their metadata, by value_problem.
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from raibid.errors import QueueError
+from raibid.errors import UsageError
 from raibid.queue.base import QueueBase
-from raibid.queue.connection import mapped
+from raibid.queue.connection import call_retried, mapped
 from raibid.queue.ids import new_job_id, new_job_ids
-from raibid.queue.model import Job, JobSpec
+from raibid.queue.model import Job, JobSpec, PartialSubmit
 from raibid.queue.scripts import source
 from raibid.timeutil import now_rfc3339, parse_time
 
@@ -27,13 +27,33 @@ class Producer(QueueBase):
                    dedupe=spec.dedupe)
 
     def _write(self, jobs: list[Job], *, batch: int = 200) -> dict[str, str]:
-        """Persist new jobs (grouped by agent type), one script call per batch.
+        """Persist new jobs (grouped by agent type), one script call per batch, retrying the
+        whole write under ``self.retrying``: ids are fixed before the first try and the script skips
+        jobs whose record exists, so a retry after a lost reply writes nothing twice.
 
-        Batches are sent as soon as each is built and the replies read at the end,
-        so Redis runs batch k while this process encodes batch k+1. Returns, for each
-        job whose dedupe key was taken, its id -> the id of the job already submitted
-        (nothing was written for those).
+        Returns, for each job whose dedupe key was taken, its id -> the id of the job already
+        submitted (nothing was written for those). Raises ``PartialSubmit`` (naming the jobs
+        known to be in) when it gives up.
         """
+        import redis
+
+        confirmed: set[str] = set()
+        dups: dict[str, str] = {}
+
+        def attempt() -> None:
+            self._write_once([j for j in jobs if j.id not in confirmed], batch, confirmed, dups)
+
+        try:
+            call_retried(self.retrying, attempt)
+        except redis.AuthenticationError:
+            raise
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as e:
+            raise PartialSubmit(jobs, confirmed, e, unreachable=not isinstance(e, redis.ResponseError)) from None
+        return dups
+
+    def _write_once(self, jobs: list[Job], batch: int, confirmed: set[str], dups: dict[str, str]) -> None:
+        """One try: batches are sent as soon as each is built and the replies read at the end, so
+        Redis runs batch k while this process encodes batch k+1."""
         import redis
 
         by_agent: dict[str, list[Job]] = {}
@@ -59,8 +79,6 @@ class Producer(QueueBase):
                     conn.send_command("EVALSHA", sha, len(keys), *keys, agent, first.submitted_at, score,
                                       first.source, str(self.dedupe_ttl), *args)
                     sent.append(chunk)
-            done = 0
-            dups: dict[str, str] = {}
             failure: Exception | None = None
             for chunk in sent:
                 try:
@@ -73,60 +91,60 @@ class Producer(QueueBase):
                         dups[job.id] = sid[1:]
                     else:
                         job.stream_id = sid
-                done += len(chunk)
+                    confirmed.add(job.id)
         except BaseException:
             conn.disconnect()  # replies may be pending: never reuse this connection
             raise
         finally:
             self.r.connection_pool.release(conn)
         if failure is not None:
-            raise QueueError(f"submitted {done} of {len(jobs)} jobs; Redis refused the rest: {failure}",
-                             hint="jobs without a stream_id in --json output were not queued")
-        return dups
+            raise failure
 
     def _submit_sha(self) -> str:
         # Loaded on every write: idempotent, and survives a Redis restart (empty script cache).
         return self.r.script_load(source("submit"))
 
     @mapped
-    def submit(self, spec: JobSpec) -> Job:
+    def submit(self, spec: JobSpec, *, job_id: str | None = None) -> Job:
         """Queue one job; with ``spec.dedupe`` set and taken, the job already submitted under it."""
-        return self.submit_deduped(spec)[0]
+        return self.submit_deduped(spec, job_id=job_id)[0]
 
     @mapped
-    def submit_deduped(self, spec: JobSpec) -> tuple[Job, bool]:
+    def submit_deduped(self, spec: JobSpec, *, job_id: str | None = None) -> tuple[Job, bool]:
         """(job, created). With ``spec.dedupe`` set, the dedupe key is taken (SET NX, expiring after
         ``dedupe_ttl``) in the same script step that writes the job; when it is already taken
         nothing is written and the job submitted under it is returned with created=False.
+
+        Retried on connection errors: the id is fixed first (or given as ``job_id``), and a job
+        whose record exists is not written again.
         """
         spec.validate()
-        job = self._new_job(spec)
+        job = self._new_job(spec, job_id=job_id)
         dups = self._write([job])
         if job.id in dups:
-            return self._read_job(dups[job.id]), False
+            return self._get_job(dups[job.id]), False
         return job, True
 
-    def _read_job(self, job_id: str) -> Job:
-        h = self.r.hgetall(self.keys.job(job_id))
-        if not h:
-            raise QueueError(f"job {job_id} (the earlier submit of this dedupe key) has no record")
-        return Job.from_hash(h)
-
     @mapped
-    def submit_many(self, specs: list[JobSpec], *, batch: int = 200) -> list[Job]:
+    def submit_many(self, specs: list[JobSpec], *, batch: int = 200, ids: list[str] | None = None) -> list[Job]:
         """Validate every spec first (nothing is written if one is bad), then submit in batches.
 
-        A spec whose dedupe key is taken yields the job already submitted under it.
+        A spec whose dedupe key is taken yields the job already submitted under it. Retry-safe:
+        job ids are made before anything is sent (or passed as ``ids``, e.g. the ``jobs`` of a
+        ``PartialSubmit``), and a job whose record exists is never written again.
         """
-        return [job for job, _ in self.submit_many_deduped(specs, batch=batch)]
+        return [job for job, _ in self.submit_many_deduped(specs, batch=batch, ids=ids)]
 
     @mapped
-    def submit_many_deduped(self, specs: list[JobSpec], *, batch: int = 200) -> list[tuple[Job, bool]]:
+    def submit_many_deduped(self, specs: list[JobSpec], *, batch: int = 200,
+                            ids: list[str] | None = None) -> list[tuple[Job, bool]]:
         """Like submit_many, with each job's created flag (False: its dedupe key was taken)."""
         for spec in specs:
             spec.validate()
+        if ids is not None and (len(ids) != len(specs) or len(set(ids)) != len(ids)):
+            raise UsageError("ids must give one distinct job id per spec")
         now = now_rfc3339()
-        ids = new_job_ids(len(specs))
+        ids = ids if ids is not None else new_job_ids(len(specs))
         jobs = [self._new_job(s, submitted_at=now, job_id=i) for s, i in zip(specs, ids, strict=True)]
         dups = self._write(jobs, batch=batch)
-        return [(self._read_job(dups[j.id]), False) if j.id in dups else (j, True) for j in jobs]
+        return [(self._get_job(dups[j.id]), False) if j.id in dups else (j, True) for j in jobs]

@@ -37,6 +37,8 @@ class Counting:
         attr = getattr(self._client, name)
         if name == "pipeline":
             return lambda *a, **kw: _CountingPipeline(attr(*a, **kw), self)
+        if name == "register_script":  # registering is local; each call of the script is a round trip
+            return lambda *a, **kw: _CountingScript(attr(*a, **kw), self)
         if not callable(attr):
             return attr
 
@@ -60,6 +62,15 @@ class _CountingPipeline:
     def execute(self, raise_on_error: bool = True) -> list:
         self._owner.round_trips += 1
         return self._pipe.execute(raise_on_error=raise_on_error)
+
+
+class _CountingScript:
+    def __init__(self, script: Any, owner: Counting) -> None:
+        self._script, self._owner = script, owner
+
+    def __call__(self, *a: Any, **kw: Any) -> Any:
+        self._owner.round_trips += 1
+        return self._script(*a, **kw)
 
 
 @dataclass

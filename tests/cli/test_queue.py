@@ -8,6 +8,13 @@ import pytest
 import redis
 
 from raibid.queue import JobSpec, Queue
+from tests.harness.redis_server import SERVER_KINDS
+
+
+@pytest.fixture(params=SERVER_KINDS)
+def redis_kind(request) -> str:
+    """Every test here runs on Debian's redis-server 7.0 and on Valkey (tests/harness/redis_server.py)."""
+    return request.param
 
 
 @pytest.fixture
@@ -139,10 +146,10 @@ def test_unreachable_redis_exits_5_without_password(run, monkeypatch):
     assert "s3cr3t" not in r.err + r.out and "Traceback" not in r.err
 
 
-def test_wrong_password_exits_4(run, tmp_path, monkeypatch):
+def test_wrong_password_exits_4(run, tmp_path, monkeypatch, redis_kind):
     from tests.harness.redis_server import RedisServer
 
-    server = RedisServer(tmp_path / "auth", password="right-pw").start()
+    server = RedisServer(tmp_path / "auth", password="right-pw", kind=redis_kind).start()
     try:
         monkeypatch.setenv("RAIBID_REDIS_URL", server.url)
         monkeypatch.setenv("RAIBID_REDIS_PASSWORD", "wrong-pw")
@@ -156,13 +163,13 @@ def test_wrong_password_exits_4(run, tmp_path, monkeypatch):
         server.kill()
 
 
-def test_redis_url_auto_finds_service_and_secret(run, kube, tmp_path, monkeypatch):
+def test_redis_url_auto_finds_service_and_secret(run, kube, tmp_path, monkeypatch, redis_kind):
     """`redis.url: auto` reads the Service's ClusterIP and the Secret's password from the cluster."""
     import base64
 
     from tests.harness.redis_server import RedisServer
 
-    server = RedisServer(tmp_path / "incluster", password="cluster-pw").start()
+    server = RedisServer(tmp_path / "incluster", password="cluster-pw", kind=redis_kind).start()
     try:
         kube.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "raibid-ci"}})
         kube.add_object({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "raibid-redis",
@@ -217,3 +224,31 @@ def test_submit_dedupe_reports_duplicates(run, q):
     assert retried.code == 2  # queued: not retryable; dedupe plays no part in retry
     bad = run("queue", "submit", "--repo", "a/b", "--ref", "main", "--dedupe", "a\tb")
     assert bad.code == 2 and "control character" in bad.err
+
+
+def test_bulk_submit_cut_off_prints_what_is_in_and_exits_5(run, q, redis_server, monkeypatch):
+    from tests.harness.tcp_proxy import TcpProxy
+
+    proxy = TcpProxy(redis_server.port).start()
+    try:
+        monkeypatch.setenv("RAIBID_REDIS_URL", proxy.url)
+        monkeypatch.setenv("RAIBID_REDIS_RETRIES", "0")
+        proxy.drop_reply_to(b"EVALSHA")
+        lines = "\n".join(json.dumps({"repo": "mirrors/app", "ref": "main", "commit": f"{i:040x}"}) for i in range(5))
+        r = run("queue", "submit", "--from-file", "-", input=lines + "\n")
+        assert proxy.dropped.is_set(), (r.code, r.out, r.err)
+        assert r.code == 5 and "for certain" in r.err and "Traceback" not in r.err
+        printed = r.out.split()
+        assert set(printed) <= set(q.r.zrange(q.keys.index, 0, -1))
+    finally:
+        proxy.close()
+
+
+def test_queue_list_survives_a_malformed_record_and_reap_reports_ids_apart(run, q):
+    job = q.submit(JobSpec(repo="mirrors/app", ref="main"))
+    q.r.hset(q.keys.job(job.id), "attempt", "many")
+    listed = run("queue", "list", "--json")
+    assert listed.code == 0 and "malformed" in listed.err
+    assert listed.json()[0]["malformed"].startswith("attempt")
+    reaped = run("queue", "reap", "--json").json()
+    assert {"acked_jobs", "acked_entries", "skipped", "consumers_deleted", "expired"} <= set(reaped)

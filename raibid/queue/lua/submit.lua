@@ -7,8 +7,10 @@
 -- repo, ref, commit, command, env, timeout, attempt, retry_of, dedupe joined by \x1f
 -- (one argument per job instead of ten keeps client-side encoding cheap; validation
 -- bans \x1f).
--- Returns one value per job: its new stream id, or '=' .. id of the job already
--- submitted under its dedupe key (then nothing was written for it).
+-- Returns one value per job: its stream id, or '=' .. id of the job already submitted
+-- under its dedupe key (then nothing was written for it). Job ids come from the
+-- client, so a job whose record exists already (a retry after a lost reply) is not
+-- written again: its stream id is returned as if it had just been written.
 local SEP = string.char(31)
 local function split(s)
   local t, i = {}, 1
@@ -28,8 +30,11 @@ for i = 1, n do
   local id = v[1]
   local jobkey = KEYS[3 + i]
   local existing = nil
-  if v[10] ~= '' then
-    d = d + 1
+  local written = redis.call('HGET', jobkey, 'stream_id')
+  if v[10] ~= '' then d = d + 1 end
+  if written then
+    out[i] = written
+  elseif v[10] ~= '' then
     if not redis.call('SET', KEYS[d], id, 'NX', 'EX', ttl) then
       existing = redis.call('GET', KEYS[d])
       -- the job it names may be gone (retention, purge): then this one takes the key
@@ -42,7 +47,7 @@ for i = 1, n do
   end
   if existing then
     out[i] = '=' .. existing
-  else
+  elseif not written then
     local sid = redis.call('XADD', KEYS[1], '*', 'job', id)
     local h = {'id', id, 'repo', v[2], 'ref', v[3], 'agent', ARGV[1], 'env', v[6],
                'timeout', v[7], 'source', ARGV[4], 'submitted_at', ARGV[2], 'status', 'queued',
