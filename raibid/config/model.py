@@ -45,6 +45,7 @@ class ClusterConfig:
     gitea_http_node_port: int = _f(30080, "NodePort for Gitea HTTP (and the OCI registry)")
     gitea_ssh_node_port: int = _f(30022, "NodePort for Gitea SSH")
     templates_dir: str | None = _f(None, "Use a customised copy of the templates folder (default: the built-in one)")
+    request_timeout: float = _f(30.0, "Seconds before a Kubernetes API request times out (connecting: at most 5)")
     versions: ClusterVersions = field(default_factory=ClusterVersions, metadata={"help": "Pinned versions"})
 
 

@@ -301,3 +301,135 @@ def test_doctor_reports_keda_and_flux_crds(run, k3s):
     k3s.add_object(crd("source.toolkit.fluxcd.io", "gitrepositories", "GitRepository"))
     checks = {c["name"]: c for c in run("doctor", "--json").json()["checks"]}
     assert checks["KEDA CRDs"]["status"] == "ok" and checks["Flux CRDs"]["status"] == "ok"
+
+
+# ----------------------------------------------------------------------------- robustness (issue 11)
+
+
+def _kubeconfig(path, server: str, *, user: dict | None = None, cluster_extra: dict | None = None):
+    import yaml
+
+    cfg = {"apiVersion": "v1", "kind": "Config",
+           "clusters": [{"name": "c", "cluster": {"server": server, **(cluster_extra or {})}}],
+           "users": [{"name": "u", "user": user if user is not None else {"token": "raibid-test-token"}}],
+           "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}}],
+           "current-context": "ctx"}
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.parametrize("args", [("cluster", "status"), ("cluster", "up", "--no-wait"), ("doctor", "--json")])
+def test_hung_api_server_times_out_with_exit_5(run, kube, monkeypatch, args):
+    import time
+
+    monkeypatch.setenv("RAIBID_CLUSTER_REQUEST_TIMEOUT", "0.5")
+    kube.inject("hang", count=1000)
+    t0 = time.monotonic()
+    r = run(*args)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 10, elapsed
+    assert "Traceback" not in r.err
+    if args[0] == "doctor":
+        assert r.code == 1
+        checks = {c["name"]: c for c in r.json()["checks"]}
+        assert checks["api-server"]["status"] == "fail" and "did not answer within 0.5s" in checks["api-server"]["detail"]
+    else:
+        assert r.code == 5, r.err
+        assert "did not answer within 0.5s" in r.err and kube.url in r.err
+
+
+def test_server_credentials_are_masked_in_errors_and_doctor(run, kube, tmp_path, monkeypatch):
+    url = kube.url.replace("http://", "http://admin:s3cret-pw@")
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "kc", url)))
+    ok = run("doctor", "--json")
+    assert "s3cret-pw" not in ok.out + ok.err
+    assert "admin:***@" in {c["name"]: c for c in ok.json()["checks"]}["api-server"]["detail"]
+    kube.inject("hang", count=1000)
+    monkeypatch.setenv("RAIBID_CLUSTER_REQUEST_TIMEOUT", "0.3")
+    for args in (("cluster", "status"), ("cluster", "up", "--no-wait"), ("doctor",)):
+        r = run(*args)
+        assert r.code in (1, 5) and "s3cret-pw" not in r.out + r.err, r.err
+        assert "admin:***@" in r.out + r.err
+
+
+def test_html_answer_is_not_an_api_server(run, kube):
+    kube.inject("html", count=1000)
+    for args in (("cluster", "status"), ("cluster", "up", "--no-wait")):
+        r = run(*args)
+        assert r.code == 5, r.err
+        assert "is not a Kubernetes API server" in r.err and "Traceback" not in r.err
+    d = run("doctor", "--json")
+    checks = {c["name"]: c for c in d.json()["checks"]}
+    assert d.code == 1 and checks["api-server"]["status"] == "fail"
+    assert "not a Kubernetes API server" in checks["api-server"]["detail"]
+    assert "redis" in " ".join(checks)  # doctor went on with the other checks
+
+
+def test_wrong_shape_json_is_a_failure_not_a_traceback(run, k3s):
+    k3s.inject("shape", count=1000, path="/statefulsets/raibid-redis$", body={"kind": "Status", "items": 3})
+    r = run("cluster", "status", "-c", "redis")
+    assert r.code == 1 and "not a Kubernetes object" in r.err and "Traceback" not in r.err
+    k3s.faults.clear()
+    k3s.inject("shape", count=1000, method="PATCH", body=["x"])
+    r = run("cluster", "up", "-c", "redis", "--no-wait")
+    assert r.code == 1 and "Traceback" not in r.err and "apply stopped" in r.err
+    k3s.faults.clear()
+    k3s.inject("shape", count=1000, path="^/version", body={"major": 1})
+    d = run("doctor", "--json")
+    checks = {c["name"]: c for c in d.json()["checks"]}
+    assert checks["api-server"]["status"] == "fail" and "Traceback" not in d.err
+
+
+def test_broken_certificate_authority_data_is_a_usage_error(run, kube, tmp_path, monkeypatch):
+    bad = base64.b64encode(b"not a certificate").decode()
+    kc = _kubeconfig(tmp_path / "kc", kube.url.replace("http://", "https://"),
+                     cluster_extra={"certificate-authority-data": bad})
+    monkeypatch.setenv("KUBECONFIG", str(kc))
+    r = run("cluster", "status")
+    assert r.code == 2 and "certificate-authority" in r.err and "Traceback" not in r.err
+    assert not kube.requests()
+
+
+@pytest.mark.parametrize("server", ["not a url", "127.0.0.1:6443", "https://127.0.0.1:port"])
+def test_non_url_server_is_a_usage_error(run, tmp_path, monkeypatch, server):
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "kc", server)))
+    r = run("cluster", "status")
+    assert r.code == 2, r.err
+    assert "server" in r.err and "https://127.0.0.1:6443" in r.err and "Traceback" not in r.err
+
+
+def test_missing_exec_plugin_is_an_error_and_sends_nothing(run, kube, tmp_path, monkeypatch):
+    kc = _kubeconfig(tmp_path / "kc", kube.url, user={"exec": {
+        "apiVersion": "client.authentication.k8s.io/v1", "command": "raibid-no-such-credential-plugin",
+        "interactiveMode": "Never"}})
+    monkeypatch.setenv("KUBECONFIG", str(kc))
+    r = run("cluster", "status")
+    assert r.code == 2, r.err
+    assert "exec credential plugin" in r.err and "raibid-no-such-credential-plugin" in r.err
+    assert "ERROR:root" not in r.err and "Traceback" not in r.err
+    assert not kube.requests()
+
+
+def test_kubeconfig_list_is_merged_like_kubectl(run, kube, tmp_path, monkeypatch):
+    import yaml
+
+    clusters = tmp_path / "clusters.yaml"
+    clusters.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "clusters": [{"name": "c", "cluster": {"server": kube.url}}],
+        "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}}], "current-context": "ctx"}))
+    users = tmp_path / "users.yaml"
+    users.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config",
+                                     "users": [{"name": "u", "user": {"token": kube.token}}]}))
+    monkeypatch.setenv("KUBECONFIG", f"{tmp_path / 'missing.yaml'}:{clusters}:{users}")
+    r = run("cluster", "status", "-c", "redis", "--json")
+    assert r.code == 0, r.err
+    assert r.json()[0]["state"] == "missing"
+
+
+def test_unwritable_cache_dir_is_not_unreachable(run, k3s, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # mkdir under a file fails even for root
+    r = run("cluster", "status", "-c", "redis")
+    assert r.code == 0, r.err
+    assert "cannot reach" not in r.err

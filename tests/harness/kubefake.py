@@ -436,13 +436,18 @@ def json_patch(doc: Any, ops: list[dict]) -> Any:
 
 @dataclass
 class Fault:
-    kind: str  # "status", "drop", "delay"
+    """``status``: a Status error; ``drop``: reset the connection; ``delay``: answer late;
+    ``hang``: accept and never answer; ``html``: a web page instead of JSON (as a proxy or a
+    web server would send); ``shape``: 200 with JSON that is not what was asked for (``body``)."""
+
+    kind: str  # "status", "drop", "delay", "hang", "html", "shape"
     remaining: int
     status: int = 500
     delay: float = 0.0
     message: str = "injected fault"
     method: str | None = None
     path: str | None = None  # regex
+    body: Any = None  # for "shape"
 
     def applies(self, method: str, path: str) -> bool:
         if self.method and self.method != method:
@@ -483,6 +488,7 @@ class KubeFake(Served):
         self.faults: list[Fault] = []
         self.hooks: list[Callable[[KubeFake, str, dict], None]] = []
         self._ip = 10
+        self.stopping = threading.Event()
         self.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
         self.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}})
 
@@ -490,6 +496,10 @@ class KubeFake(Served):
     def start(self) -> KubeFake:
         self._serve(_Handler)
         return self
+
+    def stop(self) -> None:
+        self.stopping.set()  # releases handlers held by a "hang" fault
+        super().stop()
 
     @property
     def url(self) -> str:
@@ -874,9 +884,11 @@ class _Handler(Handler):
     owner: KubeFake
 
     def _send(self, code: int, body: Any) -> None:
-        data = json.dumps(body).encode()
+        self._send_raw(code, "application/json", json.dumps(body).encode())
+
+    def _send_raw(self, code: int, ctype: str, data: bytes) -> None:
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Audit-Id", str(uuid.uuid4()))
         self.end_headers()
@@ -904,6 +916,25 @@ class _Handler(Handler):
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 self.close_connection = True
                 self.connection.close()
+                return
+            if fault and fault.kind == "hang":
+                with fake.lock:
+                    fake.log.append(LoggedRequest(method, split.path, query, ctype, 0, query.get("fieldManager"), ua))
+                fake.stopping.wait()
+                self.close_connection = True
+                return
+            if fault and fault.kind == "html":
+                with fake.lock:
+                    fake.log.append(LoggedRequest(method, split.path, query, ctype, fault.status,
+                                                  query.get("fieldManager"), ua))
+                self._send_raw(fault.status if fault.status != 500 else 200, "text/html; charset=utf-8",
+                               b"<!DOCTYPE html>\n<html><head><title>Welcome to nginx!</title></head>"
+                               b"<body><h1>Welcome to nginx!</h1></body></html>\n")
+                return
+            if fault and fault.kind == "shape":
+                with fake.lock:
+                    fake.log.append(LoggedRequest(method, split.path, query, ctype, 200, query.get("fieldManager"), ua))
+                self._send(200, fault.body if fault.body is not None else ["not", "an", "object"])
                 return
             if fault and fault.kind == "delay":
                 time.sleep(fault.delay)
