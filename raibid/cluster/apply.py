@@ -5,13 +5,11 @@ from __future__ import annotations
 import dataclasses as _dc
 from collections.abc import Callable
 
-from raibid.cluster.client import Kube, KubeObject
+from raibid.cluster.client import ImmutableField, Kube, KubeObject, NamespaceTerminating
 from raibid.cluster.labels import FIELD_MANAGER
 from raibid.cluster.render import Manifest
 from raibid.cluster.secrets import generated_secrets_from
 from raibid.errors import ClusterError, NotFound, RaibidError
-
-VOLATILE_META = ("managedFields", "resourceVersion", "generation", "creationTimestamp", "uid", "selfLink")
 
 VOLATILE_META = ("managedFields", "resourceVersion", "generation", "creationTimestamp", "uid", "selfLink")
 
@@ -87,6 +85,12 @@ def apply_manifests(kube: Kube, manifests: list[Manifest], *, force: bool = Fals
     """
     if live is None:
         live = live_objects(kube, manifests)
+    for m in manifests:
+        if m.kind == "Namespace" and ((live.get(m.key) or {}).get("metadata") or {}).get("deletionTimestamp"):
+            raise NamespaceTerminating(
+                f"namespace {m.name} is being deleted (Terminating); nothing can be created in it until it is gone",
+                hint=f"wait until `kubectl get namespace {m.name}` shows it gone, then run again "
+                     "(`raibid cluster down` waits for it unless --no-wait)")
     before = {k: (v.get("metadata") or {}).get("resourceVersion", "") for k, v in live.items()}
     new_namespaces = {m.name for m in manifests if m.kind == "Namespace" and m.key not in before}
     changes: list[Change] = []
@@ -103,6 +107,11 @@ def apply_manifests(kube: Kube, manifests: list[Manifest], *, force: bool = Fals
             changes.append(Change(m.kind, m.name, m.namespace, m.component, "failed", e.message))
             changes += [Change(n.kind, n.name, n.namespace, n.component, "not-applied") for n in manifests[i + 1:]]
             raise ApplyFailed(e, changes) from None
+        except ImmutableField as e:
+            err = immutable_explained(e, m, live.get(m.key))
+            changes.append(Change(m.kind, m.name, m.namespace, m.component, "failed", err.message))
+            changes += [Change(n.kind, n.name, n.namespace, n.component, "not-applied") for n in manifests[i + 1:]]
+            raise ApplyFailed(err, changes) from None
         except RaibidError as e:
             changes.append(Change(m.kind, m.name, m.namespace, m.component, "failed", e.message))
             changes += [Change(n.kind, n.name, n.namespace, n.component, "not-applied") for n in manifests[i + 1:]]
@@ -110,6 +119,9 @@ def apply_manifests(kube: Kube, manifests: list[Manifest], *, force: bool = Fals
         old_rv = before.get(m.key)
         if old_rv is None and m.key not in before:
             action = "created"
+        elif dry_run:
+            # A dry run never moves the resourceVersion: compare what would be stored with what is.
+            action = "unchanged" if strip(out) == strip(live[m.key]) else "configured"
         elif (out.get("metadata") or {}).get("resourceVersion") == old_rv:
             action = "unchanged"
         else:
@@ -135,3 +147,23 @@ def strip(obj: KubeObject | None) -> KubeObject | None:
         meta.pop("annotations", None)
     obj["metadata"] = meta
     return obj
+
+
+def immutable_explained(e: ImmutableField, m: Manifest, live: KubeObject | None) -> ImmutableField:
+    """Say what to do about a field that cannot change: keep the data, or start that object over."""
+    if m.kind == "PersistentVolumeClaim":
+        spec = (live or {}).get("spec") or {}
+        size = ((spec.get("resources") or {}).get("requests") or {}).get("storage", "?")
+        err = ImmutableField(
+            f"{e.message}\nPVC {m.namespace}/{m.name} holds data: its storage class cannot change and its size can "
+            f"only grow. The live claim has storageClassName {spec.get('storageClassName', '?')!r} and "
+            f"size {size}.",
+            hint="to keep the data, set cluster.storage_class (and the size, e.g. cluster.redis_storage) back to "
+                 "the live values; to start over without the data, back it up, then "
+                 f"`raibid cluster down -c {m.component} --purge --yes` and `raibid cluster up -c {m.component}`")
+    else:
+        err = ImmutableField(f"{e.message}\n{m.ref} holds no data of its own, so it can be deleted and created "
+                             "again with the new value.",
+                             hint="re-run with --replace to delete and re-create objects whose immutable fields "
+                                  "changed (PVCs and generated Secrets are never replaced)")
+    return err

@@ -433,3 +433,143 @@ def test_unwritable_cache_dir_is_not_unreachable(run, k3s, tmp_path, monkeypatch
     r = run("cluster", "status", "-c", "redis")
     assert r.code == 0, r.err
     assert "cannot reach" not in r.err
+
+
+def test_down_one_component_with_purge_keeps_the_namespace_and_the_others(run, k3s):
+    assert up(run).code == 0
+    refused = run("cluster", "down", "-c", "redis", "--purge")
+    assert refused.code == 2
+    assert "the namespace stays (flux, gitea, keda still installed in it)" in refused.err
+    r = run("cluster", "down", "-c", "redis", "--purge", "--yes", "--json")
+    assert r.code == 0, r.err
+    acts = {(c["kind"], c["name"]): c for c in r.json()}
+    assert acts[("Namespace", NS)]["action"] == "kept"
+    assert acts[("PersistentVolumeClaim", "raibid-redis-data")]["action"] == "deleted"
+    assert k3s.get_object("v1", "Namespace", NS) is not None
+    assert k3s.get_object("apps/v1", "Deployment", "raibid-gitea-gitea", NS) is not None  # Gitea lives on
+    assert k3s.get_object("v1", "Secret", "raibid-gitea-admin", NS) is not None
+    assert not [q for q in k3s.requests("DELETE") if q.path.endswith(f"/namespaces/{NS}")]
+    everything = run("cluster", "down", "--purge")
+    assert everything.code == 2 and f"and the namespace {NS} with everything in it" in everything.err
+
+
+def test_down_waits_until_what_it_deleted_is_gone(run, k3s):
+    assert up(run, "-c", "redis").code == 0
+    k3s.namespace_finalize_delay = 0.4
+    r = run("cluster", "down", "-c", "redis", "--purge", "--yes", "--wait-interval", "0.02s")
+    assert r.code == 0, r.err
+    assert k3s.get_object("v1", "Namespace", NS) is None  # not just Terminating
+
+
+def test_down_no_wait_returns_while_the_namespace_terminates(run, k3s):
+    assert up(run, "-c", "redis").code == 0
+    k3s.namespace_finalize_delay = 30
+    r = run("cluster", "down", "-c", "redis", "--purge", "--yes", "--no-wait")
+    assert r.code == 0, r.err
+    assert k3s.get_object("v1", "Namespace", NS)["status"]["phase"] == "Terminating"
+    again = up(run, "-c", "redis")
+    assert again.code == 1 and "Traceback" not in again.err
+    assert f"namespace {NS} is being deleted (Terminating)" in again.err and "forbidden (403)" not in again.err
+    assert "RBAC" not in again.err and "wait until" in again.err
+
+
+def test_diff_shows_a_changed_secret_masked(run, k3s, monkeypatch):
+    assert up(run, "-c", "gitea").code == 0
+    assert run("cluster", "diff", "-c", "gitea").code == 0
+    monkeypatch.setenv("RAIBID_GITEA_ADMIN_USER", "someone-else")
+    d = run("cluster", "diff", "-c", "gitea")
+    assert d.code == 1, d.err
+    assert "merged/Secret/raibid-ci/raibid-gitea-admin" in d.out
+    assert "-  username: '*** (before)'" in d.out and "+  username: '*** (after)'" in d.out
+    assert "+  password: '***'" not in d.out  # unchanged values are not part of the diff
+    assert base64.b64encode(b"someone-else").decode() not in d.out
+
+
+def test_diff_uses_the_same_conflict_default_as_up(run, k3s):
+    assert up(run, "-c", "redis").code == 0
+    sts = k3s.get_object("apps/v1", "StatefulSet", "raibid-redis", NS)
+    from kubernetes import config
+    from kubernetes.dynamic import DynamicClient
+
+    api = config.new_client_from_config(str(k3s.kubeconfig), persist_config=False)
+    dyn = DynamicClient(api, cache_file=str(k3s.kubeconfig) + ".cache")
+    res = dyn.resources.get(api_version="apps/v1", kind="StatefulSet")
+    dyn.server_side_apply(res, body={"apiVersion": "apps/v1", "kind": "StatefulSet",
+                                     "metadata": {"name": sts["metadata"]["name"], "namespace": NS},
+                                     "spec": {"replicas": 2}}, field_manager="kubectl", force_conflicts=True)
+    d = run("cluster", "diff", "-c", "redis")
+    assert d.code == 2 and 'conflict with "kubectl"' in d.err and "--force-conflicts" in d.err
+    forced = run("cluster", "diff", "-c", "redis", "--force-conflicts")
+    assert forced.code == 1 and "-  replicas: 2" in forced.out
+
+
+def test_dry_run_reports_what_up_would_change(run, k3s, monkeypatch):
+    assert up(run, "-c", "redis").code == 0
+    monkeypatch.setenv("RAIBID_CLUSTER_VERSIONS_REDIS_IMAGE", "redis:7.4.3")
+    r = up(run, "-c", "redis", "--dry-run", "--json")
+    assert r.code == 0, r.err
+    acts = {(c["kind"], c["name"]): c["action"] for c in r.json()["changes"]}
+    assert acts[("StatefulSet", "raibid-redis")] == "configured"
+    assert {a for k, a in acts.items() if k != ("StatefulSet", "raibid-redis")} == {"unchanged"}
+    assert k3s.get_object("apps/v1", "StatefulSet", "raibid-redis", NS)["spec"]["template"]["spec"][
+        "containers"][0]["image"] == "redis:7.4.2"
+
+
+def test_render_out_creates_secret_files_0600_from_the_start(run, tmp_path, monkeypatch):
+    import os
+    import pathlib
+    import stat
+
+    def no_chmod(*a, **kw):
+        raise AssertionError("a Secret file must not need a chmod after it was written")
+
+    monkeypatch.setattr(os, "chmod", no_chmod)
+    monkeypatch.setattr(pathlib.Path, "chmod", no_chmod)
+    old = os.umask(0o022)
+    try:
+        r = run("cluster", "render", "-c", "redis", "--out", str(tmp_path / "out"))
+    finally:
+        os.umask(old)
+    assert r.code == 0, r.err
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "out").iterdir()}
+    secrets = [n for n in modes if "secret" in n.lower()]
+    assert secrets and all(modes[n] == 0o600 for n in secrets)
+    assert all(m == 0o644 for n, m in modes.items() if n not in secrets)
+    assert not [n for n in modes if n.startswith(".")]  # no temp files left
+
+
+def test_redis_url_auto_without_cluster_ip_is_a_clear_error(run, k3s, monkeypatch):
+    assert up(run, "-c", "redis").code == 0
+    with k3s.lock:
+        svc = next(o for k, o in k3s.objects.items() if k[1] == "services" and k[3] == "raibid-redis")
+        svc["spec"]["clusterIP"] = "None"
+    monkeypatch.setenv("RAIBID_REDIS_URL", "auto")
+    r = run("queue", "stats")
+    assert r.code == 1, r.err
+    assert "has no cluster IP (headless)" in r.err and "Traceback" not in r.err
+
+
+@pytest.mark.parametrize(("key", "value", "text"), [
+    ("RAIBID_CLUSTER_STORAGE_CLASS", "fast-ssd", "spec is immutable after creation"),
+    ("RAIBID_CLUSTER_REDIS_STORAGE", "1Gi", "can not be less than previous value")])
+def test_immutable_pvc_change_is_explained(run, k3s, monkeypatch, key, value, text):
+    assert up(run, "-c", "redis").code == 0
+    monkeypatch.setenv(key, value)
+    r = up(run, "-c", "redis")
+    assert r.code == 1 and text in r.err
+    assert "holds data" in r.err and "storageClassName 'local-path'" in r.err and "size 5Gi" in r.err
+    assert "cluster.storage_class" in r.err and "--purge" in r.err and "Traceback" not in r.err
+    assert k3s.get_object("v1", "PersistentVolumeClaim", "raibid-redis-data", NS)["spec"][
+        "storageClassName"] == "local-path"
+
+
+def test_kube_apply_into_a_terminating_namespace_says_so(kube):
+    from raibid.cluster.client import Kube, NamespaceTerminating
+
+    kube.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "going"}})
+    kube.namespace_finalize_delay = 30
+    k = Kube.from_kubeconfig(str(kube.kubeconfig), timeout=5)
+    k.delete("v1", "Namespace", "going")
+    with pytest.raises(NamespaceTerminating) as e:
+        k.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "going"}})
+    assert "being deleted (Terminating)" in e.value.message and "RBAC" not in (e.value.hint or "")
