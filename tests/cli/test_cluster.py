@@ -573,3 +573,35 @@ def test_kube_apply_into_a_terminating_namespace_says_so(kube):
     with pytest.raises(NamespaceTerminating) as e:
         k.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "going"}})
     assert "being deleted (Terminating)" in e.value.message and "RBAC" not in (e.value.hint or "")
+
+
+def _unready_daemonset(fake, name: str, labels: dict) -> None:
+    """A workload no controller of the fake rolls out: never ready."""
+    fake.add_object({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {
+        "name": name, "namespace": NS, "labels": labels},
+        "spec": {"selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels}, "spec": {"containers": [
+                     {"name": "c", "image": "busybox:1"}]}}}})
+
+
+def test_wait_and_status_judge_a_chart_by_its_release_only(run, k3s):
+    k3s.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    _unready_daemonset(k3s, "neighbour", {"app": "neighbour"})  # not Gitea's: never ready
+    r = run("cluster", "up", "-c", "gitea", "--timeout", "3s", "--wait-interval", "0.02s")
+    assert r.code == 0, r.err
+    assert {c["component"]: c["state"] for c in run("cluster", "status", "-c", "gitea", "--json").json()} == {
+        "gitea": "healthy"}
+
+
+def test_status_and_wait_agree_on_a_rollout_not_yet_observed(run, kube):
+    K3sController(kube)
+    assert up(run, "-c", "gitea").code == 0
+    kube.hooks.clear()  # the controllers stop: the new generation is never observed
+    dep = kube.get_object("apps/v1", "Deployment", "raibid-gitea-gitea", NS)
+    st = dict(dep["status"], observedGeneration=dep["metadata"]["generation"] - 1)
+    kube.set_status("apps/v1", "Deployment", "raibid-gitea-gitea", NS, st)
+    data = run("cluster", "status", "-c", "gitea", "--json").json()[0]
+    assert data["state"] == "progressing", data
+    assert any("observe the new generation" in p for p in data["problems"])
+    r = run("cluster", "up", "-c", "gitea", "--timeout", "0.3s", "--wait-interval", "0.02s")
+    assert r.code == 1 and "observe the new generation" in r.err
