@@ -154,7 +154,7 @@ def up(app: Application, components: tuple[str, ...], dry_run: bool, wait: bool,
 
     try:
         changes = apply_manifests(kube, manifests, force=force_conflicts, dry_run=dry_run, on_change=progress,
-                                    live=live)
+                                  live=live, crd_timeout=wait_for, crd_interval=interval, progress=app.term.info)
     except ApplyFailed as e:
         done = e.changes
         applied = sum(1 for c in done if c.action in ("created", "configured", "unchanged"))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses as _dc
+import time as _time
 from collections.abc import Callable
 
 from raibid.cluster.client import ImmutableField, Kube, KubeObject, NamespaceTerminating
+from raibid.cluster.components import crd_provider
 from raibid.cluster.labels import FIELD_MANAGER
 from raibid.cluster.render import Manifest
 from raibid.cluster.secrets import generated_secrets_from
@@ -76,9 +78,40 @@ def plan(kube: Kube, render: Callable[[dict[str, str]], list[Manifest]],
     return (render(secrets) if secrets else draft), live
 
 
+def _fail(changes: list[Change], m: Manifest, rest: list[Manifest], err: RaibidError) -> ApplyFailed:
+    changes.append(Change(m.kind, m.name, m.namespace, m.component, "failed", err.message))
+    changes += [Change(n.kind, n.name, n.namespace, n.component, "not-applied") for n in rest]
+    return ApplyFailed(err, changes)
+
+
+def wait_served(kube: Kube, api_version: str, kind: str, *, timeout: float, interval: float = 1.0,
+                provided_by: str = "", progress: Callable[[str], None] | None = None) -> None:
+    """Wait until the API server serves ``kind`` (its CRD is Established), or raise naming who provides it."""
+    if progress:
+        progress(f"waiting for the {kind} CRD ({api_version}){' from ' + provided_by if provided_by else ''}")
+    deadline = _time.monotonic() + timeout
+    while not kube.serves(api_version, kind, refresh=True):
+        if _time.monotonic() >= deadline:
+            where = (f"; its CRD is installed by {provided_by}" if provided_by
+                     else "; no raibid component installs it")
+            raise ClusterError(
+                f"{kind} ({api_version}) is not served: its CustomResourceDefinition was not Established within "
+                f"{timeout:g}s{where}",
+                hint=("check `raibid cluster status` for the component that installs it, or run "
+                      "`raibid cluster up` with a longer --timeout") if provided_by else
+                     "install the CRD first")
+        _time.sleep(min(interval, max(0.0, deadline - _time.monotonic())))
+
+
 def apply_manifests(kube: Kube, manifests: list[Manifest], *, force: bool = False, dry_run: bool = False,
-                    on_change: Callable[[Change], None] | None = None, live: LiveObjects | None = None) -> list[Change]:
+                    on_change: Callable[[Change], None] | None = None, live: LiveObjects | None = None,
+                    crd_timeout: float = 300.0, crd_interval: float = 1.0,
+                    progress: Callable[[str], None] | None = None) -> list[Change]:
     """Server-side apply each manifest in order; report created/configured/unchanged.
+
+    Change groups, as kapp applies them: objects whose kind the server does not
+    serve yet (a custom resource whose CRD a chart in this same apply installs)
+    go last, each kind after its CRD is Established (``crd_timeout``).
 
     Stops at the first failure and raises ApplyFailed listing what was applied
     and what was not, so a re-run converges from there.
@@ -91,10 +124,36 @@ def apply_manifests(kube: Kube, manifests: list[Manifest], *, force: bool = Fals
                 f"namespace {m.name} is being deleted (Terminating); nothing can be created in it until it is gone",
                 hint=f"wait until `kubectl get namespace {m.name}` shows it gone, then run again "
                      "(`raibid cluster down` waits for it unless --no-wait)")
+    applied_crds = {m.name for m in manifests if m.kind == "CustomResourceDefinition"}
+    pending_kinds: set[tuple[str, str]] = set()
+    for m in manifests:
+        if m.kind != "HelmChart" and "/" in m.api_version and "." in m.api_version.split("/")[0] \
+                and (m.api_version, m.kind) not in pending_kinds and not kube.serves(m.api_version, m.kind):
+            pending_kinds.add((m.api_version, m.kind))
+    now = [m for m in manifests if (m.api_version, m.kind) not in pending_kinds]
+    later = [m for m in manifests if (m.api_version, m.kind) in pending_kinds]
+    ordered = now + later
     before = {k: (v.get("metadata") or {}).get("resourceVersion", "") for k, v in live.items()}
     new_namespaces = {m.name for m in manifests if m.kind == "Namespace" and m.key not in before}
     changes: list[Change] = []
-    for i, m in enumerate(manifests):
+    waited: set[tuple[str, str]] = set()
+    for i, m in enumerate(ordered):
+        rest = ordered[i + 1:]
+        if (m.api_version, m.kind) in pending_kinds:
+            if dry_run:
+                changes.append(Change(m.kind, m.name, m.namespace, m.component, "created",
+                                      "not checked: its CRD is not installed yet"))
+                continue
+            if (m.api_version, m.kind) not in waited:
+                provider = crd_provider(m.api_version)
+                by = (f"component {provider.name} (`raibid cluster up -c {provider.name}`)" if provider
+                      else ("a CustomResourceDefinition in this apply" if applied_crds else ""))
+                try:
+                    wait_served(kube, m.api_version, m.kind, timeout=crd_timeout, interval=crd_interval,
+                                provided_by=by, progress=progress)
+                except RaibidError as e:
+                    raise _fail(changes, m, rest, e) from None
+                waited.add((m.api_version, m.kind))
         try:
             out = kube.apply(m.obj, field_manager=FIELD_MANAGER, force=force, dry_run=dry_run)
         except NotFound as e:
@@ -104,18 +163,11 @@ def apply_manifests(kube: Kube, manifests: list[Manifest], *, force: bool = Fals
                 changes.append(Change(m.kind, m.name, m.namespace, m.component, "created",
                                       "not checked: its namespace or kind is created by this apply"))
                 continue
-            changes.append(Change(m.kind, m.name, m.namespace, m.component, "failed", e.message))
-            changes += [Change(n.kind, n.name, n.namespace, n.component, "not-applied") for n in manifests[i + 1:]]
-            raise ApplyFailed(e, changes) from None
+            raise _fail(changes, m, rest, e) from None
         except ImmutableField as e:
-            err = immutable_explained(e, m, live.get(m.key))
-            changes.append(Change(m.kind, m.name, m.namespace, m.component, "failed", err.message))
-            changes += [Change(n.kind, n.name, n.namespace, n.component, "not-applied") for n in manifests[i + 1:]]
-            raise ApplyFailed(err, changes) from None
+            raise _fail(changes, m, rest, immutable_explained(e, m, live.get(m.key))) from None
         except RaibidError as e:
-            changes.append(Change(m.kind, m.name, m.namespace, m.component, "failed", e.message))
-            changes += [Change(n.kind, n.name, n.namespace, n.component, "not-applied") for n in manifests[i + 1:]]
-            raise ApplyFailed(e, changes) from None
+            raise _fail(changes, m, rest, e) from None
         old_rv = before.get(m.key)
         if old_rv is None and m.key not in before:
             action = "created"

@@ -605,3 +605,73 @@ def test_status_and_wait_agree_on_a_rollout_not_yet_observed(run, kube):
     assert any("observe the new generation" in p for p in data["problems"])
     r = run("cluster", "up", "-c", "gitea", "--timeout", "0.3s", "--wait-interval", "0.02s")
     assert r.code == 1 and "observe the new generation" in r.err
+
+
+SCALEDJOB = """apiVersion: keda.sh/v1alpha1
+kind: ScaledJob
+metadata:
+  name: raibid-agents-test
+  namespace: {{ namespace }}
+spec:
+  jobTargetRef:
+    template:
+      spec:
+        restartPolicy: Never
+        containers:
+          - name: agent
+            image: busybox:1
+  triggers:
+    - type: redis-streams
+      metadata:
+        stream: raibid:jobs:default
+"""
+
+
+@pytest.fixture
+def keda_with_scaledjob(tmp_path, monkeypatch):
+    """The built-in templates plus a ScaledJob in the keda component: a custom resource whose CRD
+    the KEDA chart (a HelmChart in the same apply) installs."""
+    import shutil
+
+    from raibid.cluster.render import templates_dir
+
+    root = tmp_path / "templates"
+    shutil.copytree(templates_dir(), root)
+    (root / "keda" / "scaledjob.yaml.j2").write_text(SCALEDJOB)
+    monkeypatch.setenv("RAIBID_CLUSTER_TEMPLATES_DIR", str(root))
+    return root
+
+
+KEDA_CRDS = [crd("keda.sh", "scaledjobs", "ScaledJob", "v1alpha1"),
+             crd("keda.sh", "triggerauthentications", "TriggerAuthentication", "v1alpha1")]
+
+
+def test_custom_resources_wait_for_their_crd_from_a_chart(run, kube, keda_with_scaledjob):
+    K3sController(kube, chart_crds={"raibid-keda": KEDA_CRDS}, crd_delay=0.3)
+    r = up(run, "-c", "keda", "--json")
+    assert r.code == 0, r.err
+    acts = {(c["kind"], c["name"]): c["action"] for c in r.json()["changes"]}
+    assert acts[("ScaledJob", "raibid-agents-test")] == "created"
+    assert kube.get_object("keda.sh/v1alpha1", "ScaledJob", "raibid-agents-test", NS) is not None
+    assert "waiting for the ScaledJob CRD (keda.sh/v1alpha1) from component keda" in r.err
+    patches = [q.path for q in kube.requests("PATCH")]
+    assert patches.index(next(p for p in patches if "/helmcharts/" in p)) < patches.index(
+        next(p for p in patches if "/scaledjobs/" in p))
+
+
+def test_crd_that_never_comes_names_the_component_that_provides_it(run, kube, keda_with_scaledjob):
+    K3sController(kube)  # the chart installs no CRDs
+    r = run("cluster", "up", "-c", "keda", "--timeout", "0.5s", "--wait-interval", "0.05s", "--json")
+    assert r.code == 1, r.err
+    assert "ScaledJob (keda.sh/v1alpha1) is not served" in r.err and "within 0.5s" in r.err
+    assert "component keda" in r.err and "Traceback" not in r.err
+    acts = {(c["kind"], c["name"]): c["action"] for c in r.json()["changes"]}
+    assert acts[("HelmChart", "raibid-keda")] == "created" and acts[("ScaledJob", "raibid-agents-test")] == "failed"
+
+
+def test_dry_run_reports_a_custom_resource_whose_crd_comes_later(run, k3s, keda_with_scaledjob):
+    r = up(run, "-c", "keda", "--dry-run", "--json")
+    assert r.code == 0, r.err
+    acts = {(c["kind"], c["name"]): (c["action"], c["detail"]) for c in r.json()["changes"]}
+    assert acts[("ScaledJob", "raibid-agents-test")][0] == "created"
+    assert "not checked" in acts[("ScaledJob", "raibid-agents-test")][1]

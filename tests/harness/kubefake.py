@@ -1340,10 +1340,20 @@ class K3sController:
     makes each helm-install Job fail.
     """
 
-    def __init__(self, fake: KubeFake, *, ready: bool = True, helm_fails: bool = False) -> None:
+    def __init__(self, fake: KubeFake, *, ready: bool = True, helm_fails: bool = False,
+                 chart_crds: dict[str, list[dict]] | None = None, crd_delay: float = 0.0) -> None:
+        """``chart_crds`` maps a HelmChart name to the CRDs its chart installs, ``crd_delay``
+        seconds after the HelmChart is applied (as a helm-install Job would, a little later)."""
         self.owner, self.ready, self.helm_fails = fake, ready, helm_fails
+        self.chart_crds, self.crd_delay = chart_crds or {}, crd_delay
+        self.timers: list[threading.Timer] = []
         fake.add_object(HELM_CRD, manager="k3s")
         fake.on_write(self._on_write)
+
+    def _install_crds(self, crds: list[dict]) -> None:
+        for c in crds:
+            if self.owner.get_object(c["apiVersion"], c["kind"], c["metadata"]["name"]) is None:
+                self.owner.add_object(copy.deepcopy(c), manager="helm")
 
     def _on_write(self, fake: KubeFake, verb: str, obj: dict) -> None:
         if verb == "delete":
@@ -1380,6 +1390,11 @@ class K3sController:
                  "lastTransitionTime": t}]})
             return
         mark_ready(self.owner, job)
+        if name in self.chart_crds:
+            t = threading.Timer(self.crd_delay, self._install_crds, args=(self.chart_crds[name],))
+            t.daemon = True
+            self.timers.append(t)
+            t.start()
         target = spec.get("targetNamespace") or ns
         if self.owner.get_object("v1", "Namespace", target) is None:
             self.owner.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": target}})
