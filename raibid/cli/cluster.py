@@ -128,10 +128,12 @@ def _changes_table(app: Application, changes: list[Change]) -> None:
 @click.option("--prune", is_flag=True, help="Delete labelled objects of these components that are no longer rendered.")
 @click.option("--prune-pvcs", is_flag=True, help="Let --prune delete PVCs too.")
 @click.option("--force-conflicts", is_flag=True, help="Take ownership of fields another manager owns.")
+@click.option("--replace", is_flag=True,
+              help="Delete and re-create objects whose immutable fields changed (never PVCs or generated Secrets).")
 @json_option
 @pass_app
 def up(app: Application, components: tuple[str, ...], dry_run: bool, wait: bool, timeout: str, wait_interval: str,
-       prune: bool, prune_pvcs: bool, force_conflicts: bool, as_json: bool) -> None:
+       prune: bool, prune_pvcs: bool, force_conflicts: bool, replace: bool, as_json: bool) -> None:
     """Apply the components with server-side apply (field manager raibid), in kapp's order.
 
     Idempotent: re-applying an unchanged cluster reports every object unchanged.
@@ -154,7 +156,8 @@ def up(app: Application, components: tuple[str, ...], dry_run: bool, wait: bool,
 
     try:
         changes = apply_manifests(kube, manifests, force=force_conflicts, dry_run=dry_run, on_change=progress,
-                                  live=live, crd_timeout=wait_for, crd_interval=interval, progress=app.term.info)
+                                  live=live, crd_timeout=wait_for, crd_interval=interval, progress=app.term.info,
+                                  replace=replace)
     except ApplyFailed as e:
         done = e.changes
         applied = sum(1 for c in done if c.action in ("created", "configured", "unchanged"))

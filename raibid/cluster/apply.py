@@ -106,12 +106,15 @@ def wait_served(kube: Kube, api_version: str, kind: str, *, timeout: float, inte
 def apply_manifests(kube: Kube, manifests: list[Manifest], *, force: bool = False, dry_run: bool = False,
                     on_change: Callable[[Change], None] | None = None, live: LiveObjects | None = None,
                     crd_timeout: float = 300.0, crd_interval: float = 1.0,
-                    progress: Callable[[str], None] | None = None) -> list[Change]:
+                    progress: Callable[[str], None] | None = None, replace: bool = False) -> list[Change]:
     """Server-side apply each manifest in order; report created/configured/unchanged.
 
     Change groups, as kapp applies them: objects whose kind the server does not
     serve yet (a custom resource whose CRD a chart in this same apply installs)
     go last, each kind after its CRD is Established (``crd_timeout``).
+
+    ``replace``: an object that holds no data and whose immutable fields changed is
+    deleted and created again (``replaced``); PVCs and generated Secrets never are.
 
     Stops at the first failure and raises ApplyFailed listing what was applied
     and what was not, so a re-run converges from there.
@@ -165,7 +168,21 @@ def apply_manifests(kube: Kube, manifests: list[Manifest], *, force: bool = Fals
                 continue
             raise _fail(changes, m, rest, e) from None
         except ImmutableField as e:
-            raise _fail(changes, m, rest, immutable_explained(e, m, live.get(m.key))) from None
+            if not (replace and replaceable(m)):
+                raise _fail(changes, m, rest, immutable_explained(e, m, live.get(m.key))) from None
+            if dry_run:
+                changes.append(Change(m.kind, m.name, m.namespace, m.component, "replaced",
+                                      "would be deleted and created again (immutable field changed)"))
+                continue
+            try:
+                _replace(kube, m, timeout=crd_timeout, interval=crd_interval)
+            except RaibidError as err:
+                raise _fail(changes, m, rest, err) from None
+            change = Change(m.kind, m.name, m.namespace, m.component, "replaced", "immutable field changed")
+            changes.append(change)
+            if on_change:
+                on_change(change)
+            continue
         except RaibidError as e:
             raise _fail(changes, m, rest, e) from None
         old_rv = before.get(m.key)
@@ -199,6 +216,26 @@ def strip(obj: KubeObject | None) -> KubeObject | None:
         meta.pop("annotations", None)
     obj["metadata"] = meta
     return obj
+
+
+def replaceable(m: Manifest) -> bool:
+    """Objects that hold no data of their own may be deleted and created again."""
+    from raibid.cluster.labels import is_generated
+
+    return m.kind not in ("PersistentVolumeClaim", "Namespace", "CustomResourceDefinition") and not (
+        m.kind == "Secret" and is_generated(m.obj))
+
+
+def _replace(kube: Kube, m: Manifest, *, timeout: float, interval: float) -> None:
+    """Delete (dependents first) and wait until gone, then apply again."""
+    kube.delete(m.api_version, m.kind, m.name, m.namespace, propagation="Foreground")
+    deadline = _time.monotonic() + timeout
+    while kube.get(m.api_version, m.kind, m.name, m.namespace) is not None:
+        if _time.monotonic() >= deadline:
+            raise ClusterError(f"replace {m.ref}: deleted, but still present after {timeout:g}s",
+                               hint="its finalizers are still running; run `raibid cluster up --replace` again")
+        _time.sleep(min(interval, max(0.0, deadline - _time.monotonic())))
+    kube.apply(m.obj, field_manager=FIELD_MANAGER)
 
 
 def immutable_explained(e: ImmutableField, m: Manifest, live: KubeObject | None) -> ImmutableField:

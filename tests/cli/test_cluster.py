@@ -675,3 +675,34 @@ def test_dry_run_reports_a_custom_resource_whose_crd_comes_later(run, k3s, keda_
     acts = {(c["kind"], c["name"]): (c["action"], c["detail"]) for c in r.json()["changes"]}
     assert acts[("ScaledJob", "raibid-agents-test")][0] == "created"
     assert "not checked" in acts[("ScaledJob", "raibid-agents-test")][1]
+
+
+def test_replace_recreates_an_object_whose_immutable_field_changed(run, k3s):
+    assert up(run, "-c", "redis").code == 0
+    pvc_uid = k3s.get_object("v1", "PersistentVolumeClaim", "raibid-redis-data", NS)["metadata"]["uid"]
+    with k3s.lock:  # as an older release of raibid left it
+        sts = next(o for k, o in k3s.objects.items() if k[1] == "statefulsets" and k[3] == "raibid-redis")
+        sts["spec"]["serviceName"] = "raibid-redis-old"
+    r = up(run, "-c", "redis")
+    assert r.code == 1 and "updates to statefulset spec" in r.err
+    assert "holds no data" in r.err and "--replace" in r.err
+    dry = up(run, "-c", "redis", "--replace", "--dry-run", "--json")
+    assert {(c["kind"], c["name"]): c["action"] for c in dry.json()["changes"]}[
+        ("StatefulSet", "raibid-redis")] == "replaced"
+    assert k3s.get_object("apps/v1", "StatefulSet", "raibid-redis", NS)["spec"]["serviceName"] == "raibid-redis-old"
+    ok = up(run, "-c", "redis", "--replace", "--json")
+    assert ok.code == 0, ok.err
+    acts = {(c["kind"], c["name"]): c["action"] for c in ok.json()["changes"]}
+    assert acts[("StatefulSet", "raibid-redis")] == "replaced"
+    assert k3s.get_object("apps/v1", "StatefulSet", "raibid-redis", NS)["spec"]["serviceName"] == "raibid-redis"
+    assert k3s.get_object("v1", "PersistentVolumeClaim", "raibid-redis-data", NS)["metadata"]["uid"] == pvc_uid
+    deletes = k3s.requests("DELETE")
+    assert [q.path.rsplit("/", 1)[-1] for q in deletes] == ["raibid-redis"]
+
+
+def test_replace_never_replaces_a_pvc(run, k3s, monkeypatch):
+    assert up(run, "-c", "redis").code == 0
+    monkeypatch.setenv("RAIBID_CLUSTER_STORAGE_CLASS", "fast-ssd")
+    r = up(run, "-c", "redis", "--replace")
+    assert r.code == 1 and "holds data" in r.err
+    assert not k3s.requests("DELETE")

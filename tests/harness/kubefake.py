@@ -920,8 +920,23 @@ def parse_quantity(q: Any) -> float:
     return float(m.group(1)) * _QUANTITY[m.group(2)]
 
 
+_STS_MUTABLE = ("replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy",
+                "minReadySeconds")
+
+
 def _check_immutable(rt: ResourceType, old: dict, new: dict) -> None:
-    """A PVC's spec is immutable after creation except resources.requests (which may only grow)."""
+    """A PVC's spec is immutable after creation except resources.requests (which may only grow);
+    a StatefulSet's spec except the fields the API server lets change."""
+    if rt.kind == "StatefulSet":
+        a = {k: v for k, v in (old.get("spec") or {}).items() if k not in _STS_MUTABLE}
+        b = {k: v for k, v in (new.get("spec") or {}).items() if k not in _STS_MUTABLE}
+        if a != b:
+            name = old["metadata"]["name"]
+            raise ApiError(422, "Invalid", f'StatefulSet.apps "{name}" is invalid: spec: Forbidden: updates to '
+                           "statefulset spec for fields other than 'replicas', 'ordinals', 'template', "
+                           "'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' "
+                           "are forbidden", {"name": name, "group": "apps", "kind": "StatefulSet"})
+        return
     if rt.kind != "PersistentVolumeClaim":
         return
     name = old["metadata"]["name"]
