@@ -170,8 +170,8 @@ def translate(verb: str, what: str, namespace: str | None = None, server: str | 
                                      f"changed: {msg}") from None
             raise InvalidError(f"{verb} {what}{where}: rejected by the API server: {msg}") from None
         if status == 0:
-            raise Unreachable(f"{verb} {what}: cannot reach the API server{at}: {msg}") from None
-        raise ClusterError(f"{verb} {what}{where}: API server error {status}: {msg}") from None
+            raise Unreachable(f"{verb} {what}: cannot reach the API server{at}: {_scrub(msg, server)}") from None
+        raise ClusterError(f"{verb} {what}{where}: API server error {status}: {_scrub(msg, server)}") from None
     except Urllib3Error as e:
         reason = getattr(e, "reason", None) or e
         # (NewConnectionError is a ConnectTimeoutError in urllib3 2 for compatibility: a refusal, not a hang.)
@@ -182,10 +182,10 @@ def translate(verb: str, what: str, namespace: str | None = None, server: str | 
         raise Unreachable(f"{verb} {what}: cannot reach the API server{at}: {_scrub(str(reason), server)}",
                           hint="is k3s running? check --kubeconfig and --context") from None
     except (TimeoutError, ConnectionError, socket.gaierror) as e:
-        raise Unreachable(f"{verb} {what}: cannot reach the API server{at}: {e}",
+        raise Unreachable(f"{verb} {what}: cannot reach the API server{at}: {_scrub(str(e), server)}",
                           hint="is k3s running? check --kubeconfig and --context") from None
     except OSError as e:  # a local problem (a file, a permission), not the network
-        raise ClusterError(f"{verb} {what}: local error: {e}") from None
+        raise ClusterError(f"{verb} {what}: local error: {_scrub(str(e), server)}") from None
     except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
         if isinstance(e, ValueError) and "should start with https://" in str(e):
             # The DynamicClient's rewording of a dropped connection (or a non-JSON /version) on plain http.
@@ -193,7 +193,7 @@ def translate(verb: str, what: str, namespace: str | None = None, server: str | 
                               "/version with JSON", hint="is k3s running? check --kubeconfig and --context") from None
         # The client could not make sense of a 2xx answer: JSON of the wrong shape.
         raise ClusterError(f"{verb} {what}: the API server{at} answered something that is not the expected "
-                           f"Kubernetes object ({type(e).__name__}: {str(e)[:200]})",
+                           f"Kubernetes object ({type(e).__name__}: {_scrub(str(e), server)[:200]})",
                            hint="is this a Kubernetes API server? `raibid doctor` checks it") from None
 
 
@@ -201,11 +201,18 @@ def _at(server: str | None) -> str:
     return f" at {redact_url(server)}" if server else ""
 
 
+def mask_urls(text: str) -> str:
+    """Mask the ``user:password@`` of every URL inside a message (the client's own texts)."""
+    import re
+
+    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@", r"\1***@", text)
+
+
 def _scrub(text: str, server: str | None) -> str:
-    """Remove a raw server URL (with credentials) that urllib3 put into its own message."""
+    """Remove a raw server URL (with credentials) that urllib3 or the client put into its own message."""
     if server and server in text:
         text = text.replace(server, redact_url(server))
-    return text
+    return mask_urls(text)
 
 
 @contextlib.contextmanager
@@ -327,11 +334,11 @@ class Kube:
                 kconfig.load_kube_config(config_file=os.pathsep.join(files), context=context,
                                          client_configuration=cfg, persist_config=False)
         except ConfigException as e:
-            raise ConfigError(f"{where}: {e}") from None
+            raise ConfigError(f"{where}: {mask_urls(str(e))}") from None
         except Exception as e:  # yaml errors, bad base64 and friends from a broken kubeconfig
-            raise ConfigError(f"{where} is not usable: {redact_url(str(e)) if '://' in str(e) else e}") from None
+            raise ConfigError(f"{where} is not usable: {mask_urls(str(e))}") from None
         if errors:
-            raise ConfigError(f"{where}: the user's exec credential plugin failed: {errors[0]}",
+            raise ConfigError(f"{where}: the user's exec credential plugin failed: {mask_urls(errors[0])}",
                               hint="install the command named in the kubeconfig's users[].user.exec.command, "
                                    "or put it on PATH") from None
         _check_server(cfg.host, where)

@@ -350,6 +350,15 @@ def test_server_credentials_are_masked_in_errors_and_doctor(run, kube, tmp_path,
         r = run(*args)
         assert r.code in (1, 5) and "s3cret-pw" not in r.out + r.err, r.err
         assert "admin:***@" in r.out + r.err
+    kube.faults.clear()
+    kube.inject("html", count=1000)
+    r = run("cluster", "status")
+    assert r.code == 5 and "s3cret-pw" not in r.out + r.err and "admin:***@" in r.err
+    kube.stop()  # refused
+    for args in (("cluster", "status"), ("doctor",)):
+        r = run(*args)
+        assert r.code in (1, 5) and "s3cret-pw" not in r.out + r.err, r.err
+        assert "admin:***@" in r.out + r.err
 
 
 def test_html_answer_is_not_an_api_server(run, kube):
