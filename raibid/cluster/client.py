@@ -399,8 +399,9 @@ class Kube:
 
     # ------------------------------------------------------------------ objects
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> KubeObject | None:
-        res = self.resource(api_version, kind)
+        """The object, or None when it does not exist (or its kind is not served: no CRD, no object)."""
         try:
+            res = self.resource(api_version, kind)
             with self._translate("get", f"{kind}/{name}", namespace):
                 obj = self.dynamic.get(res, name=name, namespace=namespace if res.namespaced else None)
                 out = obj.to_dict()

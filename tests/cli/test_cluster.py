@@ -715,3 +715,10 @@ def test_replace_never_replaces_a_pvc(run, k3s, monkeypatch):
     r = up(run, "-c", "redis", "--replace")
     assert r.code == 1 and "holds data" in r.err
     assert not k3s.requests("DELETE")
+
+
+def test_status_counts_a_custom_resource_without_its_crd_as_missing(run, k3s, keda_with_scaledjob):
+    r = run("cluster", "status", "-c", "keda", "--json")
+    assert r.code == 0, r.err
+    row = r.json()[0]
+    assert row["state"] == "missing" and "ScaledJob/raibid-ci/raibid-agents-test missing" in row["problems"]
