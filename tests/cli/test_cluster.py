@@ -722,3 +722,10 @@ def test_status_counts_a_custom_resource_without_its_crd_as_missing(run, k3s, ke
     assert r.code == 0, r.err
     row = r.json()[0]
     assert row["state"] == "missing" and "ScaledJob/raibid-ci/raibid-agents-test missing" in row["problems"]
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_request_timeout_must_be_positive(run, kube, monkeypatch, value):
+    monkeypatch.setenv("RAIBID_CLUSTER_REQUEST_TIMEOUT", value)
+    r = run("cluster", "status")
+    assert r.code == 2 and "cluster.request_timeout" in r.err and not kube.requests()
