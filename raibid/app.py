@@ -67,20 +67,25 @@ class Application:
     # ------------------------------------------------------------------ clients
     @property
     def kubeconfig_path(self) -> str:
+        """The kubeconfig, or a KUBECONFIG list (``a:b``) that is merged as kubectl merges it."""
         if self.settings.kubeconfig:
-            # KUBECONFIG may be a list; the first existing entry wins, like kubectl.
-            for p in self.settings.kubeconfig.split(os.pathsep):
-                if p and os.path.exists(os.path.expanduser(p)):
-                    return os.path.expanduser(p)
-            return os.path.expanduser(self.settings.kubeconfig.split(os.pathsep)[0])
+            return os.pathsep.join(os.path.expanduser(p) for p in self.settings.kubeconfig.split(os.pathsep) if p)
         return os.path.expanduser("~/.kube/config")
+
+    @property
+    def kubeconfig_files(self) -> list[str]:
+        """The files of ``kubeconfig_path`` that exist (empty: no kubeconfig)."""
+        from raibid.cluster.client import kubeconfig_files
+
+        return kubeconfig_files(self.kubeconfig_path)
 
     @property
     def kube(self) -> Kube:
         if self._kube is None:
             from raibid.cluster.client import Kube
 
-            self._kube = Kube.from_kubeconfig(self.kubeconfig_path, context=self.settings.context)
+            self._kube = Kube.from_kubeconfig(self.kubeconfig_path, context=self.settings.context,
+                                              timeout=self.cfg.cluster.request_timeout)
         return self._kube
 
     @property
@@ -140,7 +145,7 @@ class Application:
         from raibid.gitea.credentials import resolve_token
 
         g = self.cfg.gitea
-        kube = self.kube if os.path.exists(self.kubeconfig_path) else None
+        kube = self.kube if self.kubeconfig_files else None
         return resolve_token(env_name=g.token_env, env_value=self.cfg.secret(g.token_env), token_file=g.token_file,
                              kube=kube, namespace=self.namespace)
 

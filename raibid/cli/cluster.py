@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,17 +63,33 @@ def render(app: Application, components: tuple[str, ...], out_dir: str | None) -
     target = Path(out_dir)
     target.mkdir(parents=True, exist_ok=True)
     for i, m in enumerate(manifests):
-        path = target / file_name(i, m)
-        path.write_text(to_yaml([m]).removeprefix("---\n"))
-        if m.is_secret:
-            path.chmod(0o600)
+        _write_file(target / file_name(i, m), to_yaml([m]).removeprefix("---\n"), secret=m.is_secret)
     app.term.info(f"wrote {len(manifests)} files to {target}")
+
+
+def _write_file(path: Path, text: str, *, secret: bool) -> None:
+    """Write ``path``; a Secret is written to a 0600 temp file renamed into place, so it is never readable."""
+    import os
+    import tempfile
+
+    if not secret:
+        path.write_text(text)
+        return
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mkstemp creates it 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 @cluster.command()
 @component_option
-@click.option("--force-conflicts/--no-force-conflicts", default=True, show_default=True,
-              help="Show the result as if conflicts were forced.")
+@click.option("--force-conflicts/--no-force-conflicts", default=False, show_default=True,
+              help="Show the result as if conflicts were forced (the same default as `up`).")
 @pass_app
 def diff(app: Application, components: tuple[str, ...], force_conflicts: bool) -> None:
     """Show what `up` would change: a unified diff per object (server-side dry run).
@@ -111,10 +128,12 @@ def _changes_table(app: Application, changes: list[Change]) -> None:
 @click.option("--prune", is_flag=True, help="Delete labelled objects of these components that are no longer rendered.")
 @click.option("--prune-pvcs", is_flag=True, help="Let --prune delete PVCs too.")
 @click.option("--force-conflicts", is_flag=True, help="Take ownership of fields another manager owns.")
+@click.option("--replace", is_flag=True,
+              help="Delete and re-create objects whose immutable fields changed (never PVCs or generated Secrets).")
 @json_option
 @pass_app
 def up(app: Application, components: tuple[str, ...], dry_run: bool, wait: bool, timeout: str, wait_interval: str,
-       prune: bool, prune_pvcs: bool, force_conflicts: bool, as_json: bool) -> None:
+       prune: bool, prune_pvcs: bool, force_conflicts: bool, replace: bool, as_json: bool) -> None:
     """Apply the components with server-side apply (field manager raibid), in kapp's order.
 
     Idempotent: re-applying an unchanged cluster reports every object unchanged.
@@ -143,7 +162,8 @@ def up(app: Application, components: tuple[str, ...], dry_run: bool, wait: bool,
 
     try:
         changes = apply_manifests(kube, manifests, force=force_conflicts, dry_run=dry_run, on_change=progress,
-                                    live=live)
+                                  live=live, crd_timeout=wait_for, crd_interval=interval, progress=app.term.info,
+                                  replace=replace)
     except ApplyFailed as e:
         done = e.changes
         applied = sum(1 for c in done if c.action in ("created", "configured", "unchanged"))
@@ -206,16 +226,41 @@ def status(app: Application, components: tuple[str, ...], check: bool, as_json: 
 
 @cluster.command()
 @component_option
-@click.option("--purge", is_flag=True, help="Also delete PVCs, generated Secrets and the namespace.")
+@click.option("--purge", is_flag=True, help="Also delete PVCs, generated Secrets and (when every component "
+                                            "goes) the namespace.")
 @click.option("--yes", is_flag=True, help="Do not ask (required when stdin is not a terminal).")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait until the deleted objects are gone (finalizers done).")
+@click.option("--timeout", default="5m", show_default=True, metavar="DURATION", help="How long --wait waits.")
+@click.option("--wait-interval", default="1s", show_default=True, metavar="DURATION",
+              help="How often --wait checks.")
 @json_option
 @pass_app
-def down(app: Application, components: tuple[str, ...], purge: bool, yes: bool, as_json: bool) -> None:
-    """Delete the components in reverse order. Data (PVCs, passwords) stays unless --purge."""
-    from raibid.cluster.prune import delete_manifests
+def down(app: Application, components: tuple[str, ...], purge: bool, yes: bool, wait: bool, timeout: str,
+         wait_interval: str, as_json: bool) -> None:
+    """Delete the components in reverse order. Data (PVCs, passwords) stays unless --purge.
 
+    The namespace is deleted only with --purge and only when every component is
+    removed: deleting it would take the other components and their data with it.
+    """
+    from raibid.cluster.components import BASE
+    from raibid.cluster.prune import components_left, delete_manifests, wait_gone
+    from raibid.timeutil import parse_duration
+
+    wait_for, interval = parse_duration(timeout), parse_duration(wait_interval)
     manifests = _render(app, components)
-    what = ", ".join(sorted({m.component for m in manifests}))
-    confirm_or_refuse(app.term, f"delete {what} from namespace {app.namespace}" + (" including data" if purge else ""), yes)
-    changes = delete_manifests(app.kube, manifests, purge=purge)
+    removing = sorted({m.component for m in manifests} - {BASE})
+    left = components_left(app.kube, removing) if purge else []
+    what = f"delete {', '.join(removing)} from namespace {app.namespace}"
+    if purge and left:
+        what += f" including data; the namespace stays ({', '.join(left)} still installed in it)"
+    elif purge:
+        what += f" including data, and the namespace {app.namespace} with everything in it"
+    confirm_or_refuse(app.term, what, yes)
+    changes = delete_manifests(app.kube, manifests, purge=purge, keep_namespace=left)
     app.term.emit(changes, as_json, lambda: _changes_table(app, changes))
+    if wait:
+        wait_gone(app.kube, changes, manifests, timeout=wait_for, interval=interval,
+                  progress=lambda ref: app.term.debug(f"gone {ref}"))
+        if not as_json:
+            app.term.info("all deleted objects are gone")

@@ -67,6 +67,17 @@ def tracked_kinds() -> list[tuple[str, str]]:
     return sorted(kinds)
 
 
+def crd_provider(api_version: str) -> Component | None:
+    """The component whose chart installs the CRDs of this API group (``keda.sh/v1alpha1`` -> keda)."""
+    group = api_version.rpartition("/")[0]
+    if not group:
+        return None
+    for c in REGISTRY:
+        if any(crd.split(".", 1)[-1] == group for crd in c.crds):
+            return c
+    return None
+
+
 def component(name: str) -> Component:
     for c in REGISTRY:
         if c.name == name:

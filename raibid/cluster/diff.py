@@ -11,15 +11,30 @@ from raibid.cluster.render import Manifest
 from raibid.errors import NotFound
 
 
-def _mask_secret(obj: KubeObject | None, other: KubeObject | None) -> KubeObject | None:
-    """Like kubectl diff: Secret values become *** and changed ones are marked."""
-    if obj is None or obj.get("kind") != "Secret":
-        return obj
-    obj = dict(obj)
-    theirs = (other or {}).get("data") or {}
-    obj["data"] = {k: ("***" if other is None or theirs.get(k) == v else "*** (changed)")
-                   for k, v in (obj.get("data") or {}).items()}
-    return obj
+def mask_secrets(before: KubeObject | None, after: KubeObject | None) -> tuple[KubeObject | None, KubeObject | None]:
+    """Like kubectl diff, after comparing: Secret values become ``***``; a value that differs
+    becomes ``*** (before)`` on one side and ``*** (after)`` on the other, so the change shows."""
+    if (before or after or {}).get("kind") != "Secret":
+        return before, after
+    old = dict((before or {}).get("data") or {})
+    new = dict((after or {}).get("data") or {})
+    for field in ("stringData",):  # never shown in clear either
+        old.update((before or {}).get(field) or {})
+        new.update((after or {}).get(field) or {})
+
+    def masked(side: dict, other: dict, label: str) -> dict:
+        return {k: ("***" if k not in other or other[k] == v else f"*** ({label})") for k, v in side.items()}
+
+    out = []
+    for obj, side, other, label in ((before, old, new, "before"), (after, new, old, "after")):
+        if obj is None:
+            out.append(None)
+            continue
+        obj = {k: v for k, v in obj.items() if k != "stringData"}
+        if side:
+            obj["data"] = masked(side, other, label)
+        out.append(obj)
+    return out[0], out[1]
 
 
 @_dc.dataclass
@@ -30,7 +45,7 @@ class ObjectDiff:
     diff: str
 
 
-def diff_manifests(kube: Kube, manifests: list[Manifest], *, force: bool = True,
+def diff_manifests(kube: Kube, manifests: list[Manifest], *, force: bool = False,
                    live_objs: LiveObjects | None = None) -> list[ObjectDiff]:
     """Dry-run server-side apply of each manifest, compared with the live object."""
     import difflib
@@ -48,9 +63,9 @@ def diff_manifests(kube: Kube, manifests: list[Manifest], *, force: bool = True,
             # Its CRD or namespace is created by this same apply: it would be created as rendered.
             live, merged = None, m.obj
         a, b = strip(live), strip(merged)
-        a, b = _mask_secret(a, b), _mask_secret(b, a)
-        if a == b:
+        if a == b:  # compare first, then mask: a changed Secret value must still show
             continue
+        a, b = mask_secrets(a, b)
         before = dump(a, sort_keys=True).splitlines(keepends=True) if a else []
         after = dump(b, sort_keys=True).splitlines(keepends=True)
         text = "".join(difflib.unified_diff(before, after, fromfile=f"live/{m.ref}", tofile=f"merged/{m.ref}"))

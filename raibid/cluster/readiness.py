@@ -89,32 +89,94 @@ def _selector(obj: KubeObject) -> str | None:
     return ",".join(f"{k}={v}" for k, v in labels.items()) or None
 
 
+def release_selector(name: str) -> str:
+    """Charts label their objects with the Helm release; k3s names the release after the HelmChart."""
+    return f"app.kubernetes.io/instance={name}"
+
+
+def release_workloads(kube: Kube, hc: KubeObject) -> list[KubeObject]:
+    """The Deployments, StatefulSets and DaemonSets of a HelmChart's release (by the release label only,
+    so another component's workloads in the same namespace never count)."""
+    meta, spec = hc["metadata"], hc.get("spec") or {}
+    target = spec.get("targetNamespace") or meta.get("namespace")
+    out: list[KubeObject] = []
+    for api_version, kind in (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("apps/v1", "DaemonSet")):
+        out += kube.list(api_version, kind, target, label_selector=release_selector(meta["name"]))
+    return out
+
+
+def _ref(obj: KubeObject) -> str:
+    meta = obj.get("metadata") or {}
+    ns = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{obj.get('kind')}/{ns}{meta.get('name')}"
+
+
+def _workload_rule(kube: Kube, obj: KubeObject) -> Readiness:
+    ok, why = workload_ready(obj)
+    if not ok:
+        probs = pod_problems(kube, obj["metadata"].get("namespace"), _selector(obj))
+        if probs:
+            why = f"{why}; " + "; ".join(probs)
+    return Readiness(_ref(obj), ok, why)
+
+
+def _job_rule(kube: Kube, obj: KubeObject) -> Readiness:
+    done, failed, why = job_state(obj)
+    return Readiness(_ref(obj), done, why, failed)
+
+
+def _pvc_rule(kube: Kube, obj: KubeObject) -> Readiness:
+    phase = (obj.get("status") or {}).get("phase", "Pending")
+    return Readiness(_ref(obj), phase == "Bound", f"phase {phase}")
+
+
+def _crd_rule(kube: Kube, obj: KubeObject) -> Readiness:
+    est = _conditions(obj).get("Established", {}).get("status") == "True"
+    return Readiness(_ref(obj), est, "established" if est else "not established")
+
+
+def _helmchart_rule(kube: Kube, obj: KubeObject) -> Readiness:
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    done, failed, why = helm_job_state(kube, obj)
+    if not done:
+        return Readiness(_ref(obj), False, why, failed=failed)
+    waiting = []
+    for w in release_workloads(kube, obj):
+        ok, wwhy = workload_ready(w)
+        if not ok:
+            waiting.append(f"{_ref(w)} {wwhy}")
+    if waiting:
+        target = spec.get("targetNamespace") or meta.get("namespace")
+        probs = pod_problems(kube, target, release_selector(meta["name"]))
+        return Readiness(_ref(obj), False, "; ".join(waiting + probs))
+    return Readiness(_ref(obj), True, f"chart {spec.get('chart')} {spec.get('version', '')} installed".strip())
+
+
+# The one readiness rule table, used by `up --wait` and by `cluster status`.
+RULES: dict[str, Callable[[Kube, KubeObject], Readiness]] = {
+    "Deployment": _workload_rule, "StatefulSet": _workload_rule, "DaemonSet": _workload_rule,
+    "Job": _job_rule,
+    "PersistentVolumeClaim": _pvc_rule,
+    "CustomResourceDefinition": _crd_rule,
+    "HelmChart": _helmchart_rule,
+}
+
+
+def object_readiness(kube: Kube, obj: KubeObject) -> Readiness:
+    """Is this live object ready, by the rule for its kind (other kinds are ready once they exist)?"""
+    rule = RULES.get(obj.get("kind", ""))
+    return rule(kube, obj) if rule else Readiness(_ref(obj), True, "")
+
+
 def check_ready(kube: Kube, m: Manifest) -> Readiness:
     """Is one applied object ready? Workloads roll out, Jobs complete, PVCs bind, CRDs establish,
-    HelmCharts finish their helm-install Job and then their target namespace's workloads."""
+    HelmCharts finish their helm-install Job and then their release's workloads."""
     obj = kube.get(m.api_version, m.kind, m.name, m.namespace)
     if obj is None:
         return Readiness(m.ref, False, "not found")
-    kind = m.kind
-    if kind in ("Deployment", "StatefulSet", "DaemonSet"):
-        ok, why = workload_ready(obj)
-        if not ok:
-            probs = pod_problems(kube, m.namespace, _selector(obj))
-            if probs:
-                why = f"{why}; " + "; ".join(probs)
-        return Readiness(m.ref, ok, why)
-    if kind == "Job":
-        done, failed, why = job_state(obj)
-        return Readiness(m.ref, done, why, failed)
-    if kind == "PersistentVolumeClaim":
-        phase = (obj.get("status") or {}).get("phase", "Pending")
-        return Readiness(m.ref, phase == "Bound", f"phase {phase}")
-    if kind == "CustomResourceDefinition":
-        est = _conditions(obj).get("Established", {}).get("status") == "True"
-        return Readiness(m.ref, est, "established" if est else "not established")
-    if kind == "HelmChart":
-        return helmchart_ready(kube, obj)
-    return Readiness(m.ref, True, "")
+    r = object_readiness(kube, obj)
+    r.ref = m.ref
+    return r
 
 
 def helm_job_state(kube: Kube, hc: KubeObject) -> tuple[bool, bool, str]:
@@ -123,25 +185,6 @@ def helm_job_state(kube: Kube, hc: KubeObject) -> tuple[bool, bool, str]:
     job_name = (hc.get("status") or {}).get("jobName") or f"helm-install-{meta['name']}"
     done, failed, why = job_state(kube.get("batch/v1", "Job", job_name, meta.get("namespace")))
     return done, failed, f"Job {meta.get('namespace')}/{job_name} {why}"
-
-
-def helmchart_ready(kube: Kube, obj: KubeObject) -> Readiness:
-    meta, spec = obj["metadata"], obj.get("spec") or {}
-    ref = f"HelmChart/{meta.get('namespace')}/{meta['name']}"
-    done, failed, why = helm_job_state(kube, obj)
-    if not done:
-        return Readiness(ref, False, why, failed=failed)
-    target = spec.get("targetNamespace") or meta.get("namespace")
-    waiting = []
-    for api_version, kind in (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("apps/v1", "DaemonSet")):
-        for w in kube.list(api_version, kind, target):
-            ok, wwhy = workload_ready(w)
-            if not ok:
-                waiting.append(f"{kind}/{target}/{w['metadata']['name']} {wwhy}")
-    if waiting:
-        probs = pod_problems(kube, target)
-        return Readiness(ref, False, "; ".join(waiting + probs))
-    return Readiness(ref, True, f"chart {spec.get('chart')} {spec.get('version', '')} installed".strip())
 
 
 def wait_ready(kube: Kube, manifests: list[Manifest], *, timeout: float, interval: float = 2.0,
@@ -188,60 +231,60 @@ class ComponentStatus:
     problems: list[str]
 
 
+def _replicas(obj: KubeObject) -> tuple[int, int]:
+    """(ready, desired) pods of a workload."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    if obj.get("kind") == "DaemonSet":
+        want = status.get("desiredNumberScheduled", 0)
+        return min(status.get("numberReady", 0), want), want
+    want = spec.get("replicas", 1)
+    return min(status.get("readyReplicas", 0), want), want
+
+
 def component_status(kube: Kube, component: str, manifests: list[Manifest]) -> ComponentStatus:
-    """Ready/desired, version, age and problems of one component, from the live objects."""
+    """Ready/desired, version, age and problems of one component, from the live objects and the same
+    readiness rules as `up --wait`."""
     ready = desired = 0
     version = ""
     created: str | None = None
     problems: list[str] = []
     missing = 0
+    failed = False
     for m in manifests:
         obj = kube.get(m.api_version, m.kind, m.name, m.namespace)
         if obj is None:
             missing += 1
             problems.append(f"{m.ref} missing")
             continue
-        meta = obj.get("metadata") or {}
+        meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
         if m.kind in ("StatefulSet", "Deployment", "HelmChart") or created is None:
             created = meta.get("creationTimestamp") if m.kind != "Namespace" or created is None else created
-        if m.kind in ("StatefulSet", "Deployment"):
-            want = (obj.get("spec") or {}).get("replicas", 1)
-            have = (obj.get("status") or {}).get("readyReplicas", 0)
-            desired += want
-            ready += min(have, want)
-            image = ((obj.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers", [{}])[0].get(
-                "image", "")
+        r = object_readiness(kube, obj)
+        failed = failed or r.failed
+        if not r.ready:
+            if m.kind == "PersistentVolumeClaim":
+                problems.append(f"{m.ref} is {(obj.get('status') or {}).get('phase', 'Pending')}")
+            elif m.kind == "HelmChart":
+                problems.append(r.reason)
+            else:
+                problems.append(f"{m.ref}: {r.reason}")
+        if m.kind in ("StatefulSet", "Deployment", "DaemonSet"):
+            have, want = _replicas(obj)
+            ready, desired = ready + have, desired + want
+            containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or [{}]
+            image = containers[0].get("image", "")
             version = image.rsplit(":", 1)[-1] if ":" in image else image
-            problems += pod_problems(kube, m.namespace, _selector(obj))
-        elif m.kind == "PersistentVolumeClaim":
-            phase = (obj.get("status") or {}).get("phase", "Pending")
-            if phase != "Bound":
-                problems.append(f"{m.ref} is {phase}")
         elif m.kind == "HelmChart":
-            spec = obj.get("spec") or {}
             version = spec.get("version", "")
-            done, _, why = helm_job_state(kube, obj)
-            if not done:
-                problems.append(why)
-            target = spec.get("targetNamespace") or m.namespace
-            release = _chart_selector(m.name)
-            for api_version, kind in (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet")):
-                for w in kube.list(api_version, kind, target, label_selector=release):
-                    want = (w.get("spec") or {}).get("replicas", 1)
-                    desired += want
-                    ready += min((w.get("status") or {}).get("readyReplicas", 0), want)
-            problems += pod_problems(kube, target, release)
+            for w in release_workloads(kube, obj):
+                have, want = _replicas(w)
+                ready, desired = ready + have, desired + want
     if missing == len(manifests):
         state = "missing"
-    elif any("CrashLoopBackOff" in p or "ImagePull" in p or "failed" in p for p in problems):
+    elif failed or any(b in p for p in problems for b in BAD_WAITING):
         state = "degraded"
     elif problems or ready < desired:
         state = "progressing"
     else:
         state = "healthy"
     return ComponentStatus(component, state, ready, desired, version, seconds_since(created), created, problems)
-
-
-def _chart_selector(name: str) -> str:
-    """Charts label their objects with the Helm release; k3s names the release after the HelmChart."""
-    return f"app.kubernetes.io/instance={name}"

@@ -52,6 +52,8 @@ class ClusterConfig:
     templates_dir: str | None = _f(None, "Use a customised copy of the templates folder (default: the built-in one)")
     mode: str = _f("apply", "How `cluster up` deploys: `apply` (server-side apply from this machine) or `gitops` "
                    "(commit to the config repo that Flux applies; see docs/gitops.md)", choices=("apply", "gitops"))
+    request_timeout: float = _f(30.0, "Seconds before a Kubernetes API request times out (connecting: at most 5)",
+                                gt=0)
     versions: ClusterVersions = field(default_factory=ClusterVersions, metadata={"help": "Pinned versions"})
 
 

@@ -16,19 +16,26 @@ if TYPE_CHECKING:
 
 def cluster_checks(app: Application) -> Iterable[Check]:
     path = app.kubeconfig_path
-    if not os.path.exists(path):
+    files = app.kubeconfig_files
+    if not files:
         yield Check("kubeconfig", Status.FAIL, f"{path} not found",
                     "on k3s: export KUBECONFIG=/etc/rancher/k3s/k3s.yaml (readable by you), or pass --kubeconfig")
         yield Check("api-server", Status.SKIP, "no kubeconfig")
         return
-    yield Check("kubeconfig", Status.OK, path)
     try:
-        version = app.kube.version()
+        kube = app.kube
+    except RaibidError as e:
+        yield Check("kubeconfig", Status.FAIL, e.message, e.hint or "")
+        yield Check("api-server", Status.SKIP, "kubeconfig not usable")
+        return
+    yield Check("kubeconfig", Status.OK, os.pathsep.join(files))
+    try:
+        version = kube.version()
     except RaibidError as e:
         yield Check("api-server", Status.FAIL, e.message, e.hint or "is k3s running? `systemctl status k3s`")
         return
     gv = version["git_version"]
-    yield Check("api-server", Status.OK, f"{app.kube.server} {gv}")
+    yield Check("api-server", Status.OK, f"{kube.server} {gv}")
     if "+k3s" in gv:
         yield Check("k3s", Status.OK, gv)
     else:

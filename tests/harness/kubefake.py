@@ -436,13 +436,18 @@ def json_patch(doc: Any, ops: list[dict]) -> Any:
 
 @dataclass
 class Fault:
-    kind: str  # "status", "drop", "delay"
+    """``status``: a Status error; ``drop``: reset the connection; ``delay``: answer late;
+    ``hang``: accept and never answer; ``html``: a web page instead of JSON (as a proxy or a
+    web server would send); ``shape``: 200 with JSON that is not what was asked for (``body``)."""
+
+    kind: str  # "status", "drop", "delay", "hang", "html", "shape"
     remaining: int
     status: int = 500
     delay: float = 0.0
     message: str = "injected fault"
     method: str | None = None
     path: str | None = None  # regex
+    body: Any = None  # for "shape"
 
     def applies(self, method: str, path: str) -> bool:
         if self.method and self.method != method:
@@ -483,6 +488,9 @@ class KubeFake(Served):
         self.faults: list[Fault] = []
         self.hooks: list[Callable[[KubeFake, str, dict], None]] = []
         self._ip = 10
+        self.stopping = threading.Event()
+        # Seconds a deleted namespace stays Terminating (its finalizers running) before it is gone.
+        self.namespace_finalize_delay = 0.0
         self.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
         self.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}})
 
@@ -490,6 +498,10 @@ class KubeFake(Served):
     def start(self) -> KubeFake:
         self._serve(_Handler)
         return self
+
+    def stop(self) -> None:
+        self.stopping.set()  # releases handlers held by a "hang" fault
+        super().stop()
 
     @property
     def url(self) -> str:
@@ -644,6 +656,7 @@ class KubeFake(Served):
         if managed is None:
             managed = self._managed_after_update(rt, old, new, manager, operation, subresource)
         if old is not None:
+            _check_immutable(rt, old, new)
             meta["uid"] = old["metadata"]["uid"]
             meta["creationTimestamp"] = old["metadata"]["creationTimestamp"]
             meta["generation"] = old["metadata"].get("generation", 1)
@@ -724,6 +737,7 @@ class KubeFake(Served):
         if rt.namespaced:
             meta["namespace"] = ns
             self._check_namespace(rt, ns)
+            self._check_not_terminating(rt, ns, meta["name"])
         else:
             meta.pop("namespace", None)
         key = self._key(rt, ns, meta["name"])
@@ -736,11 +750,24 @@ class KubeFake(Served):
         self._defaults(rt, body)
         return self._store(rt, key, None, body, manager, "Update", dry_run=dry_run)
 
-    def _delete(self, rt: ResourceType, key: tuple, *, dry_run: bool) -> dict:
+    def _delete(self, rt: ResourceType, key: tuple, *, dry_run: bool, propagation: str = "Background") -> dict:
+        if propagation not in ("Background", "Foreground", "Orphan"):
+            raise ApiError(400, "BadRequest", f'propagationPolicy: Unsupported value: "{propagation}": supported '
+                           'values: "Foreground", "Background", "Orphan"')
         obj = self.objects.get(key)
         if obj is None:
             raise not_found(rt, key[3])
         if dry_run:
+            return copy.deepcopy(obj)
+        if rt.kind == "Namespace" and self.namespace_finalize_delay > 0:
+            if obj["metadata"].get("deletionTimestamp"):
+                return copy.deepcopy(obj)  # already Terminating
+            obj["metadata"]["deletionTimestamp"] = now_rfc3339()
+            obj["metadata"]["resourceVersion"] = self._next_rv()
+            obj["status"] = {"phase": "Terminating"}
+            timer = threading.Timer(self.namespace_finalize_delay, self._finalize_namespace, args=(rt, key))
+            timer.daemon = True
+            timer.start()
             return copy.deepcopy(obj)
         del self.objects[key]
         deleted_uids = {obj["metadata"]["uid"]}
@@ -750,19 +777,49 @@ class KubeFake(Served):
                 del self.objects[k]
         if rt.kind == "CustomResourceDefinition":
             self._unregister_crd(obj)
-        # Garbage collection: dependents whose owner is gone.
+        # Garbage collection: dependents whose owner is gone (Orphan: they stay, without the reference).
         changed = True
         while changed:
             changed = False
             for k, o in list(self.objects.items()):
-                owners = {r.get("uid") for r in (o.get("metadata") or {}).get("ownerReferences") or []}
-                if owners & deleted_uids:
-                    deleted_uids.add(o["metadata"]["uid"])
-                    del self.objects[k]
-                    changed = True
+                refs = (o.get("metadata") or {}).get("ownerReferences") or []
+                owners = {r.get("uid") for r in refs}
+                if not owners & deleted_uids:
+                    continue
+                if propagation == "Orphan":
+                    o["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") not in deleted_uids]
+                    if not o["metadata"]["ownerReferences"]:
+                        del o["metadata"]["ownerReferences"]
+                    o["metadata"]["resourceVersion"] = self._next_rv()
+                    continue
+                deleted_uids.add(o["metadata"]["uid"])
+                del self.objects[k]
+                changed = True
         for hook in list(self.hooks):
             hook(self, "delete", copy.deepcopy(obj))
         return copy.deepcopy(obj)
+
+    def _finalize_namespace(self, rt: ResourceType, key: tuple) -> None:
+        """The namespace controller's work: after the delay, its content and then the namespace go."""
+        with self.lock:
+            obj = self.objects.get(key)
+            if obj is None or not obj["metadata"].get("deletionTimestamp"):
+                return
+            delay, self.namespace_finalize_delay = self.namespace_finalize_delay, 0.0
+            try:
+                self._delete(rt, key, dry_run=False)
+            finally:
+                self.namespace_finalize_delay = delay
+
+    def _check_not_terminating(self, rt: ResourceType, ns: str, name: str) -> None:
+        live_ns = self.objects.get(("", "namespaces", "", ns)) if rt.namespaced else None
+        if live_ns and live_ns["metadata"].get("deletionTimestamp"):
+            res = f"{rt.plural}.{rt.group}" if rt.group else rt.plural
+            raise ApiError(403, "Forbidden", f'{res} "{name}" is forbidden: unable to create new content in '
+                           f"namespace {ns} because it is being terminated",
+                           {"name": name, "group": rt.group, "kind": rt.plural, "causes": [
+                               {"reason": "NamespaceTerminating", "message": f"namespace {ns} is being terminated",
+                                "field": "metadata.namespace"}]})
 
     # --------------------------------------------------------------- server-side apply
     def _apply(self, rt: ResourceType, ns: str, name: str, body: dict, manager: str, force: bool,
@@ -782,6 +839,7 @@ class KubeFake(Served):
             if rt.namespaced:
                 meta["namespace"] = ns
                 self._check_namespace(rt, ns)
+                self._check_not_terminating(rt, ns, name)
             new = copy.deepcopy(body)
             for k in ("uid", "resourceVersion", "creationTimestamp", "managedFields", "generation"):
                 new["metadata"].pop(k, None)
@@ -851,6 +909,61 @@ class KubeFake(Served):
                                 subresource=subresource)
 
 
+_QUANTITY = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
+             "Ti": 2**40, "m": 0.001}
+
+
+def parse_quantity(q: Any) -> float:
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", str(q))
+    if not m or m.group(2) not in _QUANTITY:
+        raise ApiError(422, "Invalid", f"quantities must match the regular expression: {q!r}")
+    return float(m.group(1)) * _QUANTITY[m.group(2)]
+
+
+_STS_MUTABLE = ("replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy",
+                "minReadySeconds")
+
+
+def _check_immutable(rt: ResourceType, old: dict, new: dict) -> None:
+    """A PVC's spec is immutable after creation except resources.requests (which may only grow);
+    a StatefulSet's spec except the fields the API server lets change."""
+    if rt.kind == "StatefulSet":
+        a = {k: v for k, v in (old.get("spec") or {}).items() if k not in _STS_MUTABLE}
+        b = {k: v for k, v in (new.get("spec") or {}).items() if k not in _STS_MUTABLE}
+        if a != b:
+            name = old["metadata"]["name"]
+            raise ApiError(422, "Invalid", f'StatefulSet.apps "{name}" is invalid: spec: Forbidden: updates to '
+                           "statefulset spec for fields other than 'replicas', 'ordinals', 'template', "
+                           "'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' "
+                           "are forbidden", {"name": name, "group": "apps", "kind": "StatefulSet"})
+        return
+    if rt.kind != "PersistentVolumeClaim":
+        return
+    name = old["metadata"]["name"]
+    old_spec, new_spec = copy.deepcopy(old.get("spec") or {}), copy.deepcopy(new.get("spec") or {})
+    old_req = ((old_spec.get("resources") or {}).get("requests") or {}).get("storage")
+    new_req = ((new_spec.get("resources") or {}).get("requests") or {}).get("storage")
+    for spec in (old_spec, new_spec):
+        (spec.get("resources") or {}).pop("requests", None)
+        if not spec.get("resources"):
+            spec.pop("resources", None)
+        spec.pop("volumeAttributesClassName", None)
+        spec.pop("volumeName", None)  # set by the binder
+    if old_spec != new_spec:
+        raise ApiError(422, "Invalid", f'PersistentVolumeClaim "{name}" is invalid: spec: Forbidden: spec is '
+                       "immutable after creation except resources.requests and volumeAttributesClassName for "
+                       "bound claims", {"name": name, "kind": "PersistentVolumeClaim", "causes": [
+                           {"reason": "FieldValueForbidden", "message": "Forbidden: spec is immutable after "
+                            "creation except resources.requests and volumeAttributesClassName for bound claims",
+                            "field": "spec"}]})
+    if old_req and new_req and parse_quantity(new_req) < parse_quantity(old_req):
+        raise ApiError(422, "Invalid", f'PersistentVolumeClaim "{name}" is invalid: '
+                       "spec.resources.requests.storage: Forbidden: field can not be less than previous value",
+                       {"name": name, "kind": "PersistentVolumeClaim", "causes": [
+                           {"reason": "FieldValueForbidden", "message": "Forbidden: field can not be less than "
+                            "previous value", "field": "spec.resources.requests.storage"}]})
+
+
 def _dotted(p: Path_) -> str:
     out = ""
     for seg in p:
@@ -874,9 +987,11 @@ class _Handler(Handler):
     owner: KubeFake
 
     def _send(self, code: int, body: Any) -> None:
-        data = json.dumps(body).encode()
+        self._send_raw(code, "application/json", json.dumps(body).encode())
+
+    def _send_raw(self, code: int, ctype: str, data: bytes) -> None:
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Audit-Id", str(uuid.uuid4()))
         self.end_headers()
@@ -904,6 +1019,25 @@ class _Handler(Handler):
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 self.close_connection = True
                 self.connection.close()
+                return
+            if fault and fault.kind == "hang":
+                with fake.lock:
+                    fake.log.append(LoggedRequest(method, split.path, query, ctype, 0, query.get("fieldManager"), ua))
+                fake.stopping.wait()
+                self.close_connection = True
+                return
+            if fault and fault.kind == "html":
+                with fake.lock:
+                    fake.log.append(LoggedRequest(method, split.path, query, ctype, fault.status,
+                                                  query.get("fieldManager"), ua))
+                self._send_raw(fault.status if fault.status != 500 else 200, "text/html; charset=utf-8",
+                               b"<!DOCTYPE html>\n<html><head><title>Welcome to nginx!</title></head>"
+                               b"<body><h1>Welcome to nginx!</h1></body></html>\n")
+                return
+            if fault and fault.kind == "shape":
+                with fake.lock:
+                    fake.log.append(LoggedRequest(method, split.path, query, ctype, 200, query.get("fieldManager"), ua))
+                self._send(200, fault.body if fault.body is not None else ["not", "an", "object"])
                 return
             if fault and fault.kind == "delay":
                 time.sleep(fault.delay)
@@ -967,6 +1101,9 @@ class _Handler(Handler):
             sub = rest[2] if len(rest) > 2 else ""
             if sub and not ((sub == "status" and rt.status) or (sub == "scale" and rt.scale)):
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            if "dryRun" in q and q["dryRun"] != "All":
+                raise ApiError(400, "BadRequest", f'dryRun: Unsupported value: "{q["dryRun"]}": supported '
+                               'values: "All"')
             dry = q.get("dryRun") == "All"
             manager = q.get("fieldManager") or (ua.split("/")[0] if ua else "unknown")
             body = self._decode(raw, ctype) if raw else None
@@ -1038,12 +1175,14 @@ class _Handler(Handler):
                     continue
                 items.append(key)
             if method == "DELETE":
-                deleted = [fake._delete(rt, k, dry_run=dry) for k in items]
+                deleted = [fake._delete(rt, k, dry_run=dry, propagation=_propagation(q, body)) for k in items]
                 return 200, {"kind": f"{rt.kind}List", "apiVersion": rt.group_version,
                              "metadata": {"resourceVersion": str(fake.rv)}, "items": deleted}
+            # A real server leaves kind and apiVersion out of list items (the list says them once).
             return 200, {"kind": f"{rt.kind}List", "apiVersion": rt.group_version,
                          "metadata": {"resourceVersion": str(fake.rv)},
-                         "items": [copy.deepcopy(fake.objects[k]) for k in items]}
+                         "items": [{k: v for k, v in fake.objects[key].items() if k not in ("kind", "apiVersion")}
+                                   for key in items]}
         if method == "POST":
             if not isinstance(body, dict):
                 raise ApiError(400, "BadRequest", "the body of the request was in an unknown format")
@@ -1068,7 +1207,7 @@ class _Handler(Handler):
                 return 200, _scale_of(rt, live)
             return 200, copy.deepcopy(live)
         if method == "DELETE":
-            return 200, fake._delete(rt, key, dry_run=dry)
+            return 200, fake._delete(rt, key, dry_run=dry, propagation=_propagation(q, body))
         if method == "PATCH" and ctype == "application/apply-patch+yaml":
             if not q.get("fieldManager"):
                 raise ApiError(422, "Invalid", "PATCH " + self.path.split("?")[0] + ": fieldManager is required "
@@ -1137,6 +1276,13 @@ class _Handler(Handler):
                 fake._defaults(rt, new)
             return 200, fake._store(rt, key, live, new, manager, "Update", dry_run=dry, subresource=sub)
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
+
+
+def _propagation(q: dict, body: Any) -> str:
+    """DeleteOptions.propagationPolicy from the query or the body; the default for most kinds is Background."""
+    if isinstance(body, dict) and body.get("propagationPolicy"):
+        return body["propagationPolicy"]
+    return q.get("propagationPolicy") or "Background"
 
 
 def _scale_of(rt: ResourceType, obj: dict) -> dict:
@@ -1209,10 +1355,20 @@ class K3sController:
     makes each helm-install Job fail.
     """
 
-    def __init__(self, fake: KubeFake, *, ready: bool = True, helm_fails: bool = False) -> None:
+    def __init__(self, fake: KubeFake, *, ready: bool = True, helm_fails: bool = False,
+                 chart_crds: dict[str, list[dict]] | None = None, crd_delay: float = 0.0) -> None:
+        """``chart_crds`` maps a HelmChart name to the CRDs its chart installs, ``crd_delay``
+        seconds after the HelmChart is applied (as a helm-install Job would, a little later)."""
         self.owner, self.ready, self.helm_fails = fake, ready, helm_fails
+        self.chart_crds, self.crd_delay = chart_crds or {}, crd_delay
+        self.timers: list[threading.Timer] = []
         fake.add_object(HELM_CRD, manager="k3s")
         fake.on_write(self._on_write)
+
+    def _install_crds(self, crds: list[dict]) -> None:
+        for c in crds:
+            if self.owner.get_object(c["apiVersion"], c["kind"], c["metadata"]["name"]) is None:
+                self.owner.add_object(copy.deepcopy(c), manager="helm")
 
     def _on_write(self, fake: KubeFake, verb: str, obj: dict) -> None:
         if verb == "delete":
@@ -1249,6 +1405,11 @@ class K3sController:
                  "lastTransitionTime": t}]})
             return
         mark_ready(self.owner, job)
+        if name in self.chart_crds:
+            t = threading.Timer(self.crd_delay, self._install_crds, args=(self.chart_crds[name],))
+            t.daemon = True
+            self.timers.append(t)
+            t.start()
         target = spec.get("targetNamespace") or ns
         if self.owner.get_object("v1", "Namespace", target) is None:
             self.owner.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": target}})

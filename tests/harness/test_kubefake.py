@@ -283,3 +283,113 @@ def test_fault_injection_delay_applies_to_matching_requests_only(api, kube):
     core.read_namespace("ci")
     slow = time.monotonic() - t0
     assert slow >= 0.3 > fast
+
+
+def _raw(kube: KubeFake, method: str, path: str, body: dict | None = None, timeout: float = 5.0):
+    """One plain HTTP request to the fake: (status, content type, body bytes)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    u = urlsplit(kube.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    headers = {"Authorization": f"Bearer {kube.token}", "Content-Type": "application/json"}
+    conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+    r = conn.getresponse()
+    data = r.read()
+    conn.close()
+    return r.status, r.getheader("Content-Type"), data
+
+
+def test_hang_fault_accepts_and_never_answers(kube):
+    import socket
+
+    kube.inject("hang", count=1, path=r"^/version")
+    with pytest.raises(socket.timeout):
+        _raw(kube, "GET", "/version", timeout=0.3)
+    assert _raw(kube, "GET", "/version")[0] == 200  # only the next matching request hangs
+    assert kube.requests("GET", "^/version")[0].status == 0
+
+
+def test_html_and_wrong_shape_faults(kube):
+    kube.inject("html", count=1)
+    status, ctype, data = _raw(kube, "GET", "/api/v1/namespaces")
+    assert status == 200 and ctype.startswith("text/html") and data.startswith(b"<!DOCTYPE html>")
+    kube.inject("shape", count=1, body={"items": "nope"})
+    status, ctype, data = _raw(kube, "GET", "/api/v1/namespaces")
+    assert status == 200 and ctype == "application/json" and json.loads(data) == {"items": "nope"}
+
+
+def test_dry_run_values_other_than_all_are_rejected(kube):
+    status, _, data = _raw(kube, "POST", "/api/v1/namespaces?dryRun=true",
+                           {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}})
+    assert status == 400 and 'Unsupported value: "true"' in json.loads(data)["message"]
+    assert kube.get_object("v1", "Namespace", "x") is None
+
+
+def test_list_items_have_no_kind_or_api_version(api):
+    items = json.loads(_raw_list(api))["items"]
+    assert items and all("kind" not in i and "apiVersion" not in i for i in items)
+
+
+def _raw_list(api) -> bytes:
+    return client.CoreV1Api(api).list_namespace(_preload_content=False).data
+
+
+def test_propagation_policy_orphan_keeps_dependents(api, kube):
+    apps = client.AppsV1Api(api)
+    owner = apps.create_namespaced_deployment("ci", deployment())
+    rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {
+        "name": "web-1", "namespace": "ci", "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": owner.metadata.uid}]},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": deployment()["spec"]["template"]}}
+    kube.add_object(rs)
+    apps.delete_namespaced_deployment("web", "ci", propagation_policy="Orphan")
+    kept = kube.get_object("apps/v1", "ReplicaSet", "web-1", "ci")
+    assert kept is not None and "ownerReferences" not in kept["metadata"]
+    owner = apps.create_namespaced_deployment("ci", deployment())
+    rs["metadata"]["ownerReferences"][0]["uid"] = owner.metadata.uid
+    apps.delete_namespaced_replica_set("web-1", "ci")
+    kube.add_object(rs)
+    apps.delete_namespaced_deployment("web", "ci", propagation_policy="Background")
+    assert kube.get_object("apps/v1", "ReplicaSet", "web-1", "ci") is None
+    with pytest.raises(ApiException) as e:
+        apps.delete_namespaced_replica_set("none", "ci", propagation_policy="Sometimes")
+    assert e.value.status == 400
+
+
+def test_terminating_namespace_refuses_new_content_then_goes(api, kube):
+    import time
+
+    core = client.CoreV1Api(api)
+    kube.namespace_finalize_delay = 0.3
+    core.delete_namespace("ci")
+    ns = core.read_namespace("ci")
+    assert ns.status.phase == "Terminating" and ns.metadata.deletion_timestamp is not None
+    with pytest.raises(ApiException) as e:
+        core.create_namespaced_config_map("ci", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="a")))
+    body = status_of(e.value)
+    assert e.value.status == 403 and "because it is being terminated" in body["message"]
+    assert body["details"]["causes"][0]["reason"] == "NamespaceTerminating"
+    deadline = time.monotonic() + 5
+    while kube.get_object("v1", "Namespace", "ci") is not None:
+        assert time.monotonic() < deadline, "namespace never went away"
+        time.sleep(0.02)
+
+
+def test_pvc_spec_is_immutable_and_size_only_grows(dyn, kube):
+    res = dyn.resources.get(api_version="v1", kind="PersistentVolumeClaim")
+
+    def pvc(size: str, sc: str = "local-path") -> dict:
+        return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": "ci"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": sc,
+                         "resources": {"requests": {"storage": size}}}}
+
+    dyn.server_side_apply(res, body=pvc("5Gi"), field_manager="raibid")
+    dyn.server_side_apply(res, body=pvc("6Gi"), field_manager="raibid")  # growing is allowed
+    for body, text in ((pvc("6Gi", "fast"), "spec is immutable after creation"),
+                       (pvc("1Gi"), "field can not be less than previous value")):
+        with pytest.raises(ApiException) as e:
+            dyn.server_side_apply(res, body=body, field_manager="raibid", dry_run="All")
+        assert e.value.status == 422 and text in status_of(e.value)["message"]
+    assert kube.get_object("v1", "PersistentVolumeClaim", "data", "ci")["spec"]["resources"]["requests"][
+        "storage"] == "6Gi"
