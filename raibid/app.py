@@ -119,7 +119,8 @@ class Application:
             self._queue = Queue(self.redis, prefix=cfg.redis.prefix, url=url,
                                 max_deliveries=cfg.queue.max_deliveries, min_idle_ms=cfg.queue.min_idle * 1000,
                                 log_ttl=cfg.queue.log_ttl, log_maxlen=cfg.queue.log_maxlen,
-                                default_agent=cfg.agents.default_type, default_timeout=cfg.queue.default_timeout)
+                                default_agent=cfg.agents.default_type, default_timeout=cfg.queue.default_timeout,
+                                dedupe_ttl=cfg.queue.dedupe_ttl)
         return self._queue
 
     def agent_pools(self) -> dict[str, tuple[int, int]]:

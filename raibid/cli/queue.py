@@ -54,7 +54,7 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
     return env
 
 
-SPEC_KEYS = {"repo", "ref", "commit", "agent", "command", "env", "timeout"}
+SPEC_KEYS = {"repo", "ref", "commit", "agent", "command", "env", "timeout", "dedupe"}
 
 
 def _read_jsonl(stream: click.utils.LazyFile | object, name: str) -> list:
@@ -93,33 +93,48 @@ def _read_jsonl(stream: click.utils.LazyFile | object, name: str) -> list:
 @click.option("--command", "command_", metavar="CMD", help="Command to run instead of the repo's .raibid.yml.")
 @click.option("--env", "env_pairs", multiple=True, metavar="K=V", help="Non-secret env var (repeatable).")
 @click.option("--timeout", type=click.IntRange(min=1), metavar="S", help="Timeout in seconds.")
+@click.option("--dedupe", metavar="KEY",
+              help="Submit at most one job per KEY within queue.dedupe_ttl (e.g. OWNER/NAME@SHA:AGENT); "
+                   "a duplicate prints the earlier job.")
 @click.option("--from-file", "from_file", type=click.File("r"), metavar="FILE|-",
               help="Submit many jobs from JSON Lines (one object per line), pipelined.")
 @json_option
 @pass_app
 def submit(app: Application, repo: str | None, ref: str | None, commit: str | None, agent: str | None,
-           command_: str | None, env_pairs: tuple[str, ...], timeout: int | None, from_file, as_json: bool) -> None:
-    """Queue a job (or many with --from-file) and print the job id."""
+           command_: str | None, env_pairs: tuple[str, ...], timeout: int | None, dedupe: str | None, from_file,
+           as_json: bool) -> None:
+    """Queue a job (or many with --from-file) and print the job id.
+
+    With --dedupe (or a "dedupe" field per line) a key already used within
+    queue.dedupe_ttl submits nothing and prints the earlier job's id.
+    """
     from raibid.queue import JobSpec
+    from raibid.terminal import to_plain
 
     q = app.queue
     if from_file is not None:
-        if repo or ref:
-            raise UsageError("--from-file cannot be combined with --repo/--ref")
+        if repo or ref or dedupe:
+            raise UsageError("--from-file cannot be combined with --repo/--ref/--dedupe")
         specs = _read_jsonl(from_file, getattr(from_file, "name", "-"))
-        jobs = q.submit_many(specs)
+        results = q.submit_many_deduped(specs)
     else:
         if not repo or not ref:
             raise UsageError("--repo and --ref are required (or use --from-file)")
-        jobs = [q.submit(JobSpec(repo=repo, ref=ref, commit=commit, agent=agent, command=command_,
-                                 env=_parse_env(env_pairs), timeout=timeout))]
+        results = [q.submit_deduped(JobSpec(repo=repo, ref=ref, commit=commit, agent=agent, command=command_,
+                                            env=_parse_env(env_pairs), timeout=timeout, dedupe=dedupe))]
+    data = [{**to_plain(j), "duplicate": not created} for j, created in results]
     if as_json:
-        app.term.json(jobs[0] if from_file is None else jobs)
+        app.term.json(data[0] if from_file is None else data)
     else:
-        for j in jobs:
+        for j, _ in results:
             app.term.line(j.id)
+    dups = [j for j, created in results if not created]
+    for j in dups[:20]:
+        app.term.info(f"duplicate: dedupe key {j.dedupe!r} already has job {j.id} ({j.status}); nothing submitted")
+    if len(dups) > 20:
+        app.term.info(f"... and {len(dups) - 20} more duplicates")
     if from_file is not None:
-        app.term.info(f"submitted {len(jobs)} jobs")
+        app.term.info(f"submitted {len(results) - len(dups)} jobs" + (f", {len(dups)} duplicates" if dups else ""))
 
 
 @queue.command("list")

@@ -63,6 +63,7 @@ class QueueConfig:
     log_ttl: int = _f(7 * 24 * 3600, "Seconds a finished job's log stream is kept")
     log_maxlen: int = _f(100_000, "Approximate cap on log lines per job")
     default_timeout: int = _f(3600, "Job timeout in seconds when none is given")
+    dedupe_ttl: int = _f(86400, "Seconds a submitted job's dedupe key (e.g. repo@commit:agent) blocks duplicates")
 
 
 @dataclass

@@ -28,6 +28,7 @@ from raibid.queue.model import (
     QueueStats,
     ReapResult,
     StreamStats,
+    dedupe_key,
     validate_agent,
 )
 
@@ -38,6 +39,6 @@ class Queue(Admin):
 
 __all__ = [
     "GROUP", "RETRYABLE", "STATUSES", "TERMINAL", "Claim", "Job", "JobSpec", "Keys", "LostJob", "Queue",
-    "QueueStats", "ReapResult", "StreamStats", "connect", "keda_desired", "new_job_id", "new_job_ids",
+    "QueueStats", "ReapResult", "StreamStats", "connect", "dedupe_key", "keda_desired", "new_job_id", "new_job_ids",
     "redis_errors", "validate_agent",
 ]

@@ -19,7 +19,8 @@ class QueueBase:
 
     def __init__(self, client: redis.Redis, *, prefix: str = "raibid", url: str = "redis://?",
                  max_deliveries: int = 3, min_idle_ms: int = 300_000, log_ttl: int = 7 * 24 * 3600,
-                 log_maxlen: int = 100_000, default_agent: str = "generic", default_timeout: int = 3600) -> None:
+                 log_maxlen: int = 100_000, default_agent: str = "generic", default_timeout: int = 3600,
+                 dedupe_ttl: int = 86400) -> None:
         self.r = client
         self.url = url
         self.keys = Keys(prefix)
@@ -29,6 +30,7 @@ class QueueBase:
         self.log_maxlen = log_maxlen
         self.default_agent = default_agent
         self.default_timeout = default_timeout
+        self.dedupe_ttl = dedupe_ttl
         self._groups_ok: set[str] = set()
         self.lag_repaired: set[str] = set()  # streams whose lost entries-read this instance restored
         self._scripts: dict[str, Any] = {}

@@ -15,6 +15,13 @@ RETRYABLE = frozenset({"failed", "cancelled", "dead"})
 SOURCES = ("cli", "mirror", "webhook", "retry")
 AGENT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+DEDUPE_MAX = 512  # characters in a dedupe key
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def dedupe_key(repo: str, commit: str, agent: str) -> str:
+    """The dedupe key of one CI trigger: one job per (repo, commit, agent type), "<repo>@<commit>:<agent>"."""
+    return f"{repo}@{commit}:{agent}"
 
 
 @dataclass
@@ -29,6 +36,7 @@ class JobSpec:
     env: dict[str, str] = field(default_factory=dict)
     timeout: int | None = None
     source: str = "cli"
+    dedupe: str | None = None  # a job with the same key within queue.dedupe_ttl is not submitted twice
 
     def validate(self) -> None:
         if not REPO_RE.match(self.repo or ""):
@@ -48,6 +56,13 @@ class JobSpec:
         if not isinstance(self.env, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                      for k, v in self.env.items()):
             raise UsageError("env must map names to string values")
+        if self.dedupe is not None:
+            if not isinstance(self.dedupe, str) or not self.dedupe:
+                raise UsageError("dedupe must be a non-empty string")
+            if len(self.dedupe) > DEDUPE_MAX:
+                raise UsageError(f"dedupe key longer than {DEDUPE_MAX} characters")
+            if _CONTROL.search(self.dedupe):
+                raise UsageError("dedupe contains a control character")
 
 
 def validate_agent(agent: str) -> None:
@@ -80,6 +95,7 @@ class Job:
     retry_of: str | None = None
     retried_by: str | None = None
     cancel_requested: bool = False
+    dedupe: str | None = None
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> Job:

@@ -186,3 +186,26 @@ def test_logs_json_lines(run, q):
     r = run("queue", "logs", job.id, "--json", "--follow")
     rows = [json.loads(line) for line in r.out.splitlines()]
     assert [x["line"] for x in rows] == ["one", "two"] and all(x["id"] for x in rows)
+
+
+def test_submit_dedupe_reports_duplicates(run, q):
+    args = ("queue", "submit", "--repo", "mirrors/app", "--ref", "main", "--dedupe", "mirrors/app@abc:generic")
+    first = run(*args, "--json")
+    assert first.code == 0, first.err
+    assert first.json()["duplicate"] is False and first.json()["dedupe"] == "mirrors/app@abc:generic"
+    second = run(*args, "--json")
+    assert second.code == 0 and second.json()["duplicate"] is True
+    assert second.json()["id"] == first.json()["id"]
+    plain = run(*args)
+    assert plain.out.strip() == first.json()["id"] and "duplicate" in plain.err
+    lines = "\n".join(json.dumps({"repo": "mirrors/app", "ref": "main", "dedupe": d})
+                      for d in ("mirrors/app@abc:generic", "mirrors/app@def:generic"))
+    bulk = run("queue", "submit", "--from-file", "-", "--json", input=lines + "\n")
+    assert bulk.code == 0, bulk.err
+    assert [j["duplicate"] for j in bulk.json()] == [True, False]
+    assert bulk.json()[0]["id"] == first.json()["id"] and "submitted 1 jobs, 1 duplicates" in bulk.err
+    assert q.r.zcard(q.keys.index) == 2
+    retried = run("queue", "retry", first.json()["id"])
+    assert retried.code == 2  # queued: not retryable; dedupe plays no part in retry
+    bad = run("queue", "submit", "--repo", "a/b", "--ref", "main", "--dedupe", "a\tb")
+    assert bad.code == 2 and "control character" in bad.err
