@@ -248,6 +248,41 @@ class Gitea:
     def list_hooks(self, owner: str, name: str) -> list[Hook]:
         return [Hook.from_api(d) for d in self._paginate(f"/api/v1/repos/{owner}/{name}/hooks")]
 
+    def edit_hook(self, owner: str, name: str, hook_id: int, *, url: str, secret: str, events: list[str],
+                  content_type: str = "json", branch_filter: str = "") -> Hook:
+        return Hook.from_api(self._request("PATCH", f"/api/v1/repos/{owner}/{name}/hooks/{int(hook_id)}",
+                                           json=_hook_edit(url, secret, events, content_type, branch_filter)).json())
+
+    # Org-level hooks fire for every repository of the org, present and future (Gitea >= 1.12).
+    def add_org_hook(self, org: str, url: str, *, secret: str = "", events: list[str] | None = None,
+                     content_type: str = "json", branch_filter: str = "") -> Hook:
+        body = {"type": "gitea", "config": {"url": url, "content_type": content_type, "secret": secret},
+                "events": events or ["push"], "branch_filter": branch_filter, "active": True}
+        return Hook.from_api(self._request("POST", f"/api/v1/orgs/{org}/hooks", json=body).json())
+
+    def list_org_hooks(self, org: str) -> list[Hook]:
+        return [Hook.from_api(d) for d in self._paginate(f"/api/v1/orgs/{org}/hooks")]
+
+    def edit_org_hook(self, org: str, hook_id: int, *, url: str, secret: str, events: list[str],
+                      content_type: str = "json", branch_filter: str = "") -> Hook:
+        return Hook.from_api(self._request("PATCH", f"/api/v1/orgs/{org}/hooks/{int(hook_id)}",
+                                           json=_hook_edit(url, secret, events, content_type, branch_filter)).json())
+
+    def branch_commit(self, owner: str, name: str, branch: str) -> str | None:
+        """The commit id at the tip of ``branch``, or None when the branch does not exist."""
+        from urllib.parse import quote
+
+        try:
+            d = self._request("GET", f"/api/v1/repos/{owner}/{name}/branches/{quote(branch, safe='')}").json()
+        except NotFound:
+            return None
+        return (d.get("commit") or {}).get("id") or None
+
+
+def _hook_edit(url: str, secret: str, events: list[str], content_type: str, branch_filter: str) -> dict:
+    return {"config": {"url": url, "content_type": content_type, "secret": secret}, "events": list(events),
+            "branch_filter": branch_filter, "active": True}
+
 
 def _message(resp: Any) -> str:
     try:
