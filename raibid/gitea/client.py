@@ -253,7 +253,7 @@ class Gitea:
         return Hook.from_api(self._request("PATCH", f"/api/v1/repos/{owner}/{name}/hooks/{int(hook_id)}",
                                            json=_hook_edit(url, secret, events, content_type, branch_filter)).json())
 
-    # Org-level hooks fire for every repository of the org, present and future (Gitea >= 1.12).
+    # Org-level hooks fire for every repository of the org, present and future.
     def add_org_hook(self, org: str, url: str, *, secret: str = "", events: list[str] | None = None,
                      content_type: str = "json", branch_filter: str = "") -> Hook:
         body = {"type": "gitea", "config": {"url": url, "content_type": content_type, "secret": secret},
