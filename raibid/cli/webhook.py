@@ -75,15 +75,25 @@ def _github(app: Application):
     return GitHubHooks(m.github_api, app.cfg.secret(m.github_token_env), timeout=app.cfg.gitea.timeout)
 
 
-def _github_repos(app: Application, gh, mirrors: MirrorSet, extra: tuple[str, ...]) -> list[str]:
+def _github_repos(gh, mirrors: MirrorSet, extra: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+    """Mirrored GitHub repos (named ones, each mirror.orgs owner's listed through the API, and
+    ``extra``), and the owners that could not be listed, with why."""
+    from raibid.errors import RaibidError
+
     repos = {r.lower(): r for r in mirrors.listed()}
+    failed = {}
     for rule in mirrors.owners:
-        for full in gh.owner_repos(rule.owner):
+        try:
+            listed = gh.owner_repos(rule.owner)
+        except RaibidError as e:
+            failed[rule.owner] = e.message
+            continue
+        for full in listed:
             if rule.matches(full.partition("/")[2]):
                 repos.setdefault(full.lower(), full)
     for r in extra:
         repos.setdefault(r.lower(), r)
-    return sorted(repos.values(), key=str.lower)
+    return sorted(repos.values(), key=str.lower), failed
 
 
 @webhook.command()
@@ -98,6 +108,7 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
     The shared secret comes from the env var named by webhook.secret_env.
     """
     import logging
+    import signal
     import sys
 
     from raibid.webhook.server import build, create_server, parse_listen
@@ -118,7 +129,10 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
     if cfg.mirror.mode == "pull":
         from raibid.webhook.sync import GiteaPullSync
 
-        sync = pull = GiteaPullSync(app.gitea, mirrors)
+        gitea = app.gitea
+        if not gitea.token:
+            log.warning("no Gitea token (%s): mirror-sync after GitHub pushes will fail", cfg.gitea.token_env)
+        sync = pull = GiteaPullSync(gitea, mirrors)
     else:
         unavailable = PUSH_MODE_GAP
         log.warning("mirror.mode is push: %s", PUSH_MODE_GAP)
@@ -128,9 +142,17 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
                     unavailable=unavailable, max_body=w.max_body, threads=w.sync_workers, max_pending=w.max_pending)
     server = create_server(service.receiver, host, port, max_body=w.max_body, threads=threads)
     log.info("listening on %s:%d (Gitea: /hooks/gitea, GitHub: /hooks/github)", host, server.effective_port)
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM (the pod stopping): leave run() the way Ctrl-C does
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         server.run()
+    except KeyboardInterrupt:
+        log.info("stopping")
     finally:
+        server.close()
         service.stop()
 
 
@@ -160,12 +182,16 @@ def register(app: Application, gitea_: bool, github_: bool, gitea_repos: tuple[s
         results += register_gitea(app.gitea, org=app.cfg.mirror.target_org, repos=repos, url=gitea_hook_url(app),
                                   secret=secret, dry_run=dry_run)
     if github_ or both:
-        url = github_hook_url(app, required=True)
+        from raibid.webhook.register import HookResult
+
+        url = github_hook_url(app, required=True) or ""
         gh = _github(app)
-        repos = _github_repos(app, gh, _mirrors(app), github_repos)
-        if not repos:
+        repos, unlisted = _github_repos(gh, _mirrors(app), github_repos)
+        results += [HookResult("github", "owner", owner, url, "failed", message=f"cannot list its repos: {why}")
+                    for owner, why in unlisted.items()]
+        if not repos and not unlisted:
             app.term.warn("no mirrored GitHub repos to hook (mirror.repos, mirror.lists, mirror.orgs)")
-        results += register_github(gh, repos, url=url or "", secret=secret, dry_run=dry_run)
+        results += register_github(gh, repos, url=url, secret=secret, dry_run=dry_run)
     for r in results:
         if r.action == "skipped":
             app.term.warn(f"{r.host} {r.target}: skipped: {r.message}")
@@ -202,10 +228,17 @@ def status(app: Application, as_json: bool) -> None:
         st.hooks += gitea_hooks(app.gitea, org=cfg.mirror.target_org, repos=cfg.webhook.gitea_repos, url=gitea_url)
     except RaibidError as e:
         app.term.warn(f"Gitea hooks: {e.message}")
-    if github_url and cfg.secret(cfg.mirror.github_token_env):
+    if not github_url:
+        app.term.info("GitHub hooks not checked: webhook.public_url is unset")
+    elif not cfg.secret(cfg.mirror.github_token_env):
+        app.term.info(f"GitHub hooks not checked: {cfg.mirror.github_token_env} is unset")
+    else:
         try:
             gh = _github(app)
-            st.hooks += github_hooks(gh, _github_repos(app, gh, _mirrors(app), ()), url=github_url)
+            repos, unlisted = _github_repos(gh, _mirrors(app), ())
+            for owner, why in unlisted.items():
+                app.term.warn(f"GitHub: cannot list the repos of {owner}: {why}")
+            st.hooks += github_hooks(gh, repos, url=github_url)
         except RaibidError as e:
             app.term.warn(f"GitHub hooks: {e.message}")
 

@@ -174,3 +174,13 @@ def test_cluster_up_deploys_the_receiver_keeps_its_secret_and_status_reports_it(
     assert webhook["state"] == "healthy" and webhook["ready"] == webhook["desired"] == 1
     ws = run("webhook", "status", "--json")
     assert ws.json()["deployed"] is True and ws.json()["ready"] is True
+
+
+def test_an_owner_that_cannot_be_listed_fails_register_but_the_other_hooks_are_made(setup, run, isolated_env):
+    github, gitea = setup
+    (isolated_env / "raibid.yaml").write_text(json.dumps({
+        "mirror": {"github_api": github.url, "repos": ["acme/app"], "orgs": ["ghost"]},
+        "webhook": {"public_url": "https://ci.example.org"}}))
+    r = run("webhook", "register", "--github", "--json")
+    assert r.code == 1
+    assert actions(r) == {("github", "ghost"): "failed", ("github", "acme/app"): "created"}
