@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from raibid.cluster.client import Kube
     from raibid.gitea import Gitea
+    from raibid.github import GitHub
     from raibid.queue import Queue
 
 
@@ -151,3 +152,20 @@ class Application:
             self._gitea = Gitea(g.url, token, timeout=g.timeout, retries=g.retries, backoff=g.retry_backoff,
                                 token_source=source)
         return self._gitea
+
+    # ------------------------------------------------------------------ GitHub (the mirror)
+    def github(self, *, max_wait: float | None = None) -> GitHub:
+        """A GitHub REST client for ``mirror.github_api`` with the token from ``mirror.github_token_env``."""
+        from raibid.github import GitHub
+
+        m = self.cfg.mirror
+        return GitHub(m.github_api, self.cfg.secret(m.github_token_env),
+                      max_wait=m.max_wait if max_wait is None else max_wait)
+
+    @property
+    def mirror_cache_dir(self) -> Path:
+        """``mirror.cache_dir``, or ``$XDG_CACHE_HOME/raibid/mirror``."""
+        if self.cfg.mirror.cache_dir:
+            return Path(self.cfg.mirror.cache_dir).expanduser()
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(xdg) / "raibid" / "mirror"

@@ -75,7 +75,7 @@ def queue(redis_url):
 
 @pytest.fixture
 def receiver(queue):
-    service = build(secret=SECRET, submit=queue.submit_deduped, mirrors=MirrorSet("mirrors"),
+    service = build(secret=SECRET, submit=queue.submit_deduped, mirrors=MirrorSet.of("mirrors"),
                     branches="^(main|master)$", agent="generic", max_body=4096)
     yield service.receiver
     service.stop()
@@ -174,7 +174,7 @@ def test_ping_other_events_health_and_unknown_paths(receiver, queue):
 
 
 def test_per_repo_branch_override(queue):
-    service = build(secret=SECRET, submit=queue.submit_deduped, mirrors=MirrorSet("mirrors"),
+    service = build(secret=SECRET, submit=queue.submit_deduped, mirrors=MirrorSet.of("mirrors"),
                     branches="^main$", agent="generic", overrides={"mirrors/lib": "^release/"})
     r = service.receiver
     assert gitea_post(r, gitea_payload(repo="mirrors/lib", ref="refs/heads/main"))[1]["result"] == "ignored"
@@ -195,7 +195,7 @@ def test_logs_never_contain_the_secret_or_a_signature(receiver, caplog):
 
 def test_redis_down_answers_503_so_the_sender_retries(redis_server):
     q = Queue(connect("redis://127.0.0.1:1/0", None))
-    service = build(secret=SECRET, submit=q.submit_deduped, mirrors=MirrorSet("mirrors"), branches="^main$",
+    service = build(secret=SECRET, submit=q.submit_deduped, mirrors=MirrorSet.of("mirrors"), branches="^main$",
                     agent="generic")
     status, reply = gitea_post(service.receiver, gitea_payload())
     assert status == 503 and reply["result"] == "error"
@@ -285,18 +285,28 @@ def test_the_backlog_is_bounded_and_a_failed_sync_keeps_the_worker_alive():
 # ----------------------------------------------------------------------------- mirrors
 
 
-def test_mirror_set_from_repos_lists_and_orgs(tmp_path):
+def test_mirror_set_from_the_mirror_config(tmp_path):
+    from raibid.config import load_config
+
     listing = tmp_path / "repos.txt"
     listing.write_text("# comment\nAcme/Tool\n\nacme/other  # trailing\n")
-    m = MirrorSet.from_config("mirrors", ["someone/Lib"], [str(listing)],
-                              ["bigorg", {"name": "team", "include": "^svc-", "exclude": "legacy"}])
-    assert m.target("someone/lib") == "mirrors/lib"
-    assert m.target("acme/tool") == "mirrors/tool"
+    (tmp_path / "raibid.yaml").write_text(json.dumps({"mirror": {
+        "repos": ["someone/Lib", {"source": "x/renamed", "target": "elsewhere/new-name"}],
+        "lists": ["repos.txt"],
+        "orgs": [{"name": "bigorg"}, {"name": "team", "include": ["^svc-"], "exclude": ["legacy"],
+                                      "target_org": "team-mirrors", "forks": True}]}}))
+    m = MirrorSet.from_config(load_config(tmp_path / "raibid.yaml").mirror, base_dir=tmp_path)
+    assert m.target("someone/lib") == "mirrors/Lib"
+    assert m.target("x/renamed") == "elsewhere/new-name"
+    assert m.target("acme/tool") == "mirrors/Tool"
     assert m.target("BigOrg/anything") == "mirrors/anything"
-    assert m.target("team/svc-api") == "mirrors/svc-api"
+    assert m.target("bigorg/fork", fork=True) is None and m.target("bigorg/old", archived=True) is None
+    assert m.target("team/svc-api") == "team-mirrors/svc-api"
+    assert m.target("team/svc-fork", fork=True) == "team-mirrors/svc-fork"
     assert m.target("team/svc-legacy") is None and m.target("team/web") is None
     assert m.target("stranger/repo") is None
-    assert m.listed() == ["acme/other", "Acme/Tool", "someone/Lib"]
+    without_lists = MirrorSet.from_config(load_config(tmp_path / "raibid.yaml").mirror, lists=False)
+    assert without_lists.target("acme/tool") is None
 
 
 def test_github_push_for_an_unmirrored_repo_is_ignored(receiver):

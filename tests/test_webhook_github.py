@@ -49,7 +49,7 @@ def syncs(gitea) -> int:
 
 def test_github_push_through_a_real_server_syncs_the_repo_then_queues_one_job(github, gitea, mirrored, redis_url):
     queue = Queue(connect(redis_url, None))
-    mirrors = MirrorSet.from_config("mirrors", ["acme/app"], [], [])
+    mirrors = MirrorSet.of("mirrors", ["acme/app"])
     pull = GiteaPullSync(mirrored, mirrors, wait=DEADLINE, interval=0.02)
     service = build(secret=SECRET, submit=queue.submit_deduped, mirrors=mirrors, branches="^main$",
                     agent="generic", sync=pull, pull=pull)
@@ -81,7 +81,7 @@ def test_ten_pushes_in_a_burst_cost_at_most_two_syncs_and_build_the_last_commit(
     import json
 
     queue = Queue(connect(redis_url, None))
-    mirrors = MirrorSet.from_config("mirrors", ["acme/app"], [], [])
+    mirrors = MirrorSet.of("mirrors", ["acme/app"])
     pull = GiteaPullSync(mirrored, mirrors, wait=DEADLINE, interval=0.02)
     burst_done = threading.Event()
 

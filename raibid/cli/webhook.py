@@ -10,23 +10,27 @@ from raibid.cli._common import json_option, pass_app
 from raibid.errors import ConfigError, Exit, ExitCode, UsageError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from raibid.app import Application
     from raibid.webhook.mirrors import MirrorSet
-
-PUSH_MODE_GAP = ("push-mode sync of one repo needs the mirror engine, which this build lacks; "
-                 "the cron `raibid mirror sync` picks the push up")
-
 
 @click.group()
 def webhook() -> None:
     """Receive Gitea and GitHub push events in the cluster and build each commit once."""
 
 
-def _mirrors(app: Application, *, lists: bool = True) -> MirrorSet:
+def _base_dir(app: Application) -> Path:
+    """Where relative `mirror.lists` paths start: the config file's folder (as `mirror sync` reads them)."""
+    from pathlib import Path
+
+    return Path(app.cfg.source).resolve().parent if app.cfg.source else Path.cwd()
+
+
+def _mirrors(app: Application) -> MirrorSet:
     from raibid.webhook.mirrors import MirrorSet
 
-    m = app.cfg.mirror
-    return MirrorSet.from_config(m.target_org, m.repos, m.lists if lists else [], m.orgs)
+    return MirrorSet.from_config(app.cfg.mirror, base_dir=_base_dir(app))
 
 
 def _port(app: Application) -> int:
@@ -75,22 +79,19 @@ def _github(app: Application):
     return GitHubHooks(m.github_api, app.cfg.secret(m.github_token_env), timeout=app.cfg.gitea.timeout)
 
 
-def _github_repos(gh, mirrors: MirrorSet, extra: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
-    """Mirrored GitHub repos (named ones, each mirror.orgs owner's listed through the API, and
-    ``extra``), and the owners that could not be listed, with why."""
-    from raibid.errors import RaibidError
+def _github_repos(app: Application, extra: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+    """The mirrored GitHub repos as the mirror resolves them (repos, lists, orgs with their filters)
+    plus ``extra``, and the config entries that could not be resolved, with why."""
+    from raibid.mirror import resolve
 
-    repos = {r.lower(): r for r in mirrors.listed()}
-    failed = {}
-    for rule in mirrors.owners:
-        try:
-            listed = gh.owner_repos(rule.owner)
-        except RaibidError as e:
-            failed[rule.owner] = e.message
-            continue
-        for full in listed:
-            if rule.matches(full.partition("/")[2]):
-                repos.setdefault(full.lower(), full)
+    resolved, _ = resolve(app.cfg.mirror, app.github(), None, base_dir=_base_dir(app))
+    repos: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    for r in resolved:
+        if r.error:
+            failed[r.source] = r.error
+        elif not r.gone:
+            repos.setdefault(r.source.lower(), r.source)
     for r in extra:
         repos.setdefault(r.lower(), r)
     return sorted(repos.values(), key=str.lower), failed
@@ -124,22 +125,20 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     log = logging.getLogger("raibid.webhook")
     mirrors = _mirrors(app)
-    sync = pull = None
-    unavailable = ""
+    gitea = app.gitea
+    if not gitea.token:
+        log.warning("no Gitea token (%s): syncs after GitHub pushes will fail", cfg.gitea.token_env)
+    sync = pull = engine = None
     if cfg.mirror.mode == "pull":
         from raibid.webhook.sync import GiteaPullSync
 
-        gitea = app.gitea
-        if not gitea.token:
-            log.warning("no Gitea token (%s): mirror-sync after GitHub pushes will fail", cfg.gitea.token_env)
         sync = pull = GiteaPullSync(gitea, mirrors)
     else:
-        unavailable = PUSH_MODE_GAP
-        log.warning("mirror.mode is push: %s", PUSH_MODE_GAP)
+        engine = _engine(app)
     service = build(secret=secret, submit=app.queue.submit_deduped, mirrors=mirrors,
                     branches=cfg.mirror.trigger.branches, agent=cfg.mirror.trigger.agent,
                     trigger_enabled=cfg.mirror.trigger.enabled, overrides=w.branches, sync=sync, pull=pull,
-                    unavailable=unavailable, max_body=w.max_body, threads=w.sync_workers, max_pending=w.max_pending)
+                    engine=engine, max_body=w.max_body, threads=w.sync_workers, max_pending=w.max_pending)
     server = create_server(service.receiver, host, port, max_body=w.max_body, threads=threads)
     log.info("listening on %s:%d (Gitea: /hooks/gitea, GitHub: /hooks/github)", host, server.effective_port)
 
@@ -154,6 +153,23 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
     finally:
         server.close()
         service.stop()
+
+
+def _engine(app: Application):
+    """Push mode: a factory of the mirror engine's one-repo sync, given the trigger's enqueue function."""
+    from raibid.mirror import Options, Trigger
+    from raibid.webhook.sync import EngineSync
+
+    cfg = app.cfg
+    m = cfg.mirror
+
+    def make(submit):
+        trigger = Trigger(m.trigger.branches, submit, m.trigger.on_create) if submit is not None else None
+        opts = Options(cache_dir=app.mirror_cache_dir, mode=m.mode, jobs=1, timeout=float(m.timeout),
+                       github_token=cfg.secret(m.github_token_env), gitea_token=app.gitea.token, trigger=trigger)
+        return EngineSync(app.gitea, app.github(), m, opts, base_dir=_base_dir(app))
+
+    return make
 
 
 @webhook.command()
@@ -186,9 +202,9 @@ def register(app: Application, gitea_: bool, github_: bool, gitea_repos: tuple[s
 
         url = github_hook_url(app, required=True) or ""
         gh = _github(app)
-        repos, unlisted = _github_repos(gh, _mirrors(app), github_repos)
-        results += [HookResult("github", "owner", owner, url, "failed", message=f"cannot list its repos: {why}")
-                    for owner, why in unlisted.items()]
+        repos, unlisted = _github_repos(app, github_repos)
+        results += [HookResult("github", "entry", source, url, "failed", message=why)
+                    for source, why in unlisted.items()]
         if not repos and not unlisted:
             app.term.warn("no mirrored GitHub repos to hook (mirror.repos, mirror.lists, mirror.orgs)")
         results += register_github(gh, repos, url=url, secret=secret, dry_run=dry_run)
@@ -235,9 +251,9 @@ def status(app: Application, as_json: bool) -> None:
     else:
         try:
             gh = _github(app)
-            repos, unlisted = _github_repos(gh, _mirrors(app), ())
-            for owner, why in unlisted.items():
-                app.term.warn(f"GitHub: cannot list the repos of {owner}: {why}")
+            repos, unlisted = _github_repos(app, ())
+            for source, why in unlisted.items():
+                app.term.warn(f"GitHub: {source}: {why}")
             st.hooks += github_hooks(gh, repos, url=github_url)
         except RaibidError as e:
             app.term.warn(f"GitHub hooks: {e.message}")

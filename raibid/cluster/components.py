@@ -48,6 +48,8 @@ REGISTRY: tuple[Component, ...] = (
     Component("webhook", "Webhook receiver: Gitea and GitHub pushes become jobs at once",
               kinds=(("v1", "Secret"), ("v1", "ConfigMap"), ("v1", "Service"), ("apps/v1", "Deployment"),
                      ("networking.k8s.io/v1", "Ingress"))),
+    Component("mirror", "`raibid mirror sync` on a schedule (CronJob; not in the default components)",
+              kinds=(("v1", "ConfigMap"), ("batch/v1", "CronJob"))),
 )
 
 COMPONENTS: tuple[str, ...] = tuple(c.name for c in REGISTRY)

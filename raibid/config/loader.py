@@ -128,12 +128,19 @@ def _build(cls: type, data: Any, path: tuple[str, ...], marks: dict, src: Path |
                 hint=f"known keys here: {known}",
             )
         kwargs[key_s] = _coerce(hints[key_s], value, path + (key_s,), marks, src)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:  # a section's own check (a bad regex, a bad choice): say where
+        raise ConfigError(f"{_where(src, marks, path)}: {e.message}", hint=e.hint) from None
 
 
 def _tname(v: Any) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
             float: "a number", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _type_word(tp: Any) -> str:
+    return "a mapping" if dataclasses.is_dataclass(tp) else _tname(tp()) if tp in (str, int, float, bool) else str(tp)
 
 
 def _coerce(tp: Any, value: Any, path: tuple[str, ...], marks: dict, src: Path | None) -> Any:
@@ -148,6 +155,17 @@ def _coerce(tp: Any, value: Any, path: tuple[str, ...], marks: dict, src: Path |
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
+        if len(inner) > 1:  # e.g. `str | MirrorRepo`: a mapping picks the dataclass, anything else the first
+            mapped = [a for a in inner if dataclasses.is_dataclass(a)]
+            if isinstance(value, dict) and mapped:
+                return _coerce(mapped[0], value, path, marks, src)
+            if not isinstance(value, dict):
+                for other in (a for a in inner if not dataclasses.is_dataclass(a)):
+                    try:
+                        return _coerce(other, value, path, marks, src)
+                    except ConfigError:
+                        continue
+            raise bad(" or ".join(_type_word(a) for a in inner))
         return _coerce(inner[0], value, path, marks, src)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path, marks, src)

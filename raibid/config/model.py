@@ -99,20 +99,125 @@ class TriggerConfig:
     enabled: bool = _f(True, "Enqueue CI jobs when a mirror sync finds changed refs")
     branches: str = _f("^(main|master)$", "Regex of branch names that trigger jobs")
     agent: str = _f("generic", "Agent type for triggered jobs")
+    on_create: bool = _f(False, "Also trigger for a repo mirrored for the first time (off: a first org sync "
+                         "starts no builds)")
+
+    def __post_init__(self) -> None:
+        _check_regex(self.branches, "mirror.trigger.branches")
+
+
+MIRROR_MODES = ("push", "pull")
+ON_MISSING = ("keep", "archive", "delete")
+OWNER_KINDS = ("org", "user")
+
+
+def _check_regex(pattern: str | None, where: str) -> None:
+    """A bad regex is a config error naming the entry it is in (raised while the file loads)."""
+    import re
+
+    from raibid.errors import ConfigError
+
+    if pattern is None:
+        return
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise ConfigError(f"{where}: invalid regex {pattern!r}: {e}") from None
+
+
+def _check_choice(value: str, choices: tuple[str, ...], where: str) -> None:
+    from raibid.errors import ConfigError
+
+    if value not in choices:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+
+
+def _check_full_name(value: str | None, where: str) -> None:
+    from raibid.errors import ConfigError
+
+    if value is None:
+        return
+    owner, sep, name = value.partition("/")
+    if not sep or not owner or not name or "/" in name or any(c.isspace() for c in value):
+        raise ConfigError(f"{where}: {value!r} is not OWNER/NAME")
+
+
+@dataclass
+class MirrorRepo:
+    """One `mirror.repos` entry written as a mapping (a plain `OWNER/NAME` string is the short form)."""
+
+    source: str = _f("", "GitHub repository, OWNER/NAME")
+    target: str | None = _f(None, "Gitea repository, ORG/NAME (default: mirror.target_org/NAME)")
+    branches: str | None = _f(None, "Regex of branch names to mirror (default: every branch)")
+
+    def __post_init__(self) -> None:
+        from raibid.errors import ConfigError
+
+        if not self.source:
+            raise ConfigError("mirror.repos entry: 'source' is required")
+        where = f"mirror.repos entry {self.source!r}"
+        _check_full_name(self.source, where)
+        _check_full_name(self.target, f"{where} target")
+        _check_regex(self.branches, f"{where} branches")
+
+
+@dataclass
+class MirrorOrg:
+    """One `mirror.orgs` entry: every repository of a GitHub org or user, filtered by regex."""
+
+    name: str = _f("", "GitHub org or user login")
+    kind: str = _f("org", "`org` or `user`")
+    include: list[str] = _f([], "Regexes of repo names to mirror (default: all); searched, so anchor them")
+    exclude: list[str] = _f([], "Regexes of repo names to leave out (wins over include)")
+    target_org: str | None = _f(None, "Gitea org for this entry (default: mirror.target_org)")
+    forks: bool = _f(False, "Also mirror forks")
+    archived: bool = _f(False, "Also mirror archived repositories")
+    on_missing: str = _f("keep", "A mirrored repo gone upstream: `keep`, `archive` or `delete` "
+                         "(delete also needs --allow-delete)")
+    branches: str | None = _f(None, "Regex of branch names to mirror (default: every branch)")
+
+    def __post_init__(self) -> None:
+        from raibid.errors import ConfigError
+
+        if not self.name:
+            raise ConfigError("mirror.orgs entry: 'name' is required")
+        where = f"mirror.orgs entry {self.name!r}"
+        _check_choice(self.kind, OWNER_KINDS, f"{where} kind")
+        _check_choice(self.on_missing, ON_MISSING, f"{where} on_missing")
+        for i, rx in enumerate(self.include):
+            _check_regex(rx, f"{where} include[{i}]")
+        for i, rx in enumerate(self.exclude):
+            _check_regex(rx, f"{where} exclude[{i}]")
+        _check_regex(self.branches, f"{where} branches")
 
 
 @dataclass
 class MirrorConfig:
-    github_api: str = _f("https://api.github.com", "GitHub API base URL")
+    github_api: str = _f("https://api.github.com", "GitHub API base URL (GitHub Enterprise: https://HOST/api/v3)")
     github_token_env: str = _f("GITHUB_TOKEN", "Env var holding the GitHub token")
     target_org: str = _f("mirrors", "Gitea org that receives mirrors")
     mode: str = _f("push", "`push` (raibid fetches and pushes) or `pull` (Gitea pull mirrors)")
     cache_dir: str | None = _f(None, "Bare-repo cache directory (default: XDG cache)")
     jobs: int = _f(4, "Repositories synced in parallel")
-    repos: list[str] = _f([], "Single repos, as OWNER/NAME")
-    lists: list[str] = _f([], "Files listing OWNER/NAME lines")
-    orgs: list[Any] = _f([], "Orgs or users, with optional include/exclude regexes")
+    timeout: int = _f(600, "Seconds one repository may take before it is marked failed")
+    max_wait: int = _f(300, "Seconds to wait for a GitHub rate limit to reset before failing that entry")
+    repos: list[str | MirrorRepo] = _f([], "Single repos: OWNER/NAME, or {source, target, branches}")
+    lists: list[str] = _f([], "Files listing OWNER/NAME lines (# comments allowed)")
+    orgs: list[MirrorOrg] = _f([], "Orgs or users: {name, kind, include, exclude, target_org, forks, archived, "
+                               "on_missing}")
+    schedule: str = _f("*/15 * * * *", "Cron schedule of the in-cluster CronJob (component `mirror`)")
+    image: str = _f("ghcr.io/raibid-labs/raibid:latest", "Image with raibid and git for the CronJob")
     trigger: TriggerConfig = field(default_factory=TriggerConfig, metadata={"help": "CI triggering"})
+
+    def __post_init__(self) -> None:
+        from raibid.errors import ConfigError
+
+        _check_choice(self.mode, MIRROR_MODES, "mirror.mode")
+        if self.jobs < 1:
+            raise ConfigError(f"mirror.jobs: must be at least 1, got {self.jobs}")
+        for entry in self.repos:
+            if isinstance(entry, str):
+                _check_full_name(entry, f"mirror.repos entry {entry!r}")
 
 
 @dataclass

@@ -248,6 +248,14 @@ class Gitea:
     def list_hooks(self, owner: str, name: str) -> list[Hook]:
         return [Hook.from_api(d) for d in self._paginate(f"/api/v1/repos/{owner}/{name}/hooks")]
 
+    # ------------------------------------------------------------------ edits (the mirror)
+    def edit_repo(self, owner: str, name: str, **fields: Any) -> Repo:
+        """PATCH a repository's settings, e.g. ``archived=True`` or ``description=...``."""
+        try:
+            return Repo.from_api(self._request("PATCH", f"/api/v1/repos/{owner}/{name}", json=fields).json())
+        except NotFound:
+            raise NotFound(f"Gitea: no repository {owner}/{name}") from None
+
     def edit_hook(self, owner: str, name: str, hook_id: int, *, url: str, secret: str, events: list[str],
                   content_type: str = "json", branch_filter: str = "") -> Hook:
         return Hook.from_api(self._request("PATCH", f"/api/v1/repos/{owner}/{name}/hooks/{int(hook_id)}",

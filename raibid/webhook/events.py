@@ -21,6 +21,8 @@ class Push:
     before: str
     after: str
     deleted: bool
+    fork: bool = False  # GitHub's repository.fork / .archived (the mirror skips those unless asked)
+    archived: bool = False
 
     @property
     def branch(self) -> str | None:
@@ -41,4 +43,6 @@ def parse_push(payload: Any) -> Push:
         if not isinstance(value, str) or not _SHA.match(value):
             raise BadPayload(f"{name} is missing or not a commit id")
     deleted = bool(payload.get("deleted")) or set(after) == {"0"}
-    return Push(repo=repo, ref=ref, before=before, after=after, deleted=deleted)
+    r = payload["repository"]
+    return Push(repo=repo, ref=ref, before=before, after=after, deleted=deleted, fork=r.get("fork") is True,
+                archived=r.get("archived") is True)

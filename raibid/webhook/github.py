@@ -1,4 +1,4 @@
-"""The few GitHub REST calls the webhook needs: a repository's hooks, and an owner's repositories.
+"""The GitHub REST calls `webhook register` and `status` need: a repository's hooks (list, create, edit).
 
 Timeouts on every call, retries on connection errors and 502/503/504 (GETs only: a POST is
 not retried, and `register` is idempotent by reading first). The token is sent as a header
@@ -86,24 +86,6 @@ class GitHubHooks:
     def edit_hook(self, full_name: str, hook_id: int, body: dict) -> dict:
         owner, _, name = full_name.partition("/")
         return self._request("PATCH", f"/repos/{_seg(owner)}/{_seg(name)}/hooks/{int(hook_id)}", json=body).json()
-
-    def owner_repos(self, owner: str) -> list[str]:
-        """Every repository of an org (or, failing that, a user), following ``Link: rel="next"``."""
-        try:
-            return self._pages(f"/orgs/{_seg(owner)}/repos")
-        except NotFound:
-            return self._pages(f"/users/{_seg(owner)}/repos")
-
-    def _pages(self, path: str) -> list[str]:
-        out: list[str] = []
-        url: str | None = path
-        params: dict | None = {"per_page": 100}
-        while url:
-            resp = self._request("GET", url, params=params)
-            out += [r["full_name"] for r in resp.json()]
-            url = (resp.links.get("next") or {}).get("url")
-            params = None  # the next link carries them
-        return out
 
 
 def _message(resp: Any) -> str:

@@ -1,9 +1,10 @@
 """Which GitHub repositories raibid mirrors, and the Gitea repository each one lands in.
 
-Read from the mirror config without the network, so the receiver can tell at once whether
-a GitHub push concerns it: ``mirror.repos``, the ``mirror.lists`` files, and ``mirror.orgs``
-entries (an owner name, or a mapping with ``name`` and optional ``include``/``exclude``
-regexes on the repository name). A mirrored ``OWNER/NAME`` lands in ``<target_org>/NAME``.
+Read from the mirror config without the network, so the receiver can tell at once
+whether a GitHub push concerns it: ``mirror.repos`` (``OWNER/NAME`` or ``{source, target}``),
+the ``mirror.lists`` files, and ``mirror.orgs`` entries (their ``include``/``exclude``
+regexes, ``forks``, ``archived`` and ``target_org``), as `raibid.mirror.resolve` reads
+them. A mirrored ``OWNER/NAME`` lands in ``<target_org>/NAME`` unless its entry names a target.
 """
 
 from __future__ import annotations
@@ -12,84 +13,76 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from raibid.errors import ConfigError
-
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+if TYPE_CHECKING:
+    from raibid.config.model import MirrorConfig
 
 
 @dataclass
 class OwnerRule:
     owner: str
-    include: re.Pattern[str] | None = None
-    exclude: re.Pattern[str] | None = None
+    target_org: str
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    forks: bool = False
+    archived: bool = False
 
-    def matches(self, name: str) -> bool:
-        return ((self.include is None or bool(self.include.search(name)))
-                and (self.exclude is None or not self.exclude.search(name)))
+    def matches(self, name: str, *, fork: bool = False, archived: bool = False) -> bool:
+        if (fork and not self.forks) or (archived and not self.archived):
+            return False
+        if self.include and not any(re.search(rx, name) for rx in self.include):
+            return False
+        return not any(re.search(rx, name) for rx in self.exclude)
 
 
 @dataclass
 class MirrorSet:
     target_org: str
-    repos: dict[str, str] = field(default_factory=dict)  # lower-case OWNER/NAME -> as configured
+    repos: dict[str, tuple[str, str]] = field(default_factory=dict)  # lower-case source -> (source, target)
     owners: list[OwnerRule] = field(default_factory=list)
 
     @classmethod
-    def from_config(cls, target_org: str, repos: Iterable[str], lists: Iterable[str],
-                    orgs: Iterable[Any]) -> MirrorSet:
-        names = [_repo(r, "mirror.repos") for r in repos]
-        for path in lists:
-            names += _read_list(Path(path).expanduser())
-        return cls(target_org, {n.lower(): n for n in names}, [_owner_rule(o) for o in orgs])
+    def from_config(cls, m: MirrorConfig, *, lists: bool = True, base_dir: Path | None = None) -> MirrorSet:
+        """From the `mirror:` section; ``lists=False`` where the list files are not at hand (the pod)."""
+        from raibid.mirror.resolve import read_list
 
-    def target(self, source: str) -> str | None:
-        """The Gitea ``OWNER/NAME`` that mirrors GitHub ``source``, or None when raibid does not mirror it."""
+        out = cls(m.target_org)
+        for item in m.repos:
+            source, target = (item, None) if isinstance(item, str) else (item.source, item.target)
+            out.add(source, target)
+        for list_file in m.lists if lists else ():
+            path = Path(list_file).expanduser()
+            path = path if path.is_absolute() else (base_dir or Path.cwd()) / path
+            for _, source in read_list(path):
+                out.add(source)
+        for o in m.orgs:
+            out.owners.append(OwnerRule(o.name, o.target_org or m.target_org, list(o.include), list(o.exclude),
+                                        o.forks, o.archived))
+        return out
+
+    @classmethod
+    def of(cls, target_org: str, repos: Iterable[str] = (), owners: Iterable[Any] = ()) -> MirrorSet:
+        """A set built by hand (tests, scripts): repos as OWNER/NAME, owners as names or `OwnerRule`s."""
+        out = cls(target_org)
+        for r in repos:
+            out.add(r)
+        for o in owners:
+            out.owners.append(o if isinstance(o, OwnerRule) else OwnerRule(str(o), target_org))
+        return out
+
+    def add(self, source: str, target: str | None = None) -> None:
+        key = source.lower()
+        if key not in self.repos:  # the first entry naming a source wins, as in the mirror
+            self.repos[key] = (source, target or f"{self.target_org}/{source.split('/', 1)[1]}")
+
+    def target(self, source: str, *, fork: bool = False, archived: bool = False) -> str | None:
+        """The Gitea ``ORG/NAME`` that mirrors GitHub ``source``, or None when raibid does not mirror it."""
+        named = self.repos.get(source.lower())
+        if named is not None:
+            return named[1]
         owner, _, name = source.partition("/")
-        if source.lower() in self.repos or any(r.owner.lower() == owner.lower() and r.matches(name)
-                                               for r in self.owners):
-            return f"{self.target_org}/{name}"
+        for rule in self.owners:
+            if rule.owner.lower() == owner.lower() and rule.matches(name, fork=fork, archived=archived):
+                return f"{rule.target_org}/{name}"
         return None
-
-    def rules_for(self, owner: str) -> list[OwnerRule]:
-        return [r for r in self.owners if r.owner.lower() == owner.lower()]
-
-    def listed(self) -> list[str]:
-        """The repositories named one by one (org entries need the GitHub API to expand)."""
-        return sorted(self.repos.values(), key=str.lower)
-
-
-def _repo(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value.strip()):
-        raise ConfigError(f"{where}: {value!r} is not OWNER/NAME")
-    return value.strip()
-
-
-def _read_list(path: Path) -> list[str]:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"mirror.lists: cannot read {path}: {e.strerror}") from None
-    out = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        line = line.split("#", 1)[0].strip()
-        if line:
-            out.append(_repo(line, f"{path}:{n}"))
-    return out
-
-
-def _owner_rule(entry: Any) -> OwnerRule:
-    if isinstance(entry, str):
-        return OwnerRule(entry.strip())
-    if isinstance(entry, dict) and isinstance(entry.get("name"), str):
-        def rx(key: str) -> re.Pattern[str] | None:
-            value = entry.get(key)
-            if value is None:
-                return None
-            try:
-                return re.compile(str(value))
-            except re.error as e:
-                raise ConfigError(f"mirror.orgs[{entry['name']}].{key}: invalid regex: {e}") from None
-        return OwnerRule(entry["name"], rx("include"), rx("exclude"))
-    raise ConfigError(f"mirror.orgs: {entry!r} is neither an owner name nor a mapping with `name`")

@@ -67,7 +67,7 @@ class GitHubPushes:
         self.unavailable = unavailable
 
     def __call__(self, push: Push) -> Reply:
-        target = self.mirrors.target(push.repo)
+        target = self.mirrors.target(push.repo, fork=push.fork, archived=push.archived)
         if target is None:
             log.info("github push to %s ignored: raibid does not mirror it", push.repo)
             return 202, {"result": "ignored", "reason": f"{push.repo} is not mirrored"}

@@ -16,7 +16,7 @@ from raibid.errors import UsageError
 from raibid.webhook.mirrors import MirrorSet
 from raibid.webhook.receiver import GiteaPushes, GitHubPushes, Receiver
 from raibid.webhook.sync import BuildAfterSync, GiteaPullSync
-from raibid.webhook.trigger import BuildTrigger
+from raibid.webhook.trigger import BuildTrigger, EngineSubmit
 from raibid.webhook.worker import SyncFn, SyncWorker
 
 if TYPE_CHECKING:
@@ -37,15 +37,25 @@ class Service:
 
 def build(*, secret: str, submit: Callable[[JobSpec], tuple[Job, bool]], mirrors: MirrorSet, branches: str,
           agent: str, trigger_enabled: bool = True, overrides: dict[str, str] | None = None,
-          sync: SyncFn | None = None, pull: GiteaPullSync | None = None, unavailable: str = "",
+          sync: SyncFn | None = None, pull: GiteaPullSync | None = None,
+          engine: Callable[[EngineSubmit | None], SyncFn] | None = None, unavailable: str = "",
           max_body: int = 1 << 20, threads: int = 2, max_pending: int = 256) -> Service:
-    """The receiver and its started background worker (none when ``sync`` is None)."""
+    """The receiver and its started background worker (none without a way to sync).
+
+    GitHub pushes sync through ``engine`` (given the enqueue function for its trigger, None
+    when triggers are off: it builds what it moves), or through ``sync`` followed by
+    ``BuildAfterSync`` (pull mode: ``pull`` waits for Gitea to have the commit).
+    """
     if not secret:
         raise UsageError("the webhook secret is empty")
     trigger = BuildTrigger(submit, branches=branches, agent=agent, overrides=overrides)
     worker = None
+    after = None
+    if engine is not None:
+        sync = engine(trigger.submit_for_engine if trigger_enabled else None)
+    elif sync is not None and trigger_enabled:
+        after = BuildAfterSync(trigger, mirrors, pull=pull)
     if sync is not None:
-        after = BuildAfterSync(trigger, mirrors, pull=pull) if trigger_enabled else None
         worker = SyncWorker(sync, after, threads=threads, max_pending=max_pending).start()
     gitea = GiteaPushes(trigger) if trigger_enabled else None
 

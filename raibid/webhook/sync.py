@@ -1,30 +1,38 @@
 """What a GitHub push runs in the background: sync the one repo, then build what it brought.
 
-Pull mode (``mirror.mode: pull``): Gitea's own mirror-sync of ``<target_org>/NAME``, then a
-wait until Gitea has the pushed commit (a real Gitea syncs asynchronously). Push mode needs
-the mirror engine's one-repo sync, handed in as a callable.
+Pull mode (``mirror.mode: pull``): Gitea's own mirror-sync of the target, then a wait until
+Gitea has the pushed commit (a real Gitea syncs asynchronously), then, since Gitea sends no
+webhook after a mirror sync, one job per pushed, matching branch for its last commit
+(``BuildAfterSync``). Push mode: the mirror engine's sync of that one repository
+(``EngineSync``), whose own trigger enqueues the builds.
 
-After a sync, each pushed branch that matches the trigger becomes one job for its last
-commit, with the same dedupe key as the mirror's own trigger, so whichever enqueues first
-wins and the commit is built once.
+Both enqueue with the mirror's dedupe key, so whichever path enqueues first wins and the
+commit is built once.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from raibid.errors import NotFound
+from raibid.errors import NotFound, RaibidError
 from raibid.gitea.client import split_repo
 from raibid.webhook.events import Push
 from raibid.webhook.mirrors import MirrorSet
 from raibid.webhook.trigger import BuildTrigger
 
 if TYPE_CHECKING:
+    from raibid.config.model import MirrorConfig
     from raibid.gitea import Gitea
+    from raibid.mirror import Options
 
 log = logging.getLogger("raibid.webhook")
+
+
+class MirrorSyncFailed(RaibidError):
+    pass
 
 
 class GiteaPullSync:
@@ -37,7 +45,7 @@ class GiteaPullSync:
         self.interval = interval
 
     def __call__(self, source: str) -> None:
-        target = self.mirrors.target(source)
+        target = self.mirrors.target(source)  # a fork or archived repo never gets this far (receiver)
         if target is None:
             raise NotFound(f"{source} is not mirrored")
         self.gitea.mirror_sync(*split_repo(target))
@@ -86,3 +94,32 @@ class BuildAfterSync:
             e = self.trigger.enqueue(target, branch, push.after)
             log.info("%s@%s (%s): %s job %s", target, push.after[:12], branch,
                      "queued" if e.created else "already queued as", e.job_id)
+
+
+class EngineSync:
+    """``sync(source)`` through the mirror engine (`raibid.mirror`): that one repository, either mode.
+
+    The engine's own trigger (``opts.trigger``) enqueues the builds for the refs the sync moved,
+    with the same dedupe key as the cron sync, so the receiver adds no jobs of its own here.
+    """
+
+    def __init__(self, gitea: Gitea, github: Any, mirror: MirrorConfig, opts: Options, *,
+                 base_dir: Path | None = None) -> None:
+        self.gitea = gitea
+        self.github = github
+        self.mirror = mirror
+        self.opts = opts
+        self.base_dir = base_dir
+
+    def __call__(self, source: str) -> None:
+        from raibid.mirror import Syncer, TargetIndex, resolve
+
+        resolved, _ = resolve(self.mirror, self.github, None, repos=(source,), base_dir=self.base_dir, jobs=1)
+        mine = [r for r in resolved if r.source.lower() == source.lower()]
+        if not mine:
+            raise NotFound(f"{source}: the mirror config does not resolve it")
+        result = Syncer(self.gitea, TargetIndex(self.gitea), self.opts).sync_one(mine[0])
+        if result.action == "failed":
+            raise MirrorSyncFailed(f"{source}: {result.error}")
+        log.info("%s -> %s: %s, %d ref(s) moved, jobs %s", source, result.target, result.action,
+                 result.refs_changed, ", ".join(result.jobs) or "none")

@@ -25,7 +25,7 @@ def setup(github, gitea, monkeypatch, isolated_env: Path):
     Gitea(gitea.url, GITEA_TOKEN).create_org("mirrors")
     (isolated_env / "raibid.yaml").write_text(json.dumps({
         "mirror": {"github_api": github.url, "repos": ["acme/app", "acme/locked"],
-                   "orgs": [{"name": "bigorg", "include": "^svc-"}]},
+                   "orgs": [{"name": "bigorg", "include": ["^svc-"]}]},
         "webhook": {"public_url": "https://ci.example.org/"},
     }))
     monkeypatch.setenv("RAIBID_WEBHOOK_SECRET", SECRET)
@@ -179,8 +179,8 @@ def test_cluster_up_deploys_the_receiver_keeps_its_secret_and_status_reports_it(
 def test_an_owner_that_cannot_be_listed_fails_register_but_the_other_hooks_are_made(setup, run, isolated_env):
     github, gitea = setup
     (isolated_env / "raibid.yaml").write_text(json.dumps({
-        "mirror": {"github_api": github.url, "repos": ["acme/app"], "orgs": ["ghost"]},
+        "mirror": {"github_api": github.url, "repos": ["acme/app"], "orgs": [{"name": "ghost"}]},
         "webhook": {"public_url": "https://ci.example.org"}}))
     r = run("webhook", "register", "--github", "--json")
     assert r.code == 1
-    assert actions(r) == {("github", "ghost"): "failed", ("github", "acme/app"): "created"}
+    assert actions(r) == {("github", "ghost/*"): "failed", ("github", "acme/app"): "created"}

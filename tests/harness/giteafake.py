@@ -50,6 +50,7 @@ class Repo:
     original_url: str = ""
     mirror_interval: str = ""
     hooks: list[dict] = field(default_factory=list)
+    archived: bool = False
     created_at: str = field(default_factory=_now)
     auth_token: str = ""  # the source credentials a pull mirror keeps (never returned by the API)
 
@@ -130,7 +131,7 @@ class GiteaFake(Served):
             "mirror": r.mirror, "size": 0, "html_url": f"{self.url}/{r.owner}/{r.name}",
             "ssh_url": f"git@127.0.0.1:{r.owner}/{r.name}.git", "clone_url": self.git.url(f"{r.owner}/{r.name}"),
             "original_url": r.original_url, "website": "", "default_branch": r.default_branch,
-            "archived": False, "created_at": r.created_at, "updated_at": r.created_at,
+            "archived": r.archived, "created_at": r.created_at, "updated_at": r.created_at,
             "mirror_interval": r.mirror_interval, "permissions": {"admin": True, "push": True, "pull": True}}
 
 
@@ -306,6 +307,8 @@ class _Handler(Handler):
                                if r.owner.lower() == caller.login.lower()], q)
         m = re.fullmatch(r"/users/([^/]+)/repos", p)
         if m and method == "GET":
+            if m.group(1).lower() not in fake.users:
+                raise GiteaError(404, f"user redirect does not exist [name: {m.group(1)}]")
             return self._page([fake.repo_json(r) for r in fake.repos.values()
                                if r.owner.lower() == m.group(1).lower()], q)
         if p == "/repos/migrate" and method == "POST":
@@ -315,6 +318,15 @@ class _Handler(Handler):
         if m:
             repo = self._repo(m.group(1), m.group(2))
             if method == "GET":
+                return 200, fake.repo_json(repo), {}
+            if method == "PATCH":
+                self._need(caller)
+                for key in ("archived", "private"):
+                    if key in body:
+                        setattr(repo, key, bool(body[key]))
+                for key in ("description", "default_branch"):
+                    if key in body:
+                        setattr(repo, key, str(body[key]))
                 return 200, fake.repo_json(repo), {}
             if method == "DELETE":
                 self._need(caller)

@@ -1,0 +1,78 @@
+"""Credentials for git child processes, and scrubbing them out of git's messages.
+
+A token reaches git only through env-injected config (``GIT_CONFIG_COUNT`` /
+``GIT_CONFIG_KEY_n`` / ``GIT_CONFIG_VALUE_n``, git >= 2.31) as an
+``http.<origin>/.extraHeader``, scoped to the one host it belongs to. So it is
+never in argv (``ps`` shows argv to every user), never in a repository's
+``.git/config`` and never in a remote URL that git would echo in an error.
+Shared by the mirror (GitHub and Gitea) and the agent runtime (Gitea).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit
+
+# git must never ask on a terminal, nor read the user's credential helpers or system config.
+BASE_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": "", "GIT_CONFIG_NOSYSTEM": "1",
+            "GCM_INTERACTIVE": "never", "LC_ALL": "C"}
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]/`` of a URL: the scope of an ``http.<url>.*`` setting."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme}://{host}/"
+
+
+def auth_header(token: str, *, scheme: str = "basic", username: str = "x-access-token") -> str:
+    """``Authorization: ...`` for a token: Basic (GitHub and Gitea both take a token as the password) or Bearer."""
+    if scheme == "bearer":
+        return f"Authorization: Bearer {token}"
+    basic = base64.b64encode(f"{username}:{token}".encode()).decode()
+    return f"Authorization: Basic {basic}"
+
+
+def git_env(creds: Mapping[str, str | None] | None = None, *, base: Mapping[str, str] | None = None,
+            scheme: str = "basic", username: str = "x-access-token") -> dict[str, str]:
+    """A full environment for a git child process; ``creds`` maps a URL (any URL on the host) to a token.
+
+    Every token becomes ``http.<origin>/.extraHeader``, so git sends it only to
+    that host; anything git-config related inherited from ``base`` is dropped so
+    the caller's env cannot add a second header.
+    """
+    env = {k: v for k, v in (os.environ if base is None else base).items()
+           if not k.startswith("GIT_CONFIG_") and k not in ("GIT_DIR", "GIT_WORK_TREE")}
+    env.update(BASE_ENV)
+    settings: list[tuple[str, str]] = [("credential.helper", ""), ("core.askPass", "")]
+    for url, token in (creds or {}).items():
+        if token:
+            settings.append((f"http.{origin_of(url)}.extraHeader", auth_header(token, scheme=scheme,
+                                                                             username=username)))
+    env["GIT_CONFIG_COUNT"] = str(len(settings))
+    for i, (key, value) in enumerate(settings):
+        env[f"GIT_CONFIG_KEY_{i}"] = key
+        env[f"GIT_CONFIG_VALUE_{i}"] = value
+    return env
+
+
+_URL_USERINFO = re.compile(r"(\w+://)[^/\s@]+@")
+
+
+def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """Remove tokens (plain and in Basic form) and URL userinfo from git's output before anyone sees it."""
+    out = _URL_USERINFO.sub(r"\1***@", text)
+    for secret in secrets:
+        if not secret:
+            continue
+        forms = {secret}
+        for user in ("x-access-token", "x", "git", "oauth2"):
+            forms.add(base64.b64encode(f"{user}:{secret}".encode()).decode())
+        for form in sorted(forms, key=len, reverse=True):
+            out = out.replace(form, "***")
+    return re.sub(r"(Authorization:\s*\w+\s+)\S+", r"\1***", out, flags=re.I)

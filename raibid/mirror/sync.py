@@ -1,0 +1,336 @@
+"""The sync orchestration: each resolved repository in parallel, each with its own deadline.
+
+Push mode, per repository: read both sides' refs (the fast path: equal means
+``unchanged``, no fetch, no push); otherwise create or adopt the target, fetch
+into the cache and force-push the differing branches and tags, deleting those
+gone upstream. Pull mode hands the work to Gitea (``repos/migrate`` with
+``mirror: true``, then ``mirror-sync``). Repositories gone upstream get their
+org entry's ``on_missing`` policy. One repository failing never stops the others.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from raibid.errors import NotFound, RaibidError
+from raibid.mirror import gitengine as g
+from raibid.mirror.model import RepoResult, Resolved, StatusRow, Summary, totals
+from raibid.mirror.resolve import TargetIndex, description_for, source_of
+from raibid.timeutil import now_rfc3339
+
+if TYPE_CHECKING:
+    from raibid.gitea import Gitea
+    from raibid.gitea.models import Repo as GiteaRepo
+
+# (target repo, branch, commit) -> (job id, created); created False: the dedupe key found an existing job.
+Submit = Callable[[str, str, str], tuple[str, bool]]
+
+
+@dataclass
+class Trigger:
+    branches: str
+    submit: Submit
+    on_create: bool = False
+
+
+@dataclass
+class Options:
+    cache_dir: Path
+    mode: str = "push"
+    jobs: int = 4
+    timeout: float = 600.0
+    dry_run: bool = False
+    allow_delete: bool = False
+    github_token: str | None = None
+    gitea_token: str | None = None
+    trigger: Trigger | None = None
+
+
+class _Failed(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Syncer:
+    def __init__(self, gitea: Gitea, targets: TargetIndex, opts: Options) -> None:
+        self.gitea = gitea
+        self.targets = targets
+        self.opts = opts
+        self._org_lock = threading.Lock()
+        self._org_errors: dict[str, str | None] = {}
+
+    # ------------------------------------------------------------------ the run
+    def run(self, resolved: list[Resolved],
+            on_result: Callable[[RepoResult], None] | None = None) -> Summary:
+        started, t0 = now_rfc3339(), time.monotonic()
+        lock = threading.Lock()
+
+        def one(r: Resolved) -> RepoResult:
+            result = self.sync_one(r)
+            if on_result is not None:
+                with lock:
+                    on_result(result)
+            return result
+
+        with ThreadPoolExecutor(max_workers=max(1, self.opts.jobs), thread_name_prefix="mirror") as pool:
+            results = list(pool.map(one, resolved))
+        return Summary(started_at=started, finished_at=now_rfc3339(), duration_s=round(time.monotonic() - t0, 3),
+                       mode=self.opts.mode, dry_run=self.opts.dry_run, totals=totals(results), repos=results,
+                       failed=[r.source for r in results if r.action == "failed"],
+                       triggered=sum(len(r.jobs) for r in results))
+
+    def sync_one(self, r: Resolved) -> RepoResult:
+        t0 = time.monotonic()
+        deadline = t0 + self.opts.timeout
+        result = RepoResult(source=r.source, target=r.target, action="failed")
+        try:
+            if r.error:
+                raise _Failed(r.error)
+            if r.gone:
+                self._missing(r, result)
+            elif self.opts.mode == "pull":
+                self._pull(r, result, deadline)
+            else:
+                self._push(r, result, deadline)
+        except _Failed as e:
+            result.action, result.error = "failed", e.message
+        except RaibidError as e:
+            result.action, result.error = "failed", e.message
+        except Exception as e:  # a bug in one repo must not stop the rest; the message still says what
+            result.action, result.error = "failed", f"internal error: {type(e).__name__}: {e}"
+        if result.action == "failed" and time.monotonic() > deadline:
+            result.error = f"timed out after {self.opts.timeout:.0f}s ({result.error})"
+        result.duration_s = round(time.monotonic() - t0, 3)
+        return result
+
+    # ------------------------------------------------------------------ pieces
+    def _ensure_org(self, org: str) -> None:
+        with self._org_lock:
+            if org.lower() in self._org_errors:
+                error = self._org_errors[org.lower()]
+                if error:
+                    raise _Failed(error)
+                return
+            error = None
+            if self.targets.repos(org) is None and not self.opts.dry_run:
+                try:
+                    self.gitea.create_org(org, exist_ok=True)
+                    self.targets.mark_org(org)
+                except RaibidError as e:
+                    error = f"cannot create the Gitea org {org!r}: {e.message}"
+            self._org_errors[org.lower()] = error
+            if error:
+                raise _Failed(error)
+
+    def _find_target(self, r: Resolved, result: RepoResult) -> GiteaRepo | None:
+        found = self.targets.find(r.target, [r.clone_url, r.html_url])
+        if found is not None and found.full_name.lower() != r.target.lower():
+            result.target, result.adopted = found.full_name, True
+            result.note = f"adopted {found.full_name} (its original_url is the source)"
+        return found
+
+    def _pending_path(self, target: str) -> Path:
+        return self.opts.cache_dir / "pending" / (target.lower().replace("/", "__") + ".json")
+
+    def _trigger(self, r: Resolved, result: RepoResult, moves: dict[str, tuple[str | None, str | None]],
+                 first_time: bool) -> None:
+        """Enqueue one job per moved trigger branch; what cannot be enqueued is kept for the next run."""
+        t = self.opts.trigger
+        if t is None or (first_time and not t.on_create):
+            return
+        rx = re.compile(t.branches)
+        wanted = [(ref[11:], new) for ref, (_, new) in sorted(moves.items())
+                  if new is not None and ref.startswith("refs/heads/") and rx.search(ref[11:])]
+        self._submit_all(result, wanted)
+
+    def _retry_pending(self, result: RepoResult) -> None:
+        """A run whose push landed but whose trigger failed left the commits here; dedupe makes a retry safe."""
+        path = self._pending_path(result.target)
+        if self.opts.trigger is None or self.opts.dry_run or not path.exists():
+            return
+        try:
+            wanted = [tuple(x) for x in json.loads(path.read_text())]
+        except (OSError, ValueError):
+            wanted = []
+        path.unlink(missing_ok=True)
+        self._submit_all(result, wanted)  # type: ignore[arg-type]
+
+    def _submit_all(self, result: RepoResult, wanted: list[tuple[str, str]]) -> None:
+        t = self.opts.trigger
+        assert t is not None
+        for i, (branch, sha) in enumerate(wanted):
+            try:
+                job_id, _ = t.submit(result.target, branch, sha)
+            except RaibidError as e:
+                path = self._pending_path(result.target)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(wanted[i:]))
+                raise _Failed(f"could not enqueue the CI job for {branch} (kept for the next run): "
+                              f"{e.message}") from None
+            result.jobs.append(job_id)
+
+    def _push(self, r: Resolved, result: RepoResult, deadline: float) -> None:
+        opts = self.opts
+        branches = re.compile(r.branches) if r.branches else None
+        src = g.Remote(r.clone_url, opts.github_token)
+        try:
+            want = g.mirrored(g.ls_remote(src, deadline=deadline), branches)
+        except g.SourceGone:
+            raise _Failed("source repository not found (deleted upstream, or the token cannot read it)") from None
+        org, name = r.target.split("/", 1)
+        self._ensure_org(org)
+        target = self._find_target(r, result)
+        have: dict[str, str] = {}
+        if target is not None:
+            if target.mirror:
+                raise _Failed(f"{target.full_name} is a Gitea pull mirror; push mode cannot write to it "
+                              "(use mirror.mode: pull, or convert it in Gitea)")
+            if target.archived:
+                raise _Failed(f"{target.full_name} is archived in Gitea; unarchive it to mirror into it")
+            have = g.mirrored(g.ls_remote(g.Remote(target.clone_url, opts.gitea_token), deadline=deadline))
+            if want == have:
+                result.action = "unchanged"
+                self._retry_pending(result)
+                return
+        first_time = target is None or not have
+        moves = g.changes(want, have)
+        if opts.dry_run:
+            result.action, result.refs_changed = ("created" if target is None else "synced"), len(moves)
+            result.note = "dry run: " + (f"would create {r.target}" if target is None else
+                                         f"would move {len(moves)} ref(s)")
+            return
+        created = False
+        if target is None:
+            target, created = self.gitea.create_repo(org, name, description=description_for(r.html_url or r.clone_url),
+                                                     exist_ok=True)
+            self.targets.add(target)
+        elif source_of(target) is None:
+            result.adopted = True
+            result.note = result.note or f"adopted the existing {target.full_name}"
+            if not target.description:
+                self.gitea.edit_repo(target.owner, target.name, description=description_for(r.html_url or r.clone_url))
+        cache = g.cache_path(opts.cache_dir, r.clone_url, r.source)
+        g.fetch(cache, src, deadline=deadline)
+        local = g.mirrored(g.local_refs(cache), branches)
+        moves = g.changes(local, have)
+        g.push(cache, g.Remote(target.clone_url, opts.gitea_token), moves, deadline=deadline)
+        result.refs_changed = len(moves)
+        result.action = "created" if created else ("synced" if moves else "unchanged")
+        self._retry_pending(result)
+        self._trigger(r, result, moves, first_time)
+
+    def _pull(self, r: Resolved, result: RepoResult, deadline: float) -> None:
+        opts = self.opts
+        org, name = r.target.split("/", 1)
+        self._ensure_org(org)
+        target = self._find_target(r, result)
+        if target is None:
+            result.action = "created"
+            if opts.dry_run:
+                result.note = f"dry run: would create the pull mirror {r.target}"
+                return
+            repo = self.gitea.migrate(r.clone_url, org, name, mirror=True, auth_token=opts.github_token,
+                                      description=description_for(r.html_url or r.clone_url))
+            self.targets.add(repo)
+            return
+        if not target.mirror:
+            raise _Failed(f"{target.full_name} exists and is not a pull mirror (mode pull adopts only pull mirrors)")
+        branches = re.compile(r.branches) if r.branches else None
+        try:
+            want = g.mirrored(g.ls_remote(g.Remote(r.clone_url, opts.github_token), deadline=deadline), branches)
+        except g.SourceGone:
+            raise _Failed("source repository not found") from None
+        have = g.mirrored(g.ls_remote(g.Remote(target.clone_url, opts.gitea_token), deadline=deadline))
+        moves = g.changes(want, have)
+        if not moves:
+            result.action = "unchanged"
+            return
+        result.action, result.refs_changed = "synced", len(moves)
+        if opts.dry_run:
+            result.note = "dry run: would ask Gitea to sync"
+            return
+        self.gitea.mirror_sync(target.owner, target.name)
+
+    def _missing(self, r: Resolved, result: RepoResult) -> None:
+        opts = self.opts
+        policy = r.on_missing
+        target = self.targets.find(r.target, [])
+        prefix = "dry run: " if opts.dry_run else ""
+        if target is None:
+            result.action, result.note = "unchanged", "gone upstream, and no longer in Gitea"
+            return
+        if policy == "archive":
+            if target.archived:
+                result.action, result.note = "unchanged", "gone upstream; already archived"
+                return
+            result.action, result.note = "archived", f"{prefix}gone upstream (on_missing: archive)"
+            if not opts.dry_run:
+                self.gitea.edit_repo(target.owner, target.name, archived=True)
+            return
+        if policy == "delete":
+            if not opts.allow_delete:
+                result.action = "skipped"
+                result.note = "gone upstream; on_missing is delete but --allow-delete was not given"
+                return
+            result.action, result.note = "deleted", f"{prefix}gone upstream (on_missing: delete)"
+            if not opts.dry_run:
+                try:
+                    self.gitea.delete_repo(target.owner, target.name)
+                except NotFound:
+                    pass
+            return
+        result.action, result.note = "skipped", "gone upstream; kept (on_missing: keep)"
+
+    # ------------------------------------------------------------------ status
+    def status(self, resolved: list[Resolved]) -> list[StatusRow]:
+        with ThreadPoolExecutor(max_workers=max(1, self.opts.jobs), thread_name_prefix="mirror") as pool:
+            return list(pool.map(self._status_one, resolved))
+
+    def _status_one(self, r: Resolved) -> StatusRow:
+        row = StatusRow(source=r.source, target=r.target, state="missing-source")
+        if r.error or r.gone:
+            row.error = r.error or "gone upstream"
+            return row
+        deadline = time.monotonic() + self.opts.timeout
+        branches = re.compile(r.branches) if r.branches else None
+        try:
+            want = g.mirrored(g.ls_remote(g.Remote(r.clone_url, self.opts.github_token), deadline=deadline),
+                              branches)
+        except g.SourceGone:
+            row.error = "source repository not found"
+            return row
+        except RaibidError as e:
+            row.state, row.error = "diverged", e.message  # unknown: counted as drift, with the reason
+            return row
+        target = self.targets.find(r.target, [r.clone_url, r.html_url])
+        if target is None:
+            row.state = "missing-target"
+            return row
+        row.target = target.full_name
+        try:
+            have = g.mirrored(g.ls_remote(g.Remote(target.clone_url, self.opts.gitea_token), deadline=deadline))
+        except RaibidError as e:
+            row.state, row.error = "diverged", e.message
+            return row
+        moves = g.changes(want, have)
+        row.differing = sorted(moves)
+        if not moves:
+            row.state = "in-sync"
+            return row
+        # Behind: every target-side commit that differs is known history of the source (in the cache).
+        cache = g.cache_path(self.opts.cache_dir, r.clone_url, r.source)
+        if not (cache / "HEAD").exists():
+            row.state = "behind"  # never fetched here: nothing to tell the two apart
+            return row
+        behind = all(old is None or g.has_object(cache, old) for old, _ in moves.values())
+        row.state = "behind" if behind else "diverged"
+        return row

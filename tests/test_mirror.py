@@ -1,0 +1,265 @@
+"""The mirror's pieces: config, GitHub client (pagination, rate limits), credentials, lock, ref reading."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+
+import pytest
+
+from raibid.config import load_config
+from raibid.errors import ConfigError, Locked
+from raibid.gitcreds import git_env, origin_of, scrub
+from raibid.github import GitHub, RateLimited
+from raibid.mirror import gitengine as g
+from raibid.mirror.lock import SyncLock
+from raibid.mirror.resolve import normalize_url, read_list, source_of
+from tests.harness.githubfake import FakeClock, GitHubFake
+
+# ----------------------------------------------------------------------------- config
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_mirror_entries_as_strings_or_mappings(isolated_env):
+    p = write(isolated_env / "raibid.yaml", """\
+mirror:
+  repos:
+    - solo/one
+    - {source: solo/two, target: team/deux, branches: "^main$"}
+  orgs:
+    - name: acme
+      kind: org
+      include: ["^svc-"]
+      exclude: ["-old$"]
+      on_missing: archive
+  trigger:
+    on_create: true
+""")
+    m = load_config(p).mirror
+    assert m.repos[0] == "solo/one"
+    assert (m.repos[1].source, m.repos[1].target, m.repos[1].branches) == ("solo/two", "team/deux", "^main$")
+    assert m.orgs[0].include == ["^svc-"] and m.orgs[0].on_missing == "archive" and not m.orgs[0].forks
+    assert m.trigger.on_create is True
+
+
+@pytest.mark.parametrize("body, expected", [
+    ("mirror:\n  orgs:\n    - name: acme\n      exclude: ['[a-']\n", "mirror.orgs entry 'acme' exclude[0]: invalid regex"),
+    ("mirror:\n  orgs:\n    - name: acme\n      on_missing: burn\n", "'burn' is not one of keep, archive, delete"),
+    ("mirror:\n  orgs:\n    - kind: user\n", "'name' is required"),
+    ("mirror:\n  repos:\n    - {source: a/b, branches: '(('}\n", "mirror.repos entry 'a/b' branches: invalid regex"),
+    ("mirror:\n  repos:\n    - not-a-repo\n", "'not-a-repo' is not OWNER/NAME"),
+    ("mirror:\n  repos:\n    - 5\n", "must be a string or a mapping"),
+    ("mirror:\n  trigger:\n    branches: '(('\n", "mirror.trigger.branches: invalid regex"),
+    ("mirror:\n  mode: both\n", "mirror.mode: 'both' is not one of push, pull"),
+])
+def test_bad_mirror_entries_name_file_line_and_entry(isolated_env, body, expected):
+    p = write(isolated_env / "raibid.yaml", body)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert expected in e.value.message and str(p) in e.value.message
+
+
+def test_list_files_skip_comments_and_reject_junk(tmp_path):
+    p = write(tmp_path / "l.txt", "# header\n\na/b\n  c/d   # why\n")
+    assert read_list(p) == [(3, "a/b"), (4, "c/d")]
+    write(p, "a/b\nnot a repo\n")
+    with pytest.raises(ConfigError, match=r"l.txt:2: 'not a repo' is not OWNER/NAME"):
+        read_list(p)
+
+
+def test_source_of_reads_original_url_or_the_description_marker():
+    from raibid.gitea.models import Repo
+
+    def repo(**kw):
+        return Repo(owner="m", name="x", full_name="m/x", private=False, mirror=False, empty=False, clone_url="",
+                    html_url="", **kw)
+
+    assert source_of(repo(original_url="https://github.com/Acme/Svc.git")) == "acme/svc"
+    assert source_of(repo(description="Mirror of https://ghe.example/api/../acme/web")) == "acme/web"
+    assert source_of(repo(description="my own repo")) is None
+    assert normalize_url("https://tok@github.com/a/b.git/") == "github.com/a/b"
+
+
+# ----------------------------------------------------------------------------- GitHub client
+
+
+@pytest.fixture
+def clocked(tmp_path):
+    clock = FakeClock()
+    fake = GitHubFake(tmp_path / "gh", clock=clock).start()
+    yield fake, clock
+    fake.stop()
+
+
+def test_listing_follows_link_pagination_and_sends_bearer(github):
+    github.add_org("big")
+    for i in range(230):
+        github.add_repo("big", f"r{i:03d}")
+    gh = GitHub(github.url, github.token)
+    repos = gh.list_repos("big")
+    assert len(repos) == 230 and len({r.name for r in repos}) == 230
+    pages = github.requests("GET", r"/repos$")
+    assert len(pages) == 3 and all(p.auth for p in pages)  # per_page=100, then Link rel="next" twice
+    assert repos[0].clone_url.startswith(github.git.base_url)  # clone URLs come from the API
+
+
+def test_clone_url_comes_from_the_api_not_a_host(github):
+    github.add_user("solo")
+    github.add_repo("solo", "one", files={"a": "b"})
+    repo = GitHub(github.url + "/", github.token).get_repo("solo", "one")
+    assert repo.clone_url == github.git.url("solo/one") and "github.com" not in repo.clone_url
+
+
+def test_primary_rate_limit_waits_until_reset(clocked):
+    fake, clock = clocked
+    fake.add_org("acme")
+    fake.add_repo("acme", "a")
+    fake.rate_limit(remaining=0, reset_in=120)
+    slept = []
+
+    def sleep(s):
+        slept.append(s)
+        clock.advance(s)
+
+    gh = GitHub(fake.url, fake.token, max_wait=300, sleep=sleep, clock=clock)
+    assert [r.name for r in gh.list_repos("acme")] == ["a"]
+    assert len(slept) == 1 and 120 <= slept[0] <= 122
+
+
+def test_secondary_rate_limit_honours_retry_after(clocked):
+    fake, clock = clocked
+    fake.add_org("acme")
+    fake.add_repo("acme", "a")
+    fake.secondary_limit(retry_after=30, status=429, count=1)
+    gh = GitHub(fake.url, fake.token, max_wait=60, sleep=clock.advance, clock=clock)
+    assert len(gh.list_repos("acme")) == 1 and 30 <= gh.waited <= 31
+
+
+def test_rate_limit_beyond_max_wait_fails_clearly(clocked):
+    fake, clock = clocked
+    fake.add_org("acme")
+    fake.rate_limit(remaining=0, reset_in=3600)
+    gh = GitHub(fake.url, fake.token, max_wait=60, sleep=clock.advance, clock=clock)
+    with pytest.raises(RateLimited, match=r"resets in 36\d\ds, more than --max-wait allows \(60s\)"):
+        gh.list_repos("acme")
+
+
+def test_remaining_zero_on_a_success_waits_before_the_next_request(clocked):
+    fake, clock = clocked
+    fake.add_org("acme")
+    fake.add_repo("acme", "a")
+    fake.rate_limit(remaining=1, reset_in=10)
+    gh = GitHub(fake.url, fake.token, max_wait=60, sleep=clock.advance, clock=clock)
+    gh.get_repo("acme", "a")  # uses the last request of the window
+    gh.get_repo("acme", "a")  # waits for the reset instead of earning a 403
+    assert all(r.status == 200 for r in fake.requests()) and gh.waited >= 10
+
+
+# ----------------------------------------------------------------------------- credentials
+
+
+def test_git_env_scopes_each_token_to_its_host_and_drops_inherited_config():
+    env = git_env({"http://127.0.0.1:5000/a/b.git": "TOKEN-A", "https://gitea.local/x.git": None},
+                  base={"PATH": "/bin", "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+                        "GIT_CONFIG_VALUE_0": "Authorization: Basic evil"})
+    keys = [env[f"GIT_CONFIG_KEY_{i}"] for i in range(int(env["GIT_CONFIG_COUNT"]))]
+    assert keys == ["credential.helper", "core.askPass", "http.http://127.0.0.1:5000/.extraHeader"]
+    assert base64.b64decode(env["GIT_CONFIG_VALUE_2"].split()[-1]).decode() == "x-access-token:TOKEN-A"
+    assert "evil" not in "".join(env.values()) and env["GIT_TERMINAL_PROMPT"] == "0"
+    assert origin_of("https://u:p@h.example:8443/a/b") == "https://h.example:8443/"
+
+
+def test_scrub_removes_tokens_in_every_form():
+    basic = base64.b64encode(b"x-access-token:SeCrEt").decode()
+    text = f"fatal: https://user:SeCrEt@h/x: Authorization: Basic {basic} and SeCrEt again"
+    out = scrub(text, ["SeCrEt"])
+    assert "SeCrEt" not in out and basic not in out and "https://***@h/x" in out
+
+
+def test_ls_remote_reads_the_advertisement_and_reports_missing_repos(git_server):
+    git_server.create_repo("o/r")
+    sha = git_server.commit("o/r", "main", {"a": "1"})
+    git_server.tag("o/r", "v1")
+    refs = g.ls_remote(g.Remote(git_server.url("o/r"), git_server.token))
+    assert refs["refs/heads/main"] == sha and refs["refs/tags/v1"] == sha
+    git_server.create_repo("o/empty")
+    assert g.ls_remote(g.Remote(git_server.url("o/empty"), git_server.token)) == {}
+    with pytest.raises(g.SourceGone):
+        g.ls_remote(g.Remote(git_server.url("o/nope"), git_server.token))
+    with pytest.raises(g.GitFailed, match="access denied"):
+        g.ls_remote(g.Remote(git_server.url("o/r"), "wrong-token"))
+
+
+def test_fetch_failure_is_scrubbed_and_leaves_no_half_made_cache(git_server, tmp_path):
+    path = tmp_path / "cache" / "o" / "r.git"
+    with pytest.raises(g.GitFailed) as e:
+        g.fetch(path, g.Remote(git_server.url("o/missing"), "tok-XYZ-secret"))
+    assert "tok-XYZ-secret" not in e.value.message
+    assert not path.exists() and list(path.parent.iterdir()) == []
+
+
+def test_mirrored_refs_skip_pull_refs_and_filter_branches():
+    import re
+
+    refs = {"refs/heads/main": "1", "refs/heads/dev": "2", "refs/tags/v1": "3", "refs/tags/v1^{}": "4",
+            "refs/pull/1/head": "5", "HEAD": "1"}
+    assert g.mirrored(refs) == {"refs/heads/main": "1", "refs/heads/dev": "2", "refs/tags/v1": "3"}
+    assert g.mirrored(refs, re.compile("^main$")) == {"refs/heads/main": "1", "refs/tags/v1": "3"}
+    assert g.changes({"a": "1", "b": "2"}, {"b": "9", "c": "3"}) == {"a": (None, "1"), "b": ("9", "2"),
+                                                                     "c": ("3", None)}
+
+
+# ----------------------------------------------------------------------------- lock
+
+
+def test_lock_refuses_a_second_holder_and_names_the_first(tmp_path):
+    with SyncLock(tmp_path):
+        with pytest.raises(Locked) as e:
+            SyncLock(tmp_path).acquire()
+        assert f"pid {os.getpid()}" in e.value.message and e.value.exit_code == 6
+    SyncLock(tmp_path).acquire().release()  # free again once released
+
+
+def test_lock_dies_with_its_process(tmp_path):
+    code = ("import sys, os; from pathlib import Path; from raibid.mirror.lock import SyncLock; "
+            f"SyncLock(Path({str(tmp_path)!r})).acquire(); os._exit(0)")
+    subprocess.run([os.sys.executable, "-c", code], check=True)
+    SyncLock(tmp_path).acquire().release()  # no stale lock after the holder exited without releasing
+
+
+# ----------------------------------------------------------------------------- the CronJob component
+
+
+def test_mirror_component_renders_a_valid_forbid_cronjob_with_tokens_from_secrets(isolated_env, monkeypatch):
+    import json
+
+    import kubernetes_validate
+
+    from raibid.cluster.render import render
+
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp-sentinel-token")
+    p = write(isolated_env / "raibid.yaml", "mirror:\n  repos: [a/b]\n  orgs: [{name: acme, include: ['^x']}]\n"
+              "  schedule: '0 * * * *'\n")
+    cfg = load_config(p)
+    docs = {m.kind: m for m in render(cfg, ["mirror"], secrets={"redis_password": "r", "gitea_admin_password": "g"})
+            if m.component == "mirror"}
+    cron, cm = docs["CronJob"].obj, docs["ConfigMap"].obj
+    for obj in (cron, cm):
+        kubernetes_validate.validate(obj, "1.31", strict=True)
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid" and cron["spec"]["schedule"] == "0 * * * *"
+    container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["mirror", "sync", "--json"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["GITHUB_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "raibid-mirror-github"
+    assert env["RAIBID_GITEA_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "raibid-gitea-token"
+    pod_cfg = json.loads(cm["data"]["raibid.yaml"])
+    assert pod_cfg["mirror"]["orgs"][0]["include"] == ["^x"] and pod_cfg["mirror"]["cache_dir"] == "/cache"
+    assert "ghp-sentinel-token" not in json.dumps([cron, cm])
+    # The pod's config is a valid raibid config.
+    write(isolated_env / "pod.yaml", cm["data"]["raibid.yaml"])
+    assert load_config(isolated_env / "pod.yaml").mirror.repos == ["a/b"]
