@@ -28,6 +28,12 @@ def world(github, gitea, redis_url, isolated_env, monkeypatch, run):
     return github, gitea
 
 
+def new_commit(github, content: str) -> tuple[str, str]:
+    """(before, after) of a new commit on acme/app's main."""
+    before = github.heads("acme", "app")["refs/heads/main"]
+    return before, github.commit("acme", "app", "main", {"app.py": content})
+
+
 def receiver(app: Application):
     cfg = app.cfg
     return build(secret=SECRET, submit=app.queue.submit_deduped, mirrors=MirrorSet.from_config(cfg.mirror),
@@ -37,8 +43,7 @@ def receiver(app: Application):
 def test_push_mode_github_push_syncs_through_the_engine_and_its_trigger_queues_one_job(world):
     github, gitea = world
     app = Application()
-    before = github.heads("acme", "app")["refs/heads/main"]
-    after = github.commit("acme", "app", "main", {"app.py": "print(2)\n"})
+    before, after = new_commit(github, "print(2)\n")
     service = receiver(app)
     try:
         body = json.dumps(github.push_payload("acme", "app", "main", before, after)).encode()
@@ -62,8 +67,7 @@ def test_webhook_then_the_cron_mirror_sync_for_the_same_commit_is_one_job(world,
     same commit and triggers with the same dedupe key: still one job, and the sync reports it."""
     github, gitea = world
     app = Application()
-    before = github.heads("acme", "app")["refs/heads/main"]
-    after = github.commit("acme", "app", "main", {"app.py": "print(3)\n"})
+    before, after = new_commit(github, "print(3)\n")
     service = receiver(app)
     try:
         status, reply = gitea_post(service.receiver, {"ref": "refs/heads/main", "before": before, "after": after,
@@ -82,8 +86,7 @@ def test_webhook_then_the_cron_mirror_sync_for_the_same_commit_is_one_job(world,
 def test_a_push_mode_sync_failure_is_counted_and_queues_nothing(world):
     github, gitea = world
     app = Application()
-    before = github.heads("acme", "app")["refs/heads/main"]
-    after = github.commit("acme", "app", "main", {"app.py": "print(4)\n"})
+    before, after = new_commit(github, "print(4)\n")
     github.delete_repo("acme", "app")  # gone upstream between the push and the sync
     service = receiver(app)
     try:

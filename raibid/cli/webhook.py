@@ -140,19 +140,20 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
                     trigger_enabled=cfg.mirror.trigger.enabled, overrides=w.branches, sync=sync, pull=pull,
                     engine=engine, max_body=w.max_body, threads=w.sync_workers, max_pending=w.max_pending)
     server = create_server(service.receiver, host, port, max_body=w.max_body, threads=threads)
-    log.info("listening on %s:%d (Gitea: /hooks/gitea, GitHub: /hooks/github)", host, server.effective_port)
+    log.info("listening on %s:%s (Gitea: /hooks/gitea, GitHub: /hooks/github)", host, server.effective_port)
 
     def terminate(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # SIGTERM (the pod stopping): leave run() the way Ctrl-C does
+        raise KeyboardInterrupt  # SIGTERM (the pod stopping): waitress's run() returns as on Ctrl-C
 
     signal.signal(signal.SIGTERM, terminate)
     try:
         server.run()
     except KeyboardInterrupt:
-        log.info("stopping")
+        pass
     finally:
         server.close()
         service.stop()
+    log.info("stopped")
 
 
 def _engine(app: Application):

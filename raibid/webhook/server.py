@@ -16,10 +16,11 @@ from raibid.errors import UsageError
 from raibid.webhook.mirrors import MirrorSet
 from raibid.webhook.receiver import GiteaPushes, GitHubPushes, Receiver
 from raibid.webhook.sync import BuildAfterSync, GiteaPullSync
-from raibid.webhook.trigger import BuildTrigger, EngineSubmit
+from raibid.webhook.trigger import BuildTrigger
 from raibid.webhook.worker import SyncFn, SyncWorker
 
 if TYPE_CHECKING:
+    from raibid.mirror.sync import Submit as EngineSubmit
     from raibid.queue import Job, JobSpec
 
 log = logging.getLogger("raibid.webhook")

@@ -17,9 +17,6 @@ from raibid.errors import ConfigError
 if TYPE_CHECKING:
     from raibid.queue import Job, JobSpec
 
-# The mirror engine's trigger: (target repo, branch, commit) -> (job id, created).
-EngineSubmit = Callable[[str, str, str], tuple[str, bool]]
-
 
 @dataclass
 class Enqueued:
@@ -64,6 +61,7 @@ class BuildTrigger:
         return Enqueued(job.id, repo, branch, commit, self.agent, created)
 
     def submit_for_engine(self, repo: str, branch: str, commit: str) -> tuple[str, bool]:
-        """The mirror engine's ``Trigger.submit`` (it has matched the branch already): a webhook job."""
+        """The mirror engine's ``Trigger.submit`` (`raibid.mirror.sync.Submit`; the engine has matched
+        the branch already): a webhook job."""
         e = self.enqueue(repo, branch, commit)
         return e.job_id, e.created

@@ -184,3 +184,68 @@ def test_an_owner_that_cannot_be_listed_fails_register_but_the_other_hooks_are_m
     r = run("webhook", "register", "--github", "--json")
     assert r.code == 1
     assert actions(r) == {("github", "ghost/*"): "failed", ("github", "acme/app"): "created"}
+
+
+def test_serve_runs_as_a_process_queues_a_signed_push_and_stops_on_sigterm(redis_url, isolated_env):
+    """The pod's command for real: `raibid webhook serve` in a subprocess with a bounded lifetime."""
+    import hashlib
+    import hmac
+    import http.client
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    from raibid.queue import Queue, connect
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RAIBID_WEBHOOK_SECRET": SECRET, "RAIBID_MIRROR_MODE": "pull"}
+    proc = subprocess.Popen([sys.executable, "-m", "raibid", "webhook", "serve", "--listen", f"127.0.0.1:{port}"],
+                            cwd=isolated_env, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=2) as resp:
+                    assert resp.status == 200
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None, proc.communicate()[1]
+                assert time.monotonic() < deadline, "serve did not answer /healthz"
+                time.sleep(0.05)
+        body = json.dumps({"ref": "refs/heads/main", "before": "1" * 40, "after": "2" * 40,
+                           "repository": {"full_name": "mirrors/app"}}).encode()
+        signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        req = urllib.request.Request(f"{base}/hooks/gitea", data=body, method="POST",
+                                     headers={"X-Gitea-Event": "push", "X-Gitea-Signature": signature,
+                                              "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.status == 202 and json.loads(resp.read())["result"] == "queued"
+        # An announced body over the limit is refused before it is sent.
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.putrequest("POST", "/hooks/gitea")
+        conn.putheader("Content-Length", str(2 << 20))
+        conn.putheader("X-Gitea-Event", "push")
+        conn.endheaders()
+        assert conn.getresponse().status == 413
+        conn.close()
+        [job] = Queue(connect(redis_url, None)).list()
+        assert (job.repo, job.commit, job.source) == ("mirrors/app", "2" * 40, "webhook")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError("serve did not stop on SIGTERM") from None
+    assert proc.returncode == 0, err
+    assert f"listening on 127.0.0.1:{port}" in err and "stopped" in err
+    assert SECRET not in out + err and signature not in out + err

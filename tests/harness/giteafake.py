@@ -430,6 +430,18 @@ def _public(hook: dict) -> dict:
     return {k: v for k, v in hook.items() if not k.startswith("_")}
 
 
+def _one_hook(hooks: list[dict], hook_id: int, method: str, body: dict) -> tuple[int, Any, dict]:
+    hook = next((h for h in hooks if h["id"] == hook_id), None)
+    if hook is None:
+        raise GiteaError(404, "The target couldn't be found.")
+    if method == "PATCH":
+        return 200, _public(_hook_edit(hook, body)), {}
+    if method == "DELETE":
+        hooks.remove(hook)
+        return 204, None, {}
+    return 200, _public(hook), {}
+
+
 GiteaFake.org_hooks = None  # type: ignore[attr-defined]  # org (lower-case) -> hooks, created on first use
 _base_route = _Handler._route
 
@@ -452,27 +464,12 @@ def _route_with_webhook_additions(self: _Handler, method: str, path: str, q: dic
             hook = _hook_from(fake, body)
             hooks.append(hook)
             return 201, _public(hook), {}
-        hook = next((h for h in hooks if h["id"] == int(m.group(2) or -1)), None)
-        if hook is None:
-            raise GiteaError(404, "The target couldn't be found.")
-        if method == "GET":
-            return 200, _public(hook), {}
-        if method == "PATCH":
-            return 200, _public(_hook_edit(hook, body)), {}
-        if method == "DELETE":
-            hooks.remove(hook)
-            return 204, None, {}
+        return _one_hook(hooks, int(m.group(2) or -1), method, body)
     m = re.fullmatch(r"/repos/([^/]+)/([^/]+)/hooks/(\d+)", p or "")
-    if m:
+    if m and method in ("GET", "PATCH"):
         repo = self._repo(m.group(1), m.group(2))
         self._need(self._caller())
-        hook = next((h for h in repo.hooks if h["id"] == int(m.group(3))), None)
-        if hook is None:
-            raise GiteaError(404, "The target couldn't be found.")
-        if method == "GET":
-            return 200, _public(hook), {}
-        if method == "PATCH":
-            return 200, _public(_hook_edit(hook, body)), {}
+        return _one_hook(repo.hooks, int(m.group(3)), method, body)
     m = re.fullmatch(r"/repos/([^/]+)/([^/]+)/branches/(.+)", p or "")
     if m and method == "GET":
         from urllib.parse import unquote
