@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from raibid.app import Application
     from raibid.webhook.mirrors import MirrorSet
 
+
 @click.group()
 def webhook() -> None:
     """Receive Gitea and GitHub push events in the cluster and build each commit once."""

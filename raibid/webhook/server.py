@@ -39,7 +39,7 @@ class Service:
 def build(*, secret: str, submit: Callable[[JobSpec], tuple[Job, bool]], mirrors: MirrorSet, branches: str,
           agent: str, trigger_enabled: bool = True, overrides: dict[str, str] | None = None,
           sync: SyncFn | None = None, pull: GiteaPullSync | None = None,
-          engine: Callable[[EngineSubmit | None], SyncFn] | None = None, unavailable: str = "",
+          engine: Callable[[EngineSubmit | None], SyncFn] | None = None, unavailable: str = "no sync configured",
           max_body: int = 1 << 20, threads: int = 2, max_pending: int = 256) -> Service:
     """The receiver and its started background worker (none without a way to sync).
 
