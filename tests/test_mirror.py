@@ -263,3 +263,44 @@ def test_mirror_component_renders_a_valid_forbid_cronjob_with_tokens_from_secret
     # The pod's config is a valid raibid config.
     write(isolated_env / "pod.yaml", cm["data"]["raibid.yaml"])
     assert load_config(isolated_env / "pod.yaml").mirror.repos == ["a/b"]
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+class _TTY:
+    def __init__(self) -> None:
+        import io
+
+        self.buf = io.StringIO()
+
+    def write(self, s: str) -> int:
+        return self.buf.write(s)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_is_a_bar_on_a_tty_and_lines_otherwise(tty):
+    import io
+
+    from raibid.app import Application
+    from raibid.cli.mirror import _progress
+    from raibid.mirror import RepoResult
+    from raibid.terminal import Terminal
+
+    err = _TTY() if tty else io.StringIO()
+    out = io.StringIO()
+    app = Application(terminal=Terminal(stdout=out, stderr=err, color=False))
+    with _progress(app, 2) as tick:
+        tick(RepoResult("a/ok", "m/ok", "unchanged"))
+        tick(RepoResult("a/bad", "m/bad", "failed", error="boom"))
+    text = err.buf.getvalue() if tty else err.getvalue()
+    assert out.getvalue() == ""  # never on stdout
+    assert "a/bad -> m/bad: boom" in text
+    if not tty:
+        assert text.splitlines()[0].startswith("unchanged") and len(text.splitlines()) == 2

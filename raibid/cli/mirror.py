@@ -16,7 +16,7 @@ from raibid.errors import Exit, ExitCode, RaibidError
 
 if TYPE_CHECKING:
     from raibid.app import Application
-    from raibid.mirror import RepoResult, Resolved, Syncer, TargetIndex
+    from raibid.mirror import RepoResult, Resolved, Syncer
 
 
 @click.group()
@@ -36,7 +36,7 @@ max_wait_option = click.option("--max-wait", type=click.FloatRange(0), default=N
 
 def _prepare(app: Application, repos: tuple[str, ...], orgs: tuple[str, ...], jobs: int | None,
              max_wait: float | None, *, dry_run: bool = False, allow_delete: bool = False,
-             trigger: bool = False, gone: bool = True) -> tuple[Syncer, TargetIndex, list[Resolved]]:
+             trigger: bool = False) -> tuple[Syncer, list[Resolved]]:
     from pathlib import Path
 
     from raibid.mirror import Options, Syncer, TargetIndex, Trigger, resolve
@@ -48,23 +48,28 @@ def _prepare(app: Application, repos: tuple[str, ...], orgs: tuple[str, ...], jo
     jobs = jobs or m.jobs
     targets = TargetIndex(gitea)
     base_dir = Path(cfg.source).resolve().parent if cfg.source else Path.cwd()
-    resolved, _ = resolve(m, app.github(max_wait=max_wait), targets if gone else None, repos=repos, orgs=orgs,
-                          base_dir=base_dir, jobs=jobs)
+    resolved, _ = resolve(m, app.github(max_wait=max_wait), targets, repos=repos, orgs=orgs, base_dir=base_dir,
+                          jobs=jobs)
     opts = Options(cache_dir=app.mirror_cache_dir, mode=m.mode, jobs=jobs, timeout=float(m.timeout),
                    dry_run=dry_run, allow_delete=allow_delete, github_token=cfg.secret(m.github_token_env),
                    gitea_token=gitea.token,
                    trigger=Trigger(m.trigger.branches, _submitter(app), m.trigger.on_create) if trigger else None)
-    return Syncer(gitea, targets, opts), targets, resolved
+    return Syncer(gitea, targets, opts), resolved
 
 
 def _submitter(app: Application) -> Callable[[str, str, str], tuple[str, bool]]:
     """Enqueue one CI job per (target repo, commit, agent type): the dedupe key makes a repeat a no-op."""
+    import threading
+
     from raibid.queue import JobSpec, dedupe_key
 
     agent = app.cfg.mirror.trigger.agent
+    first_use = threading.Lock()  # repos finish in parallel; the Queue (and its Redis client) is built once
 
     def submit(repo: str, branch: str, commit: str) -> tuple[str, bool]:
-        job, created = app.queue.submit_deduped(JobSpec(repo=repo, ref=branch, commit=commit, agent=agent,
+        with first_use:
+            queue = app.queue
+        job, created = queue.submit_deduped(JobSpec(repo=repo, ref=branch, commit=commit, agent=agent,
                                                         source="mirror", dedupe=dedupe_key(repo, commit, agent)))
         return job.id, created
 
@@ -72,7 +77,7 @@ def _submitter(app: Application) -> Callable[[str, str, str], tuple[str, bool]]:
 
 
 @contextmanager
-def _progress(app: Application, total: int, as_json: bool) -> Iterator[Callable[[RepoResult], None]]:
+def _progress(app: Application, total: int) -> Iterator[Callable[[RepoResult], None]]:
     """A Rich bar on stderr when it is a terminal; one line per repo otherwise (never on stdout)."""
     term = app.term
 
@@ -128,9 +133,9 @@ def sync(app: Application, repos: tuple[str, ...], orgs: tuple[str, ...], dry_ru
     lock = None if dry_run else SyncLock(app.mirror_cache_dir).acquire()
     try:
         trigger = m.trigger.enabled and not no_trigger and not dry_run
-        syncer, _, resolved = _prepare(app, repos, orgs, jobs, max_wait, dry_run=dry_run, allow_delete=allow_delete,
+        syncer, resolved = _prepare(app, repos, orgs, jobs, max_wait, dry_run=dry_run, allow_delete=allow_delete,
                                        trigger=trigger)
-        with _progress(app, len(resolved), as_json) as tick:
+        with _progress(app, len(resolved)) as tick:
             summary = syncer.run(resolved, on_result=tick)
     finally:
         if lock is not None:
@@ -149,6 +154,8 @@ def sync(app: Application, repos: tuple[str, ...], orgs: tuple[str, ...], dry_ru
                 app.term.line(f"failed: {r.source}: {r.error}")
 
     app.term.emit(summary, as_json, render)
+    if summary.unreachable:
+        raise Exit(ExitCode.UNREACHABLE)
     if summary.failed:
         raise Exit(ExitCode.FAILURE)
 
@@ -181,7 +188,7 @@ def status(app: Application, repos: tuple[str, ...], orgs: tuple[str, ...], jobs
 
     Writes nothing. Exits 1 when any repo is not in-sync, so it can drive monitoring.
     """
-    syncer, _, resolved = _prepare(app, repos, orgs, jobs, max_wait)
+    syncer, resolved = _prepare(app, repos, orgs, jobs, max_wait)
     rows = syncer.status(resolved)
 
     def render() -> None:

@@ -159,7 +159,8 @@ class GitHub:
         """Every repository of an org (``/orgs/{org}/repos``) or a user (``/users/{user}/repos``)."""
         route = "orgs" if kind == "org" else "users"
         url: str | None = f"{self.api}/{route}/{_segment(owner, kind)}/repos"
-        params: dict | None = {"per_page": 100, "type": "all"}
+        # Users: only the repos they own ("all" would add repos of other owners they are a member of).
+        params: dict | None = {"per_page": 100, "type": "all" if kind == "org" else "owner"}
         out: list[GitHubRepo] = []
         try:
             while url:

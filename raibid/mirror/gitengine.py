@@ -39,6 +39,10 @@ class SourceGone(GitFailed):
     """The remote repository does not exist (404)."""
 
 
+class RemoteUnreachable(GitFailed):
+    """The git server could not be connected to (or did not answer in time)."""
+
+
 @dataclass
 class Remote:
     """A repository URL and the token for its host (never shown, never in argv)."""
@@ -128,7 +132,7 @@ def ls_remote(remote: Remote, *, timeout: float = 30.0, deadline: float | None =
                               timeout=min(timeout, _deadline_left(deadline)))
     except (requests.ConnectionError, requests.Timeout) as e:
         kind = "timed out" if isinstance(e, requests.Timeout) else "connection failed"
-        raise GitFailed(f"cannot read refs of {scrub(url)}: {kind}") from None
+        raise RemoteUnreachable(f"cannot read refs of {scrub(url)}: {kind}") from None
     if resp.status_code == 404:
         raise SourceGone(f"{scrub(url)}: repository not found")
     if resp.status_code in (401, 403):
@@ -149,17 +153,18 @@ def run_git(args: list[str], *, remote: Remote | None = None, cwd: Path | None =
     """Run git with credentials in the env only; a failure raises :class:`GitFailed` with a scrubbed message."""
     env = remote.env() if remote else git_env()
     hidden = (remote.token if remote else None, *secrets)
+    verb = args[2] if args[:1] == ["--git-dir"] and len(args) > 2 else args[0]
     try:
         proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
                               timeout=_deadline_left(deadline), stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        raise GitFailed(f"git {args[0]} timed out") from None
+        raise GitFailed(f"git {verb} timed out") from None
     except FileNotFoundError:
         raise GitFailed("git is not installed (or not on PATH)") from None
     if proc.returncode != 0:
         text = scrub((proc.stderr or proc.stdout or "").strip(), hidden)
         last = [line for line in text.splitlines() if line.strip()][-3:]
-        raise GitFailed(f"git {args[0]} failed: " + " | ".join(last))
+        raise GitFailed(f"git {verb} failed: " + " | ".join(last))
     return proc.stdout
 
 

@@ -47,6 +47,7 @@ class Summary:
     repos: list[RepoResult]
     failed: list[str] = field(default_factory=list)  # sources of failed repos
     triggered: int = 0
+    unreachable: bool = False  # every repo failed because a git server could not be reached (exit 5)
     recorded: bool | None = None  # the summary was written to Redis (None: not attempted)
 
     @property

@@ -159,6 +159,7 @@ def resolve(cfg: MirrorConfig, github: GitHub, targets: TargetIndex | None = Non
             singles.append(_Single(f"lists[{list_file}]", source, f"{cfg.target_org}/{source.split('/', 1)[1]}",
                                    None))
     org_entries = list(cfg.orgs)
+    ad_hoc: set[int] = set()  # --org names that are not configured: an org, or else a user
 
     if repos or orgs:
         wanted = {check_full_name(r, "--repo").lower() for r in repos}
@@ -169,7 +170,9 @@ def resolve(cfg: MirrorConfig, github: GitHub, targets: TargetIndex | None = Non
         picked_orgs = [o for o in org_entries if o.name.lower() in org_names]
         for o in orgs:
             if o.lower() not in {p.name.lower() for p in picked_orgs}:
-                picked_orgs.append(MirrorOrg(name=o))
+                adhoc = MirrorOrg(name=o)
+                ad_hoc.add(id(adhoc))
+                picked_orgs.append(adhoc)
         # A --repo only an org entry covers: take that org entry's settings for it.
         narrow: dict[str, set[str]] = {}
         for o in org_entries:
@@ -218,7 +221,13 @@ def resolve(cfg: MirrorConfig, github: GitHub, targets: TargetIndex | None = Non
         le = ListEntry(entry=entry, kind=org.kind, name=org.name)
         entries.append(le)
         try:
-            listed = github.list_repos(org.name, org.kind)
+            try:
+                listed = github.list_repos(org.name, org.kind)
+            except NotFound:
+                if id(org) not in ad_hoc:
+                    raise
+                listed = github.list_repos(org.name, "user")
+                le.kind = "user"
         except (NotFound, RateLimited) as e:
             le.error = e.message
             out.append(Resolved(f"{org.name}/*", f"{target_org}/*", entry, error=e.message))

@@ -67,6 +67,7 @@ class Syncer:
         self.opts = opts
         self._org_lock = threading.Lock()
         self._org_errors: dict[str, str | None] = {}
+        self._unreachable: set[int] = set()  # results that failed because a git server was unreachable
 
     # ------------------------------------------------------------------ the run
     def run(self, resolved: list[Resolved],
@@ -86,7 +87,8 @@ class Syncer:
         return Summary(started_at=started, finished_at=now_rfc3339(), duration_s=round(time.monotonic() - t0, 3),
                        mode=self.opts.mode, dry_run=self.opts.dry_run, totals=totals(results), repos=results,
                        failed=[r.source for r in results if r.action == "failed"],
-                       triggered=sum(len(r.jobs) for r in results))
+                       triggered=sum(len(r.jobs) for r in results),
+                       unreachable=bool(results) and all(id(r) in self._unreachable for r in results))
 
     def sync_one(self, r: Resolved) -> RepoResult:
         t0 = time.monotonic()
@@ -103,6 +105,10 @@ class Syncer:
                 self._push(r, result, deadline)
         except _Failed as e:
             result.action, result.error = "failed", e.message
+        except g.RemoteUnreachable as e:
+            result.action, result.error = "failed", e.message
+            with self._org_lock:
+                self._unreachable.add(id(result))
         except RaibidError as e:
             result.action, result.error = "failed", e.message
         except Exception as e:  # a bug in one repo must not stop the rest; the message still says what
@@ -213,9 +219,11 @@ class Syncer:
             target, created = self.gitea.create_repo(org, name, description=description_for(r.html_url or r.clone_url),
                                                      exist_ok=True)
             self.targets.add(target)
-        elif source_of(target) is None:
+        elif source_of(target) != r.source.lower():
+            was = source_of(target)
             result.adopted = True
-            result.note = result.note or f"adopted the existing {target.full_name}"
+            result.note = result.note or (f"adopted the existing {target.full_name}"
+                                          + (f" (it mirrored {was})" if was else ""))
             if not target.description:
                 self.gitea.edit_repo(target.owner, target.name, description=description_for(r.html_url or r.clone_url))
         cache = g.cache_path(opts.cache_dir, r.clone_url, r.source)

@@ -360,6 +360,8 @@ def test_sync_selection_by_repo_and_org(run, world):
                                                                                "acme/svc-b-old"]
     r = run("mirror", "sync", "--repo", "acme/web", "--json")  # an org entry's repo, asked for by name
     assert r.code == 0 and [x["target"] for x in r.json()["repos"]] == ["mirrors/web"]
+    r = run("mirror", "sync", "--org", "solo", "--json")  # not configured, and a user rather than an org
+    assert r.code == 0 and sorted(x["source"] for x in r.json()["repos"]) == ["solo/one", "solo/two"]
 
 
 def test_pull_mode_migrates_then_mirror_syncs(run, world):
@@ -439,3 +441,34 @@ def test_each_repo_has_its_own_timeout(world, tmp_path):
     assert results["solo/hung"].action == "failed" and "timed out" in results["solo/hung"].error
     assert results["solo/hung"].duration_s < 5
     assert results["solo/one"].action == "created"
+
+
+def test_empty_source_repo_is_created_then_unchanged(run, world):
+    world.github.add_repo("solo", "empty")
+    world.config(repos=["solo/empty"])
+    r = run("mirror", "sync", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["repos"][0]["action"] == "created" and world.target_refs("mirrors/empty") == {}
+    assert run("mirror", "sync", "--json").json()["repos"][0]["action"] == "unchanged"
+
+
+def test_every_git_server_unreachable_is_exit_5_in_the_summary(world, tmp_path):
+    import socket
+
+    from raibid.gitea import Gitea
+    from raibid.mirror import Options, Resolved, Syncer, TargetIndex
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: connections are refused
+    gitea = Gitea(world.gitea.url, GITEA_TOKEN)
+    syncer = Syncer(gitea, TargetIndex(gitea), Options(cache_dir=tmp_path / "c", gitea_token=GITEA_TOKEN))
+    down = [Resolved(f"o/r{i}", f"mirrors/r{i}", "repos", clone_url=f"http://127.0.0.1:{port}/o/r{i}.git")
+            for i in range(2)]
+    summary = syncer.run(down)
+    assert summary.unreachable and summary.totals["failed"] == 2
+    good = world.github.repo("solo", "one")
+    summary = syncer.run([*down, Resolved("solo/one", "mirrors/one", "repos", clone_url=world.github.git.url(
+        good.full_name))])
+    assert not summary.unreachable and summary.totals["failed"] == 2, [r.error for r in summary.repos]
+    assert summary.totals["created"] == 1
