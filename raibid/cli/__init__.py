@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "queue": ("raibid.cli.queue", "Submit, inspect and manage CI jobs on Redis Streams."),
     "gitea": ("raibid.cli.gitea", "Bootstrap and manage Gitea: tokens, orgs, repos, hooks, registry."),
     "gitops": ("raibid.cli.gitops", "Keep the cluster's desired state in a Gitea repo that Flux applies."),
+    "webhook": ("raibid.cli.webhook", "Receive Gitea/GitHub pushes in the cluster: serve, register, status."),
     "mirror": ("raibid.cli.mirror", "Mirror GitHub repos, lists and orgs (regex) into Gitea; safe for cron."),
     "config": ("raibid.cli.config", "Show, locate or create the raibid config file."),
     "doctor": ("raibid.cli.doctor", "Check this machine, the cluster and Redis."),

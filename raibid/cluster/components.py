@@ -45,6 +45,9 @@ REGISTRY: tuple[Component, ...] = (
               kinds=(_HELMCHART,),
               crds=("kustomizations.kustomize.toolkit.fluxcd.io", "gitrepositories.source.toolkit.fluxcd.io"),
               crd_label="Flux CRDs", crd_hint="`raibid cluster up -c flux` installs Flux"),
+    Component("webhook", "Webhook receiver: Gitea and GitHub pushes become jobs at once",
+              kinds=(("v1", "Secret"), ("v1", "ConfigMap"), ("v1", "Service"), ("apps/v1", "Deployment"),
+                     ("networking.k8s.io/v1", "Ingress"))),
     Component("mirror", "`raibid mirror sync` on a schedule (CronJob; not in the default components)",
               kinds=(("v1", "ConfigMap"), ("batch/v1", "CronJob"))),
 )

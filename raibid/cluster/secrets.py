@@ -8,7 +8,8 @@ from typing import Any
 
 # Secret name -> (data key, template variable) for every password raibid generates.
 GENERATED_SECRETS = {"raibid-redis": ("password", "redis_password"),
-                     "raibid-gitea-admin": ("password", "gitea_admin_password")}
+                     "raibid-gitea-admin": ("password", "gitea_admin_password"),
+                     "raibid-webhook": ("secret", "webhook_secret")}
 
 
 def generate_secrets() -> dict[str, str]:

@@ -251,6 +251,23 @@ class GitopsConfig:
 
 
 @dataclass
+class WebhookConfig:
+    listen: str = _f("0.0.0.0:8080", "HOST:PORT the receiver (`raibid webhook serve`, in the pod) listens on")
+    secret_env: str = _f("RAIBID_WEBHOOK_SECRET", "Env var holding the shared HMAC secret of the Gitea and GitHub hooks")
+    public_url: str | None = _f(None, "Public base URL GitHub posts to (e.g. https://ci.example.com); "
+                                      "hooks go to <public_url>/hooks/github")
+    internal_url: str | None = _f(None, "Base URL Gitea posts to (default: http://raibid-webhook.<namespace>.svc:<port>)")
+    max_body: int = _f(1024 * 1024, "Largest request body accepted, in bytes (larger: 413)", min=1)
+    image: str = _f("ghcr.io/raibid-labs/raibid:latest", "Image of the receiver pod (raibid installed, multi-arch)")
+    ingress_host: str | None = _f(None, "Host name of a Traefik Ingress for the receiver (none when unset)")
+    sync_workers: int = _f(2, "Background threads syncing mirrored repos after GitHub pushes", min=1)
+    max_pending: int = _f(256, "Repos waiting for a sync before further pushes are dropped (the cron sync catches up)",
+                          min=1)
+    gitea_repos: list[str] = _f([], "Gitea repos (OWNER/NAME) that get their own hook besides the mirror org's")
+    branches: dict[str, str] = _f({}, "Per-repo branch regex overriding mirror.trigger.branches, by Gitea OWNER/NAME")
+
+
+@dataclass
 class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
@@ -259,6 +276,7 @@ class Config:
     agents: AgentsConfig = field(default_factory=AgentsConfig)
     mirror: MirrorConfig = field(default_factory=MirrorConfig)
     gitops: GitopsConfig = field(default_factory=GitopsConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
 
     # Where the values came from; not part of the schema.
     source: Path | None = field(default=None, compare=False, metadata={"internal": True})

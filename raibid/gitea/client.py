@@ -291,14 +291,42 @@ class Gitea:
     # ------------------------------------------------------------------ hooks
     def add_hook(self, owner: str, name: str, url: str, *, secret: str = "", events: list[str] | None = None,
                  branch_filter: str = "", content_type: str = "json", hook_type: str = "gitea") -> Hook:
-        body = {"type": hook_type, "config": {"url": url, "content_type": content_type, "secret": secret},
-                "events": events or ["push"], "branch_filter": branch_filter,
-                "active": True}  # Gitea's default is false: a hook that never fires
+        body = {"type": hook_type, **_hook_body(url, secret, events, content_type, branch_filter)}
         path = self._repo_path(owner, name, "hooks")
         return _build(Hook.from_api, self._json(self._request("POST", path, json=body)), f"POST {path}")
 
     def list_hooks(self, owner: str, name: str) -> list[Hook]:
         return self._paginate(self._repo_path(owner, name, "hooks"), Hook.from_api)
+
+    def edit_hook(self, owner: str, name: str, hook_id: int, *, url: str, secret: str, events: list[str],
+                  content_type: str = "json", branch_filter: str = "") -> Hook:
+        path = self._repo_path(owner, name, "hooks", str(int(hook_id)))
+        body = _hook_body(url, secret, events, content_type, branch_filter)
+        return _build(Hook.from_api, self._json(self._request("PATCH", path, json=body)), f"PATCH {path}")
+
+    # Org-level hooks fire for every repository of the org, present and future.
+    def add_org_hook(self, org: str, url: str, *, secret: str = "", events: list[str] | None = None,
+                     content_type: str = "json", branch_filter: str = "") -> Hook:
+        body = {"type": "gitea", **_hook_body(url, secret, events, content_type, branch_filter)}
+        path = api_path("orgs", check_owner(org), "hooks")
+        return _build(Hook.from_api, self._json(self._request("POST", path, json=body)), f"POST {path}")
+
+    def list_org_hooks(self, org: str) -> list[Hook]:
+        return self._paginate(api_path("orgs", check_owner(org), "hooks"), Hook.from_api)
+
+    def edit_org_hook(self, org: str, hook_id: int, *, url: str, secret: str, events: list[str],
+                      content_type: str = "json", branch_filter: str = "") -> Hook:
+        path = api_path("orgs", check_owner(org), "hooks", str(int(hook_id)))
+        body = _hook_body(url, secret, events, content_type, branch_filter)
+        return _build(Hook.from_api, self._json(self._request("PATCH", path, json=body)), f"PATCH {path}")
+
+    def branch_commit(self, owner: str, name: str, branch: str) -> str | None:
+        """The commit id at the tip of ``branch``, or None when the branch does not exist."""
+        try:
+            d = self._json(self._request("GET", self._repo_path(owner, name, "branches", branch)))
+        except NotFound:
+            return None
+        return ((d.get("commit") or {}).get("id") or None) if isinstance(d, dict) else None
 
     def _repo_path(self, owner: str, name: str, *rest: str) -> str:
         return api_path("repos", check_owner(owner), check_repo(name), *rest)
@@ -326,6 +354,12 @@ def _is_json(resp: Any) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _hook_body(url: str, secret: str, events: list[str] | None, content_type: str, branch_filter: str) -> dict:
+    """A hook's settings as Gitea takes them on create and edit; always active (Gitea's default is false)."""
+    return {"config": {"url": url, "content_type": content_type, "secret": secret},
+            "events": list(events or ["push"]), "branch_filter": branch_filter, "active": True}
 
 
 def _message(resp: Any) -> str:

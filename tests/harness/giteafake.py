@@ -491,3 +491,99 @@ class _Handler(Handler):
                     auth_token=body.get("auth_token") or "")
         fake.repos[key] = repo
         return 201, fake.repo_json(repo), {}
+
+
+# ----------------------------------------------------------------------------- webhook additions
+# Org-level hooks (GET/POST /orgs/{org}/hooks, PATCH /orgs/{org}/hooks/{id}), repo hook PATCH and
+# GET /repos/{owner}/{repo}/branches/{branch}, in one block wrapping the router above, so the rest
+# of the fake stays as it is. Hooks keep their secret in "_secret" (never returned, like Gitea).
+
+def _hook_from(fake: GiteaFake, body: dict) -> dict:
+    cfg = body.get("config") or {}
+    if not body.get("type") or not cfg.get("url") or not cfg.get("content_type"):
+        raise GiteaError(422, "[Type]: Required" if not body.get("type") else "Missing config option: url")
+    return {"id": next(fake.ids), "type": body["type"],
+            "config": {"url": cfg["url"], "content_type": cfg["content_type"]},
+            "events": body.get("events") or ["push"], "active": bool(body.get("active", False)),
+            "branch_filter": body.get("branch_filter", ""), "authorization_header": "",
+            "updated_at": _now(), "created_at": _now(), "_secret": cfg.get("secret", "")}
+
+
+def _hook_edit(hook: dict, body: dict) -> dict:
+    cfg = body.get("config") or {}
+    if cfg:
+        if "url" in cfg:
+            hook["config"]["url"] = cfg["url"]
+        if "content_type" in cfg:
+            hook["config"]["content_type"] = cfg["content_type"]
+        if "secret" in cfg:
+            hook["_secret"] = cfg["secret"]
+    for key in ("events", "branch_filter"):
+        if key in body:
+            hook[key] = body[key]
+    if "active" in body:
+        hook["active"] = bool(body["active"])
+    hook["updated_at"] = _now()
+    return hook
+
+
+def _public(hook: dict) -> dict:
+    return {k: v for k, v in hook.items() if not k.startswith("_")}
+
+
+def _one_hook(hooks: list[dict], hook_id: int, method: str, body: dict) -> tuple[int, Any, dict]:
+    hook = next((h for h in hooks if h["id"] == hook_id), None)
+    if hook is None:
+        raise GiteaError(404, "The target couldn't be found.")
+    if method == "PATCH":
+        return 200, _public(_hook_edit(hook, body)), {}
+    if method == "DELETE":
+        hooks.remove(hook)
+        return 204, None, {}
+    return 200, _public(hook), {}
+
+
+GiteaFake.org_hooks = None  # type: ignore[attr-defined]  # org (lower-case) -> hooks, created on first use
+_base_route = _Handler._route
+
+
+def _route_with_webhook_additions(self: _Handler, method: str, path: str, q: dict, body: dict):
+    fake = self.owner
+    p = path[len("/api/v1"):] if path.startswith("/api/v1") else None
+    m = re.fullmatch(r"/orgs/([^/]+)/hooks(?:/(\d+))?", p or "")
+    if m:
+        org = fake.users.get(m.group(1).lower())
+        if not org or not org.is_org:
+            raise GiteaError(404, "GetOrgByName")
+        self._need(self._caller())
+        if fake.org_hooks is None:
+            fake.org_hooks = {}
+        hooks = fake.org_hooks.setdefault(org.login.lower(), [])
+        if m.group(2) is None and method == "GET":
+            return self._page([_public(h) for h in hooks], q)
+        if m.group(2) is None and method == "POST":
+            hook = _hook_from(fake, body)
+            hooks.append(hook)
+            return 201, _public(hook), {}
+        return _one_hook(hooks, int(m.group(2) or -1), method, body)
+    m = re.fullmatch(r"/repos/([^/]+)/([^/]+)/hooks/(\d+)", p or "")
+    if m and method in ("GET", "PATCH"):
+        repo = self._repo(m.group(1), m.group(2))
+        self._need(self._caller())
+        return _one_hook(repo.hooks, int(m.group(3)), method, body)
+    m = re.fullmatch(r"/repos/([^/]+)/([^/]+)/branches/(.+)", p or "")
+    if m and method == "GET":
+        from urllib.parse import unquote
+
+        repo = self._repo(m.group(1), m.group(2))
+        branch = unquote(m.group(3))
+        try:
+            sha = git("rev-parse", "--verify", "-q", f"refs/heads/{branch}",
+                      cwd=fake.git.path(f"{repo.owner}/{repo.name}")).strip()
+        except subprocess.CalledProcessError:
+            raise GiteaError(404, "Branch not found") from None
+        return 200, {"name": branch, "commit": {"id": sha}, "protected": False}, {}
+    return _base_route(self, method, path, q, body)
+
+
+_Handler._route = _route_with_webhook_additions  # type: ignore[method-assign]

@@ -1,0 +1,193 @@
+"""The WSGI application behind `raibid webhook serve`.
+
+Every POST is checked in this order: body size (413), signature (401, and nothing else
+happens), event type (``ping`` 200, non-push 202), JSON (400), then the push handler.
+A request never waits for a sync: GitHub pushes go to the background worker and are
+answered with 202 at once. Log lines name the host, event, delivery id and outcome;
+never a secret, a signature or a token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+from raibid.errors import RaibidError
+from raibid.webhook.events import BadPayload, Push, parse_push
+from raibid.webhook.mirrors import MirrorSet
+from raibid.webhook.signature import verify_gitea, verify_github
+from raibid.webhook.trigger import BuildTrigger
+from raibid.webhook.worker import SyncWorker
+
+log = logging.getLogger("raibid.webhook")
+
+DEFAULT_MAX_BODY = 1 << 20
+Reply = tuple[int, dict[str, Any]]
+
+_REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+            405: "Method Not Allowed", 411: "Length Required", 413: "Content Too Large",
+            500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+class GiteaPushes:
+    """A Gitea push to a matching branch becomes one deduplicated job for ``after``."""
+
+    def __init__(self, trigger: BuildTrigger) -> None:
+        self.trigger = trigger
+
+    def __call__(self, push: Push) -> Reply:
+        if push.deleted:
+            return 202, {"result": "ignored", "reason": "branch deletion"}
+        if not self.trigger.wants(push.repo, push.branch):
+            return 202, {"result": "ignored", "reason": f"{push.ref} does not match the trigger branches"}
+        try:
+            e = self.trigger.enqueue(push.repo, push.branch or "", push.after)
+        except RaibidError as err:
+            log.warning("gitea push %s@%s: enqueue failed: %s", push.repo, push.after[:12], err.message)
+            return 503, {"result": "error", "reason": "the job queue is unavailable"}
+        return 202, {"result": "queued" if e.created else "duplicate", "job": e.job_id, "repo": e.repo,
+                     "ref": e.ref, "commit": e.commit, "agent": e.agent}
+
+
+class GitHubPushes:
+    """A push to a mirrored GitHub repo schedules a sync of that one repo; the sync leads to the build.
+
+    ``worker`` is None when this receiver cannot sync (``unavailable`` says why): pushes are
+    then answered 202 and ignored with a log line, and the cron mirror sync stays the path.
+    """
+
+    def __init__(self, mirrors: MirrorSet, worker: SyncWorker | None, *, unavailable: str = "") -> None:
+        self.mirrors = mirrors
+        self.worker = worker
+        self.unavailable = unavailable
+
+    def __call__(self, push: Push) -> Reply:
+        target = self.mirrors.target(push.repo, fork=push.fork, archived=push.archived)
+        if target is None:
+            log.info("github push to %s ignored: raibid does not mirror it", push.repo)
+            return 202, {"result": "ignored", "reason": f"{push.repo} is not mirrored"}
+        if self.worker is None:
+            log.warning("github push to %s ignored: %s", push.repo, self.unavailable)
+            return 202, {"result": "ignored", "reason": self.unavailable}
+        if not self.worker.submit(push.repo, push):
+            log.warning("github push to %s dropped: sync backlog full; the cron sync will pick it up", push.repo)
+            return 503, {"result": "dropped", "reason": "sync backlog full"}
+        return 202, {"result": "sync scheduled", "repo": push.repo, "mirror": target}
+
+
+@dataclass
+class Route:
+    name: str  # "gitea" or "github"
+    event_header: str  # WSGI key of the event header
+    delivery_header: str
+    signature_header: str
+    verify: Callable[[bytes, bytes, str | None], bool]
+    handle: Callable[[Push], Reply] | None
+
+
+@dataclass
+class Receiver:
+    """The WSGI application: ``waitress.serve(Receiver(...))`` or called directly by a test."""
+
+    secret: str = field(repr=False)
+    gitea: Callable[[Push], Reply] | None = None
+    github: Callable[[Push], Reply] | None = None
+    max_body: int = DEFAULT_MAX_BODY
+    health: Callable[[], dict[str, Any]] | None = None
+
+    def __post_init__(self) -> None:
+        self._key = self.secret.encode()
+        self.routes = {
+            "/hooks/gitea": Route("gitea", "HTTP_X_GITEA_EVENT", "HTTP_X_GITEA_DELIVERY", "HTTP_X_GITEA_SIGNATURE",
+                                  verify_gitea, self.gitea),
+            "/hooks/github": Route("github", "HTTP_X_GITHUB_EVENT", "HTTP_X_GITHUB_DELIVERY",
+                                   "HTTP_X_HUB_SIGNATURE_256", verify_github, self.github),
+        }
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        started = time.perf_counter()
+        path = environ.get("PATH_INFO") or "/"
+        method = environ.get("REQUEST_METHOD", "GET")
+        try:
+            status, body = self._dispatch(environ, path, method)
+        except Exception:  # a bug: answer 500, keep serving, log the traceback (it holds no secret)
+            log.exception("unexpected error handling %s %s", method, path)
+            status, body = 500, {"result": "error", "reason": "internal error"}
+        if path != "/healthz":
+            log.info("%s %s -> %d %s (%.1f ms)", method, path, status, body.get("result", ""),
+                     (time.perf_counter() - started) * 1000)
+        data = json.dumps(body).encode()
+        start_response(f"{status} {_REASONS.get(status, '')}".strip(),
+                       [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+        return [data]
+
+    def _dispatch(self, environ: dict[str, Any], path: str, method: str) -> Reply:
+        if path == "/healthz":
+            if method not in ("GET", "HEAD"):
+                return 405, {"result": "error", "reason": "use GET"}
+            return 200, {"status": "ok", **(self.health() if self.health else {})}
+        route = self.routes.get(path)
+        if route is None:
+            return 404, {"result": "error", "reason": "not found"}
+        if method != "POST":
+            return 405, {"result": "error", "reason": "use POST"}
+        body = self._read(environ)
+        if isinstance(body, int):
+            return body, {"result": "error", "reason": "body too large" if body == 413 else "bad length"}
+        event = environ.get(route.event_header) or ""
+        delivery = environ.get(route.delivery_header) or "-"
+        if not route.verify(self._key, body, environ.get(route.signature_header)):
+            log.warning("%s delivery %s (%s): missing or wrong signature, rejected", route.name, delivery,
+                        event or "no event")
+            return 401, {"result": "error", "reason": "missing or wrong signature"}
+        if event == "ping":
+            return 200, {"result": "pong"}
+        if event != "push":
+            return 202, {"result": "ignored", "reason": f"event {event or '(none)'} is not handled"}
+        try:
+            payload = _decode(body, environ.get("CONTENT_TYPE") or "")
+            push = parse_push(payload)
+        except BadPayload as e:
+            return 400, {"result": "error", "reason": str(e)}
+        if route.handle is None:
+            return 202, {"result": "ignored", "reason": f"{route.name} pushes are not handled by this receiver"}
+        status, reply = route.handle(push)
+        log.info("%s delivery %s: push %s %s -> %s", route.name, delivery, push.repo, push.ref,
+                 reply.get("result"))
+        return status, reply
+
+    def _read(self, environ: dict[str, Any]) -> bytes | int:
+        """The raw body, or 413 when it is over ``max_body`` (checked before reading when the length is known)."""
+        raw = environ.get("CONTENT_LENGTH") or ""
+        stream = environ["wsgi.input"]
+        if raw:
+            try:
+                length = int(raw)
+            except ValueError:
+                return 400
+            if length < 0:
+                return 400
+            if length > self.max_body:
+                return 413
+            return stream.read(length)
+        data = stream.read(self.max_body + 1)  # no length (a server that decoded chunks): read at most one extra byte
+        return 413 if len(data) > self.max_body else data
+
+
+def _decode(body: bytes, content_type: str) -> Any:
+    try:
+        if content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+            fields = parse_qs(body.decode(), strict_parsing=False)
+            if "payload" not in fields:
+                raise BadPayload("form body without a payload field")
+            return json.loads(fields["payload"][0])
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        if isinstance(e, BadPayload):
+            raise
+        raise BadPayload(f"malformed JSON: {e}") from None

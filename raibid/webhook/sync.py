@@ -1,0 +1,125 @@
+"""What a GitHub push runs in the background: sync the one repo, then build what it brought.
+
+Pull mode (``mirror.mode: pull``): Gitea's own mirror-sync of the target, then a wait until
+Gitea has the pushed commit (a real Gitea syncs asynchronously), then, since Gitea sends no
+webhook after a mirror sync, one job per pushed, matching branch for its last commit
+(``BuildAfterSync``). Push mode: the mirror engine's sync of that one repository
+(``EngineSync``), whose own trigger enqueues the builds.
+
+Both enqueue with the mirror's dedupe key, so whichever path enqueues first wins and the
+commit is built once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from raibid.errors import NotFound, RaibidError
+from raibid.gitea.client import split_repo
+from raibid.webhook.events import Push
+from raibid.webhook.mirrors import MirrorSet
+from raibid.webhook.trigger import BuildTrigger
+
+if TYPE_CHECKING:
+    from raibid.config.model import MirrorConfig
+    from raibid.gitea import Gitea
+    from raibid.mirror import Options
+
+log = logging.getLogger("raibid.webhook")
+
+
+class MirrorSyncFailed(RaibidError):
+    pass
+
+
+class GiteaPullSync:
+    """``sync(source)``: Gitea's mirror-sync of the repo that mirrors GitHub ``source``."""
+
+    def __init__(self, gitea: Gitea, mirrors: MirrorSet, *, wait: float = 60.0, interval: float = 0.5) -> None:
+        self.gitea = gitea
+        self.mirrors = mirrors
+        self.wait = wait
+        self.interval = interval
+
+    def __call__(self, source: str) -> None:
+        target = self.mirrors.target(source)  # a fork or archived repo never gets this far (receiver)
+        if target is None:
+            raise NotFound(f"{source} is not mirrored")
+        self.gitea.mirror_sync(*split_repo(target))
+
+    def arrived(self, target: str, push: Push) -> str:
+        """Wait for the sync to reach Gitea: ``"arrived"`` (the branch is at ``push.after``),
+        ``"superseded"`` (it moved past ``push.before`` to another commit: a later push), or
+        ``"late"`` (still at ``before`` when the wait ran out). Gitea syncs in the background."""
+        owner, name = split_repo(target)
+        deadline = time.monotonic() + self.wait
+        while True:
+            tip = self.gitea.branch_commit(owner, name, push.branch or "")
+            if tip == push.after:
+                return "arrived"
+            if tip is not None and tip != push.before:
+                return "superseded"
+            if time.monotonic() >= deadline:
+                return "late"
+            time.sleep(self.interval)
+
+
+class BuildAfterSync:
+    """The worker's ``after`` hook: one deduplicated job per pushed, matching branch."""
+
+    def __init__(self, trigger: BuildTrigger, mirrors: MirrorSet, *, pull: GiteaPullSync | None = None) -> None:
+        self.trigger = trigger
+        self.mirrors = mirrors
+        self.pull = pull
+
+    def __call__(self, source: str, pushes: list[Push]) -> None:
+        target = self.mirrors.target(source)
+        if target is None:
+            return
+        for push in pushes:
+            if push.deleted or not self.trigger.wants(target, push.branch):
+                continue
+            branch = push.branch or ""
+            state = self.pull.arrived(target, push) if self.pull is not None else "arrived"
+            if state == "superseded":
+                log.info("%s: %s moved past %s; the later push builds", target, branch, push.after[:12])
+                continue
+            if state == "late":
+                log.warning("%s: Gitea does not have %s on %s yet; the cron sync will build it", target,
+                            push.after[:12], branch)
+                continue
+            e = self.trigger.enqueue(target, branch, push.after)
+            log.info("%s@%s (%s): %s job %s", target, push.after[:12], branch,
+                     "queued" if e.created else "already queued as", e.job_id)
+
+
+class EngineSync:
+    """``sync(source)`` through the mirror engine (`raibid.mirror`): that one repository, either mode.
+
+    The engine's own trigger (``opts.trigger``) enqueues the builds for the refs the sync moved,
+    with the same dedupe key as the cron sync, so the receiver adds no jobs of its own here.
+    """
+
+    def __init__(self, gitea: Gitea, github: Any, mirror: MirrorConfig, opts: Options, *,
+                 base_dir: Path | None = None) -> None:
+        self.gitea = gitea
+        self.github = github
+        self.mirror = mirror
+        self.opts = opts
+        self.base_dir = base_dir
+
+    def __call__(self, source: str) -> None:
+        from raibid.mirror import Syncer, TargetIndex, resolve
+
+        resolved, _ = resolve(self.mirror, self.github, None, repos=(source,), base_dir=self.base_dir, jobs=1)
+        mine = [r for r in resolved if r.source.lower() == source.lower()]
+        if not mine:
+            raise NotFound(f"{source}: the mirror config does not resolve it")
+        result = Syncer(self.gitea, TargetIndex(self.gitea), self.opts).sync_one(mine[0])
+        if result.action == "failed":
+            raise MirrorSyncFailed(f"{source}: {result.error}")
+        log.info("%s -> %s: %s, %d ref(s) moved, jobs %s", source, result.target, result.action,
+                 result.refs_changed, ", ".join(result.jobs) or "none")
