@@ -17,6 +17,7 @@ from raibid.errors import ExitCode, RaibidError
 COMMANDS: dict[str, tuple[str, str]] = {
     "cluster": ("raibid.cli.cluster", "Render and apply Redis, Gitea, KEDA and Flux to k3s."),
     "queue": ("raibid.cli.queue", "Submit, inspect and manage CI jobs on Redis Streams."),
+    "agents": ("raibid.cli.agents", "Agent types, their KEDA pools, and the one-job agent runtime."),
     "gitea": ("raibid.cli.gitea", "Bootstrap and manage Gitea: tokens, orgs, repos, hooks, registry."),
     "config": ("raibid.cli.config", "Show, locate or create the raibid config file."),
     "doctor": ("raibid.cli.doctor", "Check this machine, the cluster and Redis."),

@@ -89,10 +89,27 @@ def _selector(obj: KubeObject) -> str | None:
     return ",".join(f"{k}={v}" for k, v in labels.items()) or None
 
 
+# A PVC carrying this annotation is bound by its first consumer (local-path binds on first use), so
+# waiting for Bound would hang until a pod that may never come (an idle agent pool's cache).
+BOUND_ON_USE = "raibid.dev/bound-on-first-use"
+
+
+def _bound_on_use(obj: KubeObject) -> bool:
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(BOUND_ON_USE) == "true"
+
+
+def _get(kube: Kube, m: Manifest) -> KubeObject | None:
+    """The live object, or None when it (or its kind, when the CRD is not installed) does not exist."""
+    try:
+        return kube.get(m.api_version, m.kind, m.name, m.namespace)
+    except NotFound:
+        return None
+
+
 def check_ready(kube: Kube, m: Manifest) -> Readiness:
     """Is one applied object ready? Workloads roll out, Jobs complete, PVCs bind, CRDs establish,
     HelmCharts finish their helm-install Job and then their target namespace's workloads."""
-    obj = kube.get(m.api_version, m.kind, m.name, m.namespace)
+    obj = _get(kube, m)
     if obj is None:
         return Readiness(m.ref, False, "not found")
     kind = m.kind
@@ -108,6 +125,8 @@ def check_ready(kube: Kube, m: Manifest) -> Readiness:
         return Readiness(m.ref, done, why, failed)
     if kind == "PersistentVolumeClaim":
         phase = (obj.get("status") or {}).get("phase", "Pending")
+        if phase != "Bound" and _bound_on_use(obj):
+            return Readiness(m.ref, True, f"phase {phase} (bound by its first pod)")
         return Readiness(m.ref, phase == "Bound", f"phase {phase}")
     if kind == "CustomResourceDefinition":
         est = _conditions(obj).get("Established", {}).get("status") == "True"
@@ -196,7 +215,7 @@ def component_status(kube: Kube, component: str, manifests: list[Manifest]) -> C
     problems: list[str] = []
     missing = 0
     for m in manifests:
-        obj = kube.get(m.api_version, m.kind, m.name, m.namespace)
+        obj = _get(kube, m)
         if obj is None:
             missing += 1
             problems.append(f"{m.ref} missing")
@@ -215,7 +234,7 @@ def component_status(kube: Kube, component: str, manifests: list[Manifest]) -> C
             problems += pod_problems(kube, m.namespace, _selector(obj))
         elif m.kind == "PersistentVolumeClaim":
             phase = (obj.get("status") or {}).get("phase", "Pending")
-            if phase != "Bound":
+            if phase != "Bound" and not _bound_on_use(obj):
                 problems.append(f"{m.ref} is {phase}")
         elif m.kind == "HelmChart":
             spec = obj.get("spec") or {}

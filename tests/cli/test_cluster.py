@@ -43,7 +43,8 @@ def test_up_creates_everything_in_kapp_order(run, k3s):
         plural = q.path.split("/")[-2]
         kinds.append({"namespaces": "Namespace", "secrets": "Secret", "configmaps": "ConfigMap",
                       "persistentvolumeclaims": "PersistentVolumeClaim", "statefulsets": "StatefulSet",
-                      "helmcharts": "HelmChart", "services": "Service"}[plural])
+                      "helmcharts": "HelmChart", "services": "Service", "serviceaccounts": "ServiceAccount",
+                      "scaledjobs": "ScaledJob", "triggerauthentications": "TriggerAuthentication"}[plural])
     assert kinds[0] == "Namespace"
     assert [kind_rank(k) for k in kinds] == sorted(kind_rank(k) for k in kinds)
     assert k3s.get_object("apps/v1", "StatefulSet", "raibid-redis", NS)["status"]["readyReplicas"] == 1
@@ -251,7 +252,7 @@ def test_conflict_names_manager_unless_forced(run, k3s):
 def test_status_and_check(run, k3s):
     missing = run("cluster", "status", "--json")
     assert {c["component"]: c["state"] for c in missing.json()} == {
-        "redis": "missing", "gitea": "missing", "keda": "missing", "flux": "missing"}
+        "redis": "missing", "gitea": "missing", "keda": "missing", "flux": "missing", "agents": "missing"}
     assert run("cluster", "status", "--check").code == 1
     assert up(run).code == 0
     data = {c["component"]: c for c in run("cluster", "status", "--json").json()}

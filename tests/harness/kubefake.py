@@ -1202,6 +1202,12 @@ def crd(group: str, plural: str, kind: str, version: str = "v1") -> dict:
                                    "subresources": {"status": {}}}]}}
 
 
+KEDA_CRDS = (crd("keda.sh", "scaledjobs", "ScaledJob", "v1alpha1"),
+             crd("keda.sh", "triggerauthentications", "TriggerAuthentication", "v1alpha1"),
+             crd("keda.sh", "scaledobjects", "ScaledObject", "v1alpha1"))
+CHART_CRDS: dict[str, tuple[dict, ...]] = {"keda": KEDA_CRDS}
+
+
 class K3sController:
     """Plays k3s's controllers on the fake: helm-controller Jobs, rollouts, PVC binding.
 
@@ -1249,6 +1255,9 @@ class K3sController:
                  "lastTransitionTime": t}]})
             return
         mark_ready(self.owner, job)
+        for c in CHART_CRDS.get(spec.get("chart", ""), ()):  # a chart's CRDs are served once it is installed
+            if self.owner.get_object(c["apiVersion"], c["kind"], c["metadata"]["name"]) is None:
+                self.owner.add_object(c, manager="helm")
         target = spec.get("targetNamespace") or ns
         if self.owner.get_object("v1", "Namespace", target) is None:
             self.owner.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": target}})

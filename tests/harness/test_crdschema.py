@@ -8,8 +8,8 @@ import re
 
 import pytest
 
+from raibid.cluster.render import render
 from raibid.config import load_config
-from raibid.manifests import render
 from tests.harness.crdschema import SCHEMAS, apply_json_patch, crd_schema, has_crd, validate_cr, vendored
 
 NS = "raibid-ci"
