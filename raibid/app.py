@@ -89,7 +89,7 @@ class Application:
             from raibid.queue import connect
 
             url, password = self.redis_endpoint()
-            self._redis = connect(url, password)
+            self._redis = connect(url, password, timeout=self.cfg.redis.timeout)
         return self._redis
 
     def redis_endpoint(self) -> tuple[str, str | None]:
@@ -113,13 +113,16 @@ class Application:
         """The job queue on this app's Redis, with the queue settings from the config."""
         if self._queue is None:
             from raibid.queue import Queue
+            from raibid.queue.connection import retry_policy
 
             cfg = self.cfg
             url, _ = self.redis_endpoint()
             self._queue = Queue(self.redis, prefix=cfg.redis.prefix, url=url,
-                                max_deliveries=cfg.queue.max_deliveries, min_idle_ms=cfg.queue.min_idle * 1000,
+                                max_deliveries=cfg.queue.max_deliveries, min_idle_ms=int(cfg.queue.min_idle * 1000),
                                 log_ttl=cfg.queue.log_ttl, log_maxlen=cfg.queue.log_maxlen,
-                                default_agent=cfg.agents.default_type, default_timeout=cfg.queue.default_timeout)
+                                default_agent=cfg.agents.default_type, default_timeout=cfg.queue.default_timeout,
+                                dedupe_ttl=cfg.queue.dedupe_ttl, retention=cfg.queue.retention,
+                                retry=retry_policy(cfg.redis.retries))
         return self._queue
 
     def agent_pools(self) -> dict[str, tuple[int, int]]:

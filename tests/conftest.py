@@ -39,11 +39,28 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 # ----------------------------------------------------------------------------- redis
 
 
+@pytest.fixture
+def redis_kind() -> str:
+    """Which server binary the Redis fixtures run. The queue suites override this fixture with
+    ``params=SERVER_KINDS`` (tests/harness/redis_server.py), so they run on Redis and Valkey."""
+    return "redis"
+
+
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.stop()
+def _redis_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RedisServer]]:
+    """One server per kind for the whole session, started when first asked for."""
+    servers: dict[str, RedisServer] = {}
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture
+def redis_server(_redis_servers: dict[str, RedisServer], redis_kind: str,
+                 tmp_path_factory: pytest.TempPathFactory) -> RedisServer:
+    if redis_kind not in _redis_servers:
+        _redis_servers[redis_kind] = RedisServer(tmp_path_factory.mktemp(redis_kind), kind=redis_kind).start()
+    return _redis_servers[redis_kind]
 
 
 @pytest.fixture
@@ -57,9 +74,9 @@ def redis_url(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> str
 
 
 @pytest.fixture
-def durable_redis(tmp_path: Path) -> Iterator[RedisServer]:
+def durable_redis(tmp_path: Path, redis_kind: str) -> Iterator[RedisServer]:
     """A private AOF-on server (appendfsync always) that a test may restart or SIGKILL."""
-    server = RedisServer(tmp_path / "redis-aof", appendonly=True, appendfsync="always").start()
+    server = RedisServer(tmp_path / "redis-aof", appendonly=True, appendfsync="always", kind=redis_kind).start()
     yield server
     server.kill()
 

@@ -44,7 +44,7 @@ def test_a_disabled_type_gets_no_pool_and_bad_values_are_errors(tmp_path):
     assert "node" not in enabled_types(c)
     for text, msg in [("agents:\n  types:\n    rust:\n      lag_count: 0\n", "lag_count must be at least 1"),
                       ("agents:\n  types:\n    rust:\n      caches: {x: relative}\n", "must be an absolute path"),
-                      ("agents:\n  types:\n    Bad_Name: {}\n", "invalid type name"),
+                      ("agents:\n  types:\n    Bad_Name: {}\n", "invalid agent type"),
                       ("agents:\n  default_type: cobol\n", "agents.default_type: unknown type 'cobol'"),
                       ("agents:\n  pools: [cobol]\n", "agents.pools: unknown type 'cobol'")]:
         with pytest.raises(ConfigError) as e:

@@ -22,7 +22,7 @@ def queue() -> None:
 def _job_rows(jobs: list[Job]) -> list[tuple]:
     from raibid.terminal import age_of
 
-    return [(j.id, j.status, j.agent, j.repo, j.ref, j.attempt, age_of(j.submitted_at),
+    return [(j.id, "malformed" if j.malformed else j.status, j.agent, j.repo, j.ref, j.attempt, age_of(j.submitted_at),
              "" if j.exit_code is None else j.exit_code) for j in jobs]
 
 
@@ -54,7 +54,7 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
     return env
 
 
-SPEC_KEYS = {"repo", "ref", "commit", "agent", "command", "env", "timeout"}
+SPEC_KEYS = {"repo", "ref", "commit", "agent", "command", "env", "timeout", "dedupe"}
 
 
 def _read_jsonl(stream: click.utils.LazyFile | object, name: str) -> list:
@@ -93,33 +93,55 @@ def _read_jsonl(stream: click.utils.LazyFile | object, name: str) -> list:
 @click.option("--command", "command_", metavar="CMD", help="Command to run instead of the repo's .raibid.yml.")
 @click.option("--env", "env_pairs", multiple=True, metavar="K=V", help="Non-secret env var (repeatable).")
 @click.option("--timeout", type=click.IntRange(min=1), metavar="S", help="Timeout in seconds.")
+@click.option("--dedupe", metavar="KEY",
+              help="Submit at most one job per KEY within queue.dedupe_ttl (e.g. OWNER/NAME@SHA:AGENT); "
+                   "a duplicate prints the earlier job.")
 @click.option("--from-file", "from_file", type=click.File("r"), metavar="FILE|-",
               help="Submit many jobs from JSON Lines (one object per line), pipelined.")
 @json_option
 @pass_app
 def submit(app: Application, repo: str | None, ref: str | None, commit: str | None, agent: str | None,
-           command_: str | None, env_pairs: tuple[str, ...], timeout: int | None, from_file, as_json: bool) -> None:
-    """Queue a job (or many with --from-file) and print the job id."""
-    from raibid.queue import JobSpec
+           command_: str | None, env_pairs: tuple[str, ...], timeout: int | None, dedupe: str | None, from_file,
+           as_json: bool) -> None:
+    """Queue a job (or many with --from-file) and print the job id.
+
+    With --dedupe (or a "dedupe" field per line) a key already used within
+    queue.dedupe_ttl submits nothing and prints the earlier job's id.
+    """
+    from raibid.queue import JobSpec, PartialSubmit
+    from raibid.terminal import to_plain
 
     q = app.queue
     if from_file is not None:
-        if repo or ref:
-            raise UsageError("--from-file cannot be combined with --repo/--ref")
+        if repo or ref or dedupe:
+            raise UsageError("--from-file cannot be combined with --repo/--ref/--dedupe")
         specs = _read_jsonl(from_file, getattr(from_file, "name", "-"))
-        jobs = q.submit_many(specs)
+        try:
+            results = q.submit_many_deduped(specs)
+        except PartialSubmit as e:
+            for job_id in e.done:  # stdout: what is certainly queued
+                app.term.line(job_id)
+            e.hint = ("the ids printed are queued; for the rest check `raibid queue list`, or give each line a "
+                      '"dedupe" key, so that submitting the file again skips the jobs already in')
+            raise
     else:
         if not repo or not ref:
             raise UsageError("--repo and --ref are required (or use --from-file)")
-        jobs = [q.submit(JobSpec(repo=repo, ref=ref, commit=commit, agent=agent, command=command_,
-                                 env=_parse_env(env_pairs), timeout=timeout))]
+        results = [q.submit_deduped(JobSpec(repo=repo, ref=ref, commit=commit, agent=agent, command=command_,
+                                            env=_parse_env(env_pairs), timeout=timeout, dedupe=dedupe))]
+    data = [{**to_plain(j), "duplicate": not created} for j, created in results]
     if as_json:
-        app.term.json(jobs[0] if from_file is None else jobs)
+        app.term.json(data[0] if from_file is None else data)
     else:
-        for j in jobs:
+        for j, _ in results:
             app.term.line(j.id)
+    dups = [j for j, created in results if not created]
+    for j in dups[:20]:
+        app.term.info(f"duplicate: dedupe key {j.dedupe!r} already has job {j.id} ({j.status}); nothing submitted")
+    if len(dups) > 20:
+        app.term.info(f"... and {len(dups) - 20} more duplicates")
     if from_file is not None:
-        app.term.info(f"submitted {len(jobs)} jobs")
+        app.term.info(f"submitted {len(results) - len(dups)} jobs" + (f", {len(dups)} duplicates" if dups else ""))
 
 
 @queue.command("list")
@@ -131,6 +153,9 @@ def submit(app: Application, repo: str | None, ref: str | None, commit: str | No
 def list_(app: Application, status: str | None, agent: str | None, limit: int, as_json: bool) -> None:
     """Recent jobs, newest first."""
     jobs = app.queue.list(status=status, agent=agent, limit=limit)
+    for j in jobs:
+        if j.malformed:
+            app.term.warn(f"job {j.id or '?'}: malformed record ({j.malformed})")
     app.term.emit(jobs, as_json, lambda: app.term.table(JOB_COLUMNS, _job_rows(jobs)))
 
 
@@ -141,6 +166,8 @@ def list_(app: Application, status: str | None, agent: str | None, limit: int, a
 def show(app: Application, job_id: str, as_json: bool) -> None:
     """One job's full record."""
     job = app.queue.get(job_id)
+    if job.malformed:
+        app.term.warn(f"job {job_id}: malformed record ({job.malformed})")
     app.term.emit(job, as_json, lambda: app.term.record(job))
 
 
@@ -268,18 +295,26 @@ def dlq_purge(app: Application, yes: bool) -> None:
 
 
 @queue.command()
-@click.option("--min-idle", type=click.IntRange(min=0), metavar="S",
-              help="Idle seconds before an entry counts as stale (default: queue.min_idle).")
+@click.option("--min-idle", type=click.FloatRange(min=0), metavar="S",
+              help="Idle seconds (decimals allowed) before an entry counts as stale (default: queue.min_idle).")
 @json_option
 @pass_app
-def reap(app: Application, min_idle: int | None, as_json: bool) -> None:
-    """Requeue or dead-letter entries whose agent stopped heartbeating. Safe from cron."""
-    res = app.queue.reap(app.agent_pools(), min_idle_ms=None if min_idle is None else min_idle * 1000)
+def reap(app: Application, min_idle: float | None, as_json: bool) -> None:
+    """Requeue or dead-letter entries whose agent stopped heartbeating. Safe from cron.
+
+    Also makes each group's lag (what KEDA scales on) true, deletes idle consumers that
+    hold nothing, and drops finished jobs older than queue.retention.
+    """
+    res = app.queue.reap(app.agent_pools(), min_idle_ms=None if min_idle is None else int(min_idle * 1000))
     if as_json:
         app.term.json(res)
         return
     app.term.info(f"requeued {len(res.requeued)}, dead-lettered {len(res.dead_lettered)}, "
-                  f"acked {len(res.acked)}")
+                  f"acked {len(res.acked_jobs)} jobs and {len(res.acked_entries)} entries without a job, "
+                  f"left {len(res.skipped)} to live workers, deleted {len(res.consumers_deleted)} idle consumers, "
+                  f"expired {res.expired} finished jobs")
+    for agent in res.lag_repaired:
+        app.term.warn(f"{agent}: the lag KEDA reads was wrong; repaired")
     for job_id in res.requeued:
         app.term.line(f"requeued\t{job_id}")
     for job_id in res.dead_lettered:

@@ -50,8 +50,30 @@ def load_config(explicit: str | os.PathLike[str] | None = None, env: dict[str, s
         data, marks = _read_yaml(path)
     cfg = _build(Config, data, (), marks, path)
     _apply_env(cfg, env)
+    _check_values(cfg)
     cfg.source = path
     return cfg
+
+
+def _check_values(cfg: Config) -> None:
+    """Values the types alone cannot check."""
+    from raibid.errors import UsageError
+    from raibid.queue.model import validate_agent
+
+    for where, name in [("agents.default_type", cfg.agents.default_type),
+                        *[(f"agents.types.{t}", t) for t in cfg.agents.types]]:
+        try:
+            validate_agent(name)
+        except UsageError as e:
+            raise ConfigError(f"{where}: {e.message}") from None
+    # The bounds below are also in the fields' metadata (gt/min), for a loader that checks them.
+    for key in ("min_idle", "heartbeat"):
+        if getattr(cfg.queue, key) <= 0:
+            raise ConfigError(f"queue.{key} must be a positive number of seconds")
+    if cfg.redis.timeout <= 0:
+        raise ConfigError("redis.timeout must be a positive number of seconds")
+    if cfg.redis.retries < 0 or cfg.queue.retention < 0 or cfg.queue.dedupe_ttl < 1:
+        raise ConfigError("redis.retries and queue.retention must be >= 0, queue.dedupe_ttl >= 1")
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:

@@ -53,16 +53,25 @@ class RedisConfig:
     url: str = _f("redis://127.0.0.1:6379/0", "Redis URL, or `auto` to find raibid's Redis Service in the cluster")
     password_env: str = _f("RAIBID_REDIS_PASSWORD", "Env var holding the Redis password")
     prefix: str = _f("raibid", "Key prefix for every queue key")
+    timeout: float = _f(5.0, "Seconds before a Redis command fails (connect or reply); "
+                        "blocking reads add only their block time", gt=0)
+    retries: int = _f(8, "Retries of retry-safe queue calls on connection errors, with exponential backoff "
+                      "and jitter (0.1 s doubling, capped at 2 s)", min=0)
 
 
 @dataclass
 class QueueConfig:
     max_deliveries: int = _f(3, "Deliveries before a job goes to the dead-letter queue")
-    min_idle: int = _f(300, "Seconds a pending entry must be idle before another worker reclaims it")
-    heartbeat: int = _f(30, "Seconds between a running job's heartbeats")
+    min_idle: float = _f(300.0, "Seconds a pending entry must be idle before another worker reclaims it "
+                         "(also how long an idle consumer without pending entries is kept)", gt=0)
+    heartbeat: float = _f(30.0, "Seconds between a running job's heartbeats", gt=0)
     log_ttl: int = _f(7 * 24 * 3600, "Seconds a finished job's log stream is kept")
     log_maxlen: int = _f(100_000, "Approximate cap on log lines per job")
     default_timeout: int = _f(3600, "Job timeout in seconds when none is given")
+    retention: int = _f(30 * 86400, "Seconds finished job records (and their index entries) are kept, by submit "
+                        "time; trimmed by reap and finish. 0 keeps them for ever", min=0)
+    dedupe_ttl: int = _f(86400, "Seconds a submitted job's dedupe key (e.g. repo@commit:agent) blocks duplicates",
+                         min=1)
 
 
 @dataclass

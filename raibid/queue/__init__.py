@@ -14,7 +14,7 @@ all three, for callers that need more than one side.
 from __future__ import annotations
 
 from raibid.queue.admin import Admin, keda_desired
-from raibid.queue.connection import connect, redis_errors
+from raibid.queue.connection import connect, redis_errors, retry_policy
 from raibid.queue.ids import new_job_id, new_job_ids
 from raibid.queue.keys import GROUP, Keys
 from raibid.queue.model import (
@@ -24,10 +24,13 @@ from raibid.queue.model import (
     Claim,
     Job,
     JobSpec,
+    LagCheck,
     LostJob,
+    PartialSubmit,
     QueueStats,
     ReapResult,
     StreamStats,
+    dedupe_key,
     validate_agent,
 )
 
@@ -37,7 +40,7 @@ class Queue(Admin):
 
 
 __all__ = [
-    "GROUP", "RETRYABLE", "STATUSES", "TERMINAL", "Claim", "Job", "JobSpec", "Keys", "LostJob", "Queue",
-    "QueueStats", "ReapResult", "StreamStats", "connect", "keda_desired", "new_job_id", "new_job_ids",
-    "redis_errors", "validate_agent",
+    "GROUP", "RETRYABLE", "STATUSES", "TERMINAL", "Claim", "Job", "JobSpec", "Keys", "LagCheck", "LostJob",
+    "PartialSubmit", "Queue", "QueueStats", "ReapResult", "StreamStats", "connect", "dedupe_key", "keda_desired",
+    "new_job_id", "new_job_ids", "redis_errors", "retry_policy", "validate_agent",
 ]

@@ -7,37 +7,36 @@ import math
 from collections.abc import Iterable
 
 from raibid.errors import NotFound, UsageError
-from raibid.queue.connection import mapped
+from raibid.queue.connection import mapped, retried
+from raibid.queue.ids import new_job_id
 from raibid.queue.keys import GROUP
 from raibid.queue.model import (
-    RETRYABLE,
     STATUSES,
     ConsumerInfo,
     DeadLetter,
     Job,
-    JobSpec,
     QueueStats,
     ReapResult,
     StreamStats,
 )
 from raibid.queue.producer import Producer
 from raibid.queue.worker import Worker
-from raibid.timeutil import now_rfc3339
+from raibid.timeutil import now_rfc3339, parse_time
 
 
 class Admin(Producer, Worker):
     """Reads and maintenance. Retry submits and reap requeues, so this side builds on the other two."""
 
     @mapped
+    @retried
     def get(self, job_id: str) -> Job:
-        h = self.r.hgetall(self.keys.job(job_id))
-        if not h:
-            raise NotFound(f"no job {job_id!r}", hint="`raibid queue list` shows recent jobs")
-        return Job.from_hash(h)
+        return self._get_job(job_id)
 
     @mapped
+    @retried
     def list(self, *, status: str | None = None, agent: str | None = None, limit: int = 50) -> list[Job]:
-        """Newest first, from the index; fetches records in pipelined batches."""
+        """Newest first, from the index; fetches records in pipelined batches. A record that cannot
+        be read is listed with ``malformed`` set, not raised."""
         if status and status not in STATUSES:
             raise UsageError(f"unknown status {status!r}", hint="one of: " + ", ".join(STATUSES))
         out: list[Job] = []
@@ -62,20 +61,25 @@ class Admin(Producer, Worker):
         return out
 
     @mapped
+    @retried
     def logs(self, job_id: str, after: str = "-", count: int | None = None) -> list[tuple[str, str]]:
         """(entry id, line) pairs after ``after`` (exclusive unless '-')."""
         start = "-" if after == "-" else f"({after}"
         return [(eid, f.get("line", "")) for eid, f in self.r.xrange(self.keys.log(job_id), start, "+", count=count)]
 
     @mapped
+    @retried
     def wait_logs(self, job_id: str, after: str, block_ms: int) -> list[tuple[str, str]]:
-        res = self.r.xread({self.keys.log(job_id): after}, block=block_ms, count=1000)
-        return [(eid, f.get("line", "")) for _, entries in res for eid, f in entries]
+        for block in self._block_slices(block_ms):
+            res = self.r.xread({self.keys.log(job_id): after}, block=block, count=1000)
+            if res:
+                return [(eid, f.get("line", "")) for _, entries in res for eid, f in entries]
+        return []
 
     @mapped
     def cancel(self, job_id: str) -> str:
         """'cancelled' for a queued job; 'requested' for a running one (the agent polls)."""
-        res = self._script("cancel")(keys=[self.keys.job(job_id)], args=[now_rfc3339()])
+        res = self._script("cancel")(keys=[self.keys.job(job_id)], args=[now_rfc3339(), self.log_ttl])
         if res == "missing":
             raise NotFound(f"no job {job_id!r}")
         if not res.startswith("+"):
@@ -84,33 +88,52 @@ class Admin(Producer, Worker):
 
     @mapped
     def retry(self, job_id: str) -> Job:
-        """Enqueue a failed, dead or cancelled job again as a new attempt linked to the old one."""
-        old = self.get(job_id)
-        if old.status not in RETRYABLE:
-            raise UsageError(f"job {job_id} is {old.status}; only failed, dead or cancelled jobs can be retried")
-        spec = JobSpec(repo=old.repo, ref=old.ref, commit=old.commit, agent=old.agent, command=old.command,
-                       env=old.env, timeout=old.timeout, source=old.source)
-        job = self._new_job(spec, attempt=old.attempt + 1, retry_of=old.id)
-        self._write([job])
-        self.r.hset(self.keys.job(old.id), "retried_by", job.id)
-        return job
+        """Enqueue a failed, dead or cancelled job again as a new attempt linked to the old one.
+
+        One script step: retrying the same job twice makes one new attempt (the second call
+        fails naming it). Dedupe keys play no part.
+        """
+        return self._retry(job_id, dlq=False)
+
+    def _retry(self, job_id: str, *, dlq: bool) -> Job:
+        old = self._get_job(job_id)
+        new_id = new_job_id()
+        now = now_rfc3339()
+        score = str(int(parse_time(now).timestamp() * 1000))  # type: ignore[union-attr]
+        res = self._script("retry")(
+            keys=[self.keys.job(job_id), self.keys.stream(old.agent), self.keys.index, self.keys.agents,
+                  self.keys.job(new_id), self.keys.dead],
+            args=[new_id, now, score, self.keys.job(""), "1" if dlq else "0"])
+        state = res[0]
+        if state == "missing":
+            raise NotFound(f"no job {job_id!r}")
+        if state == "retried":
+            raise UsageError(f"job {job_id} was already retried as {res[1]}",
+                             hint=f"`raibid queue show {res[1]}`; retry that one if it failed too")
+        if state == "status":
+            raise UsageError(f"job {job_id} is {res[1]}; only failed, dead or cancelled jobs can be retried")
+        if state == "not-dead":
+            raise NotFound(f"job {job_id!r} is not in the dead-letter queue")
+        return self._get_job(new_id)
 
     @mapped
     def reap(self, agents: Iterable[str] = (), *, min_idle_ms: int | None = None) -> ReapResult:
-        """Requeue (or dead-letter) entries whose worker stopped heartbeating.
+        """Requeue (or dead-letter) entries whose worker stopped heartbeating; make each group's lag
+        true; delete idle consumers without pending entries; drop finished jobs past retention.
 
         Requeueing adds a fresh entry, so KEDA's lag sees the job again and starts
         an agent for it; a stuck pending entry alone is invisible to lag scaling.
+        The requeue script re-checks owner and idle time, so a worker that heartbeated
+        or reclaimed the entry after it was listed keeps its job (``skipped``).
         """
-        idle = self.min_idle_ms if min_idle_ms is None else min_idle_ms
-        result = ReapResult([], [], [])
+        idle = self.min_idle_ms if min_idle_ms is None else int(min_idle_ms)
+        result = ReapResult()
         for agent in self.agent_types(agents):
             stream = self.keys.stream(agent)
             if not self.r.exists(stream):
                 continue
             self._ensure_group(stream)
-            self.repair_lag(stream)
-            if stream in self.lag_repaired:
+            if self.check_lag(stream).repaired:
                 result.lag_repaired.append(agent)
             for p in self.r.xpending_range(stream, GROUP, min="-", max="+", count=10_000, idle=idle):
                 sid = p["message_id"]
@@ -118,26 +141,35 @@ class Admin(Producer, Worker):
                 job_id = entry[0][1].get("job") if entry else None
                 if not job_id:
                     self.r.xack(stream, GROUP, sid)
-                    result.acked.append(sid)
+                    result.acked_entries.append(sid)
                     continue
                 outcome = self._requeue(stream, sid, job_id,
-                                        f"worker {p['consumer']} stopped heartbeating (idle {p['time_since_delivered']} ms)")
-                {"requeued": result.requeued, "dead": result.dead_lettered}.get(outcome, result.acked).append(job_id)
+                                        f"worker {p['consumer']} stopped heartbeating "
+                                        f"(idle {p['time_since_delivered']} ms)",
+                                        consumer=p["consumer"], min_idle_ms=idle)
+                {"requeued": result.requeued, "dead": result.dead_lettered,
+                 "skipped": result.skipped}.get(outcome, result.acked_jobs).append(job_id)
+            gone = self._script("reap_consumers")(keys=[stream], args=[GROUP, idle])
+            result.consumers_deleted += [f"{agent}/{name}" for name in gone]
+        cutoff = self._retention_cutoff()
+        if cutoff:
+            for _ in range(100):  # at most 100,000 index entries per run
+                n = self._script("retain_run")(keys=[self.keys.index], args=[self.keys.job(""), cutoff, 1000])
+                result.expired += n
+                if n == 0:
+                    break
         return result
 
     @mapped
+    @retried
     def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
         return [DeadLetter(eid, f.get("job", ""), f.get("reason", ""), f.get("stream", ""), f.get("at"))
                 for eid, f in self.r.xrevrange(self.keys.dead, "+", "-", count=limit)]
 
     @mapped
     def dlq_retry(self, job_id: str) -> Job:
-        entries = [d for d in self.dlq_list(limit=100_000) if d.job_id == job_id]
-        if not entries:
-            raise NotFound(f"job {job_id!r} is not in the dead-letter queue")
-        job = self.retry(job_id)
-        self.r.xdel(self.keys.dead, *[d.entry_id for d in entries])
-        return job
+        """Retry a dead-lettered job and remove its DLQ entry, in one script step."""
+        return self._retry(job_id, dlq=True)
 
     @mapped
     def dlq_purge(self) -> int:
@@ -161,6 +193,7 @@ class Admin(Producer, Worker):
         return n
 
     @mapped
+    @retried
     def stats(self, pools: dict[str, tuple[int, int]]) -> QueueStats:
         """Per agent stream: length, lag, pending, consumers, oldest queued age, and KEDA's view.
 
@@ -180,15 +213,21 @@ class Admin(Producer, Worker):
                 group = self.group_info(stream)
             consumers: list[ConsumerInfo] = []
             lag: int | None = None
+            true_lag: int | None = None
             pending = 0
             oldest_at = None
             if group is not None:
                 pending = int(group.get("pending", 0))
                 lag = group.get("lag") if lag_supported else None
                 lag = int(lag) if lag is not None else None
-                if lag_supported and lag is None:
-                    warnings.append(f"{stream}: Redis reports no lag (entries-read lost, e.g. after an AOF "
-                                    f"reload), so KEDA sees 0; `raibid queue reap` repairs it")
+                if lag_supported:
+                    check = self.check_lag(stream, repair=False)
+                    true_lag = check.true
+                    if check.state == "wrong":
+                        shown = "none" if lag is None else lag
+                        warnings.append(f"{stream}: Redis reports lag {shown} but {check.true} entries are "
+                                        f"undelivered (entries-read lost or stale, e.g. after an AOF reload), "
+                                        f"so KEDA scales on the wrong number; `raibid queue reap` repairs it")
                 consumers = [ConsumerInfo(c["name"], int(c["pending"]), int(c["idle"]))
                              for c in self.r.xinfo_consumers(stream, GROUP)]
                 last = group.get("last-delivered-id", "0-0")
@@ -206,7 +245,7 @@ class Admin(Producer, Worker):
                 age = max(0.0, (dt.datetime.now(dt.UTC) - when).total_seconds())
             desired = keda_desired(lag, lag_count, max_replicas) if lag is not None else None
             out.append(StreamStats(agent, stream, length, lag, pending, consumers, oldest, age, group is not None,
-                                   lag_count, max_replicas, desired))
+                                   lag_count, max_replicas, desired, true_lag))
         return QueueStats(out, self.r.xlen(self.keys.dead), version, lag_supported, warnings)
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+import time
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from raibid.errors import NotFound
 from raibid.queue.connection import mapped
 from raibid.queue.keys import GROUP, Keys
-from raibid.queue.model import validate_agent
+from raibid.queue.model import Job, LagCheck, validate_agent
 from raibid.queue.scripts import source
 
 if TYPE_CHECKING:
@@ -15,11 +18,21 @@ if TYPE_CHECKING:
 
 
 class QueueBase:
-    """One Redis connection and the settings the producer, worker and admin sides read."""
+    """One Redis connection and the settings the producer, worker and admin sides read.
+
+    The client's own command retries are switched off (``set_retry``): the queue retries
+    whole retry-safe calls under ``retry`` instead (docs/queue.md, *Retry-safety*).
+    """
 
     def __init__(self, client: redis.Redis, *, prefix: str = "raibid", url: str = "redis://?",
                  max_deliveries: int = 3, min_idle_ms: int = 300_000, log_ttl: int = 7 * 24 * 3600,
-                 log_maxlen: int = 100_000, default_agent: str = "generic", default_timeout: int = 3600) -> None:
+                 log_maxlen: int = 100_000, default_agent: str = "generic", default_timeout: int = 3600,
+                 dedupe_ttl: int = 86400, retention: float = 30 * 86400, retry: Any = None) -> None:
+        from raibid.queue.connection import no_retry, retry_policy
+
+        # Commands are never retried one by one (a lost reply would resend a write); whole
+        # retry-safe calls are, under self.retrying (see connection.retried).
+        client.set_retry(no_retry())
         self.r = client
         self.url = url
         self.keys = Keys(prefix)
@@ -29,9 +42,28 @@ class QueueBase:
         self.log_maxlen = log_maxlen
         self.default_agent = default_agent
         self.default_timeout = default_timeout
+        self.dedupe_ttl = dedupe_ttl
+        self.retention = retention
+        self.retrying = retry if retry is not None else retry_policy()  # for retry-safe calls
         self._groups_ok: set[str] = set()
-        self.lag_repaired: set[str] = set()  # streams whose lost entries-read this instance restored
+        self._lag_checked: set[str] = set()  # streams this worker checked at its start
+        # Marks the claims of this object, so its own retried claim resumes instead of counting
+        # another delivery, while a new process reusing a consumer name still counts one.
+        self.claim_token = os.urandom(8).hex()
         self._scripts: dict[str, Any] = {}
+
+    def _block_slices(self, block_ms: int) -> Iterator[int]:
+        """Split a blocking read's wait into slices that each return within the one-shot socket
+        timeout (half of it), so a hung Redis is noticed within ``redis.timeout`` even while blocking,
+        and the whole read takes at most its block time plus that timeout."""
+        timeout = self.r.connection_pool.connection_kwargs.get("socket_timeout")
+        step = block_ms if not timeout else max(50, int(timeout * 500))
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            left = int((deadline - time.monotonic()) * 1000)
+            if left <= 0:
+                return
+            yield min(step, left)
 
     def _script(self, name: str) -> Any:
         if name not in self._scripts:
@@ -62,16 +94,31 @@ class QueueBase:
             if "BUSYGROUP" not in str(e):
                 raise
             created = False
-            self.repair_lag(stream)
         self._groups_ok.add(stream)
         return created
 
-    def repair_lag(self, stream: str) -> bool:
-        """Restore the group's entries-read when Redis lost it (see lua/repair_lag.lua); True if repaired."""
-        repaired = bool(self._script("repair_lag")(keys=[stream], args=[GROUP]))
-        if repaired:
-            self.lag_repaired.add(stream)
-        return repaired
+    @mapped
+    def check_lag(self, stream: str, *, repair: bool = True) -> LagCheck:
+        """Compare the group's reported lag with the true number of undelivered entries.
+
+        With ``repair`` a wrong lag is corrected (``XGROUP SETID … ENTRIESREAD``), in one
+        script step; entries-read is never written when the lag is already true.
+        See lua/lag_check.lua.
+        """
+        state, reported, true = self._script("lag_check")(keys=[stream], args=[GROUP, "1" if repair else "0"])
+        return LagCheck(stream, state, None if int(reported) < 0 else int(reported), int(true))
+
+    def _retention_cutoff(self) -> str:
+        """Index score (submit time, ms) below which finished jobs are deleted; '' keeps them for ever."""
+        if not self.retention or self.retention <= 0:
+            return ""
+        return str(int((time.time() - self.retention) * 1000))
+
+    def _get_job(self, job_id: str) -> Job:
+        h = self.r.hgetall(self.keys.job(job_id))
+        if not h:
+            raise NotFound(f"no job {job_id!r}", hint="`raibid queue list` shows recent jobs")
+        return Job.from_hash(h)
 
     def agent_types(self, extra: Iterable[str] = ()) -> list[str]:
         return sorted(set(self.r.smembers(self.keys.agents)) | set(extra))

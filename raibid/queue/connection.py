@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -36,25 +37,94 @@ def redis_errors(url: str) -> Iterator[None]:
 
 
 def connect(url: str, password: str | None = None, *, timeout: float = 5.0) -> redis.Redis:
-    """A redis.Redis for ``url``; the password comes from the env, never from argv."""
+    """A redis.Redis for ``url``; the password comes from the env, never from argv.
+
+    A one-shot command fails within ``timeout`` seconds (connect and reply); blocking
+    reads go through ``QueueBase._blocking`` and add only their block time. The client
+    itself never retries a command: redis-py's default would resend non-idempotent
+    writes after a lost reply. The queue retries whole retry-safe calls instead
+    (``retried``).
+    """
     import redis
 
     try:
         return redis.Redis.from_url(url, password=password, decode_responses=True,
-                                    socket_connect_timeout=timeout, socket_timeout=timeout + 60,
-                                    health_check_interval=0)
+                                    socket_connect_timeout=timeout, socket_timeout=timeout,
+                                    health_check_interval=0, retry=no_retry())
     except ValueError as e:
         raise ConfigError(f"invalid redis.url {redact_url(url)}: {e}") from None
+
+
+def no_retry() -> Any:
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return Retry(NoBackoff(), 0)
+
+
+def retry_policy(retries: int = 8, base: float = 0.1, cap: float = 2.0) -> Any:
+    """redis-py's Retry with exponential backoff and full jitter: waits up to base * 2**n, capped.
+
+    With the defaults a call is retried for up to about 11 s (half that on average) of
+    Redis being unreachable.
+    """
+    from redis.backoff import ExponentialWithJitterBackoff
+    from redis.retry import Retry
+
+    return Retry(ExponentialWithJitterBackoff(base=base, cap=cap), retries)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+_depth = threading.local()  # nesting of mapped/retried calls in this thread
+
+
+@contextlib.contextmanager
+def _outermost(kind: str) -> Iterator[bool]:
+    """True for the outermost ``kind`` call in this thread: only it maps errors or retries."""
+    n = getattr(_depth, kind, 0)
+    setattr(_depth, kind, n + 1)
+    try:
+        yield n == 0
+    finally:
+        setattr(_depth, kind, n)
+
+
 def mapped(fn: F) -> F:
-    """Method decorator: redis-py errors raised inside become typed errors naming ``self.url``."""
+    """Method decorator: redis-py errors raised inside become typed errors naming ``self.url``.
+
+    Only the outermost call maps, so an inner call's raw error still reaches a retry around it.
+    """
     @functools.wraps(fn)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with redis_errors(self.url):
-            return fn(self, *args, **kwargs)
+        with _outermost("mapped") as outer:
+            if not outer:
+                return fn(self, *args, **kwargs)
+            with redis_errors(self.url):
+                return fn(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def call_retried(retry: Any, do: Callable[[], Any]) -> Any:
+    """``do()`` under ``retry`` on connection errors and timeouts (never on rejected credentials)."""
+    import redis
+
+    return retry.call_with_retry(do, lambda _error: None,
+                                 is_retryable=lambda e: not isinstance(e, redis.AuthenticationError))
+
+
+def retried(fn: F) -> F:
+    """Method decorator for retry-safe calls: on a connection error or timeout the whole call runs
+    again under ``self.retrying`` (see ``retry_policy``). Only for calls whose repetition after a
+    lost reply changes nothing (reads, and writes made idempotent: docs/queue.md lists them).
+    """
+    @functools.wraps(fn)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with _outermost("retried") as outer:
+            if not outer:
+                return fn(self, *args, **kwargs)
+            return call_retried(self.retrying, lambda: fn(self, *args, **kwargs))
 
     return wrapper  # type: ignore[return-value]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _B32_TO_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD)
 
-
 _last_id = [0, 0]  # (ms, random part) of the last id made in this process
+_lock = threading.Lock()  # threads (heartbeats, parallel mirror syncs) share _last_id
 
 
 def new_job_ids(n: int = 1) -> list[str]:
@@ -19,12 +21,14 @@ def new_job_ids(n: int = 1) -> list[str]:
     import os
     import time
 
-    ms = time.time_ns() // 1_000_000
-    if ms <= _last_id[0]:  # same (or an earlier, clock-stepped) millisecond: keep counting up
-        ms, base = _last_id[0], _last_id[1] + 1
-    else:
-        base = int.from_bytes(os.urandom(10), "big") >> 8  # headroom so +n never overflows 80 bits
-    _last_id[0], _last_id[1] = ms, base + n - 1
+    fresh = int.from_bytes(os.urandom(10), "big") >> 8  # headroom so +n never overflows 80 bits
+    with _lock:
+        ms = time.time_ns() // 1_000_000
+        if ms <= _last_id[0]:  # same (or an earlier, clock-stepped) millisecond: keep counting up
+            ms, base = _last_id[0], _last_id[1] + 1
+        else:
+            base = fresh
+        _last_id[0], _last_id[1] = ms, base + n - 1
     head = "".join(_CROCKFORD[(ms >> shift) & 31] for shift in range(45, -1, -5))
     b32, tr = base64.b32encode, _B32_TO_CROCKFORD
     return [head + b32((base + i).to_bytes(10, "big")).decode().translate(tr) for i in range(n)]

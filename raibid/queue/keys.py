@@ -23,6 +23,10 @@ class Keys:
     def log(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}:log"
 
+    def dedupe(self, key: str) -> str:
+        """Holds the id of the job submitted under dedupe key ``key`` (expires after queue.dedupe_ttl)."""
+        return f"{self.prefix}:dedupe:{key}"
+
     @property
     def dead(self) -> str:
         return f"{self.prefix}:jobs:dead"

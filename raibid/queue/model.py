@@ -7,14 +7,22 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from raibid.errors import QueueError, UsageError
+from raibid.errors import ExitCode, QueueError, UsageError
+from raibid.timeutil import parse_time
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "dead")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "dead"})
 RETRYABLE = frozenset({"failed", "cancelled", "dead"})
 SOURCES = ("cli", "mirror", "webhook", "retry")
-AGENT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+AGENT_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # used with fullmatch: no trailing newline slips through
+REPO_RE = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+DEDUPE_MAX = 512  # characters in a dedupe key
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def dedupe_key(repo: str, commit: str, agent: str) -> str:
+    """The dedupe key of one CI trigger: one job per (repo, commit, agent type), "<repo>@<commit>:<agent>"."""
+    return f"{repo}@{commit}:{agent}"
 
 
 @dataclass
@@ -29,29 +37,40 @@ class JobSpec:
     env: dict[str, str] = field(default_factory=dict)
     timeout: int | None = None
     source: str = "cli"
+    dedupe: str | None = None  # a job with the same key within queue.dedupe_ttl is not submitted twice
 
     def validate(self) -> None:
-        if not REPO_RE.match(self.repo or ""):
+        """Exact types (``bool`` is not an int, a list is not a string), then the values."""
+        if not isinstance(self.repo, str) or not REPO_RE.fullmatch(self.repo):
             raise UsageError(f"invalid repo {self.repo!r}: expected OWNER/NAME")
-        if not self.ref:
-            raise UsageError("a ref (branch, tag or sha) is required")
+        if not isinstance(self.ref, str) or not self.ref:
+            raise UsageError("a ref (branch, tag or sha) is required, as a string")
         for name in ("ref", "commit", "command"):
             value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise UsageError(f"{name} must be a string, got {type(value).__name__}")
             if value is not None and ("\x1f" in value or "\x00" in value):
                 raise UsageError(f"{name} contains a control character")
         if self.agent is not None:
             validate_agent(self.agent)
-        if self.timeout is not None and (not isinstance(self.timeout, int) or self.timeout <= 0):
-            raise UsageError(f"invalid timeout {self.timeout!r}: a positive number of seconds")
-        if self.source not in SOURCES:
+        if self.timeout is not None and (type(self.timeout) is not int or self.timeout <= 0):
+            raise UsageError(f"invalid timeout {self.timeout!r}: a positive whole number of seconds")
+        if not isinstance(self.source, str) or self.source not in SOURCES:
             raise UsageError(f"invalid source {self.source!r}")
         if not isinstance(self.env, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                      for k, v in self.env.items()):
             raise UsageError("env must map names to string values")
+        if self.dedupe is not None:
+            if not isinstance(self.dedupe, str) or not self.dedupe:
+                raise UsageError("dedupe must be a non-empty string")
+            if len(self.dedupe) > DEDUPE_MAX:
+                raise UsageError(f"dedupe key longer than {DEDUPE_MAX} characters")
+            if _CONTROL.search(self.dedupe):
+                raise UsageError("dedupe contains a control character")
 
 
 def validate_agent(agent: str) -> None:
-    if not AGENT_RE.match(agent) or agent == "dead":
+    if not isinstance(agent, str) or not AGENT_RE.fullmatch(agent) or agent == "dead":
         raise UsageError(f"invalid agent type {agent!r}: lower-case letters, digits and '-', not 'dead'")
 
 
@@ -80,21 +99,49 @@ class Job:
     retry_of: str | None = None
     retried_by: str | None = None
     cancel_requested: bool = False
+    dedupe: str | None = None
+    malformed: str | None = None  # why the stored record could not be read in full (None: it could)
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> Job:
-        names = {f.name for f in fields(cls)}
+        """Read a stored record. Never raises: a field that cannot be read is left at its default
+        and named in ``malformed``, so one bad record cannot break listing the others."""
+        problems: list[str] = []
+        names = {f.name for f in fields(cls)} - {"malformed", "env", "cancel_requested"}
         data: dict[str, Any] = {k: (v if v != "" else None) for k, v in h.items() if k in names}
+        for k in ("id", "repo", "ref", "agent", "status"):
+            if not data.get(k):
+                problems.append(f"{k} missing")
+                data[k] = ""
         for k in ("timeout", "attempt", "deliveries", "exit_code"):
             if data.get(k) is not None:
-                data[k] = int(data[k])
-        data["env"] = json.loads(h.get("env") or "{}")
-        data["cancel_requested"] = h.get("cancel_requested") == "1"
+                try:
+                    data[k] = int(data[k])
+                except ValueError:
+                    problems.append(f"{k} {data[k]!r} is not a whole number")
+                    data.pop(k)
+        for k in ("submitted_at", "started_at", "finished_at", "heartbeat_at"):
+            if data.get(k) is not None:
+                try:
+                    parse_time(data[k])
+                except ValueError:
+                    problems.append(f"{k} {data[k]!r} is not a time")
+                    data.pop(k)
         for k in ("attempt", "deliveries"):
-            data.setdefault(k, 0 if k == "deliveries" else 1)
-            if data[k] is None:
-                data[k] = 0
-        return cls(**data)
+            if data.get(k) is None:
+                data[k] = 0 if k == "deliveries" else 1
+        try:
+            env = json.loads(h.get("env") or "{}")
+        except ValueError:
+            env = None
+        if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+            problems.append(f"env {h.get('env')!r} is not a JSON object of strings")
+            env = {}
+        data["env"] = env
+        data["cancel_requested"] = h.get("cancel_requested") == "1"
+        if data["status"] and data["status"] not in STATUSES:
+            problems.append(f"unknown status {data['status']!r}")
+        return cls(**data, malformed="; ".join(problems) or None)
 
 
 @dataclass
@@ -105,6 +152,7 @@ class Claim:
     stream: str
     stream_id: str
     consumer: str
+    resumed: bool = False  # a retried claim returned the job this worker already held
 
 
 @dataclass
@@ -128,6 +176,7 @@ class StreamStats:
     lag_count: int
     max_replicas: int
     keda_desired: int | None
+    true_lag: int | None = None  # entries after the group's last-delivered-id: what lag must be
 
 
 @dataclass
@@ -149,12 +198,47 @@ class DeadLetter:
 
 
 @dataclass
+class LagCheck:
+    """A group's reported lag against the truth (entries after its last-delivered-id)."""
+
+    stream: str
+    state: str  # ok | wrong (found, not repaired) | repaired | missing (no stream or group)
+    reported: int | None  # what XINFO GROUPS said (None: Redis reported no lag)
+    true: int
+
+    @property
+    def repaired(self) -> bool:
+        return self.state == "repaired"
+
+
+@dataclass
 class ReapResult:
-    requeued: list[str]
-    dead_lettered: list[str]
-    acked: list[str]
-    lag_repaired: list[str] = field(default_factory=list)
+    """What one reap did. Job ids and stream entry ids are kept apart."""
+
+    requeued: list[str] = field(default_factory=list)  # job ids given a fresh entry
+    dead_lettered: list[str] = field(default_factory=list)  # job ids sent to the DLQ
+    acked_jobs: list[str] = field(default_factory=list)  # job ids whose stale entry was acked (job had moved on)
+    acked_entries: list[str] = field(default_factory=list)  # stream entry ids without a job, acked
+    skipped: list[str] = field(default_factory=list)  # job ids a live worker took back before the requeue
+    lag_repaired: list[str] = field(default_factory=list)  # agent types whose lag was made true
+    consumers_deleted: list[str] = field(default_factory=list)  # "<agent>/<consumer>", idle, nothing pending
+    expired: int = 0  # finished job records (and index entries) dropped past queue.retention
 
 
 class LostJob(QueueError):
     """The worker no longer owns the entry (it was reclaimed, requeued or finished elsewhere)."""
+
+
+class PartialSubmit(QueueError):
+    """A (bulk) submit gave up: ``done`` are the ids known to be queued, ``jobs`` all the jobs with
+    their ids. Submitting the same specs with ``ids=[j.id for j in jobs]`` writes only the rest."""
+
+    def __init__(self, jobs: list[Job], done: set[str], cause: Exception, *, unreachable: bool) -> None:
+        self.jobs = jobs
+        self.done = [j.id for j in jobs if j.id in done]
+        self.cause = cause
+        if unreachable:
+            self.exit_code = ExitCode.UNREACHABLE
+        super().__init__(
+            f"submitted {len(self.done)} of {len(jobs)} jobs for certain; the rest may or may not be in: {cause}",
+            hint="submit the same jobs again with the same ids (nothing is written twice)")

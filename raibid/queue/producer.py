@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from raibid.errors import QueueError
+from raibid.errors import UsageError
 from raibid.queue.base import QueueBase
-from raibid.queue.connection import mapped
+from raibid.queue.connection import call_retried, mapped
 from raibid.queue.ids import new_job_id, new_job_ids
-from raibid.queue.model import Job, JobSpec
+from raibid.queue.model import Job, JobSpec, PartialSubmit
 from raibid.queue.scripts import source
 from raibid.timeutil import now_rfc3339, parse_time
 
@@ -23,14 +23,37 @@ class Producer(QueueBase):
         return Job(id=job_id or new_job_id(), repo=spec.repo, ref=spec.ref, commit=spec.commit,
                    agent=spec.agent or self.default_agent, command=spec.command, env=dict(spec.env),
                    timeout=spec.timeout or self.default_timeout, source=spec.source,
-                   submitted_at=submitted_at or now_rfc3339(), status="queued", attempt=attempt, retry_of=retry_of)
+                   submitted_at=submitted_at or now_rfc3339(), status="queued", attempt=attempt, retry_of=retry_of,
+                   dedupe=spec.dedupe)
 
-    def _write(self, jobs: list[Job], *, batch: int = 200) -> None:
-        """Persist new jobs (grouped by agent type), one script call per batch.
+    def _write(self, jobs: list[Job], *, batch: int = 200) -> dict[str, str]:
+        """Persist new jobs (grouped by agent type), one script call per batch, retrying the
+        whole write under ``self.retrying``: ids are fixed before the first try and the script skips
+        jobs whose record exists, so a retry after a lost reply writes nothing twice.
 
-        Batches are sent as soon as each is built and the replies read at the end,
-        so Redis runs batch k while this process encodes batch k+1.
+        Returns, for each job whose dedupe key was taken, its id -> the id of the job already
+        submitted (nothing was written for those). Raises ``PartialSubmit`` (naming the jobs
+        known to be in) when it gives up.
         """
+        import redis
+
+        confirmed: set[str] = set()
+        dups: dict[str, str] = {}
+
+        def attempt() -> None:
+            self._write_once([j for j in jobs if j.id not in confirmed], batch, confirmed, dups)
+
+        try:
+            call_retried(self.retrying, attempt)
+        except redis.AuthenticationError:
+            raise
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as e:
+            raise PartialSubmit(jobs, confirmed, e, unreachable=not isinstance(e, redis.ResponseError)) from None
+        return dups
+
+    def _write_once(self, jobs: list[Job], batch: int, confirmed: set[str], dups: dict[str, str]) -> None:
+        """One try: batches are sent as soon as each is built and the replies read at the end, so
+        Redis runs batch k while this process encodes batch k+1."""
         import redis
 
         by_agent: dict[str, list[Job]] = {}
@@ -48,14 +71,14 @@ class Producer(QueueBase):
                     chunk = group[start:start + batch]
                     first = chunk[0]
                     score = str(int(parse_time(first.submitted_at).timestamp() * 1000))  # type: ignore[union-attr]
-                    keys = head + [self.keys.job(j.id) for j in chunk]
+                    keys = (head + [self.keys.job(j.id) for j in chunk]
+                            + [self.keys.dedupe(j.dedupe) for j in chunk if j.dedupe])
                     args = [_SEP.join((j.id, j.repo, j.ref, j.commit or "", j.command or "",
                                        json.dumps(j.env, sort_keys=True) if j.env else "{}", str(j.timeout),
-                                       str(j.attempt), j.retry_of or "")) for j in chunk]
+                                       str(j.attempt), j.retry_of or "", j.dedupe or "")) for j in chunk]
                     conn.send_command("EVALSHA", sha, len(keys), *keys, agent, first.submitted_at, score,
-                                      first.source, *args)
+                                      first.source, str(self.dedupe_ttl), *args)
                     sent.append(chunk)
-            done = 0
             failure: Exception | None = None
             for chunk in sent:
                 try:
@@ -64,35 +87,64 @@ class Producer(QueueBase):
                     failure = failure or e
                     continue
                 for job, sid in zip(chunk, sids, strict=True):
-                    job.stream_id = sid
-                done += len(chunk)
+                    if sid.startswith("="):
+                        dups[job.id] = sid[1:]
+                    else:
+                        job.stream_id = sid
+                    confirmed.add(job.id)
         except BaseException:
             conn.disconnect()  # replies may be pending: never reuse this connection
             raise
         finally:
             self.r.connection_pool.release(conn)
         if failure is not None:
-            raise QueueError(f"submitted {done} of {len(jobs)} jobs; Redis refused the rest: {failure}",
-                             hint="jobs without a stream_id in --json output were not queued")
+            raise failure
 
     def _submit_sha(self) -> str:
         # Loaded on every write: idempotent, and survives a Redis restart (empty script cache).
         return self.r.script_load(source("submit"))
 
     @mapped
-    def submit(self, spec: JobSpec) -> Job:
-        spec.validate()
-        job = self._new_job(spec)
-        self._write([job])
-        return job
+    def submit(self, spec: JobSpec, *, job_id: str | None = None) -> Job:
+        """Queue one job; with ``spec.dedupe`` set and taken, the job already submitted under it."""
+        return self.submit_deduped(spec, job_id=job_id)[0]
 
     @mapped
-    def submit_many(self, specs: list[JobSpec], *, batch: int = 200) -> list[Job]:
-        """Validate every spec first (nothing is written if one is bad), then submit in batches."""
+    def submit_deduped(self, spec: JobSpec, *, job_id: str | None = None) -> tuple[Job, bool]:
+        """(job, created). With ``spec.dedupe`` set, the dedupe key is taken (SET NX, expiring after
+        ``dedupe_ttl``) in the same script step that writes the job; when it is already taken
+        nothing is written and the job submitted under it is returned with created=False.
+
+        Retried on connection errors: the id is fixed first (or given as ``job_id``), and a job
+        whose record exists is not written again.
+        """
+        spec.validate()
+        job = self._new_job(spec, job_id=job_id)
+        dups = self._write([job])
+        if job.id in dups:
+            return self._get_job(dups[job.id]), False
+        return job, True
+
+    @mapped
+    def submit_many(self, specs: list[JobSpec], *, batch: int = 200, ids: list[str] | None = None) -> list[Job]:
+        """Validate every spec first (nothing is written if one is bad), then submit in batches.
+
+        A spec whose dedupe key is taken yields the job already submitted under it. Retry-safe:
+        job ids are made before anything is sent (or passed as ``ids``, e.g. the ``jobs`` of a
+        ``PartialSubmit``), and a job whose record exists is never written again.
+        """
+        return [job for job, _ in self.submit_many_deduped(specs, batch=batch, ids=ids)]
+
+    @mapped
+    def submit_many_deduped(self, specs: list[JobSpec], *, batch: int = 200,
+                            ids: list[str] | None = None) -> list[tuple[Job, bool]]:
+        """Like submit_many, with each job's created flag (False: its dedupe key was taken)."""
         for spec in specs:
             spec.validate()
+        if ids is not None and (len(ids) != len(specs) or len(set(ids)) != len(ids)):
+            raise UsageError("ids must give one distinct job id per spec")
         now = now_rfc3339()
-        ids = new_job_ids(len(specs))
+        ids = ids if ids is not None else new_job_ids(len(specs))
         jobs = [self._new_job(s, submitted_at=now, job_id=i) for s, i in zip(specs, ids, strict=True)]
-        self._write(jobs, batch=batch)
-        return jobs
+        dups = self._write(jobs, batch=batch)
+        return [(self._get_job(dups[j.id]), False) if j.id in dups else (j, True) for j in jobs]

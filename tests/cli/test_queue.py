@@ -8,6 +8,13 @@ import pytest
 import redis
 
 from raibid.queue import JobSpec, Queue
+from tests.harness.redis_server import SERVER_KINDS
+
+
+@pytest.fixture(params=SERVER_KINDS)
+def redis_kind(request) -> str:
+    """Every test here runs on Debian's redis-server 7.0 and on Valkey (tests/harness/redis_server.py)."""
+    return request.param
 
 
 @pytest.fixture
@@ -132,10 +139,10 @@ def test_unreachable_redis_exits_5_without_password(run, monkeypatch):
     assert "s3cr3t" not in r.err + r.out and "Traceback" not in r.err
 
 
-def test_wrong_password_exits_4(run, tmp_path, monkeypatch):
+def test_wrong_password_exits_4(run, tmp_path, monkeypatch, redis_kind):
     from tests.harness.redis_server import RedisServer
 
-    server = RedisServer(tmp_path / "auth", password="right-pw").start()
+    server = RedisServer(tmp_path / "auth", password="right-pw", kind=redis_kind).start()
     try:
         monkeypatch.setenv("RAIBID_REDIS_URL", server.url)
         monkeypatch.setenv("RAIBID_REDIS_PASSWORD", "wrong-pw")
@@ -149,13 +156,13 @@ def test_wrong_password_exits_4(run, tmp_path, monkeypatch):
         server.kill()
 
 
-def test_redis_url_auto_finds_service_and_secret(run, kube, tmp_path, monkeypatch):
+def test_redis_url_auto_finds_service_and_secret(run, kube, tmp_path, monkeypatch, redis_kind):
     """`redis.url: auto` reads the Service's ClusterIP and the Secret's password from the cluster."""
     import base64
 
     from tests.harness.redis_server import RedisServer
 
-    server = RedisServer(tmp_path / "incluster", password="cluster-pw").start()
+    server = RedisServer(tmp_path / "incluster", password="cluster-pw", kind=redis_kind).start()
     try:
         kube.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "raibid-ci"}})
         kube.add_object({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "raibid-redis",
@@ -187,3 +194,54 @@ def test_logs_json_lines(run, q):
     r = run("queue", "logs", job.id, "--json", "--follow")
     rows = [json.loads(line) for line in r.out.splitlines()]
     assert [x["line"] for x in rows] == ["one", "two"] and all(x["id"] for x in rows)
+
+
+def test_submit_dedupe_reports_duplicates(run, q):
+    args = ("queue", "submit", "--repo", "mirrors/app", "--ref", "main", "--dedupe", "mirrors/app@abc:generic")
+    first = run(*args, "--json")
+    assert first.code == 0, first.err
+    assert first.json()["duplicate"] is False and first.json()["dedupe"] == "mirrors/app@abc:generic"
+    second = run(*args, "--json")
+    assert second.code == 0 and second.json()["duplicate"] is True
+    assert second.json()["id"] == first.json()["id"]
+    plain = run(*args)
+    assert plain.out.strip() == first.json()["id"] and "duplicate" in plain.err
+    lines = "\n".join(json.dumps({"repo": "mirrors/app", "ref": "main", "dedupe": d})
+                      for d in ("mirrors/app@abc:generic", "mirrors/app@def:generic"))
+    bulk = run("queue", "submit", "--from-file", "-", "--json", input=lines + "\n")
+    assert bulk.code == 0, bulk.err
+    assert [j["duplicate"] for j in bulk.json()] == [True, False]
+    assert bulk.json()[0]["id"] == first.json()["id"] and "submitted 1 jobs, 1 duplicates" in bulk.err
+    assert q.r.zcard(q.keys.index) == 2
+    retried = run("queue", "retry", first.json()["id"])
+    assert retried.code == 2  # queued: not retryable; dedupe plays no part in retry
+    bad = run("queue", "submit", "--repo", "a/b", "--ref", "main", "--dedupe", "a\tb")
+    assert bad.code == 2 and "control character" in bad.err
+
+
+def test_bulk_submit_cut_off_prints_what_is_in_and_exits_5(run, q, redis_server, monkeypatch):
+    from tests.harness.tcp_proxy import TcpProxy
+
+    proxy = TcpProxy(redis_server.port).start()
+    try:
+        monkeypatch.setenv("RAIBID_REDIS_URL", proxy.url)
+        monkeypatch.setenv("RAIBID_REDIS_RETRIES", "0")
+        proxy.drop_reply_to(b"EVALSHA")
+        lines = "\n".join(json.dumps({"repo": "mirrors/app", "ref": "main", "commit": f"{i:040x}"}) for i in range(5))
+        r = run("queue", "submit", "--from-file", "-", input=lines + "\n")
+        assert proxy.dropped.is_set(), (r.code, r.out, r.err)
+        assert r.code == 5 and "for certain" in r.err and "Traceback" not in r.err
+        printed = r.out.split()
+        assert set(printed) <= set(q.r.zrange(q.keys.index, 0, -1))
+    finally:
+        proxy.close()
+
+
+def test_queue_list_survives_a_malformed_record_and_reap_reports_ids_apart(run, q):
+    job = q.submit(JobSpec(repo="mirrors/app", ref="main"))
+    q.r.hset(q.keys.job(job.id), "attempt", "many")
+    listed = run("queue", "list", "--json")
+    assert listed.code == 0 and "malformed" in listed.err
+    assert listed.json()[0]["malformed"].startswith("attempt")
+    reaped = run("queue", "reap", "--json").json()
+    assert {"acked_jobs", "acked_entries", "skipped", "consumers_deleted", "expired"} <= set(reaped)

