@@ -281,3 +281,28 @@ def test_queue_submit_then_agent_then_show_and_logs(run, git, redis_url, tmp_pat
     shown = run("queue", "show", job_id, "--json").json()
     assert shown["status"] == "succeeded" and shown["exit_code"] == 0 and shown["agent_pod"]
     assert "hello from ci" in run("queue", "logs", job_id).out
+
+
+def test_an_agent_that_loses_its_claim_stops_and_records_nothing(q, git, redis_url, tmp_path, argv_log):
+    git.create_repo("acme/app", files={".raibid.yml": "steps:\n  - name: s\n    run: echo started; sleep 120\n"})
+    job_id = submit(q, "acme/app")
+    env = agent_env(redis_url, git, tmp_path, RAIBID_QUEUE_HEARTBEAT="3", RAIBID_QUEUE_MIN_IDLE="1")
+    proc = start_agent(env, tmp_path / "w")
+    wait_for(lambda: "started" in log_text(q, job_id), 30, "step output")
+    thief = Queue(redis.Redis.from_url(redis_url, decode_responses=True), url=redis_url, min_idle_ms=1000)
+    stolen = wait_for(lambda: thief.claim("generic", "thief"), 20, "another consumer reclaiming the job")
+    assert stolen.job.id == job_id
+    code, _, err = finish(proc, 30)
+    assert code == 1 and "taken over by another agent" in err
+    job = q.get(job_id)
+    assert job.status == "running" and job.agent_pod == "thief" and job.finished_at is None
+
+
+def test_custom_secret_env_names_are_hidden_from_steps(q, git, redis_url, tmp_path, argv_log):
+    git.create_repo("acme/app", files={"x": "x\n"})
+    job_id = submit(q, "acme/app", command='echo "token=${MY_TOKEN:-unset}"')
+    env = agent_env(redis_url, git, tmp_path, RAIBID_GITEA_TOKEN_ENV="MY_TOKEN", MY_TOKEN=TOKEN)
+    del env["RAIBID_GITEA_TOKEN"]
+    code, _, err = finish(start_agent(env, tmp_path / "w"))
+    assert code == 0, err
+    assert q.get(job_id).status == "succeeded" and "token=unset" in log_text(q, job_id)

@@ -64,6 +64,7 @@ class AgentSettings:
     max_timeout: float | None = None
     log_batch: int = 5000
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    private_env: tuple[str, ...] = ()  # more env names no step may see (the configured secret vars)
 
 
 @dataclass
@@ -367,7 +368,8 @@ class Agent:
         return None
 
     def _step_env(self, job: object, sha: str) -> dict[str, str]:
-        env = {k: v for k, v in strip_git_auth(self.s.env).items() if k not in _PRIVATE_ENV}
+        private = set(_PRIVATE_ENV) | set(self.s.private_env)
+        env = {k: v for k, v in strip_git_auth(self.s.env).items() if k not in private}
         env.update(job.env or {})  # type: ignore[attr-defined]
         env.update({
             "CI": "true", "RAIBID": "1",
@@ -411,8 +413,9 @@ class Agent:
     # ------------------------------------------------------------------ git
     def _clone(self, repo: str, ref: str, commit: str | None, dest: Path, say: Callable[[str], None]) -> str:
         url = f"{self.s.gitea_url.rstrip('/')}/{repo}.git"
+        private = set(_PRIVATE_ENV) | set(self.s.private_env)
         env = git_env(url, self.s.token, user=self.s.git_user,
-                      base={k: v for k, v in self.s.env.items() if k not in _PRIVATE_ENV})
+                      base={k: v for k, v in self.s.env.items() if k not in private})
         if dest.exists():
             shutil.rmtree(dest)
         dest.mkdir(parents=True)

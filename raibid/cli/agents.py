@@ -61,7 +61,7 @@ def run(app: Application, agent_type: str | None, wait_s: float | None, workdir:
         agent=name, consumer=default_consumer(), workdir=work, gitea_url=cfg.gitea.url, token=token,
         wait_s=cfg.agents.wait if wait_s is None else wait_s, heartbeat_s=float(cfg.queue.heartbeat),
         registry=default_registry(cfg), registry_user=cfg.gitea.admin_user, max_timeout=cfg.agents.max_timeout,
-        env=dict(os.environ))
+        env=dict(os.environ), private_env=(cfg.redis.password_env, cfg.gitea.token_env))
     try:
         outcome = run_agent(app.queue, settings, log=app.term.info)
     finally:

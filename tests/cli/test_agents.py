@@ -298,3 +298,43 @@ def test_doctor_reports_whether_the_node_advertises_gpus(run, kube, redis_url, i
     assert check["status"] == "warn" and "gpu would stay Pending" in check["detail"]
     kube.set_status("v1", "Node", "spark", "", {"allocatable": {"cpu": "20", "nvidia.com/gpu": "1"}})
     assert gpu_check() == {**gpu_check(), "status": "ok", "detail": "nodes advertise 1 nvidia.com/gpu"}
+
+
+def test_deploy_waits_for_kedas_crds_on_a_fresh_cluster(run, kube):
+    import threading
+
+    kube.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    K3sController(kube)  # serves HelmChart; KEDA's chart is "being installed"
+    kube.add_object({"apiVersion": "helm.cattle.io/v1", "kind": "HelmChart",
+                     "metadata": {"name": "raibid-keda", "namespace": "kube-system"}, "spec": {"chart": "other"}})
+    def install_once_asked() -> None:  # the CRDs appear only after deploy has looked for them
+        import time
+
+        deadline = time.monotonic() + 20
+        while not kube.requests("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/scaledjobs.keda.sh"):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+        for c in KEDA_CRDS:
+            kube.add_object(c, manager="helm")
+
+    helper = threading.Thread(target=install_once_asked)
+    helper.start()
+    try:
+        r = run("agents", "deploy", "--timeout", "20s")
+    finally:
+        helper.join()
+    assert r.code == 0, r.err
+    assert "waiting for KEDA's CRDs" in r.err and len(scaled_jobs(kube)) == len(POOLS)
+
+
+def test_cluster_down_keeps_the_cache_pvcs_unless_purged(run, kube):
+    K3sController(kube)
+    assert run("cluster", "up", "--wait-interval", "0.02s", "--timeout", "5s").code == 0
+    r = run("cluster", "down", "--yes", "-c", "agents", "--json")
+    acts = {(c["kind"], c["name"]): c["action"] for c in r.json()}
+    assert acts[("PersistentVolumeClaim", "raibid-agent-cache-rust")] == "kept"
+    assert acts[("ScaledJob", "raibid-agent-rust")] == "deleted"
+    assert kube.get_object("v1", "PersistentVolumeClaim", "raibid-agent-cache-rust", NS) is not None
+    run("cluster", "down", "--yes", "--purge", "-c", "agents")
+    assert kube.get_object("v1", "PersistentVolumeClaim", "raibid-agent-cache-rust", NS) is None
