@@ -306,3 +306,16 @@ def test_custom_secret_env_names_are_hidden_from_steps(q, git, redis_url, tmp_pa
     code, _, err = finish(start_agent(env, tmp_path / "w"))
     assert code == 0, err
     assert q.get(job_id).status == "succeeded" and "token=unset" in log_text(q, job_id)
+
+
+def test_processes_a_step_leaves_behind_are_killed_when_it_ends(q, git, redis_url, tmp_path, argv_log):
+    pidfile = tmp_path / "daemon.pid"
+    git.create_repo("acme/app", files={"x": "x\n"})
+    job_id = submit(q, "acme/app", command=f"sleep 300 & echo $! > {pidfile}; echo left it running")
+    t0 = time.monotonic()
+    code, _, err = finish(start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w"))
+    assert code == 0, err
+    assert time.monotonic() - t0 < 30
+    assert q.get(job_id).status == "succeeded" and "left it running" in log_text(q, job_id)
+    pid = int(pidfile.read_text())
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in _proc_state(pid), 10, "leftover sleep killed")

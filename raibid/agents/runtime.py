@@ -277,8 +277,13 @@ class Agent:
             return Outcome(AgentExit.LOST, job_id, "lost", error="the claim was lost",
                            first_output_s=outcome.first_output_s)
         if outcome.status == "released":
+            from raibid.queue import LostJob
+
             try:
                 where = self.q.release(claim, outcome.error or "released")
+            except LostJob:
+                self.log(f"job {job_id} was taken over by another agent before it could be released")
+                return Outcome(outcome.exit, job_id, "lost", error="the claim was lost")
             except Exception as e:
                 self.log(f"could not release job {job_id}: {e}; it is redelivered after queue.min_idle")
                 where = "left pending"
@@ -396,6 +401,10 @@ class Agent:
         timer = threading.Timer(timeout, self._kill_step, args=("timeout",))
         timer.daemon = True
         timer.start()
+        # When the step's shell exits, what it left running in its group (a daemon holding the
+        # output pipe open) is killed, so the step ends with its shell, as on hosted CI runners.
+        reaper = threading.Thread(target=_reap_group, args=(proc,), name="raibid-reaper", daemon=True)
+        reaper.start()
         try:
             _pump(proc.stdout, sink, first_output)  # type: ignore[arg-type]
             code = proc.wait()
@@ -488,6 +497,12 @@ def _pump(stream: object, sink: LogSink, first_output: list[float]) -> None:
         sink.add(data[:cut].decode("utf-8", "replace").replace("\r\n", "\n").split("\n"))
     if rest:
         sink.add([rest.decode("utf-8", "replace")])
+
+
+def _reap_group(proc: subprocess.Popen) -> None:
+    proc.wait()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
