@@ -373,7 +373,7 @@ def test_a_hung_redis_fails_within_the_timeout(tmp_path, redis_kind):
             started = time.monotonic()
             with pytest.raises(Unreachable):
                 q.get(job.id)
-            assert time.monotonic() - started < 1.5
+            assert time.monotonic() - started < 3  # redis.timeout 0.5 s; the old client took 65 s
         finally:
             os.kill(server.proc.pid, signal.SIGCONT)
     finally:
@@ -385,7 +385,7 @@ def test_blocking_claim_waits_its_block_time_without_timing_out(redis_url):
     q.init(["generic"])
     started = time.monotonic()
     assert q.claim("generic", "pod", block_ms=1000) is None
-    assert 0.9 < time.monotonic() - started < 2.5
+    assert 0.9 < time.monotonic() - started < 4
 
 
 def test_blocking_claim_returns_work_that_arrives_while_waiting(redis_url):
