@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from raibid.agents.types import TypeSpec, default_registry, enabled_types
 from raibid.errors import NotFound, UsageError
-from raibid.timeutil import parse_time, seconds_since
+from raibid.timeutil import seconds_since
 
 if TYPE_CHECKING:
+    from raibid.agents.explain import Explanation
     from raibid.cluster.client import Kube, KubeObject
     from raibid.config import Config
 
@@ -269,8 +270,7 @@ def gc(kube: Kube, namespace: str, pools: dict[str, TypeSpec], *, older_than_s: 
         owner = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
         if owner and owner in existing:
             continue
-        created = parse_time(meta.get("creationTimestamp"))
-        age = seconds_since(meta.get("creationTimestamp")) if created else None
+        age = seconds_since(meta.get("creationTimestamp"))
         if not dry_run:
             kube.delete("v1", "Pod", meta["name"], namespace)
         out.append(Collected("Pod", meta["name"], "orphaned (its Job is gone)", age,
@@ -333,7 +333,7 @@ def wait_for_keda(kube: Kube, *, timeout: float, interval: float = 2.0, progress
 
 
 def explain_pool(kube: Kube, namespace: str, queue: Any, pools: dict[str, TypeSpec], name: str,
-                 default_strategy: str) -> Any:
+                 default_strategy: str) -> Explanation:
     """Collect everything KEDA's decision depends on for one pool and work the formula through."""
     from raibid.agents.explain import STRATEGIES, Explanation, decide, verdict
     from raibid.errors import RaibidError

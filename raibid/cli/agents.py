@@ -44,15 +44,12 @@ def run(app: Application, agent_type: str | None, wait_s: float | None, workdir:
     import tempfile
 
     from raibid.agents.runtime import AgentSettings, default_consumer, run_agent
-    from raibid.agents.types import default_registry, resolve_types
+    from raibid.agents.types import default_registry
     from raibid.queue import validate_agent
 
     cfg = app.cfg
     name = agent_type or cfg.agents.default_type
-    validate_agent(name)
-    types = resolve_types(cfg)
-    if name not in types:
-        app.term.warn(f"agent type {name!r} is not configured; running it with no type settings")
+    validate_agent(name)  # the type's image, env and caches come with the pod; only its stream matters here
     made = workdir is None
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="raibid-agent-"))
     work.mkdir(parents=True, exist_ok=True)
