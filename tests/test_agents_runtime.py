@@ -267,10 +267,21 @@ def test_checks_out_the_commit_not_the_branch_tip(q, git, redis_url, tmp_path, a
 
 
 def test_no_job_within_wait_exits_zero(redis_url, git, tmp_path, argv_log):
+    import json
+
     t0 = time.monotonic()
-    code, _, err = finish(start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w", "--wait", "0.5"))
+    code, out, err = finish(start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w", "--wait", "0.5",
+                                        "--json"))
     assert code == 0 and "no generic job within 0.5s" in err
+    assert json.loads(out) == {"exit": 0, "job_id": None, "status": None, "exit_code": None, "error": None,
+                               "first_output_s": None}
     assert time.monotonic() - t0 < 10
+
+
+def test_unreachable_redis_exits_5(git, tmp_path, argv_log):
+    env = agent_env("redis://127.0.0.1:1/0", git, tmp_path, RAIBID_REDIS_RETRIES="0")
+    code, _, err = finish(start_agent(env, tmp_path / "w", "--wait", "0"))
+    assert code == 5 and "cannot claim" in err
 
 
 def test_queue_submit_then_agent_then_show_and_logs(run, git, redis_url, tmp_path, argv_log):
