@@ -132,13 +132,10 @@ class Application:
         return self._queue
 
     def agent_pools(self) -> dict[str, tuple[int, int]]:
-        """Agent type -> (KEDA lagCount, max replicas), for the default type and every configured one."""
-        types = {self.cfg.agents.default_type, *self.cfg.agents.types}
-        pools = {}
-        for name in types:
-            t = self.cfg.agent_type(name)  # already falls back to agents.max_replicas
-            pools[name] = (t.lag_count, t.max_replicas or self.cfg.agents.max_replicas)
-        return pools
+        """Agent type -> (KEDA lagCount, max replicas), for every type that has a pool."""
+        from raibid.agents.types import pool_settings
+
+        return pool_settings(self.cfg)
 
     def gitea_token(self) -> tuple[str | None, str | None]:
         """(token, where it came from), looked up in the env, the token file, then the cluster Secret."""

@@ -16,15 +16,22 @@ import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
-# git must never ask on a terminal, nor read the user's credential helpers or system config.
-BASE_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": "", "GIT_CONFIG_NOSYSTEM": "1",
-            "GCM_INTERACTIVE": "never", "LC_ALL": "C"}
+from raibid.errors import UsageError
+
+# git must never ask on a terminal, nor use a stored or cached credential; the header is the only one.
+BASE_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": "", "GCM_INTERACTIVE": "never",
+            "LC_ALL": "C"}
+
+# User names a token is sent with in Basic auth (GitHub, Gitea and the agents' default), for scrubbing.
+_USERNAMES = ("x-access-token", "x", "git", "oauth2", "raibid")
 
 
 def origin_of(url: str) -> str:
-    """``scheme://host[:port]/`` of a URL: the scope of an ``http.<url>.*`` setting."""
+    """``scheme://host[:port]/`` of an http(s) URL: the scope of an ``http.<url>.*`` setting."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"not an http(s) URL: {scrub(url)}")
+    host = parts.hostname
     if parts.port:
         host = f"{host}:{parts.port}"
     return f"{parts.scheme}://{host}/"
@@ -43,8 +50,8 @@ def git_env(creds: Mapping[str, str | None] | None = None, *, base: Mapping[str,
     """A full environment for a git child process; ``creds`` maps a URL (any URL on the host) to a token.
 
     Every token becomes ``http.<origin>/.extraHeader``, so git sends it only to
-    that host; anything git-config related inherited from ``base`` is dropped so
-    the caller's env cannot add a second header.
+    that host. Git config injected through ``base``'s environment is dropped, so
+    the caller's env can never add a second credential header.
     """
     env = {k: v for k, v in (os.environ if base is None else base).items()
            if not k.startswith("GIT_CONFIG_") and k not in ("GIT_DIR", "GIT_WORK_TREE")}
@@ -61,18 +68,27 @@ def git_env(creds: Mapping[str, str | None] | None = None, *, base: Mapping[str,
     return env
 
 
-_URL_USERINFO = re.compile(r"(\w+://)[^/\s@]+@")
+def strip_git_auth(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without the injected git config (for processes that must not inherit the token)."""
+    return {k: v for k, v in env.items()
+            if not (k.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_")) or k == "GIT_CONFIG_COUNT")}
+
+
+def secret_forms(token: str | None, username: str = "raibid") -> list[str]:
+    """Every form in which a token could appear in git's output: plain, and inside a Basic header."""
+    if not token:
+        return []
+    return [token, *(base64.b64encode(f"{u}:{token}".encode()).decode() for u in dict.fromkeys((username,
+                                                                                               *_USERNAMES)))]
+
+
+_URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
 
 
 def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """Remove tokens (plain and in Basic form) and URL userinfo from git's output before anyone sees it."""
+    """Remove tokens (plain and in Basic form), URL userinfo and Authorization values from git's output."""
     out = _URL_USERINFO.sub(r"\1***@", text)
-    for secret in secrets:
-        if not secret:
-            continue
-        forms = {secret}
-        for user in ("x-access-token", "x", "git", "oauth2"):
-            forms.add(base64.b64encode(f"{user}:{secret}".encode()).decode())
-        for form in sorted(forms, key=len, reverse=True):
-            out = out.replace(form, "***")
+    forms = {f for s in secrets if s for f in secret_forms(s)}
+    for form in sorted(forms, key=len, reverse=True):
+        out = out.replace(form, "***")
     return re.sub(r"(Authorization:\s*\w+\s+)\S+", r"\1***", out, flags=re.I)

@@ -21,7 +21,7 @@ def test_defaults_are_complete_without_any_file():
     cfg = load_config()
     assert cfg.source is None
     assert cfg.cluster.namespace == "raibid-ci"
-    assert cfg.cluster.components == ["redis", "gitea", "keda", "flux"]
+    assert cfg.cluster.components == ["redis", "gitea", "keda", "flux", "agents"]
     assert cfg.redis.url == "redis://127.0.0.1:6379/0" and cfg.redis.prefix == "raibid"
     assert cfg.gitea.admin_user == "raibid-admin"
     assert cfg.agents.max_replicas == 8 and cfg.agents.types == {}
@@ -71,10 +71,10 @@ def test_unknown_key_names_key_file_and_line(isolated_env):
 
 
 def test_unknown_section_and_nested_agent_type_key(isolated_env):
-    p = write(isolated_env / "raibid.yaml", "agents:\n  types:\n    rust:\n      image: x\n      gpu: 1\n")
+    p = write(isolated_env / "raibid.yaml", "agents:\n  types:\n    rust:\n      image: x\n      gpus: 1\n")
     with pytest.raises(ConfigError) as e:
         load_config(p)
-    assert e.value.message == f"{p}:5: unknown key 'agents.types.rust.gpu'"
+    assert e.value.message == f"{p}:5: unknown key 'agents.types.rust.gpus'"
     p2 = write(isolated_env / "b.yaml", "\n\nfoo: 1\n")
     with pytest.raises(ConfigError) as e:
         load_config(p2)

@@ -415,3 +415,23 @@ def test_concurrent_processes_submitting_one_dedupe_key_make_one_job(redis_url):
     outs = [p.communicate(timeout=60)[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert len({o[0] for o in outs}) == 1 and sorted(o[1] for o in outs) == ["False", "False", "False", "True"]
+
+
+def test_append_log_stores_every_line_in_order_across_batches(q):
+    from raibid.queue.worker import LOG_BATCH_LINES
+
+    lines = [f"line {i}" for i in range(LOG_BATCH_LINES * 2 + 17)] + ["", "x" * (2 << 20), "ünïcode ✓", ""]
+    assert q.append_log("j1", iter(lines)) == len(lines)
+    assert [line for _, line in q.logs("j1")] == lines
+    multi = ["a", "two\nlines", "", "b"]  # a line holding a newline is still one entry
+    assert q.append_log("j3", multi) == 4 and [line for _, line in q.logs("j3")] == multi
+    assert q.append_log("j4", [""]) == 1 and [line for _, line in q.logs("j4")] == [""]
+    assert q.append_log("j1", []) == 0
+
+
+def test_append_log_trims_to_about_log_maxlen(redis_url):
+    q = make_queue(redis_url)
+    q.log_maxlen = 500
+    q.append_log("j2", [str(i) for i in range(5000)])
+    kept = [line for _, line in q.logs("j2")]
+    assert 500 <= len(kept) < 1500 and kept[-1] == "4999"

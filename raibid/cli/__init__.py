@@ -17,6 +17,7 @@ from raibid.errors import ExitCode, RaibidError
 COMMANDS: dict[str, tuple[str, str]] = {
     "cluster": ("raibid.cli.cluster", "Render and apply Redis, Gitea, KEDA and Flux to k3s."),
     "queue": ("raibid.cli.queue", "Submit, inspect and manage CI jobs on Redis Streams."),
+    "agents": ("raibid.cli.agents", "Agent types, their KEDA pools, and the one-job agent runtime."),
     "gitea": ("raibid.cli.gitea", "Bootstrap and manage Gitea: tokens, orgs, repos, hooks, registry."),
     "gitops": ("raibid.cli.gitops", "Keep the cluster's desired state in a Gitea repo that Flux applies."),
     "webhook": ("raibid.cli.webhook", "Receive Gitea/GitHub pushes in the cluster: serve, register, status."),

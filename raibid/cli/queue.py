@@ -31,7 +31,7 @@ JOB_COLUMNS = ["id", "status", "agent", "repo", "ref", "attempt", "age", "exit"]
 
 @queue.command("init")
 @click.option("--agent", "agents", multiple=True, metavar="TYPE",
-              help="Agent type (repeatable). Default: agents.default_type and every agents.types entry.")
+              help="Agent type (repeatable). Default: every agent pool (see `raibid agents types`).")
 @json_option
 @pass_app
 def init(app: Application, agents: tuple[str, ...], as_json: bool) -> None:

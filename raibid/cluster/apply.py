@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses as _dc
+import functools
 import time as _time
 from collections.abc import Callable
 
@@ -85,12 +86,21 @@ def _fail(changes: list[Change], m: Manifest, rest: list[Manifest], err: RaibidE
 
 
 def wait_served(kube: Kube, api_version: str, kind: str, *, timeout: float, interval: float = 1.0,
-                provided_by: str = "", progress: Callable[[str], None] | None = None) -> None:
-    """Wait until the API server serves ``kind`` (its CRD is Established), or raise naming who provides it."""
+                provided_by: str = "", progress: Callable[[str], None] | None = None,
+                hopeless: Callable[[], str | None] | None = None) -> None:
+    """Wait until the API server serves ``kind`` (its CRD is Established), or raise naming who provides it.
+
+    ``hopeless`` says why the CRD will never come (the chart that installs it failed), so the
+    wait stops at once instead of running out its timeout.
+    """
     if progress:
         progress(f"waiting for the {kind} CRD ({api_version}){' from ' + provided_by if provided_by else ''}")
     deadline = _time.monotonic() + timeout
     while not kube.serves(api_version, kind, refresh=True):
+        why = hopeless() if hopeless else None
+        if why:
+            raise ClusterError(f"{kind} ({api_version}) will not be served: {why}",
+                               hint="`raibid cluster status` shows why; fix it and run `raibid cluster up` again")
         if _time.monotonic() >= deadline:
             where = (f"; its CRD is installed by {provided_by}" if provided_by
                      else "; no raibid component installs it")
@@ -101,6 +111,19 @@ def wait_served(kube: Kube, api_version: str, kind: str, *, timeout: float, inte
                       "`raibid cluster up` with a longer --timeout") if provided_by else
                      "install the CRD first")
         _time.sleep(min(interval, max(0.0, deadline - _time.monotonic())))
+
+
+def _failed_chart(kube: Kube, charts: list[Manifest]) -> str | None:
+    """Why one of these HelmCharts can no longer install its CRDs (its helm-install Job failed), or None."""
+    from raibid.cluster.readiness import helm_job_state
+
+    for c in charts:
+        hc = kube.get(c.api_version, c.kind, c.name, c.namespace)
+        if hc is not None:
+            _, failed, why = helm_job_state(kube, hc)
+            if failed:
+                return f"{c.ref} failed to install ({why})"
+    return None
 
 
 def apply_manifests(kube: Kube, manifests: list[Manifest], *, force: bool = False, dry_run: bool = False,
@@ -151,9 +174,10 @@ def apply_manifests(kube: Kube, manifests: list[Manifest], *, force: bool = Fals
                 provider = crd_provider(m.api_version)
                 by = (f"component {provider.name} (`raibid cluster up -c {provider.name}`)" if provider
                       else ("a CustomResourceDefinition in this apply" if applied_crds else ""))
+                charts = [c for c in manifests if provider and c.kind == "HelmChart" and c.component == provider.name]
                 try:
                     wait_served(kube, m.api_version, m.kind, timeout=crd_timeout, interval=crd_interval,
-                                provided_by=by, progress=progress)
+                                provided_by=by, progress=progress, hopeless=functools.partial(_failed_chart, kube, charts))
                 except RaibidError as e:
                     raise _fail(changes, m, rest, e) from None
                 waited.add((m.api_version, m.kind))

@@ -28,6 +28,8 @@ class Component:
     crds: tuple[str, ...] = ()  # CRDs it installs, checked by `doctor`
     crd_label: str = ""  # the doctor check's name for those CRDs
     crd_hint: str = ""
+    # "module:function" giving extra template values, called as function(cfg, namespace)
+    context: str = ""
 
 
 _HELMCHART = ("helm.cattle.io/v1", "HelmChart")
@@ -50,6 +52,10 @@ REGISTRY: tuple[Component, ...] = (
                      ("networking.k8s.io/v1", "Ingress"))),
     Component("mirror", "`raibid mirror sync` on a schedule (CronJob; not in the default components)",
               kinds=(("v1", "ConfigMap"), ("batch/v1", "CronJob"))),
+    Component("agents", "Agent pools: one KEDA ScaledJob per agent type, scaling from zero on queue lag",
+              kinds=(("v1", "ServiceAccount"), ("v1", "PersistentVolumeClaim"),
+                     ("keda.sh/v1alpha1", "TriggerAuthentication"), ("keda.sh/v1alpha1", "ScaledJob")),
+              context="raibid.agents.pools:template_context"),
 )
 
 COMPONENTS: tuple[str, ...] = tuple(c.name for c in REGISTRY)
@@ -100,13 +106,13 @@ def selected_components(cfg: Config, wanted: Iterable[str] = ()) -> list[str]:
 
 
 # kapp's order: namespaces and CRDs, then service accounts and RBAC, then
-# secrets, config maps and PVCs, then workloads and HelmCharts, then the rest.
+# secrets, config maps and PVCs, then workloads and HelmCharts, then the rest
+# (custom resources such as ScaledJobs, whose CRDs a HelmChart above installs).
 _KIND_RANK = {
     "Namespace": 0, "CustomResourceDefinition": 0,
     "ServiceAccount": 1, "Role": 1, "ClusterRole": 1, "RoleBinding": 1, "ClusterRoleBinding": 1,
     "Secret": 2, "ConfigMap": 2, "PersistentVolumeClaim": 2,
     "Deployment": 3, "StatefulSet": 3, "DaemonSet": 3, "Job": 3, "CronJob": 3, "HelmChart": 3,
-    "ScaledJob": 3, "TriggerAuthentication": 2,
 }
 
 

@@ -89,6 +89,23 @@ def _selector(obj: KubeObject) -> str | None:
     return ",".join(f"{k}={v}" for k, v in labels.items()) or None
 
 
+# A PVC carrying this annotation is bound by its first consumer (local-path binds on first use), so
+# waiting for Bound would hang until a pod that may never come (an idle agent pool's cache).
+BOUND_ON_USE = "raibid.dev/bound-on-first-use"
+
+
+def _bound_on_use(obj: KubeObject) -> bool:
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(BOUND_ON_USE) == "true"
+
+
+def _get(kube: Kube, m: Manifest) -> KubeObject | None:
+    """The live object, or None when it (or its kind, when the CRD is not installed) does not exist."""
+    try:
+        return kube.get(m.api_version, m.kind, m.name, m.namespace)
+    except NotFound:
+        return None
+
+
 def release_selector(name: str) -> str:
     """Charts label their objects with the Helm release; k3s names the release after the HelmChart."""
     return f"app.kubernetes.io/instance={name}"
@@ -127,6 +144,8 @@ def _job_rule(kube: Kube, obj: KubeObject) -> Readiness:
 
 def _pvc_rule(kube: Kube, obj: KubeObject) -> Readiness:
     phase = (obj.get("status") or {}).get("phase", "Pending")
+    if phase != "Bound" and _bound_on_use(obj):
+        return Readiness(_ref(obj), True, f"phase {phase} (bound by its first pod)")
     return Readiness(_ref(obj), phase == "Bound", f"phase {phase}")
 
 
@@ -171,7 +190,7 @@ def object_readiness(kube: Kube, obj: KubeObject) -> Readiness:
 def check_ready(kube: Kube, m: Manifest) -> Readiness:
     """Is one applied object ready? Workloads roll out, Jobs complete, PVCs bind, CRDs establish,
     HelmCharts finish their helm-install Job and then their release's workloads."""
-    obj = kube.get(m.api_version, m.kind, m.name, m.namespace)
+    obj = _get(kube, m)
     if obj is None:
         return Readiness(m.ref, False, "not found")
     r = object_readiness(kube, obj)
@@ -251,7 +270,7 @@ def component_status(kube: Kube, component: str, manifests: list[Manifest]) -> C
     missing = 0
     failed = False
     for m in manifests:
-        obj = kube.get(m.api_version, m.kind, m.name, m.namespace)
+        obj = _get(kube, m)
         if obj is None:
             missing += 1
             problems.append(f"{m.ref} missing")

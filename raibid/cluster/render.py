@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raibid.cluster.components import component as component_entry
 from raibid.cluster.components import kind_rank, selected_components
 from raibid.cluster.labels import common_labels
 from raibid.cluster.secrets import b64encode, generate_secrets
@@ -89,9 +90,10 @@ def render(cfg: Config, components: Iterable[str] = (), *, namespace: str | None
         folder = root / component
         if not folder.is_dir():
             raise TemplateError(f"no templates for component {component!r} in {root}")
+        extra = _component_context(component, cfg, ns)
         for path in sorted(folder.glob("*.yaml.j2")):
             rel = f"{component}/{path.name}"
-            text = _render_one(env, rel, {**context, "component": component})
+            text = _render_one(env, rel, {**context, **extra, "component": component})
             try:
                 docs = [d for d in load_all(text) if d]
             except yaml.YAMLError as e:
@@ -106,6 +108,21 @@ def render(cfg: Config, components: Iterable[str] = (), *, namespace: str | None
                 out.append(Manifest(doc, component, rel))
     # Stable sort: kind rank first, then the template order within a rank.
     return sorted(out, key=lambda m: kind_rank(m.kind))
+
+
+def _component_context(name: str, cfg: Config, namespace: str) -> dict[str, Any]:
+    """Extra template values a component computes from the config (its registry entry's ``context``)."""
+    import importlib
+
+    from raibid.cluster.components import BASE
+
+    if name == BASE:
+        return {}
+    hook = component_entry(name).context
+    if not hook:
+        return {}
+    module, _, func = hook.partition(":")
+    return getattr(importlib.import_module(module), func)(cfg, namespace)
 
 
 @lru_cache(maxsize=4)

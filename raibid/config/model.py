@@ -42,7 +42,7 @@ class ClusterVersions:
 @dataclass
 class ClusterConfig:
     namespace: str = _f("raibid-ci", "Namespace for every raibid object")
-    components: list[str] = _f(["redis", "gitea", "keda", "flux"], "Components that `cluster up` manages")
+    components: list[str] = _f(["redis", "gitea", "keda", "flux", "agents"], "Components that `cluster up` manages")
     storage_class: str = _f("local-path", "StorageClass for PVCs (k3s ships local-path)")
     node_ip: str = _f("127.0.0.1", "Node address that containerd and the host use to reach NodePorts")
     redis_storage: str = _f("5Gi", "Size of the Redis AOF volume")
@@ -101,19 +101,43 @@ class GiteaConfig:
 
 @dataclass
 class AgentType:
-    image: str = _f("ghcr.io/raibid-labs/raibid-agent:latest", "Agent image (must exist for arm64)")
-    lag_count: int = _f(1, "KEDA lagCount: queued jobs per agent pod", min=1)
+    """One agent type. Every field left unset is inherited from the built-in type of the same name,
+    or from ``extends``; see docs/agents.md."""
+
+    extends: str | None = _f(None, "Built-in (or entry-point) type a new type starts from")
+    enabled: bool | None = _f(None, "Deploy a pool for this type (default: true for configured types)")
+    image: str | None = _f(None, "Agent image, multi-arch (default: <agents.registry>/raibid/agent-<type>:<image_tag>)")
+    lag_count: int | None = _f(None, "KEDA lagCount: queued jobs per agent pod (default 1)", min=1)
     max_replicas: int | None = _f(None, "Cap for this pool (defaults to agents.max_replicas)", min=1)
-    cpu: str = _f("2", "CPU request")
-    memory: str = _f("4Gi", "Memory request")
+    cpu: str | None = _f(None, "CPU request (default 2)")
+    memory: str | None = _f(None, "Memory request (default 4Gi)")
+    cpu_limit: str | None = _f(None, "CPU limit (default: the request)")
+    memory_limit: str | None = _f(None, "Memory limit (default: the request)")
+    gpu: int | None = _f(None, "nvidia.com/gpu per agent; > 0 also sets runtimeClassName nvidia", min=0)
+    runtime_class: str | None = _f(None, "Pod runtimeClassName (default: nvidia for GPU types)")
+    env: dict[str, str] = _f({}, "Extra env for the agent, merged over the inherited env")
+    caches: dict[str, str] = _f({}, "Cache directories on the type's cache PVC: name -> mount path")
+    cache_size: str | None = _f(None, "Size of the type's cache PVC (default 20Gi)")
 
 
 @dataclass
 class AgentsConfig:
     default_type: str = _f("generic", "Agent type used when a job names none")
+    pools: list[str] = _f(["generic", "rust", "python", "node", "go"],
+                          "Built-in types that get a pool (types under agents.types get one unless enabled: false)")
     max_replicas: int = _f(8, "Default maximum pods per agent pool", min=1)
     polling_interval: int = _f(5, "KEDA pollingInterval in seconds", min=1)
-    types: dict[str, AgentType] = _f({}, "Agent pools by type name")
+    scaling_strategy: str = _f("accurate", "KEDA scalingStrategy: accurate, eager or default (see docs/agents.md)",
+                               choices=("accurate", "eager", "default"))
+    registry: str | None = _f(None, "Registry host for agent images and RAIBID_REGISTRY (default: host of gitea.url)")
+    image_tag: str = _f("latest", "Tag of the default agent images")
+    gitea_url: str | None = _f(None, "Gitea URL agents clone from (default: the in-cluster Gitea Service)")
+    max_timeout: int = _f(6 * 3600, "Longest job an agent runs, in seconds; the Job's activeDeadlineSeconds is above it",
+                         min=1)
+    wait: int = _f(30, "Seconds a started agent waits for a job before exiting", min=0)
+    job_ttl: int = _f(3600, "Seconds a finished agent Job is kept (ttlSecondsAfterFinished)", min=0)
+    history_limit: int = _f(3, "Finished and failed agent Jobs KEDA keeps per pool", min=0)
+    types: dict[str, AgentType] = _f({}, "Agent types: override a built-in or define a new one")
 
 
 @dataclass
@@ -298,14 +322,6 @@ class Config:
     def gitops_repo(self) -> str:
         """The config repo as OWNER/NAME: ``gitops.repo``, else the admin user's ``raibid-ci-config``."""
         return self.gitops.repo or f"{self.gitea.admin_user}/raibid-ci-config"
-
-    def agent_type(self, name: str) -> AgentType:
-        t = self.agents.types.get(name)
-        if t is None:
-            t = AgentType()
-        if t.max_replicas is None:
-            t = dataclasses.replace(t, max_replicas=self.agents.max_replicas)
-        return t
 
 
 def _mask_urls(obj: Any, redact: Any) -> None:

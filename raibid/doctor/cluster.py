@@ -46,6 +46,29 @@ def cluster_checks(app: Application) -> Iterable[Check]:
     for comp in REGISTRY:
         if comp.crds:
             yield from crd_check(app, comp.crd_label, list(comp.crds), comp.crd_hint)
+    yield gpu_check(app)
+
+
+def gpu_check(app: Application) -> Check:
+    """Whether a node advertises nvidia.com/gpu (the NVIDIA device plugin), which GPU agent types need."""
+    from raibid.agents.pools import node_gpus
+    from raibid.agents.types import enabled_types
+
+    try:
+        gpu_pools = [t.name for t in enabled_types(app.cfg).values() if t.gpu]
+    except RaibidError:
+        gpu_pools = []
+    gpus = node_gpus(app.kube)
+    if gpus is None:
+        return Check("gpu", Status.SKIP, "cannot list nodes", required=False)
+    if gpus:
+        return Check("gpu", Status.OK, f"nodes advertise {gpus} nvidia.com/gpu", required=False)
+    detail = "no node advertises nvidia.com/gpu"
+    if gpu_pools:
+        return Check("gpu", Status.WARN, f"{detail}; pods of {', '.join(gpu_pools)} would stay Pending",
+                     "install the NVIDIA driver and container toolkit, restart k3s, and deploy the NVIDIA "
+                     "device plugin", required=False)
+    return Check("gpu", Status.OK, f"{detail} (no GPU agent type enabled)", required=False)
 
 
 def crd_check(app: Application, label: str, names: list[str], hint: str, *, required: bool = False) -> Iterable[Check]:

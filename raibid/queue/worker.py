@@ -18,6 +18,10 @@ from raibid.queue.keys import GROUP
 from raibid.queue.model import TERMINAL, Claim, LostJob, validate_agent
 from raibid.timeutil import now_rfc3339
 
+# One append_log script call carries at most this many lines or bytes (Redis runs each call atomically).
+LOG_BATCH_LINES = 1000
+LOG_BATCH_BYTES = 1 << 20
+
 
 class Worker(QueueBase):
 
@@ -118,14 +122,31 @@ class Worker(QueueBase):
 
     @mapped
     def append_log(self, job_id: str, lines: Iterable[str]) -> int:
-        """Append lines (one pipelined XADD each). Not retried: after Unreachable some lines may be
-        in; sending them again would repeat them."""
+        """Append lines, one log entry each, in pipelined batches (lua/append_log.lua). Not retried:
+        after Unreachable some lines may be in; sending them again would repeat them."""
         key = self.keys.log(job_id)
+        script = self._script("append_log")
         pipe = self.r.pipeline(transaction=False)
         n = 0
+        batch: list[str] = []
+        size = 0
+
+        def send() -> None:
+            joined = "\n".join(batch)
+            if joined.count("\n") == len(batch) - 1:  # no line holds a newline: one argument per batch
+                script(keys=[key], args=[self.log_maxlen, "joined", joined], client=pipe)
+            else:
+                script(keys=[key], args=[self.log_maxlen, "each", *batch], client=pipe)
+
         for line in lines:
-            pipe.xadd(key, {"line": line}, maxlen=self.log_maxlen, approximate=True)
+            batch.append(line)
+            size += len(line)
             n += 1
+            if len(batch) >= LOG_BATCH_LINES or size >= LOG_BATCH_BYTES:
+                send()
+                batch, size = [], 0
+        if batch:
+            send()
         if n:
             pipe.execute()
         return n

@@ -315,12 +315,14 @@ class KubeCollector(Collector):
 
     # ------------------------------------------------------------------ agents
     def _agents(self, kube: _CountingKube) -> AgentsPanel:
+        self._scaledjobs: list[dict] = []
         try:
             scaledjobs = self._list_optional(kube, *KEDA, self.namespace, label_selector=POOL_SELECTOR)
         except NotFound:
             return AgentsPanel(keda_installed=False,
                                message="KEDA is not installed (the cluster serves no ScaledJob); "
                                        "`raibid cluster up -c keda` installs it")
+        self._scaledjobs = scaledjobs  # the agents component's status reuses this LIST
         jobs = kube.list("batch/v1", "Job", self.namespace, label_selector=AGENT_LABEL)
         pods = kube.list("v1", "Pod", self.namespace, label_selector=AGENT_LABEL)
         now = self.clock()
@@ -355,11 +357,12 @@ class KubeCollector(Collector):
     # ------------------------------------------------------------------ components
     def _components(self, kube: _CountingKube, manifests: list[Manifest]) -> list[ComponentRow]:
         from raibid.cluster.components import BASE
-        from raibid.cluster.readiness import helm_job_state
+        from raibid.cluster.readiness import BOUND_ON_USE, helm_job_state
 
         by_comp: dict[str, list[Manifest]] = {}
         for m in manifests:
-            if m.component != BASE and m.kind in ("StatefulSet", "Deployment", "PersistentVolumeClaim", "HelmChart"):
+            if m.component != BASE and m.kind in ("StatefulSet", "Deployment", "PersistentVolumeClaim", "HelmChart",
+                                                  "ScaledJob"):
                 by_comp.setdefault(m.component, []).append(m)
         kinds = {m.kind for ms in by_comp.values() for m in ms}
         live: dict[tuple[str, str, str], dict] = {}
@@ -371,6 +374,8 @@ class KubeCollector(Collector):
         if "PersistentVolumeClaim" in kinds:
             for obj in kube.list("v1", "PersistentVolumeClaim", self.namespace):
                 live[("PersistentVolumeClaim", self.namespace, obj["metadata"]["name"])] = obj
+        for obj in getattr(self, "_scaledjobs", []):
+            live[("ScaledJob", obj["metadata"].get("namespace", ""), obj["metadata"]["name"])] = obj
         charts_ns = sorted({m.namespace or "" for ms in by_comp.values() for m in ms if m.kind == "HelmChart"})
         helm_missing = False
         for ns in charts_ns:
@@ -401,8 +406,10 @@ class KubeCollector(Collector):
                     version = image.rsplit(":", 1)[-1] if ":" in image else image
                 elif m.kind == "PersistentVolumeClaim":
                     phase = status.get("phase", "Pending")
-                    if phase != "Bound":
+                    if phase != "Bound" and _labels(obj, "annotations").get(BOUND_ON_USE) != "true":
                         problems.append(f"{m.ref} is {phase}")
+                elif m.kind == "ScaledJob":
+                    pass  # present is all `cluster status` asks of it
                 else:  # HelmChart: its helm-install Job, then the release's workloads
                     version = spec.get("version", "")
                     done, _, why = helm_job_state(kube, obj)  # type: ignore[arg-type]
@@ -453,8 +460,9 @@ class KubeCollector(Collector):
         return GitOpsVerdict("in-sync", ", ".join(sorted(revisions)), len(objs))
 
 
-def _labels(obj: dict) -> dict[str, str]:
-    return (obj.get("metadata") or {}).get("labels") or {}
+def _labels(obj: dict, which: str = "labels") -> dict[str, str]:
+    """An object's labels (or, with ``which="annotations"``, its annotations)."""
+    return (obj.get("metadata") or {}).get(which) or {}
 
 
 def _tristate(value: str | None) -> bool | None:

@@ -43,7 +43,8 @@ def test_up_creates_everything_in_kapp_order(run, k3s):
         plural = q.path.split("/")[-2]
         kinds.append({"namespaces": "Namespace", "secrets": "Secret", "configmaps": "ConfigMap",
                       "persistentvolumeclaims": "PersistentVolumeClaim", "statefulsets": "StatefulSet",
-                      "helmcharts": "HelmChart", "services": "Service"}[plural])
+                      "helmcharts": "HelmChart", "services": "Service", "serviceaccounts": "ServiceAccount",
+                      "scaledjobs": "ScaledJob", "triggerauthentications": "TriggerAuthentication"}[plural])
     assert kinds[0] == "Namespace"
     assert [kind_rank(k) for k in kinds] == sorted(kind_rank(k) for k in kinds)
     assert k3s.get_object("apps/v1", "StatefulSet", "raibid-redis", NS)["status"]["readyReplicas"] == 1
@@ -251,7 +252,7 @@ def test_conflict_names_manager_unless_forced(run, k3s):
 def test_status_and_check(run, k3s):
     missing = run("cluster", "status", "--json")
     assert {c["component"]: c["state"] for c in missing.json()} == {
-        "redis": "missing", "gitea": "missing", "keda": "missing", "flux": "missing"}
+        "redis": "missing", "gitea": "missing", "keda": "missing", "flux": "missing", "agents": "missing"}
     assert run("cluster", "status", "--check").code == 1
     assert up(run).code == 0
     data = {c["component"]: c for c in run("cluster", "status", "--json").json()}
@@ -448,7 +449,7 @@ def test_down_one_component_with_purge_keeps_the_namespace_and_the_others(run, k
     assert up(run).code == 0
     refused = run("cluster", "down", "-c", "redis", "--purge")
     assert refused.code == 2
-    assert "the namespace stays (flux, gitea, keda still installed in it)" in refused.err
+    assert "the namespace stays (agents, flux, gitea, keda still installed in it)" in refused.err
     r = run("cluster", "down", "-c", "redis", "--purge", "--yes", "--json")
     assert r.code == 0, r.err
     acts = {(c["kind"], c["name"]): c for c in r.json()}
@@ -669,7 +670,7 @@ def test_custom_resources_wait_for_their_crd_from_a_chart(run, kube, keda_with_s
 
 
 def test_crd_that_never_comes_names_the_component_that_provides_it(run, kube, keda_with_scaledjob):
-    K3sController(kube)  # the chart installs no CRDs
+    K3sController(kube, chart_crds={"raibid-keda": []})  # this chart installs no CRDs
     r = run("cluster", "up", "-c", "keda", "--timeout", "0.5s", "--wait-interval", "0.05s", "--json")
     assert r.code == 1, r.err
     assert "ScaledJob (keda.sh/v1alpha1) is not served" in r.err and "within 0.5s" in r.err

@@ -15,7 +15,7 @@ def test_render_on_defaults_prints_every_component(run):
     assert r.code == 0, r.err
     docs = [d for d in yaml.safe_load_all(r.out) if d]
     comps = {d["metadata"]["labels"]["raibid.dev/component"] for d in docs}
-    assert comps == {"namespace", "redis", "gitea", "keda", "flux"}
+    assert comps == {"namespace", "redis", "gitea", "keda", "flux", "agents"}
     assert r.err == ""
 
 
@@ -28,7 +28,7 @@ def test_render_needs_no_kubeconfig(run, monkeypatch):
 
 
 def test_render_to_directory_one_file_per_object(run, isolated_env):
-    r = run("cluster", "render", "--out", "out")
+    r = run("cluster", "render", "-c", "redis", "-c", "gitea", "-c", "keda", "-c", "flux", "--out", "out")
     assert r.code == 0
     files = sorted((isolated_env / "out").iterdir())
     assert len(files) == 10 and files[0].name == "00-namespace-namespace-raibid-ci.yaml"

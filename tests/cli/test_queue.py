@@ -129,7 +129,8 @@ def test_reap_json_and_purge_requires_yes(run, q):
 
 
 def test_init_creates_groups_for_configured_types(run, q, isolated_env):
-    (isolated_env / "raibid.yaml").write_text("agents:\n  types:\n    rust: {lag_count: 2}\n")
+    (isolated_env / "raibid.yaml").write_text(
+        "agents:\n  pools: [generic]\n  types:\n    rust: {lag_count: 2}\n")
     r = run("queue", "init", "--json")
     assert {d["agent"]: d["created"] for d in r.json()} == {"generic": True, "rust": True}
     assert {d["agent"]: d["created"] for d in run("queue", "init", "--json").json()} == {

@@ -1348,6 +1348,12 @@ def crd(group: str, plural: str, kind: str, version: str = "v1") -> dict:
                                    "subresources": {"status": {}}}]}}
 
 
+KEDA_CRDS = (crd("keda.sh", "scaledjobs", "ScaledJob", "v1alpha1"),
+             crd("keda.sh", "triggerauthentications", "TriggerAuthentication", "v1alpha1"),
+             crd("keda.sh", "scaledobjects", "ScaledObject", "v1alpha1"))
+CHART_CRDS: dict[str, tuple[dict, ...]] = {"keda": KEDA_CRDS}
+
+
 class K3sController:
     """Plays k3s's controllers on the fake: helm-controller Jobs, rollouts, PVC binding.
 
@@ -1405,11 +1411,15 @@ class K3sController:
                  "lastTransitionTime": t}]})
             return
         mark_ready(self.owner, job)
-        if name in self.chart_crds:
+        if name in self.chart_crds:  # a test chose this chart's CRDs and how late they come
             t = threading.Timer(self.crd_delay, self._install_crds, args=(self.chart_crds[name],))
             t.daemon = True
             self.timers.append(t)
             t.start()
+        else:
+            for c in CHART_CRDS.get(spec.get("chart", ""), ()):  # a chart's CRDs are served once it is installed
+                if self.owner.get_object(c["apiVersion"], c["kind"], c["metadata"]["name"]) is None:
+                    self.owner.add_object(c, manager="helm")
         target = spec.get("targetNamespace") or ns
         if self.owner.get_object("v1", "Namespace", target) is None:
             self.owner.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": target}})

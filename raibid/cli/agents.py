@@ -1,0 +1,359 @@
+"""`raibid agents`: agent types, their KEDA pools, and the one-job runtime the pods run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from raibid.cli._common import json_option, pass_app
+from raibid.errors import Exit
+
+if TYPE_CHECKING:
+    from raibid.app import Application
+
+
+@click.group()
+def agents() -> None:
+    """Agent types, their KEDA pools, and the agent runtime."""
+
+
+# ----------------------------------------------------------------------------- runtime
+
+
+@agents.command("run")
+@click.option("--type", "agent_type", metavar="TYPE", envvar="RAIBID_AGENT_TYPE", show_envvar=True,
+              help="Agent type (its stream). Default: agents.default_type.")
+@click.option("--wait", "wait_s", type=float, metavar="SECONDS",
+              help="How long to wait for a job before exiting 0. Default: agents.wait.")
+@click.option("--workdir", type=click.Path(file_okay=False), metavar="DIR", envvar="RAIBID_AGENT_WORKDIR",
+              show_envvar=True, help="Where the repo is cloned. Default: a temporary directory.")
+@json_option
+@pass_app
+def run(app: Application, agent_type: str | None, wait_s: float | None, workdir: str | None, as_json: bool) -> None:
+    """Claim one job, clone its repo, run its steps, stream the log, record the result, exit.
+
+    This is what each agent pod runs. Exit codes: 0 the job ran to a result
+    (succeeded, failed or cancelled) or none came within --wait; 1 the job was
+    taken over by another agent; 5 Redis or Gitea unreachable; 143 SIGTERM (the
+    job was released for redelivery).
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from raibid.agents.runtime import AgentSettings, default_consumer, run_agent
+    from raibid.agents.types import default_registry
+    from raibid.queue import validate_agent
+
+    cfg = app.cfg
+    name = agent_type or cfg.agents.default_type
+    validate_agent(name)  # the type's image, env and caches come with the pod; only its stream matters here
+    made = workdir is None
+    work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="raibid-agent-"))
+    work.mkdir(parents=True, exist_ok=True)
+    token, _ = app.gitea_token()
+    settings = AgentSettings(
+        agent=name, consumer=default_consumer(), workdir=work, gitea_url=cfg.gitea.url, token=token,
+        wait_s=cfg.agents.wait if wait_s is None else wait_s, heartbeat_s=float(cfg.queue.heartbeat),
+        registry=default_registry(cfg), registry_user=cfg.gitea.admin_user, max_timeout=cfg.agents.max_timeout,
+        env=dict(os.environ), private_env=(cfg.redis.password_env, cfg.gitea.token_env))
+    try:
+        outcome = run_agent(app.queue, settings, log=app.term.info)
+    finally:
+        if made:
+            shutil.rmtree(work, ignore_errors=True)
+    if as_json:
+        app.term.json(outcome)
+    if outcome.exit != 0:
+        raise Exit(outcome.exit)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- types
+
+
+@agents.command("types")
+@json_option
+@pass_app
+def types_(app: Application, as_json: bool) -> None:
+    """Each agent type with its image, resources, caches and whether it has a pool."""
+    from raibid.agents.types import resolve_types
+
+    rows = list(resolve_types(app.cfg).values())
+    app.term.emit(rows, as_json, lambda: app.term.table(
+        ["type", "pool", "image", "cpu", "memory", "gpu", "max", "lag_count", "caches", "source"],
+        [(t.name, "yes" if t.enabled else "no", t.image, f"{t.cpu}/{t.cpu_limit}", f"{t.memory}/{t.memory_limit}",
+          t.gpu or "", t.max_replicas, t.lag_count, ",".join(sorted(t.caches)), t.source) for t in rows]))
+
+
+
+# ----------------------------------------------------------------------------- pools
+
+type_option = click.option("--type", "types", multiple=True, metavar="TYPE",
+                           help="Only this agent type's pool (repeatable). Default: every pool.")
+
+
+def _pools(app: Application, only: tuple[str, ...] = ()) -> dict:
+    from raibid.agents.pools import resolve_pool
+    from raibid.agents.types import enabled_types
+
+    pools = enabled_types(app.cfg)
+    if only:
+        return {name: resolve_pool(pools, name) for name in only}
+    return pools
+
+
+def _render_pools(app: Application, only: tuple[str, ...], secrets: dict[str, str] | None = None) -> list:
+    """The agents component's manifests; with ``only``, the shared objects and those pools."""
+    from raibid.agents.pools import TYPE_LABEL
+    from raibid.cluster.render import render
+    from raibid.cluster.secrets import generate_secrets
+
+    if only:
+        _pools(app, only)  # unknown types are an error before rendering
+    manifests = render(app.cfg, ["agents"], namespace=app.namespace, secrets={**generate_secrets(), **(secrets or {})},
+                       templates=app.templates)
+    out = []
+    for m in manifests:
+        if m.component != "agents" and m.kind != "Namespace":
+            continue
+        agent_type = (m.obj["metadata"].get("labels") or {}).get(TYPE_LABEL)
+        if only and agent_type is not None and agent_type not in only:
+            continue
+        out.append(m)
+    return out
+
+
+@agents.command("render")
+@type_option
+@pass_app
+def render_(app: Application, types: tuple[str, ...]) -> None:
+    """Print the pools' manifests (ScaledJobs, TriggerAuthentication, cache PVCs) as YAML. Needs no cluster."""
+    from raibid.cluster.render import to_yaml
+
+    app.term.stdout.write(to_yaml([m for m in _render_pools(app, types) if m.kind != "Namespace"]))
+
+
+@agents.command("deploy")
+@type_option
+@click.option("--dry-run", is_flag=True, help="Server-side dry run: report, change nothing.")
+@click.option("--timeout", default="5m", show_default=True, metavar="DURATION",
+              help="How long to wait for KEDA's CRDs on a fresh cluster.")
+@click.option("--force-conflicts", is_flag=True, help="Take ownership of fields another manager owns.")
+@json_option
+@pass_app
+def deploy(app: Application, types: tuple[str, ...], dry_run: bool, timeout: str, force_conflicts: bool,
+           as_json: bool) -> None:
+    """Apply the agent pools through the cluster engine, then prune pools removed from the config.
+
+    `raibid cluster up` deploys them too (component `agents`). Pools of other
+    types are left alone when --type is given.
+    """
+    from raibid.agents.pools import wait_for_keda
+    from raibid.cluster.apply import ApplyFailed, apply_manifests, plan
+    from raibid.cluster.prune import prune
+    from raibid.timeutil import parse_duration
+
+    kube = app.kube
+    wait_for_keda(kube, timeout=parse_duration(timeout), progress=app.term.info)
+    manifests, live = plan(kube, lambda secrets: _render_pools(app, types, secrets), app.namespace)
+    try:
+        changes = apply_manifests(kube, manifests, force=force_conflicts, dry_run=dry_run, live=live)
+    except ApplyFailed as e:
+        done = e.changes
+        app.term.emit({"changes": done, "ok": False}, as_json, lambda: _changes(app, done))
+        raise e.restated(f"deploy stopped: {e.message}", hint=e.hint) from None
+    if not types:
+        changes += prune(kube, manifests, ["agents"], dry_run=dry_run)
+    app.term.emit({"changes": changes, "dry_run": dry_run, "ok": True}, as_json, lambda: _changes(app, changes))
+    counts: dict[str, int] = {}
+    for c in changes:
+        counts[c.action] = counts.get(c.action, 0) + 1
+    app.term.info(("dry run: " if dry_run else "") + ", ".join(f"{n} {a}" for a, n in counts.items()))
+
+
+def _changes(app: Application, changes: list) -> None:
+    app.term.table(["action", "kind", "name", "detail"], [(c.action, c.kind, c.name, c.detail) for c in changes])
+
+
+def _running_jobs_by_pod(app: Application) -> dict[str, str]:
+    """Pod name -> raibid job id, from the queue's running jobs (empty when Redis is unreachable)."""
+    from raibid.errors import RaibidError
+
+    try:
+        return {j.agent_pod: j.id for j in app.queue.list(status="running", limit=1000) if j.agent_pod}
+    except RaibidError as e:
+        app.term.warn(f"cannot read the queue ({e.message}); job ids are not shown")
+        return {}
+
+
+def _lags(app: Application, pools: dict) -> dict[str, int | None]:
+    from raibid.errors import RaibidError
+
+    try:
+        stats = app.queue.stats({n: (t.lag_count, t.max_replicas) for n, t in pools.items()})
+    except RaibidError as e:
+        app.term.warn(f"cannot read the queue ({e.message}); lag is not shown")
+        return {}
+    return {s.agent: s.lag for s in stats.streams}
+
+
+@agents.command("list")
+@type_option
+@json_option
+@pass_app
+def list_(app: Application, types: tuple[str, ...], as_json: bool) -> None:
+    """Agent Jobs and pods, with the raibid job each runs, phase, node and age."""
+    from raibid.agents.pools import agent_jobs
+    from raibid.terminal import format_age
+
+    rows = agent_jobs(app.kube, app.namespace, _pools(app, types), _running_jobs_by_pod(app))
+    app.term.emit(rows, as_json, lambda: app.term.table(
+        ["type", "job", "pod", "raibid_job", "phase", "node", "age"],
+        [(r.agent_type, r.job, r.pod or "", r.raibid_job or "", r.phase, r.node or "", format_age(r.age_s))
+         for r in rows]))
+
+
+@agents.command("status")
+@type_option
+@json_option
+@pass_app
+def status(app: Application, types: tuple[str, ...], as_json: bool) -> None:
+    """Per pool: ScaledJob ready/active/paused, max, running and pending agent Jobs, queue lag."""
+    from raibid.agents.pools import pool_status
+
+    pools = _pools(app, types)
+    rows = pool_status(app.kube, app.namespace, pools, _lags(app, pools))
+
+    def flag(v: bool | None) -> str:
+        return "-" if v is None else ("yes" if v else "no")
+
+    app.term.emit(rows, as_json, lambda: app.term.table(
+        ["type", "pool", "ready", "active", "paused", "max", "running", "pending", "lag", "problems"],
+        [(r.agent_type, r.pool, flag(r.ready), flag(r.active), "yes" if r.paused else "no",
+          r.max_replicas if r.max_replicas is not None else "", r.running, r.pending,
+          "" if r.lag is None else r.lag, "; ".join(r.problems)) for r in rows]))
+
+
+@agents.command("explain")
+@click.argument("agent_type", metavar="TYPE")
+@json_option
+@pass_app
+def explain(app: Application, agent_type: str, as_json: bool) -> None:
+    """Why TYPE's pool is or is not scaling now, with KEDA's formula worked through."""
+    from raibid.agents.pools import explain_pool
+
+    pools = _pools(app)
+    e = explain_pool(app.kube, app.namespace, app.queue, pools, agent_type, app.cfg.agents.scaling_strategy)
+    if as_json:
+        app.term.json(e)
+        return
+    out = app.term.stdout
+
+    def yn(v: bool | None) -> str:
+        return "unknown" if v is None else ("yes" if v else "no")
+
+    out.write(f"{e.agent_type}: {e.verdict}\n\n")
+    out.write(f"  KEDA installed        {yn(e.keda_installed)}\n")
+    out.write(f"  ScaledJob {e.pool:<11} {'present' if e.scaledjob_present else 'missing'}"
+              f"{'' if e.scaledjob_ready is None else (', ready' if e.scaledjob_ready else ', not ready')}\n")
+    out.write(f"  paused                {yn(e.paused)}\n")
+    out.write(f"  Redis                 {e.redis_version or 'unreachable'}"
+              f"{'' if e.redis_lag_ok is None else (' (lag supported)' if e.redis_lag_ok else ' (no lag: < 7)')}\n")
+    out.write(f"  consumer group        {yn(e.group_exists)}, entries-read valid {yn(e.entries_read_valid)}\n")
+    if e.gpu_requested:
+        out.write(f"  nvidia.com/gpu        requested {e.gpu_requested}, allocatable on nodes "
+                  f"{'unknown' if e.gpu_allocatable is None else e.gpu_allocatable}\n")
+    if e.scale:
+        s = e.scale
+        out.write(f"\n  lag {s.lag}, lagCount {s.lag_count}, max {s.max_replicas}, running {s.running}, "
+                  f"pending {s.pending}, strategy {s.strategy}\n")
+        for step in s.steps:
+            out.write(f"    {step}\n")
+        out.write(f"  => {s.new_jobs} new Job(s) on the next poll\n")
+    for p in e.problems:
+        out.write(f"  ! {p}\n")
+
+
+@agents.command("pause")
+@click.argument("agent_type", metavar="TYPE")
+@pass_app
+def pause(app: Application, agent_type: str) -> None:
+    """Stop TYPE's pool from starting agents (annotation autoscaling.keda.sh/paused); running ones finish."""
+    from raibid.agents.pools import resolve_pool, set_paused
+
+    t = resolve_pool(_pools(app), agent_type)
+    was = set_paused(app.kube, app.namespace, t, True)
+    app.term.info(f"{t.pool} {'was already' if was else 'is now'} paused; queued jobs wait until "
+                  f"`raibid agents resume {agent_type}`")
+
+
+@agents.command("resume")
+@click.argument("agent_type", metavar="TYPE")
+@pass_app
+def resume(app: Application, agent_type: str) -> None:
+    """Let TYPE's pool scale again."""
+    from raibid.agents.pools import resolve_pool, set_paused
+
+    t = resolve_pool(_pools(app), agent_type)
+    was = set_paused(app.kube, app.namespace, t, False)
+    app.term.info(f"{t.pool} {'resumed' if was else 'was not paused'}")
+
+
+@agents.command("scale")
+@click.argument("agent_type", metavar="TYPE")
+@click.option("--max", "max_replicas", type=click.IntRange(min=1), required=True, metavar="N",
+              help="New maxReplicaCount.")
+@json_option
+@pass_app
+def scale(app: Application, agent_type: str, max_replicas: int, as_json: bool) -> None:
+    """Set TYPE's pool maximum now (until the next deploy; set agents.types.TYPE.max_replicas to keep it)."""
+    from raibid.agents.pools import KEDA, resolve_pool
+    from raibid.cluster.apply import apply_manifests, plan
+
+    t = resolve_pool(_pools(app), agent_type)
+    kube = app.kube
+    live = kube.get(KEDA, "ScaledJob", t.pool, app.namespace)
+    if live is None:
+        from raibid.errors import NotFound
+
+        raise NotFound(f"ScaledJob {app.namespace}/{t.pool} not found", hint="run `raibid agents deploy` first")
+    before = (live.get("spec") or {}).get("maxReplicaCount")
+
+    def one(secrets: dict[str, str]) -> list:
+        ms = [m for m in _render_pools(app, (agent_type,), secrets) if m.kind == "ScaledJob"]
+        for m in ms:
+            m.obj["spec"]["maxReplicaCount"] = max_replicas
+        return ms
+
+    manifests, objs = plan(kube, one, app.namespace)
+    apply_manifests(kube, manifests, live=objs)
+    result = {"agent_type": agent_type, "pool": t.pool, "max_before": before, "max": max_replicas,
+              "configured_max": t.max_replicas}
+    if as_json:
+        app.term.json(result)
+    app.term.info(f"{t.pool}: max {before} -> {max_replicas}"
+                  + ("" if max_replicas == t.max_replicas else
+                     f" (until the next deploy, which sets {t.max_replicas} again; "
+                     f"set agents.types.{agent_type}.max_replicas to keep it)"))
+
+
+@agents.command("gc")
+@click.option("--older-than", default="1h", show_default=True, metavar="DURATION",
+              help="Only agent Jobs that finished at least this long ago.")
+@click.option("--dry-run", is_flag=True, help="List what would be deleted.")
+@json_option
+@pass_app
+def gc(app: Application, older_than: str, dry_run: bool, as_json: bool) -> None:
+    """Delete finished and failed agent Jobs, and agent pods whose Job is gone."""
+    from raibid.agents.pools import gc as collect
+    from raibid.terminal import format_age
+    from raibid.timeutil import parse_duration
+
+    rows = collect(app.kube, app.namespace, _pools(app), older_than_s=parse_duration(older_than), dry_run=dry_run)
+    app.term.emit(rows, as_json, lambda: app.term.table(
+        ["action", "kind", "name", "reason", "age"],
+        [(r.action, r.kind, r.name, r.reason, format_age(r.age_s)) for r in rows]))
+    if not as_json:
+        app.term.info(f"{'would delete' if dry_run else 'deleted'} {len(rows)} object(s)")

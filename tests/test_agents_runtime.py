@@ -1,0 +1,332 @@
+"""`raibid agents run` end to end: a real redis-server, real git over HTTP with token auth, real subprocesses."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from raibid.queue import JobSpec, Queue
+
+TOKEN = "agent-secret-token-5f3c9a"
+
+
+@pytest.fixture
+def q(redis_url) -> Queue:
+    return Queue(redis.Redis.from_url(redis_url, decode_responses=True), url=redis_url)
+
+
+@pytest.fixture
+def git(git_server):
+    git_server.tokens.add(TOKEN)
+    return git_server
+
+
+@pytest.fixture
+def argv_log(tmp_path: Path) -> Path:
+    """A `git` first on PATH that records its argv, then runs the real git."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "git-argv.log"
+    real = subprocess.run(["which", "git"], capture_output=True, text=True, check=True).stdout.strip()
+    wrapper = bindir / "git"
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    return log
+
+
+def agent_env(redis_url: str, git_server, tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "RAIBID_REDIS_URL": redis_url, "RAIBID_GITEA_URL": git_server.base_url,
+           "RAIBID_GITEA_TOKEN": TOKEN, "RAIBID_QUEUE_HEARTBEAT": "1", "RAIBID_QUEUE_MIN_IDLE": "30",
+           "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    env.update(extra)
+    return env
+
+
+def start_agent(env: dict[str, str], workdir: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "raibid", "agents", "run", "--wait", "5", "--workdir",
+                             str(workdir), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 60) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def wait_for(cond, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def log_text(q: Queue, job_id: str) -> str:
+    return "\n".join(line for _, line in q.logs(job_id))
+
+
+def submit(q: Queue, repo: str, **kw) -> str:
+    return q.submit(JobSpec(repo=repo, ref=kw.pop("ref", "main"), **kw)).id
+
+
+PIPELINE = """\
+env:
+  GREETING: hello
+steps:
+  - name: build
+    run: |
+      echo "$GREETING from $RAIBID_REPO at $RAIBID_COMMIT"
+      echo "job=$RAIBID_JOB_ID registry=$RAIBID_REGISTRY user=$RAIBID_REGISTRY_USER"
+      test -n "$RAIBID_REGISTRY_TOKEN"
+      test -z "${RAIBID_REDIS_PASSWORD:-}" && test -z "${GIT_CONFIG_COUNT:-}" && echo "no private env"
+      for f in /proc/[0-9]*/cmdline; do { tr '\\0' ' ' < "$f"; } 2>/dev/null || true; echo; done > "$ARGV_DUMP"
+  - name: test
+    timeout: 30
+    env:
+      WHO: step-two
+    run: echo "$WHO ran"; cat data.txt
+"""
+
+
+def test_job_runs_to_success_and_the_token_leaks_nowhere(q, git, redis_url, tmp_path, argv_log):
+    git.create_repo("acme/app")
+    sha = git.commit("acme/app", "main", {".raibid.yml": PIPELINE, "data.txt": "payload\n"})
+    job_id = submit(q, "acme/app")
+    work = tmp_path / "w"
+    dump = tmp_path / "argv-dump.txt"
+    code, out, err = finish(start_agent(agent_env(redis_url, git, tmp_path, ARGV_DUMP=str(dump)), work))
+    assert code == 0, err
+    job = q.get(job_id)
+    assert job.status == "succeeded" and job.exit_code == 0, (job, err, log_text(q, job_id))
+    log = log_text(q, job_id)
+    assert f"hello from acme/app at {sha}" in log
+    assert f"job={job_id} registry=" in log and "no private env" in log
+    assert "step-two ran" in log and "payload" in log
+    assert "raibid: step build (1/2)" in log and "raibid: step test exited 0" in log
+    forms = [TOKEN, base64.b64encode(f"raibid:{TOKEN}".encode()).decode()]
+    for where, text in [("log", log), ("stdout", out), ("stderr", err),
+                        (".git/config", (work / "src" / ".git" / "config").read_text()),
+                        ("git argv", argv_log.read_text()), ("process argv", dump.read_text())]:
+        assert not any(f in text for f in forms), f"token in {where}"
+    assert "fetch" in argv_log.read_text()  # the wrapper did see the clone
+    assert "http.extraheader" not in (work / "src" / ".git" / "config").read_text().lower()
+
+
+def test_failed_step_is_a_processed_job(q, git, redis_url, tmp_path, argv_log):
+    git.create_repo("acme/app", files={".raibid.yml": "steps:\n  - name: a\n    run: echo one; exit 3\n"
+                                                      "  - name: b\n    run: echo never\n"})
+    job_id = submit(q, "acme/app")
+    code, _, err = finish(start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w"))
+    assert code == 0, err
+    job = q.get(job_id)
+    assert job.status == "failed" and job.exit_code == 3 and "step a exited 3" in job.error
+    assert "never" not in log_text(q, job_id).replace("echo never", "")
+
+
+def test_job_command_wins_over_pipeline_and_pipefail_applies(q, git, redis_url, tmp_path, argv_log):
+    git.create_repo("acme/app", files={"x.txt": "x\n"})
+    job_id = submit(q, "acme/app", command="false | cat; echo after")
+    code, _, err = finish(start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w"))
+    assert code == 0, err
+    job = q.get(job_id)
+    assert job.status == "failed" and job.exit_code == 1
+    assert "after" not in [line for _, line in q.logs(job_id)]
+
+
+def test_step_timeout_kills_the_whole_process_group(q, git, redis_url, tmp_path, argv_log):
+    pidfile = tmp_path / "bg.pid"
+    git.create_repo("acme/app", files={".raibid.yml": (
+        "steps:\n  - name: slow\n    timeout: 1\n"
+        f"    run: sleep 300 & echo $! > {pidfile}; echo waiting; wait\n")})
+    job_id = submit(q, "acme/app")
+    t0 = time.monotonic()
+    code, _, err = finish(start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w"))
+    assert code == 0, err
+    assert time.monotonic() - t0 < 20
+    job = q.get(job_id)
+    assert job.status == "failed" and job.exit_code == 124 and "timed out after 1s" in job.error
+    pid = int(pidfile.read_text())
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in _proc_state(pid), 10, "background sleep killed")
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return "Z"
+
+
+def test_cancel_while_running_stops_the_step(q, git, redis_url, tmp_path, argv_log):
+    git.create_repo("acme/app", files={".raibid.yml": "steps:\n  - name: s\n    run: echo started; sleep 120\n"})
+    job_id = submit(q, "acme/app")
+    proc = start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w")
+    wait_for(lambda: "started" in log_text(q, job_id), 30, "step output")
+    assert q.cancel(job_id) == "requested"
+    code, _, err = finish(proc, 30)
+    assert code == 0, err
+    job = q.get(job_id)
+    assert job.status == "cancelled"
+
+
+def test_sigterm_releases_the_job_and_the_next_agent_succeeds(q, git, redis_url, tmp_path, argv_log):
+    marker = tmp_path / "second-run"
+    git.create_repo("acme/app", files={".raibid.yml": (
+        "steps:\n  - name: s\n    run: |\n"
+        f"      if [ -f {marker} ]; then echo second delivery; exit 0; fi\n"
+        f"      touch {marker}; echo started; sleep 120\n")})
+    job_id = submit(q, "acme/app")
+    env = agent_env(redis_url, git, tmp_path)
+    proc = start_agent(env, tmp_path / "w1")
+    wait_for(lambda: "started" in log_text(q, job_id), 30, "step output")
+    proc.send_signal(signal.SIGTERM)
+    code, _, err = finish(proc, 30)
+    assert code == 143, err
+    job = q.get(job_id)
+    assert job.status == "queued" and job.finished_at is None
+    code, _, err = finish(start_agent(env, tmp_path / "w2"))
+    assert code == 0, err
+    job = q.get(job_id)
+    assert job.status == "succeeded" and job.deliveries == 2
+    assert "second delivery" in log_text(q, job_id)
+
+
+def test_sigkilled_agent_is_reclaimed_after_min_idle(q, git, redis_url, tmp_path, argv_log):
+    marker = tmp_path / "second-run"
+    pidfile = tmp_path / "step.pid"
+    git.create_repo("acme/app", files={".raibid.yml": (
+        "steps:\n  - name: s\n    run: |\n"
+        f"      if [ -f {marker} ]; then echo reclaimed; exit 0; fi\n"
+        f"      touch {marker}; echo $$ > {pidfile}; echo started; sleep 120\n")})
+    job_id = submit(q, "acme/app")
+    env = agent_env(redis_url, git, tmp_path, RAIBID_QUEUE_MIN_IDLE="2")
+    proc = start_agent(env, tmp_path / "w1")
+    try:
+        wait_for(lambda: "started" in log_text(q, job_id), 30, "step output")
+        proc.kill()
+        proc.communicate(timeout=10)
+    finally:
+        if pidfile.exists():  # the step is its own session: SIGKILL of the agent leaves it running
+            os.killpg(int(pidfile.read_text()), signal.SIGKILL)
+    assert q.get(job_id).status == "running"
+    code, _, err = finish(start_agent(env, tmp_path / "w2", "--wait", "10"))
+    assert code == 0, err
+    job = q.get(job_id)
+    assert job.status == "succeeded" and job.deliveries == 2
+    assert "reclaimed" in log_text(q, job_id)
+
+
+def test_no_command_and_no_pipeline_fails_with_a_message(q, git, redis_url, tmp_path, argv_log):
+    git.create_repo("acme/app", files={"README": "hi\n"})
+    job_id = submit(q, "acme/app")
+    code, _, err = finish(start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w"))
+    assert code == 0, err
+    job = q.get(job_id)
+    assert job.status == "failed" and "no command and acme/app has no .raibid.yml" in job.error
+
+
+def test_malformed_pipeline_fails_naming_the_line(q, git, redis_url, tmp_path, argv_log):
+    git.create_repo("acme/app", files={".raibid.yml": "steps:\n  - name: a\n    run: echo\n    retries: 3\n"})
+    job_id = submit(q, "acme/app")
+    code, _, err = finish(start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w"))
+    assert code == 0, err
+    job = q.get(job_id)
+    assert job.status == "failed" and job.error.startswith(".raibid.yml:4: step 1: unknown key 'retries'")
+    assert ".raibid.yml:4" in log_text(q, job_id)
+
+
+def test_bad_token_fails_the_job_with_a_scrubbed_message(q, git, redis_url, tmp_path, argv_log):
+    git.create_repo("acme/app", files={"x": "x\n"})
+    job_id = submit(q, "acme/app", command="true")
+    env = agent_env(redis_url, git, tmp_path, RAIBID_GITEA_TOKEN="wrong-token-abcdef")
+    code, out, err = finish(start_agent(env, tmp_path / "w"))
+    assert code == 0, err
+    job = q.get(job_id)
+    assert job.status == "failed" and job.error.startswith("clone failed: git fetch")
+    assert "wrong-token-abcdef" not in job.error + log_text(q, job_id) + out + err
+
+
+def test_checks_out_the_commit_not_the_branch_tip(q, git, redis_url, tmp_path, argv_log):
+    git.create_repo("acme/app", files={"v.txt": "one\n"})
+    first = git.refs("acme/app")["refs/heads/main"]
+    git.commit("acme/app", "main", {"v.txt": "two\n"})
+    job_id = submit(q, "acme/app", commit=first, command="cat v.txt; git rev-parse HEAD")
+    code, _, err = finish(start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w"))
+    assert code == 0, err
+    lines = [line for _, line in q.logs(job_id)]
+    assert "one" in lines and first in lines and q.get(job_id).status == "succeeded"
+
+
+def test_no_job_within_wait_exits_zero(redis_url, git, tmp_path, argv_log):
+    import json
+
+    t0 = time.monotonic()
+    code, out, err = finish(start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w", "--wait", "0.5",
+                                        "--json"))
+    assert code == 0 and "no generic job within 0.5s" in err
+    assert json.loads(out) == {"exit": 0, "job_id": None, "status": None, "exit_code": None, "error": None,
+                               "first_output_s": None}
+    assert time.monotonic() - t0 < 10
+
+
+def test_unreachable_redis_exits_5(git, tmp_path, argv_log):
+    env = agent_env("redis://127.0.0.1:1/0", git, tmp_path, RAIBID_REDIS_RETRIES="0")
+    code, _, err = finish(start_agent(env, tmp_path / "w", "--wait", "0"))
+    assert code == 5 and "cannot claim" in err
+
+
+def test_queue_submit_then_agent_then_show_and_logs(run, git, redis_url, tmp_path, argv_log):
+    git.create_repo("acme/app", files={".raibid.yml": "steps:\n  - name: hi\n    run: echo hello from ci\n"})
+    job_id = run("queue", "submit", "--repo", "acme/app", "--ref", "main").out.strip()
+    code, _, err = finish(start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w"))
+    assert code == 0, err
+    shown = run("queue", "show", job_id, "--json").json()
+    assert shown["status"] == "succeeded" and shown["exit_code"] == 0 and shown["agent_pod"]
+    assert "hello from ci" in run("queue", "logs", job_id).out
+
+
+def test_an_agent_that_loses_its_claim_stops_and_records_nothing(q, git, redis_url, tmp_path, argv_log):
+    git.create_repo("acme/app", files={".raibid.yml": "steps:\n  - name: s\n    run: echo started; sleep 120\n"})
+    job_id = submit(q, "acme/app")
+    env = agent_env(redis_url, git, tmp_path, RAIBID_QUEUE_HEARTBEAT="3", RAIBID_QUEUE_MIN_IDLE="1")
+    proc = start_agent(env, tmp_path / "w")
+    wait_for(lambda: "started" in log_text(q, job_id), 30, "step output")
+    thief = Queue(redis.Redis.from_url(redis_url, decode_responses=True), url=redis_url, min_idle_ms=1000)
+    stolen = wait_for(lambda: thief.claim("generic", "thief"), 20, "another consumer reclaiming the job")
+    assert stolen.job.id == job_id
+    code, _, err = finish(proc, 30)
+    assert code == 1 and "taken over by another agent" in err
+    job = q.get(job_id)
+    assert job.status == "running" and job.agent_pod == "thief" and job.finished_at is None
+
+
+def test_custom_secret_env_names_are_hidden_from_steps(q, git, redis_url, tmp_path, argv_log):
+    git.create_repo("acme/app", files={"x": "x\n"})
+    job_id = submit(q, "acme/app", command='echo "token=${MY_TOKEN:-unset}"')
+    env = agent_env(redis_url, git, tmp_path, RAIBID_GITEA_TOKEN_ENV="MY_TOKEN", MY_TOKEN=TOKEN)
+    del env["RAIBID_GITEA_TOKEN"]
+    code, _, err = finish(start_agent(env, tmp_path / "w"))
+    assert code == 0, err
+    assert q.get(job_id).status == "succeeded" and "token=unset" in log_text(q, job_id)
+
+
+def test_processes_a_step_leaves_behind_are_killed_when_it_ends(q, git, redis_url, tmp_path, argv_log):
+    pidfile = tmp_path / "daemon.pid"
+    git.create_repo("acme/app", files={"x": "x\n"})
+    job_id = submit(q, "acme/app", command=f"sleep 300 & echo $! > {pidfile}; echo left it running")
+    t0 = time.monotonic()
+    code, _, err = finish(start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w"))
+    assert code == 0, err
+    assert time.monotonic() - t0 < 30
+    assert q.get(job_id).status == "succeeded" and "left it running" in log_text(q, job_id)
+    pid = int(pidfile.read_text())
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in _proc_state(pid), 10, "leftover sleep killed")

@@ -1,0 +1,48 @@
+"""The token reaches git through env-injected config only, and never survives in git's messages."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+
+import pytest
+
+from raibid.errors import UsageError
+from raibid.gitcreds import git_env, scrub, secret_forms, strip_git_auth
+
+
+def test_header_is_scoped_to_the_server_and_inherited_git_config_cannot_add_another():
+    env = git_env({"http://gitea.local:3000/acme/app.git": "tok"}, username="raibid",
+                  base={"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+                        "GIT_CONFIG_VALUE_0": "Authorization: Basic injected"})
+    assert env["GIT_CONFIG_COUNT"] == "3" and "injected" not in str(env)
+    assert env["GIT_CONFIG_KEY_2"] == "http.http://gitea.local:3000/.extraHeader"
+    assert env["GIT_CONFIG_VALUE_2"] == "Authorization: Basic " + base64.b64encode(b"raibid:tok").decode()
+    assert env["GIT_TERMINAL_PROMPT"] == "0"
+    assert "tok" not in str(strip_git_auth(env))
+
+
+def test_git_sees_the_header_config_for_that_url_only(tmp_path):
+    env = git_env({"http://127.0.0.1:9/x.git": "tok"}, base={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    out = subprocess.run(["git", "config", "--get-urlmatch", "http.extraHeader", "http://127.0.0.1:9/x.git"],
+                         env=env, capture_output=True, text=True)
+    assert out.stdout.strip().startswith("Authorization: Basic ")
+    other = subprocess.run(["git", "config", "--get-urlmatch", "http.extraHeader", "http://elsewhere/x.git"],
+                           env=env, capture_output=True, text=True)
+    assert other.stdout.strip() == ""
+
+
+def test_no_token_means_no_header_and_bad_urls_are_refused():
+    env = git_env({"https://gitea.local/": None})
+    assert not any("extraHeader" in v for v in env.values())
+    with pytest.raises(UsageError):
+        git_env({"ssh://git@host/x": "t"})
+
+
+def test_scrub_removes_plain_base64_and_userinfo():
+    forms = secret_forms("s3cret")
+    text = ("fatal: unable to access 'https://bob:s3cret@host/x.git/': 403 "
+            f"Authorization: Basic {base64.b64encode(b'raibid:s3cret').decode()} s3cret")
+    clean = scrub(text, forms)
+    assert "s3cret" not in clean and base64.b64encode(b"raibid:s3cret").decode() not in clean
+    assert "https://***@host/x.git/" in clean
