@@ -11,6 +11,7 @@ from raibid.errors import Exit, ExitCode
 
 if TYPE_CHECKING:
     from raibid.app import Application
+    from raibid.gitea import Gitea
     from raibid.top import Dashboard
 
 
@@ -25,15 +26,30 @@ def build_dashboard(app: Application, interval: float | None = None) -> Dashboar
     from raibid.top.model import Header
 
     cfg = app.cfg
+    gitops = cfg.cluster.mode == "gitops"
+    target = flux_url = None
+    if gitops:  # the config repo whose verdict the Cluster panel shows, checked as `gitops status` checks it
+        from raibid.cli.gitops import _flux_url, _target
+
+        target = _target(app)
+        flux_url = _flux_url(app, target)
     gitea_client = []
 
-    def gitea_version() -> str:
+    def gitea() -> Gitea:
         if not gitea_client:
             from raibid.gitea import Gitea
 
+            # The token only in gitops mode, to read the config repo's head (version() is anonymous).
+            token, source = app.gitea_token() if gitops else (None, None)
             # No retries: a refresh must not stall on a down Gitea; the next refresh tries again.
-            gitea_client.append(Gitea(cfg.gitea.url, None, timeout=min(cfg.gitea.timeout, 3.0), retries=0))
-        return gitea_client[0].version()
+            gitea_client.append(Gitea(cfg.gitea.url, token, timeout=min(cfg.gitea.timeout, 3.0), retries=0,
+                                      token_source=source))
+        return gitea_client[0]
+
+    def config_head() -> str | None:
+        from raibid.gitops.flux import config_head
+
+        return config_head(gitea(), target.repo, target.branch)
 
     def manifests():
         return render(cfg, (), namespace=app.namespace, secrets=generate_secrets(), templates=app.templates)
@@ -48,10 +64,11 @@ def build_dashboard(app: Application, interval: float | None = None) -> Dashboar
                     gitea=redact_url(cfg.gitea.url), interval_s=interval)
     return Dashboard(
         redis=RedisCollector(lambda: app.queue, app.agent_pools),
-        kube=KubeCollector(lambda: app.kube, app.namespace, manifests,
-                           gitops=getattr(cfg.cluster, "mode", None) == "gitops"),
-        gitea=GiteaCollector(gitea_version),
+        kube=KubeCollector(lambda: app.kube, app.namespace, manifests, gitops=gitops),
+        gitea=GiteaCollector(lambda: gitea().version(), head=config_head if gitops else None),
         header=header,
+        gitops=target,
+        flux_url=flux_url,
     )
 
 

@@ -247,6 +247,20 @@ class Gitea:
         except NotFound:
             raise NotFound(f"Gitea: no repository {owner}/{name}") from None
 
+    def branch_head(self, owner: str, name: str, branch: str) -> str | None:
+        """The commit ``branch`` points at (GET /repos/{owner}/{repo}/branches/{branch}, one request).
+
+        None when the repository or the branch does not exist (Gitea answers 404 for both, and for
+        a private repository the token cannot see). The branch goes in as Gitea's ``/branches/*``
+        route takes it: each ``/``-separated part percent-encoded, the slashes kept.
+        """
+        path = self._repo_path(owner, name, "branches") + "/" + "/".join(
+            quote(part, safe="") for part in branch.split("/"))
+        try:
+            return self._get(path, lambda d: _str(d["commit"]["id"]))
+        except NotFound:
+            return None
+
     def list_repos(self, owner: str | None = None) -> list[Repo]:
         if owner is None:
             return self._paginate(api_path("user", "repos"), Repo.from_api)

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 STATUS_STYLE = {"queued": "yellow", "running": "cyan", "succeeded": "green", "failed": "red",
                 "cancelled": "dim", "dead": "bold red"}
 STATE_STYLE = {"healthy": "green", "progressing": "yellow", "degraded": "red", "missing": "red"}
-VERDICT_STYLE = {"in-sync": "green", "reconciling": "yellow", "failing": "red", "not-set-up": "yellow",
-                 "flux-missing": "red"}
+VERDICT_STYLE = {"in-sync": "green", "pending": "yellow", "failed": "red", "not-bootstrapped": "yellow",
+                 "unknown": "red"}
 COMPACT_WIDTH, COMPACT_HEIGHT = 100, 30
 
 

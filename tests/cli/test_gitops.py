@@ -341,6 +341,32 @@ def test_status_says_bootstrap_again_when_the_config_moved_the_folder(run, gitea
     assert run("gitops", "status", "--json").json()["verdict"] == "in-sync"
 
 
+def test_top_shows_the_verdict_gitops_status_gives(run, gitea, flux, redis_url, monkeypatch):
+    """`raibid top` and `raibid gitops status` read the same objects and head and judge them by one rule."""
+    monkeypatch.setenv("RAIBID_CLUSTER_MODE", "gitops")
+
+    def both() -> str:
+        st, top = run("gitops", "status", "--json"), run("top", "--json")
+        assert top.code == 0, top.err
+        s, g = st.json(), top.json()["cluster"]["gitops"]
+        assert (g["verdict"], g["message"], g["head"]) == (s["verdict"], s["message"], s["head"])
+        assert st.code == (0 if s["verdict"] == "in-sync" else 1)
+        return g["verdict"]
+
+    assert both() == "not-bootstrapped"  # no repo yet
+    assert bootstrap(run).code == 0
+    assert both() == "pending"
+    flux_reports(flux, head(gitea), ready="False", reason="BuildFailed", message="kustomize build failed")
+    assert both() == "failed"
+    flux_reports(flux, head(gitea))
+    assert both() == "in-sync"
+    monkeypatch.setenv("RAIBID_GITOPS_PATH", "clusters/other")
+    assert run("gitops", "sync").code == 0  # a new commit, in a folder Flux does not follow
+    assert both() == "not-bootstrapped"
+    assert bootstrap(run).code == 0
+    assert both() == "pending"  # Flux follows the new folder but has not applied the new head
+
+
 # ----------------------------------------------------------------------------- reconcile
 
 
