@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import re
 import tempfile
 from collections.abc import Iterator
@@ -213,11 +214,25 @@ class Checkout:
         return self.repo.head.commit.hexsha
 
 
+def _quiet_gitpython() -> None:
+    """Keep GitPython's own log lines ("Error lines received while pushing: ...") off stderr.
+
+    raibid reports every git failure as a typed error with a hint; GitPython also logs
+    git's raw stderr as a warning, which with no logging configured Python prints to
+    stderr as a stray, unprefixed line next to raibid's message.
+    """
+    log = logging.getLogger("git")
+    log.propagate = False
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
+
+
 @contextlib.contextmanager
 def checkout(url: str, branch: str, env: dict[str, str], *, timeout: float = 60.0) -> Iterator[Checkout]:
     """A fresh working clone of ``branch`` (empty when the branch does not exist), removed afterwards."""
     import git
 
+    _quiet_gitpython()
     with tempfile.TemporaryDirectory(prefix="raibid-gitops-") as tmp:
         try:
             repo = git.Repo.init(tmp, initial_branch=branch)

@@ -274,6 +274,29 @@ def test_push_rejected_because_someone_pushed_meanwhile(run, gitea, flux, monkey
     assert git("rev-parse", "HEAD~1", cwd=work) == theirs["sha"]
 
 
+def test_push_rejected_prints_only_raibids_message_in_a_real_process(run, gitea, flux, monkeypatch):
+    """No stray GitPython log line: outside pytest no logging is configured, so a library warning would
+    reach stderr through Python's last-resort handler next to raibid's own error."""
+    import os
+    import subprocess
+    import sys
+
+    assert bootstrap(run).code == 0
+    monkeypatch.setenv("RAIBID_CLUSTER_REDIS_STORAGE", "10Gi")
+
+    def someone_pushes(method: str, path: str, query: str) -> None:
+        if "service=git-receive-pack" in query and gitea.git.on_request:
+            gitea.git.on_request = None
+            gitea.git.commit(REPO, "main", {"README.md": "hello\n"}, "docs: readme")
+
+    gitea.git.on_request = someone_pushes
+    p = subprocess.run([sys.executable, "-m", "raibid", "gitops", "sync"], capture_output=True, text=True,
+                       env=os.environ, timeout=120)
+    assert p.returncode == 1 and "someone pushed" in p.stderr
+    lines = p.stderr.splitlines()
+    assert [ln.split(":", 1)[0] for ln in lines] == ["error", "hint"], p.stderr
+
+
 def test_component_option_is_refused_in_gitops_mode(run, gitea, flux, monkeypatch):
     monkeypatch.setenv("RAIBID_CLUSTER_MODE", "gitops")
     r = run("cluster", "up", "-c", "redis")
