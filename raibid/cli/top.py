@@ -12,7 +12,12 @@ from raibid.errors import Exit, ExitCode
 if TYPE_CHECKING:
     from raibid.app import Application
     from raibid.gitea import Gitea
+    from raibid.queue import Queue
     from raibid.top import Dashboard
+
+# Seconds the dashboard waits for one Redis call or one Gitea request before it marks the backend down.
+REDIS_TIMEOUT_S = 3.0
+GITEA_TIMEOUT_S = 3.0
 
 
 def build_dashboard(app: Application, interval: float | None = None) -> Dashboard:
@@ -42,7 +47,7 @@ def build_dashboard(app: Application, interval: float | None = None) -> Dashboar
             # The token only in gitops mode, to read the config repo's head (version() is anonymous).
             token, source = app.gitea_token() if gitops else (None, None)
             # No retries: a refresh must not stall on a down Gitea; the next refresh tries again.
-            gitea_client.append(Gitea(cfg.gitea.url, token, timeout=min(cfg.gitea.timeout, 3.0), retries=0,
+            gitea_client.append(Gitea(cfg.gitea.url, token, timeout=min(cfg.gitea.timeout, GITEA_TIMEOUT_S), retries=0,
                                       token_source=source))
         return gitea_client[0]
 
@@ -54,6 +59,24 @@ def build_dashboard(app: Application, interval: float | None = None) -> Dashboar
     def manifests():
         return render(cfg, (), namespace=app.namespace, secrets=generate_secrets(), templates=app.templates)
 
+    def redis_queue() -> Queue:
+        # The dashboard's own client: a refresh waits at most REDIS_TIMEOUT_S per Redis call on a hung
+        # server (app.queue's client waits a minute, for the workers' blocking reads), so the other
+        # panels keep refreshing.
+        import redis
+
+        from raibid.errors import ConfigError
+        from raibid.queue import Queue
+
+        url, password = app.redis_endpoint()
+        try:
+            client = redis.Redis.from_url(url, password=password, decode_responses=True,
+                                          socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S,
+                                          health_check_interval=0)
+        except ValueError as e:
+            raise ConfigError(f"invalid redis.url {redact_url(url)}: {e}") from None
+        return Queue(client, prefix=cfg.redis.prefix, url=url)
+
     cluster = app.settings.context or app.kubeconfig_path
     if os.path.exists(app.kubeconfig_path):
         try:
@@ -63,7 +86,7 @@ def build_dashboard(app: Application, interval: float | None = None) -> Dashboar
     header = Header(cluster=cluster, namespace=app.namespace, redis=redact_url(cfg.redis.url),
                     gitea=redact_url(cfg.gitea.url), interval_s=interval)
     return Dashboard(
-        redis=RedisCollector(lambda: app.queue, app.agent_pools),
+        redis=RedisCollector(redis_queue, app.agent_pools),
         kube=KubeCollector(lambda: app.kube, app.namespace, manifests, gitops=gitops),
         gitea=GiteaCollector(lambda: gitea().version(), head=config_head if gitops else None),
         header=header,

@@ -158,6 +158,43 @@ def test_redis_down_exits_5_and_kubernetes_panels_refresh(run, cluster, gitea, m
     assert "no data from Redis yet" in plain.out and "dead-letter 0" not in plain.out
 
 
+def test_hung_redis_costs_a_few_seconds_not_a_minute(run, cluster, gitea, monkeypatch):
+    """A Redis that accepts connections and never answers: the refresh gives up quickly and says why."""
+    import socket
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held, stop = [], threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        monkeypatch.setenv("RAIBID_REDIS_URL", f"redis://127.0.0.1:{server.getsockname()[1]}/0")
+        t0 = time.monotonic()
+        r = run("top", "--json")
+        elapsed = time.monotonic() - t0
+    finally:
+        stop.set()
+        for c in held:
+            c.close()
+        server.close()
+    assert r.code == 5 and "Traceback" not in r.err
+    snap = r.json()
+    assert not snap["backends"]["redis"]["ok"] and "Timeout" in snap["backends"]["redis"]["error"]
+    assert snap["backends"]["kubernetes"]["ok"]
+    assert elapsed < 15, f"top waited {elapsed:.0f}s on a hung Redis"
+
+
 def test_keda_missing_says_so_and_is_not_a_failure(run, kube, redis_url, gitea):
     K3sController(kube)
     snap = run("top", "--json")
