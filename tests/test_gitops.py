@@ -243,3 +243,15 @@ def test_gitops_repo_defaults_to_the_admin_users_raibid_ci_config():
     assert cfg.gitops_repo == "raibid-admin/raibid-ci-config"
     cfg.gitops.repo = "ci/state"
     assert cfg.gitops_repo == "ci/state"
+
+
+def test_wait_applied_refuses_a_zero_poll_interval_before_asking_anything():
+    from raibid.errors import UsageError
+    from raibid.gitops.flux import wait_applied
+
+    class NoKube:
+        def get(self, *a, **kw):
+            raise AssertionError("asked the API server")
+
+    with pytest.raises(UsageError, match="wait interval"):
+        wait_applied(NoKube(), head="a" * 40, timeout=1.0, interval=0.0)  # type: ignore[arg-type]

@@ -194,6 +194,9 @@ def reconcile(app: Application, wait: bool, timeout: str, wait_interval: str, as
     from raibid.timeutil import parse_duration
 
     wait_for, interval = parse_duration(timeout), parse_duration(wait_interval)
+    if wait and not interval > 0:  # checked before anything is written
+        raise UsageError(f"invalid --wait-interval {wait_interval!r}: it must be more than 0",
+                         hint="e.g. --wait-interval 2s")
     target = _target(app)
     requested = request_reconcile(app.kube)
     app.term.info(f"requested reconciliation of GitRepository and Kustomization flux-system/raibid at {requested}")

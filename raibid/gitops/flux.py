@@ -251,6 +251,8 @@ def wait_applied(kube: Kube, *, head: str, timeout: float, interval: float,
                  progress: Callable[[GitopsStatus], None] | None = None,
                  repo: str = "", branch: str = "", path: str = "", url: str | None = None) -> GitopsStatus:
     """Poll until the Kustomization has applied ``head`` (Ready); fail when Flux fails on it; deadline ``timeout``."""
+    if not interval > 0:  # 0 would ask the API server as fast as it answers, for the whole timeout
+        raise UsageError(f"invalid wait interval {interval:g}s: it must be more than 0, e.g. 2s")
     deadline = time.monotonic() + timeout
     last = None
     while True:

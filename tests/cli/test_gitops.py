@@ -437,6 +437,16 @@ def test_reconcile_wait_fails_with_fluxs_message_or_times_out(run, gitea, flux):
     assert r.code == 1 and "Flux failed to apply" in r.err and "timeout waiting for: StatefulSet" in r.err
 
 
+@pytest.mark.parametrize("interval", ["0", "0s", "0m"])
+def test_reconcile_wait_interval_zero_is_a_usage_error_before_anything_is_written(run, gitea, flux, interval):
+    """A zero poll interval would ask the API server as fast as it answers, for the whole timeout."""
+    assert bootstrap(run).code == 0
+    flux.clear_log()
+    r = run("gitops", "reconcile", "--wait", "--wait-interval", interval, "--timeout", "2s")
+    assert r.code == 2 and "--wait-interval" in r.err and "hint:" in r.err
+    assert flux.requests() == []
+
+
 def test_reconcile_before_bootstrap_exits_3(run, gitea, flux):
     r = run("gitops", "reconcile")
     assert r.code == 3 and "raibid gitops bootstrap" in r.err
