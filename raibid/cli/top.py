@@ -109,9 +109,10 @@ def top(app: Application, interval: float, once: bool, as_json: bool) -> None:
     the exit code is 5 when a backend was unreachable (the snapshot is still
     printed), 0 when every backend answered.
     """
-    dash = build_dashboard(app, interval)
     term = app.term
-    if as_json or once or not term.stdout_is_tty:
+    live = not (as_json or once or not term.stdout_is_tty)
+    dash = build_dashboard(app, interval if live else None)  # a snapshot has no refresh interval
+    if not live:
         snap = dash.refresh()
         if as_json:
             term.json(snap)

@@ -97,6 +97,7 @@ def test_once_json_numbers_match_queue_stats(run, busy):
     assert {j["status"] for j in snap["jobs"]} == {"queued", "running", "succeeded", "failed"}
     assert snap["backends"]["redis"]["ok"] and snap["backends"]["kubernetes"]["ok"] and snap["backends"]["gitea"]["ok"]
     assert snap["header"]["namespace"] == NS and snap["header"]["gitea_version"]
+    assert snap["header"]["interval_s"] is None  # a snapshot is not refreshed
     assert snap["cluster"]["gitops"] is None and snap["cluster"]["mirror"] is None
     assert {c["component"] for c in snap["cluster"]["components"]} == {"redis", "gitea", "keda", "flux"}
 
@@ -257,6 +258,7 @@ def test_live_on_a_terminal_quits_on_q_enter_and_restores_the_screen(busy):
     code, out = _invoke_on_tty(["top", "--interval", "0.2"], stdin="q\n")
     assert code == 0
     assert "\x1b[?1049h" in out and "\x1b[?1049l" in out  # the alternate screen, left on the way out
+    assert "every 0.2s  q+Enter quits" in out
     assert "Queue" in out and "mirrors/app" in out and "Agents (unavailable)" not in out
 
 
@@ -265,3 +267,4 @@ def test_once_on_a_terminal_draws_rich_panels(busy):
     assert code == 0
     assert "── Queue" in out and "\x1b[" in out and "unavailable" not in out  # compact (80 columns), coloured
     assert "\x1b[?1049h" not in out  # one snapshot, not the alternate screen
+    assert "q+Enter quits" not in out and "every 2s" not in out  # it neither refreshes nor reads keys
