@@ -164,7 +164,11 @@ class Gitea:
         st = Status(url=self.shown, reachable=False, admin_user=admin_user, token_source=self.token_source)
         try:
             st.version = self.version()
-        except RaibidError as e:
+        except Unreachable as e:  # no answer, or not Gitea's (an HTML page, a proxy's error)
+            st.error = e.message
+            return st
+        except RaibidError as e:  # Gitea itself answered with an error (a JSON 500, 401, ...): reachable, failing
+            st.reachable = True
             st.error = e.message
             return st
         st.reachable = True

@@ -33,6 +33,19 @@ def test_status_registry_disabled_and_unreachable(run, gitea):
     assert r.code == 5 and r.json()["reachable"] is False
 
 
+def test_status_of_a_gitea_that_answers_an_error_is_reachable_and_failing(run, gitea):
+    """Gitea's own JSON 500 is not "unreachable" (exit 5, "is Gitea running?"): it answered, and failed."""
+    gitea.fail_next(1, 500, path="/version$")
+    r = run("gitea", "status", "--json")
+    assert r.code == 1, r.err
+    st = r.json()
+    assert st["reachable"] is True and "(500)" in st["error"] and st["token_valid"] is None
+    assert "(500)" in r.err
+    gitea.answer_next(1, "<html>login</html>", path="/version$")  # not Gitea's answer: unreachable, as before
+    r = run("gitea", "status", "--json")
+    assert r.code == 5 and r.json()["reachable"] is False
+
+
 def test_wrong_token_exits_4_without_the_token(run, gitea, monkeypatch):
     monkeypatch.setenv("RAIBID_GITEA_TOKEN", "wrong-token-SECRET")
     r = run("gitea", "org", "list")
