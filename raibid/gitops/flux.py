@@ -49,7 +49,8 @@ def check_interval(interval: str) -> str:
     import re
 
     if not re.fullmatch(_FLUX_DURATION, interval):
-        raise UsageError(f"invalid gitops.interval {interval!r}: use a Flux duration such as 1m, 30s or 1h30m")
+        raise UsageError(f"invalid gitops.interval {interval!r}: use a Flux duration such as 1m, 30s or 1h30m",
+                         hint="set gitops.interval in raibid.yaml (or RAIBID_GITOPS_INTERVAL)")
     return interval
 
 

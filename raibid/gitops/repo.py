@@ -53,7 +53,9 @@ def parse_repo(full: str) -> RepoRef:
 def check_branch(branch: str) -> str:
     if not _BRANCH.fullmatch(branch) or branch.startswith(("-", "/", ".")) or branch.endswith(("/", ".lock", ".")) \
             or ".." in branch or "//" in branch or "/." in branch:
-        raise UsageError(f"invalid gitops.branch {branch!r}: not a valid git branch name")
+        raise UsageError(f"invalid gitops.branch {branch!r}: not a valid git branch name (letters, digits, "
+                         "'.', '_', '-' and '/'; no leading '-', '/' or '.', no '..', no trailing '/', '.' or '.lock')",
+                         hint="set gitops.branch in raibid.yaml (or RAIBID_GITOPS_BRANCH), e.g. main")
     return branch
 
 

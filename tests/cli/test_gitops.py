@@ -232,6 +232,17 @@ def test_repo_name_not_owner_slash_name_is_a_usage_error(run, gitea, flux, monke
     assert gitea.repos == {} and not flux.requests("PATCH")
 
 
+@pytest.mark.parametrize(("key", "value"), [("REPO", "a/b/c"), ("BRANCH", "-x"), ("BRANCH", "a..b"),
+                                          ("PATH", "../etc"), ("INTERVAL", "1d")])
+def test_every_bad_gitops_value_is_exit_2_with_a_hint_naming_the_setting(run, gitea, flux, monkeypatch, key, value):
+    monkeypatch.setenv(f"RAIBID_GITOPS_{key}", value)
+    for command in (("gitops", "status"), ("gitops", "sync")):
+        r = run(*command)
+        assert r.code == 2 and f"invalid gitops.{key.lower()} {value!r}" in r.err
+        assert f"hint: set gitops.{key.lower()} in raibid.yaml (or RAIBID_GITOPS_{key})" in r.err
+    assert gitea.repos == {} and flux.requests("PATCH") == []
+
+
 def test_gitea_down_exits_5_and_writes_nothing(run, gitea, flux):
     gitea.stop()
     r = run("gitops", "bootstrap")
