@@ -77,7 +77,9 @@ def test_paths_are_normalised():
     assert check_path("./clusters//x") == "clusters/x"
 
 
-@pytest.mark.parametrize("bad", ["name", "/name", "owner/", "a/b/c", "own er/x", "o/x.git", ""])
+@pytest.mark.parametrize("bad", ["name", "/name", "owner/", "a/b/c", "own er/x", "o/x.git", "",
+                                 # names Gitea refuses (its rules, raibid.gitea.names), caught before any request
+                                 "-o/x", "o-/x", "o..o/x", "o/x.wiki", "o/..", "o/a..b", "o/r?x=1"])
 def test_repo_must_be_owner_slash_name(bad):
     with pytest.raises(UsageError, match="expected OWNER/NAME"):
         parse_repo(bad)

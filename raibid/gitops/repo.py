@@ -22,7 +22,6 @@ from typing import Any
 from raibid.errors import AuthError, GiteaError, RaibidError, Unreachable, UsageError, redact_url
 from raibid.gitops.tree import KUSTOMIZATION, TreeFile, object_ref
 
-_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _BRANCH = re.compile(r"[A-Za-z0-9._/-]+")
 
 
@@ -41,11 +40,19 @@ class RepoRef:
 
 
 def parse_repo(full: str) -> RepoRef:
-    """``gitops.repo`` as OWNER/NAME with the characters Gitea allows; usage error (2) otherwise."""
+    """``gitops.repo`` as OWNER/NAME that Gitea accepts (``raibid.gitea.names``); usage error (2) otherwise."""
+    from raibid.gitea.names import owner_problem, repo_problem
+
     owner, sep, name = full.strip().partition("/")
-    if not sep or not _NAME.fullmatch(owner) or not _NAME.fullmatch(name) or name.endswith(".git") \
-            or name in (".", ".."):
-        raise UsageError(f"invalid gitops.repo {full!r}: expected OWNER/NAME, e.g. raibid-admin/raibid-ci-config",
+    problem = None
+    if not sep or "/" in name:
+        problem = "expected OWNER/NAME, e.g. raibid-admin/raibid-ci-config"
+    elif owner_problem(owner):
+        problem = f"expected OWNER/NAME, and Gitea refuses the owner {owner!r}: {owner_problem(owner)}"
+    elif repo_problem(name):
+        problem = f"expected OWNER/NAME, and Gitea refuses the name {name!r}: {repo_problem(name)}"
+    if problem:
+        raise UsageError(f"invalid gitops.repo {full!r}: {problem}",
                          hint="set gitops.repo in raibid.yaml (or RAIBID_GITOPS_REPO)")
     return RepoRef(owner, name)
 

@@ -232,11 +232,13 @@ def test_repo_name_not_owner_slash_name_is_a_usage_error(run, gitea, flux, monke
     assert gitea.repos == {} and not flux.requests("PATCH")
 
 
-@pytest.mark.parametrize(("key", "value"), [("REPO", "a/b/c"), ("BRANCH", "-x"), ("BRANCH", "a..b"),
-                                          ("PATH", "../etc"), ("INTERVAL", "1d")])
+@pytest.mark.parametrize(("key", "value"), [("REPO", "a/b/c"), ("REPO", "-o/x"), ("REPO", "o/x.wiki"),
+                                          ("BRANCH", "-x"), ("BRANCH", "a..b"), ("PATH", "../etc"),
+                                          ("INTERVAL", "1d")])
 def test_every_bad_gitops_value_is_exit_2_with_a_hint_naming_the_setting(run, gitea, flux, monkeypatch, key, value):
     monkeypatch.setenv(f"RAIBID_GITOPS_{key}", value)
-    for command in (("gitops", "status"), ("gitops", "sync")):
+    monkeypatch.setenv("RAIBID_CLUSTER_MODE", "gitops")  # so that `top` shows the verdict, and checks the config
+    for command in (("gitops", "status"), ("gitops", "sync"), ("top", "--json")):
         r = run(*command)
         assert r.code == 2 and f"invalid gitops.{key.lower()} {value!r}" in r.err
         assert f"hint: set gitops.{key.lower()} in raibid.yaml (or RAIBID_GITOPS_{key})" in r.err
