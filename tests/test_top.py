@@ -295,8 +295,16 @@ def test_gitops_verdict_is_unknown_when_kubernetes_or_gitea_does_not_answer(redi
 
     dash = make_dashboard(redis.Redis.from_url(redis_url, decode_responses=True), redis_url, kube_client,
                           gitops=TARGET, head=gitea_down)
-    g = dash.refresh().cluster.gitops
+    snap = dash.refresh()
+    g = snap.cluster.gitops
     assert g.verdict == "unknown" and "cannot reach Gitea" in g.message
+    assert snap.backends["gitea"].round_trips == 2  # the version, then the head that failed
+
+    def version_down():
+        raise Unreachable("cannot reach Gitea at http://gitea")
+
+    dash.gitea._version = version_down
+    assert dash.refresh().backends["gitea"].round_trips == 1  # no head request after a failed version
     no_kube = make_dashboard(redis.Redis.from_url(redis_url, decode_responses=True), redis_url, None,
                              gitops=TARGET, head=lambda: "a" * 40)
     g = no_kube.refresh().cluster.gitops

@@ -509,12 +509,16 @@ class GiteaCollector(Collector):
         return GiteaData()
 
     def _round_trips(self) -> int:
-        return 2 if self._head is not None else 1
+        return self._requests
+
+    _requests = 0  # requests made by the last refresh (a failed version request stops it there)
 
     def _fetch(self) -> GiteaData:
+        self._requests = 1
         version = self._version()
         if self._head is None:
             return GiteaData(version)
+        self._requests = 2
         return GiteaData(version, self._head(), True)
 
 
