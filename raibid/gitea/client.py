@@ -272,7 +272,12 @@ class Gitea:
         try:
             return self._paginate(api_path("orgs", owner, "repos"), Repo.from_api)
         except NotFound:
+            pass
+        try:
             return self._paginate(api_path("users", owner, "repos"), Repo.from_api)
+        except NotFound:
+            raise NotFound(f"Gitea: no organisation or user {owner!r}",
+                           hint="`raibid gitea org list` shows the organisations") from None
 
     def delete_repo(self, owner: str, name: str) -> None:
         try:

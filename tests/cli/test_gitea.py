@@ -46,6 +46,14 @@ def test_status_of_a_gitea_that_answers_an_error_is_reachable_and_failing(run, g
     assert r.code == 5 and r.json()["reachable"] is False
 
 
+def test_repo_list_of_an_owner_that_does_not_exist_is_not_found(run, gitea):
+    """Gitea answers 404 for the repos of a missing user; raibid says so (3), not an empty list (0)."""
+    r = run("gitea", "repo", "list", "nobody-here")
+    assert r.code == 3 and "no organisation or user 'nobody-here'" in r.err and "hint:" in r.err
+    assert r.out == ""
+    assert run("gitea", "repo", "list", "raibid-admin").code == 0  # a user that exists: its (empty) list
+
+
 def test_wrong_token_exits_4_without_the_token(run, gitea, monkeypatch):
     monkeypatch.setenv("RAIBID_GITEA_TOKEN", "wrong-token-SECRET")
     r = run("gitea", "org", "list")

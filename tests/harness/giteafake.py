@@ -407,6 +407,8 @@ class _Handler(Handler):
                                if r.owner.lower() == caller.login.lower()], q)
         m = _match(r"/users/([^/]+)/repos", p)
         if m and method == "GET":
+            if m.group(1).lower() not in fake.users:
+                raise GiteaError(404, f"user redirect does not exist [name: {m.group(1)}]")  # as Gitea answers
             return self._page([fake.repo_json(r) for r in fake.repos.values()
                                if r.owner.lower() == m.group(1).lower()], q)
         if p == "/repos/migrate" and method == "POST":
