@@ -249,6 +249,11 @@ def test_non_utf8_config_names_file_and_line(run, isolated_env):
     ("gitea:\n  timeout: 0\n", "2: 'gitea.timeout' must be greater than 0, got 0"),
     ("gitea:\n\n  total_timeout: -5\n", "3: 'gitea.total_timeout' must be greater than 0"),
     ("gitea:\n  retries: -1\n", "2: 'gitea.retries' must be at least 0, got -1"),
+    # .inf passed every bound, then overflowed the socket timeout with a traceback
+    ("gitea:\n  timeout: .inf\n", "2: 'gitea.timeout' must be a finite number, got inf"),
+    ("gitea:\n  total_timeout: .nan\n", "2: 'gitea.total_timeout' must be a finite number, got nan"),
+    ("gitea:\n  retry_backoff: -.inf\n", "2: 'gitea.retry_backoff' must be a finite number, got -inf"),
+    ("gitea:\n  timeout: 1.0e+12\n", "2: 'gitea.timeout' must be at most 86400, got 1000000000000.0"),
     ("queue:\n  max_deliveries: 0\n", "2: 'queue.max_deliveries' must be at least 1, got 0"),
     ("queue:\n  heartbeat: -30\n", "2: 'queue.heartbeat' must be greater than 0"),
     ("agents:\n  types:\n    rust:\n      lag_count: 0\n", "4: 'agents.types.rust.lag_count' must be at least 1"),
@@ -281,6 +286,9 @@ def test_bad_env_values_name_the_variable_and_key():
     with pytest.raises(ConfigError) as e:
         load_config(None, env={"RAIBID_GITEA_TIMEOUT": "-1"})
     assert e.value.message == "env RAIBID_GITEA_TIMEOUT: 'gitea.timeout' must be greater than 0, got -1.0"
+    with pytest.raises(ConfigError) as e:
+        load_config(None, env={"RAIBID_GITEA_TOTAL_TIMEOUT": ".inf"})
+    assert e.value.message == "env RAIBID_GITEA_TOTAL_TIMEOUT: 'gitea.total_timeout' must be a finite number, got inf"
     with pytest.raises(ConfigError) as e:
         load_config(None, env={"RAIBID_GITEA_URL": "http://u:pw-SECRET@h:x"})
     assert "pw-SECRET" not in e.value.message and "RAIBID_GITEA_URL" in e.value.message

@@ -258,3 +258,16 @@ def test_delete_retried_after_a_late_answer_is_done_not_not_found(gitea):
     assert "org/r1" not in gitea.repos
     with pytest.raises(NotFound):
         client.delete_repo("org", "r1")
+
+
+def test_branch_head_reads_the_branch_and_none_when_the_repo_or_branch_is_missing(client, gitea, git_server):
+    client.create_org("cfg")
+    client.create_repo("cfg", "repo", private=True, auto_init=True)
+    refs = git_server.refs("cfg/repo")
+    assert client.branch_head("cfg", "repo", "main") == refs["refs/heads/main"]
+    feature = git_server.commit("cfg/repo", "feature/x", {"a.txt": "1"})
+    assert client.branch_head("cfg", "repo", "feature/x") == feature
+    assert client.branch_head("cfg", "repo", "nope") is None
+    assert client.branch_head("cfg", "missing", "main") is None
+    with pytest.raises(UsageError):  # names are checked before anything is sent
+        client.branch_head("cfg", "../x", "main")

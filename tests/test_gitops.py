@@ -77,7 +77,9 @@ def test_paths_are_normalised():
     assert check_path("./clusters//x") == "clusters/x"
 
 
-@pytest.mark.parametrize("bad", ["name", "/name", "owner/", "a/b/c", "own er/x", "o/x.git", ""])
+@pytest.mark.parametrize("bad", ["name", "/name", "owner/", "a/b/c", "own er/x", "o/x.git", "",
+                                 # names Gitea refuses (its rules, raibid.gitea.names), caught before any request
+                                 "-o/x", "o-/x", "o..o/x", "o/x.wiki", "o/..", "o/a..b", "o/r?x=1"])
 def test_repo_must_be_owner_slash_name(bad):
     with pytest.raises(UsageError, match="expected OWNER/NAME"):
         parse_repo(bad)
@@ -243,3 +245,15 @@ def test_gitops_repo_defaults_to_the_admin_users_raibid_ci_config():
     assert cfg.gitops_repo == "raibid-admin/raibid-ci-config"
     cfg.gitops.repo = "ci/state"
     assert cfg.gitops_repo == "ci/state"
+
+
+def test_wait_applied_refuses_a_zero_poll_interval_before_asking_anything():
+    from raibid.errors import UsageError
+    from raibid.gitops.flux import wait_applied
+
+    class NoKube:
+        def get(self, *a, **kw):
+            raise AssertionError("asked the API server")
+
+    with pytest.raises(UsageError, match="wait interval"):
+        wait_applied(NoKube(), head="a" * 40, timeout=1.0, interval=0.0)  # type: ignore[arg-type]

@@ -12,6 +12,8 @@ from raibid.cluster.client import Kube
 from raibid.cluster.render import render
 from raibid.cluster.secrets import generate_secrets
 from raibid.config import Config
+from raibid.gitops import Target
+from raibid.gitops.flux import FLUX_NAMESPACE, flux_objects, flux_status, in_cluster_url
 from raibid.queue import JobSpec, Queue
 from raibid.top import Dashboard, GiteaCollector, KubeCollector, RedisCollector
 from raibid.top.live import KeyReader, run_live
@@ -38,8 +40,8 @@ def counting_client(url: str) -> redis.Redis:
     return redis.Redis(connection_pool=pool)
 
 
-def make_dashboard(client: redis.Redis, url: str, kube: Kube | None = None, *, gitops: bool = False,
-                   clock=None) -> Dashboard:
+def make_dashboard(client: redis.Redis, url: str, kube: Kube | None = None, *, gitops: Target | None = None,
+                   head=None, clock=None) -> Dashboard:
     import time
 
     clock = clock or time.time
@@ -52,10 +54,11 @@ def make_dashboard(client: redis.Redis, url: str, kube: Kube | None = None, *, g
 
     return Dashboard(
         redis=RedisCollector(lambda: Queue(client, url=url), lambda: POOLS, clock=clock),
-        kube=KubeCollector((lambda: kube) if kube else no_kube, NS, manifests, gitops=gitops, clock=clock),
-        gitea=GiteaCollector(lambda: "1.22.0", clock=clock),
+        kube=KubeCollector((lambda: kube) if kube else no_kube, NS, manifests, gitops=gitops is not None,
+                           clock=clock),
+        gitea=GiteaCollector(lambda: "1.22.0", clock=clock, head=head),
         header=Header(cluster="fake", namespace=NS, redis=url, gitea="http://gitea"),
-        clock=clock)
+        clock=clock, gitops=gitops, flux_url=gitops and in_cluster_url(NS, gitops.repo.owner, gitops.repo.name))
 
 
 @pytest.fixture
@@ -229,26 +232,84 @@ def test_missing_keda_is_not_rediscovered_every_refresh(redis_url, kube):
     assert not kube.requests(path=r"^/apis?$") and len(kube.requests()) == again.backends["kubernetes"].round_trips
 
 
-def test_gitops_verdict_from_flux_kustomizations(redis_url, cluster, kube_client):
-    dash = make_dashboard(redis.Redis.from_url(redis_url, decode_responses=True), redis_url, kube_client, gitops=True)
-    assert dash.refresh().cluster.gitops.verdict == "flux-missing"
+TARGET = Target.checked(repo="raibid-admin/raibid-ci-config", branch="main", path="clusters/dgx-spark",
+                        interval="1m", author_name="raibid", author_email="raibid@localhost")
+
+
+def test_gitops_verdict_is_gitops_status_verdict_for_every_flux_state(redis_url, cluster, kube_client):
+    """The Cluster panel's verdict is `gitops status`'s, from the same objects and head, by the same rule."""
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    head: list = [sha]
+    dash = make_dashboard(redis.Redis.from_url(redis_url, decode_responses=True), redis_url, kube_client,
+                          gitops=TARGET, head=lambda: head[0])
+    url = in_cluster_url(NS, "raibid-admin", "raibid-ci-config")
+
+    def agree() -> str:
+        g = dash.refresh().cluster.gitops
+        st = flux_status(kube_client, repo=TARGET.repo.full_name, branch="main", path=TARGET.path, head=head[0],
+                         url=url)
+        assert (g.verdict, g.message, g.head) == (st.verdict, st.message, st.head)
+        return g.verdict
+
+    assert agree() == "not-bootstrapped"  # no Flux CRDs: what `gitops status` says, not a verdict of its own
+    cluster.add_object(crd("source.toolkit.fluxcd.io", "gitrepositories", "GitRepository"))
     cluster.add_object(crd("kustomize.toolkit.fluxcd.io", "kustomizations", "Kustomization"))
+    cluster.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": FLUX_NAMESPACE}})
     dash.kube._absent.clear()
-    assert dash.refresh().cluster.gitops.verdict == "not-set-up"
-    cluster.add_object({"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
-                        "metadata": {"name": "raibid", "namespace": NS,
-                                     "labels": {"app.kubernetes.io/managed-by": "raibid"}},
-                        "spec": {"interval": "1m", "path": "./", "prune": True}})
-    cluster.set_status("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "raibid", NS, {
-        "conditions": [{"type": "Ready", "status": "False", "reason": "BuildFailed", "message": "kustomize build"}]})
-    g = dash.refresh().cluster.gitops
-    assert g.verdict == "failing" and "kustomize build" in g.message
-    cluster.set_status("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "raibid", NS, {
-        "lastAppliedRevision": "main@sha1:abc", "conditions": [{"type": "Ready", "status": "True"}]})
-    g = dash.refresh().cluster.gitops
-    assert g.verdict == "in-sync" and g.message == "main@sha1:abc"
+    assert agree() == "not-bootstrapped"
+    for obj in flux_objects(url=url, branch="main", path=TARGET.path, interval="1m", username="u", token="t")[1:]:
+        cluster.add_object(obj)
+    assert agree() == "pending"
+
+    def flux_says(kind: str, status: dict) -> None:
+        api = "source.toolkit.fluxcd.io/v1" if kind == "GitRepository" else "kustomize.toolkit.fluxcd.io/v1"
+        cluster.set_status(api, kind, "raibid", FLUX_NAMESPACE, status)
+
+    flux_says("GitRepository", {"artifact": {"revision": f"main@sha1:{sha}"},
+                                "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded"}]})
+    flux_says("Kustomization", {"lastAttemptedRevision": f"main@sha1:{sha}", "conditions": [
+        {"type": "Ready", "status": "False", "reason": "BuildFailed", "message": "kustomize build failed"}]})
+    assert agree() == "failed" and "kustomize build failed" in dash.refresh().cluster.gitops.message
+    flux_says("Kustomization", {"lastAppliedRevision": f"main@sha1:{sha}",
+                                "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded"}]})
+    assert agree() == "in-sync"
+    head[0] = "f" * 40  # a new commit Flux has not applied yet
+    assert agree() == "pending"
+    head[0] = None  # the branch is gone
+    assert agree() == "not-bootstrapped"
+    cluster.clear_log()
+    snap = dash.refresh()
+    # One GET per Flux object instead of the old LIST of Kustomizations (7 without charts, see above); the
+    # head is one Gitea request next to the version.
+    assert snap.backends["kubernetes"].round_trips == len(cluster.requests()) == 9
+    assert len(cluster.requests("GET", r"/gitrepositories/raibid$")) == 1
+    assert snap.backends["gitea"].round_trips == 2
     off = make_dashboard(redis.Redis.from_url(redis_url, decode_responses=True), redis_url, kube_client)
     assert off.refresh().cluster.gitops is None
+
+
+def test_gitops_verdict_is_unknown_when_kubernetes_or_gitea_does_not_answer(redis_url, cluster, kube_client):
+    from raibid.errors import Unreachable
+
+    def gitea_down():
+        raise Unreachable("cannot reach Gitea at http://gitea")
+
+    dash = make_dashboard(redis.Redis.from_url(redis_url, decode_responses=True), redis_url, kube_client,
+                          gitops=TARGET, head=gitea_down)
+    snap = dash.refresh()
+    g = snap.cluster.gitops
+    assert g.verdict == "unknown" and "cannot reach Gitea" in g.message
+    assert snap.backends["gitea"].round_trips == 2  # the version, then the head that failed
+
+    def version_down():
+        raise Unreachable("cannot reach Gitea at http://gitea")
+
+    dash.gitea._version = version_down
+    assert dash.refresh().backends["gitea"].round_trips == 1  # no head request after a failed version
+    no_kube = make_dashboard(redis.Redis.from_url(redis_url, decode_responses=True), redis_url, None,
+                             gitops=TARGET, head=lambda: "a" * 40)
+    g = no_kube.refresh().cluster.gitops
+    assert g.verdict == "unknown" and "no cluster in this test" in g.message
 
 
 def test_finished_windows_and_success_rate(redis_url):

@@ -64,7 +64,7 @@ def test_github_push_through_a_real_server_syncs_the_repo_then_queues_one_job(gi
         assert delivery.status == 202
         jobs = wait_for(lambda: queue.list())
         assert [(j.repo, j.ref, j.commit, j.source) for j in jobs] == [("mirrors/app", "main", after, "webhook")]
-        assert mirrored.branch_commit("mirrors", "app", "main") == after
+        assert mirrored.branch_head("mirrors", "app", "main") == after
         assert syncs(gitea) == 1
         # GitHub redelivers the same push: the sync runs again, the job stays one.
         github.deliver("acme", "app", "push", github.push_payload("acme", "app", "main", before, after))

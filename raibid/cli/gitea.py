@@ -14,6 +14,7 @@ from raibid.gitea.models import DEFAULT_SCOPES, VISIBILITIES
 
 if TYPE_CHECKING:
     from raibid.app import Application
+    from raibid.gitea import Hook
 
 
 # How `gitea status` shows Status.token_valid: None means Gitea never answered the check.
@@ -217,6 +218,13 @@ def hook() -> None:
     """Repository webhooks."""
 
 
+def _shown(h: Hook) -> Hook:
+    """A hook as raibid prints it (table or JSON): credentials in its receiver URL masked."""
+    import dataclasses
+
+    return dataclasses.replace(h, url=redact_url(h.url))
+
+
 @hook.command("add")
 @click.argument("full_name", metavar="OWNER/NAME")
 @click.option("--url", required=True, help="Receiver URL (in-cluster addresses are allowed).")
@@ -229,7 +237,12 @@ def hook_add(app: Application, full_name: str, url: str, secret_env: str | None,
              as_json: bool) -> None:
     """Add an active webhook (Gitea's API default is inactive; raibid always sends active: true)."""
     from raibid.gitea import split_repo
+    from raibid.http import url_problem
 
+    problem = url_problem(url)
+    if problem:
+        raise UsageError(f"invalid --url {redact_url(url)}: {problem}",
+                         hint="give the receiver's full URL, e.g. http://raibid-webhook.raibid-ci.svc:8080/hook")
     secret = ""
     if secret_env:
         secret = os.environ.get(secret_env, "")
@@ -237,8 +250,8 @@ def hook_add(app: Application, full_name: str, url: str, secret_env: str | None,
             raise UsageError(f"env var {secret_env} is empty or unset")
     h = app.gitea.add_hook(*split_repo(full_name), url, secret=secret,
                            events=[e.strip() for e in events.split(",") if e.strip()], branch_filter=branch_filter)
-    app.term.emit(h, as_json, lambda: app.term.success(
-        f"hook {h.id} -> {redact_url(h.url)} ({', '.join(h.events)})"))
+    h = _shown(h)
+    app.term.emit(h, as_json, lambda: app.term.success(f"hook {h.id} -> {h.url} ({', '.join(h.events)})"))
 
 
 @hook.command("list")
@@ -249,7 +262,7 @@ def hook_list(app: Application, full_name: str, as_json: bool) -> None:
     """Webhooks of a repository."""
     from raibid.gitea import split_repo
 
-    hooks = app.gitea.list_hooks(*split_repo(full_name))
+    hooks = [_shown(h) for h in app.gitea.list_hooks(*split_repo(full_name))]
     app.term.emit(hooks, as_json, lambda: app.term.table(
         ["id", "type", "url", "events", "active", "branch filter"],
         [(h.id, h.type, h.url, ",".join(h.events), h.active, h.branch_filter) for h in hooks]))

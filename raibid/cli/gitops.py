@@ -134,16 +134,9 @@ def sync(app: Application, message: str | None, dry_run: bool, as_json: bool) ->
 
 def _head(app: Application, target: Target) -> str | None:
     """The config repo's branch head, or None when the repo or the branch does not exist."""
-    from raibid.errors import NotFound
-    from raibid.gitops.repo import auth_env, remote_head
+    from raibid.gitops.flux import config_head
 
-    gitea = app.gitea
-    try:
-        info = gitea.get_repo(target.repo.owner, target.repo.name)
-    except NotFound:
-        return None
-    env = auth_env(gitea.current_user(), gitea.token or "")
-    return remote_head(info.clone_url, target.branch, env, timeout=max(app.cfg.gitea.timeout, 60.0))
+    return config_head(app.gitea, target.repo, target.branch)
 
 
 def _flux_url(app: Application, target: Target) -> str:
@@ -201,6 +194,9 @@ def reconcile(app: Application, wait: bool, timeout: str, wait_interval: str, as
     from raibid.timeutil import parse_duration
 
     wait_for, interval = parse_duration(timeout), parse_duration(wait_interval)
+    if wait and not interval > 0:  # checked before anything is written
+        raise UsageError(f"invalid --wait-interval {wait_interval!r}: it must be more than 0",
+                         hint="e.g. --wait-interval 2s")
     target = _target(app)
     requested = request_reconcile(app.kube)
     app.term.info(f"requested reconciliation of GitRepository and Kustomization flux-system/raibid at {requested}")

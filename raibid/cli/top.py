@@ -11,7 +11,13 @@ from raibid.errors import Exit, ExitCode
 
 if TYPE_CHECKING:
     from raibid.app import Application
+    from raibid.gitea import Gitea
+    from raibid.queue import Queue
     from raibid.top import Dashboard
+
+# Seconds the dashboard waits for one Redis call or one Gitea request before it marks the backend down.
+REDIS_TIMEOUT_S = 3.0
+GITEA_TIMEOUT_S = 3.0
 
 
 def build_dashboard(app: Application, interval: float | None = None) -> Dashboard:
@@ -25,18 +31,51 @@ def build_dashboard(app: Application, interval: float | None = None) -> Dashboar
     from raibid.top.model import Header
 
     cfg = app.cfg
+    gitops = cfg.cluster.mode == "gitops"
+    target = flux_url = None
+    if gitops:  # the config repo whose verdict the Cluster panel shows, checked as `gitops status` checks it
+        from raibid.cli.gitops import _flux_url, _target
+
+        target = _target(app)
+        flux_url = _flux_url(app, target)
     gitea_client = []
 
-    def gitea_version() -> str:
+    def gitea() -> Gitea:
         if not gitea_client:
             from raibid.gitea import Gitea
 
+            # The token only in gitops mode, to read the config repo's head (version() is anonymous).
+            token, source = app.gitea_token() if gitops else (None, None)
             # No retries: a refresh must not stall on a down Gitea; the next refresh tries again.
-            gitea_client.append(Gitea(cfg.gitea.url, None, timeout=min(cfg.gitea.timeout, 3.0), retries=0))
-        return gitea_client[0].version()
+            gitea_client.append(Gitea(cfg.gitea.url, token, timeout=min(cfg.gitea.timeout, GITEA_TIMEOUT_S), retries=0,
+                                      token_source=source))
+        return gitea_client[0]
+
+    def config_head() -> str | None:
+        from raibid.gitops.flux import config_head
+
+        return config_head(gitea(), target.repo, target.branch)
 
     def manifests():
         return render(cfg, (), namespace=app.namespace, secrets=generate_secrets(), templates=app.templates)
+
+    def redis_queue() -> Queue:
+        # The dashboard's own client: a refresh waits at most REDIS_TIMEOUT_S per Redis call on a hung
+        # server (app.queue's client waits a minute, for the workers' blocking reads), so the other
+        # panels keep refreshing.
+        import redis
+
+        from raibid.errors import ConfigError
+        from raibid.queue import Queue
+
+        url, password = app.redis_endpoint()
+        try:
+            client = redis.Redis.from_url(url, password=password, decode_responses=True,
+                                          socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S,
+                                          health_check_interval=0)
+        except ValueError as e:
+            raise ConfigError(f"invalid redis.url {redact_url(url)}: {e}") from None
+        return Queue(client, prefix=cfg.redis.prefix, url=url)
 
     cluster = app.settings.context or app.kubeconfig_path
     if os.path.exists(app.kubeconfig_path):
@@ -47,11 +86,12 @@ def build_dashboard(app: Application, interval: float | None = None) -> Dashboar
     header = Header(cluster=cluster, namespace=app.namespace, redis=redact_url(cfg.redis.url),
                     gitea=redact_url(cfg.gitea.url), interval_s=interval)
     return Dashboard(
-        redis=RedisCollector(lambda: app.queue, app.agent_pools),
-        kube=KubeCollector(lambda: app.kube, app.namespace, manifests,
-                           gitops=getattr(cfg.cluster, "mode", None) == "gitops"),
-        gitea=GiteaCollector(gitea_version),
+        redis=RedisCollector(redis_queue, app.agent_pools),
+        kube=KubeCollector(lambda: app.kube, app.namespace, manifests, gitops=gitops),
+        gitea=GiteaCollector(lambda: gitea().version(), head=config_head if gitops else None),
         header=header,
+        gitops=target,
+        flux_url=flux_url,
     )
 
 
@@ -69,9 +109,10 @@ def top(app: Application, interval: float, once: bool, as_json: bool) -> None:
     the exit code is 5 when a backend was unreachable (the snapshot is still
     printed), 0 when every backend answered.
     """
-    dash = build_dashboard(app, interval)
     term = app.term
-    if as_json or once or not term.stdout_is_tty:
+    live = not (as_json or once or not term.stdout_is_tty)
+    dash = build_dashboard(app, interval if live else None)  # a snapshot has no refresh interval
+    if not live:
         snap = dash.refresh()
         if as_json:
             term.json(snap)

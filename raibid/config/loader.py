@@ -10,6 +10,7 @@ line.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -180,6 +181,9 @@ def value_problem(f: dataclasses.Field, value: Any) -> str | None:
         return f"must be one of {', '.join(choices)}, got {value!r}"
     if value is None or isinstance(value, bool):
         return None
+    if isinstance(value, float) and not math.isfinite(value):
+        # .inf passes every bound and then overflows the socket timeout (a traceback), .nan fails them oddly
+        return f"must be a finite number, got {value}"
     if isinstance(value, (int, float)):
         if "gt" in meta and not value > meta["gt"]:
             return f"must be greater than {meta['gt']}, got {value}"

@@ -90,13 +90,13 @@ class GiteaConfig:
     token_env: str = _f("RAIBID_GITEA_TOKEN", "Env var holding the Gitea API token")
     token_file: str | None = _f(None, "File holding the Gitea API token (used when the env var is unset)")
     admin_user: str = _f("raibid-admin", "Gitea admin user name")
-    timeout: float = _f(10.0, "Seconds one try of a Gitea API request may take", gt=0)
+    timeout: float = _f(10.0, "Seconds one try of a Gitea API request may take", gt=0, max=86400)
     total_timeout: float = _f(30.0, "Seconds one Gitea API call may take in all, retries and waits included; "
-                              "no retry starts that could end later", gt=0)
+                              "no retry starts that could end later", gt=0, max=86400)
     retries: int = _f(3, "Retries on connection errors, and for GET/PUT/DELETE also on read timeouts and "
                       "502/503/504 (never for POST/PATCH)", min=0)
     retry_backoff: float = _f(0.5, "Back-off factor in seconds: retries wait 0, 2x, 4x, ... this long "
-                              "(a Retry-After header wins)", min=0)
+                              "(a Retry-After header wins)", min=0, max=3600)
 
 
 @dataclass

@@ -164,7 +164,11 @@ class Gitea:
         st = Status(url=self.shown, reachable=False, admin_user=admin_user, token_source=self.token_source)
         try:
             st.version = self.version()
-        except RaibidError as e:
+        except Unreachable as e:  # no answer, or not Gitea's (an HTML page, a proxy's error)
+            st.error = e.message
+            return st
+        except RaibidError as e:  # Gitea itself answered with an error (a JSON 500, 401, ...): reachable, failing
+            st.reachable = True
             st.error = e.message
             return st
         st.reachable = True
@@ -247,6 +251,20 @@ class Gitea:
         except NotFound:
             raise NotFound(f"Gitea: no repository {owner}/{name}") from None
 
+    def branch_head(self, owner: str, name: str, branch: str) -> str | None:
+        """The commit ``branch`` points at (GET /repos/{owner}/{repo}/branches/{branch}, one request).
+
+        None when the repository or the branch does not exist (Gitea answers 404 for both, and for
+        a private repository the token cannot see). The branch goes in as Gitea's ``/branches/*``
+        route takes it: each ``/``-separated part percent-encoded, the slashes kept.
+        """
+        path = self._repo_path(owner, name, "branches") + "/" + "/".join(
+            quote(part, safe="") for part in branch.split("/"))
+        try:
+            return self._get(path, lambda d: _str(d["commit"]["id"]))
+        except NotFound:
+            return None
+
     def list_repos(self, owner: str | None = None) -> list[Repo]:
         if owner is None:
             return self._paginate(api_path("user", "repos"), Repo.from_api)
@@ -254,7 +272,12 @@ class Gitea:
         try:
             return self._paginate(api_path("orgs", owner, "repos"), Repo.from_api)
         except NotFound:
+            pass
+        try:
             return self._paginate(api_path("users", owner, "repos"), Repo.from_api)
+        except NotFound:
+            raise NotFound(f"Gitea: no organisation or user {owner!r}",
+                           hint="`raibid gitea org list` shows the organisations") from None
 
     def delete_repo(self, owner: str, name: str) -> None:
         try:
@@ -319,14 +342,6 @@ class Gitea:
         path = api_path("orgs", check_owner(org), "hooks", str(int(hook_id)))
         body = _hook_body(url, secret, events, content_type, branch_filter)
         return _build(Hook.from_api, self._json(self._request("PATCH", path, json=body)), f"PATCH {path}")
-
-    def branch_commit(self, owner: str, name: str, branch: str) -> str | None:
-        """The commit id at the tip of ``branch``, or None when the branch does not exist."""
-        try:
-            d = self._json(self._request("GET", self._repo_path(owner, name, "branches", branch)))
-        except NotFound:
-            return None
-        return ((d.get("commit") or {}).get("id") or None) if isinstance(d, dict) else None
 
     def _repo_path(self, owner: str, name: str, *rest: str) -> str:
         return api_path("repos", check_owner(owner), check_repo(name), *rest)

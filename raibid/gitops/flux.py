@@ -21,6 +21,8 @@ from raibid.errors import NotFound, RaibidError, TimeoutError_, UsageError
 if TYPE_CHECKING:
     from raibid.cluster.apply import Change
     from raibid.cluster.client import Kube
+    from raibid.gitea import Gitea
+    from raibid.gitops.repo import RepoRef
 
 # The flux2 HelmChart's targetNamespace (templates/flux/helmchart.yaml.j2); a test keeps them equal.
 FLUX_NAMESPACE = "flux-system"
@@ -47,7 +49,8 @@ def check_interval(interval: str) -> str:
     import re
 
     if not re.fullmatch(_FLUX_DURATION, interval):
-        raise UsageError(f"invalid gitops.interval {interval!r}: use a Flux duration such as 1m, 30s or 1h30m")
+        raise UsageError(f"invalid gitops.interval {interval!r}: use a Flux duration such as 1m, 30s or 1h30m",
+                         hint="set gitops.interval in raibid.yaml (or RAIBID_GITOPS_INTERVAL)")
     return interval
 
 
@@ -139,11 +142,17 @@ def revision_sha(revision: str | None) -> str | None:
 
 
 def read_object(kube: Kube, api_version: str, kind: str) -> ObjectStatus:
-    st = ObjectStatus(kind, NAME, FLUX_NAMESPACE)
+    """GET raibid's GitRepository or Kustomization; not ``exists`` when it, or its CRD (no Flux), is missing."""
     try:
         obj = kube.get(api_version, kind, NAME, FLUX_NAMESPACE)
     except NotFound:  # the CRD is not served: Flux is not installed
         obj = None
+    return object_status(kind, obj)
+
+
+def object_status(kind: str, obj: dict[str, Any] | None) -> ObjectStatus:
+    """What `flux get` shows of one object (None: it does not exist); `gitops status` and `top` both read it here."""
+    st = ObjectStatus(kind, NAME, FLUX_NAMESPACE)
     if obj is None:
         return st
     status = obj.get("status") or {}
@@ -191,19 +200,35 @@ def decide(head: str | None, source: ObjectStatus, ks: ObjectStatus) -> tuple[st
     return "pending", f"Flux has not applied {short} yet" + (f" ({ks.message})" if ks.message else "")
 
 
+def verdict(head: str | None, source: ObjectStatus, ks: ObjectStatus, *, repo: str, branch: str, path: str,
+            url: str | None = None) -> tuple[str, str]:
+    """(verdict, message) for Flux's objects and the repo's head: the one rule `gitops status` and `top` share.
+
+    ``url`` (the in-cluster URL) and ``path`` are what Flux should follow; when it follows another
+    place the verdict is not-bootstrapped, whatever it applied there.
+    """
+    found, message = decide(head, source, ks)
+    wanted = f"{url} ({branch})" if url else None
+    if source.exists and ks.exists and ((wanted and source.follows != wanted) or ks.follows != f"./{path}"):
+        # The config moved (gitops.repo, branch or path) but Flux still follows the old place.
+        return "not-bootstrapped", (
+            f"Flux follows {source.follows} at {ks.follows}, but the config says "
+            f"{wanted or f'{repo} ({branch})'} at ./{path}: run `raibid gitops bootstrap` to point Flux there")
+    return found, message
+
+
 def flux_status(kube: Kube, *, repo: str, branch: str, path: str, head: str | None,
                 url: str | None = None) -> GitopsStatus:
     """Flux's view of the config repo; ``url`` (the in-cluster URL) and ``path`` are what it should follow."""
     source = read_object(kube, SOURCE_API, "GitRepository")
     ks = read_object(kube, KUSTOMIZE_API, "Kustomization")
-    verdict, message = decide(head, source, ks)
-    wanted = f"{url} ({branch})" if url else None
-    if source.exists and ks.exists and ((wanted and source.follows != wanted) or ks.follows != f"./{path}"):
-        # The config moved (gitops.repo, branch or path) but Flux still follows the old place.
-        verdict = "not-bootstrapped"
-        message = (f"Flux follows {source.follows} at {ks.follows}, but the config says "
-                   f"{wanted or f'{repo} ({branch})'} at ./{path}: run `raibid gitops bootstrap` to point Flux there")
-    return GitopsStatus(repo, branch, path, head, source, ks, verdict, message)
+    found, message = verdict(head, source, ks, repo=repo, branch=branch, path=path, url=url)
+    return GitopsStatus(repo, branch, path, head, source, ks, found, message)
+
+
+def config_head(gitea: Gitea, repo: RepoRef, branch: str) -> str | None:
+    """The config repo's branch head from Gitea's API (one request); None when the repo or branch is missing."""
+    return gitea.branch_head(repo.owner, repo.name, branch)
 
 
 # ----------------------------------------------------------------------------- reconcile
@@ -227,6 +252,8 @@ def wait_applied(kube: Kube, *, head: str, timeout: float, interval: float,
                  progress: Callable[[GitopsStatus], None] | None = None,
                  repo: str = "", branch: str = "", path: str = "", url: str | None = None) -> GitopsStatus:
     """Poll until the Kustomization has applied ``head`` (Ready); fail when Flux fails on it; deadline ``timeout``."""
+    if not interval > 0:  # 0 would ask the API server as fast as it answers, for the whole timeout
+        raise UsageError(f"invalid wait interval {interval:g}s: it must be more than 0, e.g. 2s")
     deadline = time.monotonic() + timeout
     last = None
     while True:

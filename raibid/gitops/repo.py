@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import re
 import tempfile
 from collections.abc import Iterator
@@ -21,7 +22,6 @@ from typing import Any
 from raibid.errors import AuthError, GiteaError, RaibidError, Unreachable, UsageError, redact_url
 from raibid.gitops.tree import KUSTOMIZATION, TreeFile, object_ref
 
-_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _BRANCH = re.compile(r"[A-Za-z0-9._/-]+")
 
 
@@ -40,11 +40,19 @@ class RepoRef:
 
 
 def parse_repo(full: str) -> RepoRef:
-    """``gitops.repo`` as OWNER/NAME with the characters Gitea allows; usage error (2) otherwise."""
+    """``gitops.repo`` as OWNER/NAME that Gitea accepts (``raibid.gitea.names``); usage error (2) otherwise."""
+    from raibid.gitea.names import owner_problem, repo_problem
+
     owner, sep, name = full.strip().partition("/")
-    if not sep or not _NAME.fullmatch(owner) or not _NAME.fullmatch(name) or name.endswith(".git") \
-            or name in (".", ".."):
-        raise UsageError(f"invalid gitops.repo {full!r}: expected OWNER/NAME, e.g. raibid-admin/raibid-ci-config",
+    problem = None
+    if not sep or "/" in name:
+        problem = "expected OWNER/NAME, e.g. raibid-admin/raibid-ci-config"
+    elif owner_problem(owner):
+        problem = f"expected OWNER/NAME, and Gitea refuses the owner {owner!r}: {owner_problem(owner)}"
+    elif repo_problem(name):
+        problem = f"expected OWNER/NAME, and Gitea refuses the name {name!r}: {repo_problem(name)}"
+    if problem:
+        raise UsageError(f"invalid gitops.repo {full!r}: {problem}",
                          hint="set gitops.repo in raibid.yaml (or RAIBID_GITOPS_REPO)")
     return RepoRef(owner, name)
 
@@ -52,7 +60,9 @@ def parse_repo(full: str) -> RepoRef:
 def check_branch(branch: str) -> str:
     if not _BRANCH.fullmatch(branch) or branch.startswith(("-", "/", ".")) or branch.endswith(("/", ".lock", ".")) \
             or ".." in branch or "//" in branch or "/." in branch:
-        raise UsageError(f"invalid gitops.branch {branch!r}: not a valid git branch name")
+        raise UsageError(f"invalid gitops.branch {branch!r}: not a valid git branch name (letters, digits, "
+                         "'.', '_', '-' and '/'; no leading '-', '/' or '.', no '..', no trailing '/', '.' or '.lock')",
+                         hint="set gitops.branch in raibid.yaml (or RAIBID_GITOPS_BRANCH), e.g. main")
     return branch
 
 
@@ -213,11 +223,25 @@ class Checkout:
         return self.repo.head.commit.hexsha
 
 
+def _quiet_gitpython() -> None:
+    """Keep GitPython's own log lines ("Error lines received while pushing: ...") off stderr.
+
+    raibid reports every git failure as a typed error with a hint; GitPython also logs
+    git's raw stderr as a warning, which with no logging configured Python prints to
+    stderr as a stray, unprefixed line next to raibid's message.
+    """
+    log = logging.getLogger("git")
+    log.propagate = False
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
+
+
 @contextlib.contextmanager
 def checkout(url: str, branch: str, env: dict[str, str], *, timeout: float = 60.0) -> Iterator[Checkout]:
     """A fresh working clone of ``branch`` (empty when the branch does not exist), removed afterwards."""
     import git
 
+    _quiet_gitpython()
     with tempfile.TemporaryDirectory(prefix="raibid-gitops-") as tmp:
         try:
             repo = git.Repo.init(tmp, initial_branch=branch)

@@ -35,6 +35,8 @@ from raibid.top.model import (
 if TYPE_CHECKING:
     from raibid.cluster.client import Kube
     from raibid.cluster.render import Manifest
+    from raibid.gitops import Target
+    from raibid.gitops.flux import ObjectStatus
     from raibid.queue import Queue
 
 Clock = Callable[[], float]
@@ -140,11 +142,13 @@ class RedisCollector(Collector):
     def _connect(self) -> Queue:
         if self._queue is None:
             from raibid.queue import Queue
+            from raibid.queue.connection import no_retry
             from raibid.top.redisread import Counting
 
             base = self._queue_factory()
             self._counting = Counting(base.r)
-            self._queue = Queue(self._counting, prefix=base.keys.prefix, url=base.url)
+            # No retries inside a refresh: the next refresh, two seconds on, is the retry.
+            self._queue = Queue(self._counting, prefix=base.keys.prefix, url=base.url, retry=no_retry())
         self._counting.round_trips = 0
         return self._queue
 
@@ -229,14 +233,13 @@ KEDA = ("keda.sh/v1alpha1", "ScaledJob")
 AGENT_LABEL = "scaledjob.keda.sh/name"
 POOL_SELECTOR = "app.kubernetes.io/managed-by=raibid,raibid.dev/component=agents"
 PAUSED_ANNOTATION = "autoscaling.keda.sh/paused"
-KUSTOMIZATION = ("kustomize.toolkit.fluxcd.io/v1", "Kustomization")
 
 
 @dataclass
 class KubeData:
     agents: AgentsPanel = field(default_factory=AgentsPanel)
     components: list[ComponentRow] = field(default_factory=list)
-    gitops: GitOpsVerdict | None = None
+    flux: tuple[ObjectStatus, ObjectStatus] | None = None  # GitRepository, Kustomization (gitops mode)
 
 
 class _CountingKube:
@@ -261,8 +264,9 @@ class KubeCollector(Collector):
     Per refresh: LIST ScaledJob, Job and Pod in the namespace (agents); LIST
     StatefulSet and Deployment in all namespaces, PersistentVolumeClaim in the
     namespace and HelmChart in each HelmChart namespace (components); one GET of
-    each HelmChart's helm-install Job; LIST Kustomization when cluster.mode is
-    gitops. None of it grows with the number of pods or jobs.
+    each HelmChart's helm-install Job; GET of raibid's GitRepository and
+    Kustomization when cluster.mode is gitops (what `gitops status` reads). None
+    of it grows with the number of pods or jobs.
     """
 
     name = "kubernetes"
@@ -288,16 +292,19 @@ class KubeCollector(Collector):
     def _list_optional(self, kube: _CountingKube, api_version: str, kind: str, namespace: str | None,
                        label_selector: str | None = None) -> list[dict]:
         """LIST a kind a component's CRD provides; NotFound (remembered for a while) when it is not served."""
+        return self._optional(kube.list, api_version, kind, namespace, label_selector=label_selector)
+
+    def _optional(self, call: Callable[..., Any], api_version: str, kind: str, *args: Any, **kw: Any) -> Any:
         until = self._absent.get((api_version, kind))
         if until is not None and self.clock() < until:
             raise NotFound(f"the cluster does not serve {kind} ({api_version})")
         try:
-            items = kube.list(api_version, kind, namespace, label_selector=label_selector)
+            out = call(api_version, kind, *args, **kw)
         except NotFound:
             self._absent[(api_version, kind)] = self.clock() + self.ABSENT_RECHECK_S
             raise
         self._absent.pop((api_version, kind), None)
-        return items
+        return out
 
     def _round_trips(self) -> int:
         return self._kube.requests if self._kube is not None else 0
@@ -310,8 +317,8 @@ class KubeCollector(Collector):
             self._manifests = self._manifests_factory()
         agents = self._agents(self._kube)
         components = self._components(self._kube, self._manifests)
-        gitops = self._gitops(self._kube) if self.gitops else None
-        return KubeData(agents, components, gitops)
+        flux = self._flux(self._kube) if self.gitops else None
+        return KubeData(agents, components, flux)
 
     # ------------------------------------------------------------------ agents
     def _agents(self, kube: _CountingKube) -> AgentsPanel:
@@ -434,30 +441,18 @@ class KubeCollector(Collector):
         return rows
 
     # ------------------------------------------------------------------ gitops
-    def _gitops(self, kube: _CountingKube) -> GitOpsVerdict:
-        try:
-            objs = self._list_optional(kube, *KUSTOMIZATION, None, label_selector="app.kubernetes.io/managed-by=raibid")
-        except NotFound:
-            return GitOpsVerdict("flux-missing", "the cluster serves no Flux Kustomization; "
-                                                 "`raibid cluster up -c flux` installs Flux")
-        if not objs:
-            return GitOpsVerdict("not-set-up", "no Kustomization managed by raibid")
-        failing, waiting, revisions = [], [], set()
-        for o in objs:
-            name = f"{o['metadata'].get('namespace')}/{o['metadata']['name']}"
-            status = o.get("status") or {}
-            ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
-            if ready is None or ready.get("status") == "Unknown" or ready.get("reason") == "Progressing":
-                waiting.append(name)
-            elif ready.get("status") != "True":
-                failing.append(f"{name}: {ready.get('message') or ready.get('reason', '')}")
-            elif status.get("lastAppliedRevision"):
-                revisions.add(status["lastAppliedRevision"])
-        if failing:
-            return GitOpsVerdict("failing", "; ".join(failing), len(objs))
-        if waiting:
-            return GitOpsVerdict("reconciling", "waiting for " + ", ".join(waiting), len(objs))
-        return GitOpsVerdict("in-sync", ", ".join(sorted(revisions)), len(objs))
+    def _flux(self, kube: _CountingKube) -> tuple[ObjectStatus, ObjectStatus]:
+        """raibid's GitRepository and Kustomization, read as `gitops status` reads them (a missing CRD: missing)."""
+        from raibid.gitops.flux import FLUX_NAMESPACE, KUSTOMIZE_API, NAME, SOURCE_API, object_status
+
+        found = []
+        for api_version, kind in ((SOURCE_API, "GitRepository"), (KUSTOMIZE_API, "Kustomization")):
+            try:
+                obj = self._optional(kube.get, api_version, kind, NAME, FLUX_NAMESPACE)
+            except NotFound:  # Flux is not installed
+                obj = None
+            found.append(object_status(kind, obj))
+        return found[0], found[1]
 
 
 def _labels(obj: dict, which: str = "labels") -> dict[str, str]:
@@ -498,23 +493,43 @@ def _pod_phase(pod: dict) -> str:
 # ----------------------------------------------------------------------------- Gitea
 
 
+@dataclass
+class GiteaData:
+    version: str | None = None
+    head: str | None = None  # the config repo's branch head (gitops mode)
+    head_read: bool = False  # head is known (None then means: no such repo or branch)
+
+
 class GiteaCollector(Collector):
-    """Is Gitea answering? One anonymous GET /api/v1/version per refresh, no retries."""
+    """Is Gitea answering? One anonymous GET /api/v1/version per refresh, no retries.
+
+    With ``head`` (cluster.mode gitops) also the config repo's branch head, the
+    one request `gitops status` makes to Gitea.
+    """
 
     name = "gitea"
 
-    def __init__(self, version: Callable[[], str], clock: Clock = time.time) -> None:
+    def __init__(self, version: Callable[[], str], clock: Clock = time.time, *,
+                 head: Callable[[], str | None] | None = None) -> None:
         super().__init__(clock)
         self._version = version
+        self._head = head
 
-    def _empty(self) -> str | None:
-        return None
+    def _empty(self) -> GiteaData:
+        return GiteaData()
 
     def _round_trips(self) -> int:
-        return 1
+        return self._requests
 
-    def _fetch(self) -> str:
-        return self._version()
+    _requests = 0  # requests made by the last refresh (a failed version request stops it there)
+
+    def _fetch(self) -> GiteaData:
+        self._requests = 1
+        version = self._version()
+        if self._head is None:
+            return GiteaData(version)
+        self._requests = 2
+        return GiteaData(version, self._head(), True)
 
 
 # ----------------------------------------------------------------------------- the dashboard
@@ -530,13 +545,15 @@ class Dashboard:
     header: Header
     jobs_shown: int = 20
     clock: Clock = time.time
+    gitops: Target | None = None  # cluster.mode gitops: the config repo whose verdict the Cluster panel shows
+    flux_url: str | None = None  # the in-cluster URL Flux should follow (as `gitops status` checks)
 
     def refresh(self) -> Snapshot:
         rd: RedisData = self.redis.collect()
         kd: KubeData = self.kube.collect()
-        version = self.gitea.collect()
+        gd: GiteaData = self.gitea.collect()
         now = self.clock()
-        header = Header(**{**self.header.__dict__, "gitea_version": version, "refreshed_at": rfc3339(now)})
+        header = Header(**{**self.header.__dict__, "gitea_version": gd.version, "refreshed_at": rfc3339(now)})
         by_pod = {j.agent_pod: j for j in rd.running if j.agent_pod}
         pods = []
         for p in kd.agents.pods:
@@ -547,6 +564,25 @@ class Dashboard:
                              None if started is None else max(0.0, now - started))
             pods.append(p)
         agents = AgentsPanel(kd.agents.keda_installed, kd.agents.message, kd.agents.pools, pods)
-        cluster = ClusterPanel(kd.components, kd.gitops, rd.mirror)
+        cluster = ClusterPanel(kd.components, self._verdict(kd, gd), rd.mirror)
         backends = {c.name: c.backend for c in (self.redis, self.kube, self.gitea)}
         return Snapshot(header, backends, rd.queue, agents, rd.newest[:self.jobs_shown], cluster)
+
+    def _verdict(self, kd: KubeData, gd: GiteaData) -> GitOpsVerdict | None:
+        """`gitops status`'s verdict from the same objects and head, by the same rule; unknown without either."""
+        from raibid.gitops.flux import revision_sha, verdict
+
+        if self.gitops is None:
+            return None
+        t = self.gitops
+        if kd.flux is None:
+            return GitOpsVerdict("unknown", "Flux's objects are unknown: " + (
+                self.kube.backend.error or "the Kubernetes API did not answer"))
+        source, ks = kd.flux
+        applied = revision_sha(ks.revision)
+        if not gd.head_read:
+            return GitOpsVerdict("unknown", f"the head of {t.repo.full_name} ({t.branch}) is unknown: "
+                                 + (self.gitea.backend.error or "Gitea did not answer"), None, applied)
+        found, message = verdict(gd.head, source, ks, repo=t.repo.full_name, branch=t.branch, path=t.path,
+                                 url=self.flux_url)
+        return GitOpsVerdict(found, message, gd.head, applied)

@@ -122,9 +122,12 @@ class ComponentRow:
 
 @dataclass
 class GitOpsVerdict:
-    verdict: str  # in-sync, reconciling, failing, not-set-up, flux-missing
+    """`raibid gitops status`'s verdict, by the same rule (``raibid.gitops.flux.verdict``)."""
+
+    verdict: str  # in-sync, pending, failed, not-bootstrapped; unknown when Kubernetes or Gitea did not answer
     message: str = ""
-    objects: int = 0
+    head: str | None = None  # the config repo's branch head
+    applied: str | None = None  # the Kustomization's lastAppliedRevision
 
 
 @dataclass

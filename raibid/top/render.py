@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 STATUS_STYLE = {"queued": "yellow", "running": "cyan", "succeeded": "green", "failed": "red",
                 "cancelled": "dim", "dead": "bold red"}
 STATE_STYLE = {"healthy": "green", "progressing": "yellow", "degraded": "red", "missing": "red"}
-VERDICT_STYLE = {"in-sync": "green", "reconciling": "yellow", "failing": "red", "not-set-up": "yellow",
-                 "flux-missing": "red"}
+VERDICT_STYLE = {"in-sync": "green", "pending": "yellow", "failed": "red", "not-bootstrapped": "yellow",
+                 "unknown": "red"}
 COMPACT_WIDTH, COMPACT_HEIGHT = 100, 30
 
 
@@ -68,8 +68,9 @@ def _header(snap: Snapshot, *, compact: bool = False) -> Any:
     h = snap.header
     t = Text(no_wrap=compact, overflow="ellipsis")
     t.append("raibid top", style="bold")
-    t.append(f"  {h.refreshed_at}" + (f" every {h.interval_s:g}s" if h.interval_s else "") + "  q+Enter quits\n",
-             style="dim")
+    # Only the live view refreshes and reads keys; a --once snapshot has no interval.
+    live = f" every {h.interval_s:g}s  q+Enter quits" if h.interval_s else ""
+    t.append(f"  {h.refreshed_at}{live}\n", style="dim")
     parts = [("cluster", h.cluster, "kubernetes"), ("ns", h.namespace, None), ("redis", h.redis, "redis"),
              ("gitea", h.gitea + (f" ({h.gitea_version})" if h.gitea_version else ""), "gitea")]
     for i, (label, value, backend) in enumerate(parts):

@@ -57,7 +57,7 @@ class GiteaPullSync:
         owner, name = split_repo(target)
         deadline = time.monotonic() + self.wait
         while True:
-            tip = self.gitea.branch_commit(owner, name, push.branch or "")
+            tip = self.gitea.branch_head(owner, name, push.branch or "")
             if tip == push.after:
                 return "arrived"
             if tip is not None and tip != push.before:

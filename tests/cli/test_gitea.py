@@ -8,6 +8,8 @@ import stat
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import GITEA_TOKEN
 from tests.harness.githttp import git
 from tests.harness.kubefake import K3sController
@@ -31,6 +33,27 @@ def test_status_registry_disabled_and_unreachable(run, gitea):
     gitea.stop()
     r = run("gitea", "status", "--json")
     assert r.code == 5 and r.json()["reachable"] is False
+
+
+def test_status_of_a_gitea_that_answers_an_error_is_reachable_and_failing(run, gitea):
+    """Gitea's own JSON 500 is not "unreachable" (exit 5, "is Gitea running?"): it answered, and failed."""
+    gitea.fail_next(1, 500, path="/version$")
+    r = run("gitea", "status", "--json")
+    assert r.code == 1, r.err
+    st = r.json()
+    assert st["reachable"] is True and "(500)" in st["error"] and st["token_valid"] is None
+    assert "(500)" in r.err
+    gitea.answer_next(1, "<html>login</html>", path="/version$")  # not Gitea's answer: unreachable, as before
+    r = run("gitea", "status", "--json")
+    assert r.code == 5 and r.json()["reachable"] is False
+
+
+def test_repo_list_of_an_owner_that_does_not_exist_is_not_found(run, gitea):
+    """Gitea answers 404 for the repos of a missing user; raibid says so (3), not an empty list (0)."""
+    r = run("gitea", "repo", "list", "nobody-here")
+    assert r.code == 3 and "no organisation or user 'nobody-here'" in r.err and "hint:" in r.err
+    assert r.out == ""
+    assert run("gitea", "repo", "list", "raibid-admin").code == 0  # a user that exists: its (empty) list
 
 
 def test_wrong_token_exits_4_without_the_token(run, gitea, monkeypatch):
@@ -106,7 +129,10 @@ def test_repo_for_the_token_user_and_missing_org(run, gitea):
 def test_422_shows_giteas_message(run, gitea):
     assert run("gitea", "org", "create", "mirrors").code == 0
     assert run("gitea", "repo", "create", "mirrors/app").code == 0
-    r = run("gitea", "hook", "add", "mirrors/app", "--url", "")
+    # An empty --url is refused before any request now; Gitea's own 422 (its URL check) is shown as it says.
+    gitea.answer_next(1, '{"message": "Missing config option: url"}', status=422,
+                      content_type="application/json", method="POST", path="/hooks$")
+    r = run("gitea", "hook", "add", "mirrors/app", "--url", "http://receiver/hook")
     assert r.code == 1 and "Missing config option: url" in r.err
 
 
@@ -347,3 +373,25 @@ def test_hook_add_message_masks_credentials_in_the_receiver_url(run, gitea):
     run("gitea", "repo", "create", "org/app")
     r = run("gitea", "hook", "add", "org/app", "--url", "http://ci:hook-PW@10.43.0.9/hook")
     assert r.code == 0 and "hook-PW" not in r.err and "http://ci:***@10.43.0.9/hook" in r.err
+
+
+def test_hook_list_and_json_never_print_credentials_of_the_receiver_url(run, gitea):
+    """`hook add` masked the URL in its message, but `--json` and `hook list` (table and JSON) printed it."""
+    run("gitea", "org", "create", "org")
+    run("gitea", "repo", "create", "org/app")
+    added = run("gitea", "hook", "add", "org/app", "--url", "http://ci:hook-PW@10.43.0.9/hook", "--json")
+    assert added.code == 0 and added.json()["url"] == "http://ci:***@10.43.0.9/hook"
+    for args in (("gitea", "hook", "list", "org/app"), ("gitea", "hook", "list", "org/app", "--json")):
+        r = run(*args)
+        assert r.code == 0 and "hook-PW" not in r.out + r.err and "http://ci:***@10.43.0.9/hook" in r.out
+    # Gitea keeps the real URL: only what raibid prints is masked.
+    assert gitea.repos["org/app"].hooks[0]["config"]["url"] == "http://ci:hook-PW@10.43.0.9/hook"
+
+
+@pytest.mark.parametrize("url", ["", "not a url", "10.43.0.9/hook", "ftp://x/hook", "http://"])
+def test_hook_add_refuses_a_receiver_url_that_is_not_one(run, gitea, url):
+    run("gitea", "org", "create", "org")
+    run("gitea", "repo", "create", "org/app")
+    r = run("gitea", "hook", "add", "org/app", "--url", url)
+    assert r.code == 2 and "invalid --url" in r.err and "hint:" in r.err
+    assert gitea.repos["org/app"].hooks == []

@@ -232,6 +232,19 @@ def test_repo_name_not_owner_slash_name_is_a_usage_error(run, gitea, flux, monke
     assert gitea.repos == {} and not flux.requests("PATCH")
 
 
+@pytest.mark.parametrize(("key", "value"), [("REPO", "a/b/c"), ("REPO", "-o/x"), ("REPO", "o/x.wiki"),
+                                          ("BRANCH", "-x"), ("BRANCH", "a..b"), ("PATH", "../etc"),
+                                          ("INTERVAL", "1d")])
+def test_every_bad_gitops_value_is_exit_2_with_a_hint_naming_the_setting(run, gitea, flux, monkeypatch, key, value):
+    monkeypatch.setenv(f"RAIBID_GITOPS_{key}", value)
+    monkeypatch.setenv("RAIBID_CLUSTER_MODE", "gitops")  # so that `top` shows the verdict, and checks the config
+    for command in (("gitops", "status"), ("gitops", "sync"), ("top", "--json")):
+        r = run(*command)
+        assert r.code == 2 and f"invalid gitops.{key.lower()} {value!r}" in r.err
+        assert f"hint: set gitops.{key.lower()} in raibid.yaml (or RAIBID_GITOPS_{key})" in r.err
+    assert gitea.repos == {} and flux.requests("PATCH") == []
+
+
 def test_gitea_down_exits_5_and_writes_nothing(run, gitea, flux):
     gitea.stop()
     r = run("gitops", "bootstrap")
@@ -272,6 +285,29 @@ def test_push_rejected_because_someone_pushed_meanwhile(run, gitea, flux, monkey
     work = clone(gitea, tmp_path)
     assert (work / "README.md").read_text() == "hello\n"
     assert git("rev-parse", "HEAD~1", cwd=work) == theirs["sha"]
+
+
+def test_push_rejected_prints_only_raibids_message_in_a_real_process(run, gitea, flux, monkeypatch):
+    """No stray GitPython log line: outside pytest no logging is configured, so a library warning would
+    reach stderr through Python's last-resort handler next to raibid's own error."""
+    import os
+    import subprocess
+    import sys
+
+    assert bootstrap(run).code == 0
+    monkeypatch.setenv("RAIBID_CLUSTER_REDIS_STORAGE", "10Gi")
+
+    def someone_pushes(method: str, path: str, query: str) -> None:
+        if "service=git-receive-pack" in query and gitea.git.on_request:
+            gitea.git.on_request = None
+            gitea.git.commit(REPO, "main", {"README.md": "hello\n"}, "docs: readme")
+
+    gitea.git.on_request = someone_pushes
+    p = subprocess.run([sys.executable, "-m", "raibid", "gitops", "sync"], capture_output=True, text=True,
+                       env=os.environ, timeout=120)
+    assert p.returncode == 1 and "someone pushed" in p.stderr
+    lines = p.stderr.splitlines()
+    assert [ln.split(":", 1)[0] for ln in lines] == ["error", "hint"], p.stderr
 
 
 def test_component_option_is_refused_in_gitops_mode(run, gitea, flux, monkeypatch):
@@ -341,6 +377,32 @@ def test_status_says_bootstrap_again_when_the_config_moved_the_folder(run, gitea
     assert run("gitops", "status", "--json").json()["verdict"] == "in-sync"
 
 
+def test_top_shows_the_verdict_gitops_status_gives(run, gitea, flux, redis_url, monkeypatch):
+    """`raibid top` and `raibid gitops status` read the same objects and head and judge them by one rule."""
+    monkeypatch.setenv("RAIBID_CLUSTER_MODE", "gitops")
+
+    def both() -> str:
+        st, top = run("gitops", "status", "--json"), run("top", "--json")
+        assert top.code == 0, top.err
+        s, g = st.json(), top.json()["cluster"]["gitops"]
+        assert (g["verdict"], g["message"], g["head"]) == (s["verdict"], s["message"], s["head"])
+        assert st.code == (0 if s["verdict"] == "in-sync" else 1)
+        return g["verdict"]
+
+    assert both() == "not-bootstrapped"  # no repo yet
+    assert bootstrap(run).code == 0
+    assert both() == "pending"
+    flux_reports(flux, head(gitea), ready="False", reason="BuildFailed", message="kustomize build failed")
+    assert both() == "failed"
+    flux_reports(flux, head(gitea))
+    assert both() == "in-sync"
+    monkeypatch.setenv("RAIBID_GITOPS_PATH", "clusters/other")
+    assert run("gitops", "sync").code == 0  # a new commit, in a folder Flux does not follow
+    assert both() == "not-bootstrapped"
+    assert bootstrap(run).code == 0
+    assert both() == "pending"  # Flux follows the new folder but has not applied the new head
+
+
 # ----------------------------------------------------------------------------- reconcile
 
 
@@ -386,6 +448,16 @@ def test_reconcile_wait_fails_with_fluxs_message_or_times_out(run, gitea, flux):
     flux_reports(flux, head(gitea), ready="False", reason="HealthCheckFailed", message="timeout waiting for: StatefulSet")
     r = run("gitops", "reconcile", "--wait", "--wait-interval", "0.02s", "--timeout", "5s")
     assert r.code == 1 and "Flux failed to apply" in r.err and "timeout waiting for: StatefulSet" in r.err
+
+
+@pytest.mark.parametrize("interval", ["0", "0s", "0m"])
+def test_reconcile_wait_interval_zero_is_a_usage_error_before_anything_is_written(run, gitea, flux, interval):
+    """A zero poll interval would ask the API server as fast as it answers, for the whole timeout."""
+    assert bootstrap(run).code == 0
+    flux.clear_log()
+    r = run("gitops", "reconcile", "--wait", "--wait-interval", interval, "--timeout", "2s")
+    assert r.code == 2 and "--wait-interval" in r.err and "hint:" in r.err
+    assert flux.requests() == []
 
 
 def test_reconcile_before_bootstrap_exits_3(run, gitea, flux):

@@ -97,6 +97,7 @@ def test_once_json_numbers_match_queue_stats(run, busy):
     assert {j["status"] for j in snap["jobs"]} == {"queued", "running", "succeeded", "failed"}
     assert snap["backends"]["redis"]["ok"] and snap["backends"]["kubernetes"]["ok"] and snap["backends"]["gitea"]["ok"]
     assert snap["header"]["namespace"] == NS and snap["header"]["gitea_version"]
+    assert snap["header"]["interval_s"] is None  # a snapshot is not refreshed
     assert snap["cluster"]["gitops"] is None and snap["cluster"]["mirror"] is None
     assert {c["component"] for c in snap["cluster"]["components"]} == {"redis", "gitea", "keda", "flux", "agents"}
 
@@ -161,6 +162,43 @@ def test_redis_down_exits_5_and_kubernetes_panels_refresh(run, cluster, gitea, m
     assert "no data from Redis yet" in plain.out and "dead-letter 0" not in plain.out
 
 
+def test_hung_redis_costs_a_few_seconds_not_a_minute(run, cluster, gitea, monkeypatch):
+    """A Redis that accepts connections and never answers: the refresh gives up quickly and says why."""
+    import socket
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held, stop = [], threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        monkeypatch.setenv("RAIBID_REDIS_URL", f"redis://127.0.0.1:{server.getsockname()[1]}/0")
+        t0 = time.monotonic()
+        r = run("top", "--json")
+        elapsed = time.monotonic() - t0
+    finally:
+        stop.set()
+        for c in held:
+            c.close()
+        server.close()
+    assert r.code == 5 and "Traceback" not in r.err
+    snap = r.json()
+    assert not snap["backends"]["redis"]["ok"] and "Timeout" in snap["backends"]["redis"]["error"]
+    assert snap["backends"]["kubernetes"]["ok"]
+    assert elapsed < 15, f"top waited {elapsed:.0f}s on a hung Redis"
+
+
 def test_keda_missing_says_so_and_is_not_a_failure(run, kube, redis_url, gitea):
     K3sController(kube)
     snap = run("top", "--json")
@@ -223,6 +261,7 @@ def test_live_on_a_terminal_quits_on_q_enter_and_restores_the_screen(busy):
     code, out = _invoke_on_tty(["top", "--interval", "0.2"], stdin="q\n")
     assert code == 0
     assert "\x1b[?1049h" in out and "\x1b[?1049l" in out  # the alternate screen, left on the way out
+    assert "every 0.2s  q+Enter quits" in out
     assert "Queue" in out and "mirrors/app" in out and "Agents (unavailable)" not in out
 
 
@@ -231,3 +270,4 @@ def test_once_on_a_terminal_draws_rich_panels(busy):
     assert code == 0
     assert "── Queue" in out and "\x1b[" in out and "unavailable" not in out  # compact (80 columns), coloured
     assert "\x1b[?1049h" not in out  # one snapshot, not the alternate screen
+    assert "q+Enter quits" not in out and "every 2s" not in out  # it neither refreshes nor reads keys

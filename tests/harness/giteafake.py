@@ -409,7 +409,7 @@ class _Handler(Handler):
         m = _match(r"/users/([^/]+)/repos", p)
         if m and method == "GET":
             if m.group(1).lower() not in fake.users:
-                raise GiteaError(404, f"user redirect does not exist [name: {m.group(1)}]")
+                raise GiteaError(404, f"user redirect does not exist [name: {m.group(1)}]")  # as Gitea answers
             return self._page([fake.repo_json(r) for r in fake.repos.values()
                                if r.owner.lower() == m.group(1).lower()], q)
         if p == "/repos/migrate" and method == "POST":
@@ -436,6 +436,17 @@ class _Handler(Handler):
 
                 shutil.rmtree(fake.git.path(f"{repo.owner}/{repo.name}"), ignore_errors=True)
                 return 204, None, {}
+        m = _match(r"/repos/([^/]+)/([^/]+)/branches/(.+)", p)
+        if m and method == "GET":
+            repo = self._repo(m.group(1), m.group(2))
+            if repo.private and caller is None:
+                raise GiteaError(404, "The target couldn't be found.")  # Gitea hides private repos
+            branch = "/".join(unquote(part) for part in m.m.group(3).split("/"))
+            sha = fake.git.refs(f"{repo.owner}/{repo.name}").get(f"refs/heads/{branch}")
+            if sha is None:
+                raise GiteaError(404, f"branch does not exist [name: {branch}]")
+            return 200, {"name": branch, "commit": {"id": sha, "message": "", "url": ""},
+                         "protected": False}, {}
         m = _match(r"/repos/([^/]+)/([^/]+)/mirror-sync", p)
         if m and method == "POST":
             self._need(caller)
