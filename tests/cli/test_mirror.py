@@ -384,6 +384,22 @@ def test_unreachable_github_exits_5(run, world):
     assert r.code == 5 and "GitHub" in r.err
 
 
+def test_a_github_server_error_fails_only_that_entry(run, world):
+    # A 500 on one org listing or one repo lookup is that entry's failure: the rest syncs, the summary is printed.
+    world.config(repos=["solo/one", "solo/two"], orgs=[{"name": "acme", "include": ["^svc-a$"]}])
+    world.github.fail_next(10, status=500, path="/orgs/acme/repos")
+    world.github.fail_next(10, status=500, path="/repos/solo/two")
+    r = run("mirror", "sync", "--json", "--no-trigger")
+    assert r.code == 1, r.err
+    doc = by_source(r.json())
+    assert doc["solo/one"]["action"] == "created"
+    assert doc["acme/*"]["action"] == "failed" and "(500)" in doc["acme/*"]["error"]
+    assert doc["solo/two"]["action"] == "failed" and "(500)" in doc["solo/two"]["error"]
+    assert world.target_refs("mirrors/one") == world.source_refs("solo/one")
+    listed = run("mirror", "list", "--json")
+    assert listed.code == 0, listed.err
+
+
 def test_bad_regex_is_a_config_error_naming_the_entry(run, world):
     world.config(orgs=[{"name": "acme", "include": ["(unclosed"]}])
     r = run("mirror", "list")
