@@ -304,3 +304,19 @@ def test_progress_is_a_bar_on_a_tty_and_lines_otherwise(tty):
     assert "a/bad -> m/bad: boom" in text
     if not tty:
         assert text.splitlines()[0].startswith("unchanged") and len(text.splitlines()) == 2
+
+
+def test_git_failing_silently_says_why_not_an_empty_message(tmp_path, monkeypatch):
+    # `git config --get` of a missing key exits 1 and prints nothing.
+    with pytest.raises(g.GitFailed) as e:
+        g.run_git(["config", "--file", str(tmp_path / "none"), "--get", "raibid.missing"])
+    assert e.value.message == "git config failed: git exited with code 1 and printed nothing"
+    # A git that Ctrl-C (SIGINT to the process group) stops also prints nothing.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "git").write_text("#!/bin/sh\nkill -INT $$\nsleep 5\n")
+    (fake / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(g.GitFailed) as e:
+        g.run_git(["push", "http://127.0.0.1:1/x.git"])
+    assert e.value.message.startswith("git push failed: git was stopped by SIGINT")

@@ -164,8 +164,21 @@ def run_git(args: list[str], *, remote: Remote | None = None, cwd: Path | None =
     if proc.returncode != 0:
         text = scrub((proc.stderr or proc.stdout or "").strip(), hidden)
         last = [line for line in text.splitlines() if line.strip()][-3:]
-        raise GitFailed(f"git {verb} failed: " + " | ".join(last))
+        raise GitFailed(f"git {verb} failed: " + (" | ".join(last) or _silent_exit(proc.returncode)))
     return proc.stdout
+
+
+def _silent_exit(code: int) -> str:
+    """Why git failed when it said nothing: the signal that ended it (Ctrl-C, a kill) or its exit code."""
+    import signal
+
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"git was stopped by {name} (interrupted or killed); the next run syncs the repo again"
+    return f"git exited with code {code} and printed nothing"
 
 
 # ----------------------------------------------------------------------------- the cache
