@@ -173,7 +173,7 @@ def _engine(app: Application):
         trigger = Trigger(m.trigger.branches, submit, m.trigger.on_create) if submit is not None else None
         opts = Options(cache_dir=app.mirror_cache_dir, mode=m.mode, jobs=1, timeout=float(m.timeout),
                        github_token=cfg.secret(m.github_token_env), gitea_token=app.gitea.token, trigger=trigger)
-        return EngineSync(app.gitea, app.github(), m, opts, base_dir=_base_dir(app))
+        return EngineSync(app.gitea, app.github, m, opts, base_dir=_base_dir(app))  # a client per sync
 
     return make
 
