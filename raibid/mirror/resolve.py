@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from raibid.config.model import MirrorConfig, MirrorOrg, MirrorRepo
 from raibid.errors import ConfigError, NotFound, UsageError
-from raibid.github.client import GitHubError, RateLimited
+from raibid.github.client import Forbidden, GitHubError, RateLimited
 from raibid.mirror.model import ListEntry, Resolved
 
 if TYPE_CHECKING:
@@ -196,7 +196,7 @@ def resolve(cfg: MirrorConfig, github: GitHub, targets: TargetIndex | None = Non
             gh = github.get_repo(owner, name)
         except NotFound:
             return Resolved(s.source, s.target, s.entry, branches=s.branches, error="source not found on GitHub")
-        except (RateLimited, GitHubError) as e:  # that repo fails; the others still sync
+        except (RateLimited, GitHubError, Forbidden) as e:  # that repo fails; the others still sync
             return Resolved(s.source, s.target, s.entry, branches=s.branches, error=e.message)
         return Resolved(gh.full_name, s.target, s.entry, clone_url=gh.clone_url, html_url=gh.html_url,
                         branches=s.branches)
@@ -228,7 +228,7 @@ def resolve(cfg: MirrorConfig, github: GitHub, targets: TargetIndex | None = Non
                     raise
                 listed = github.list_repos(org.name, "user")
                 le.kind = "user"
-        except (NotFound, RateLimited, GitHubError) as e:  # that entry fails (nothing is "gone"); the rest syncs
+        except (NotFound, RateLimited, GitHubError, Forbidden) as e:  # that entry fails, nothing is "gone"
             le.error = e.message
             out.append(Resolved(f"{org.name}/*", f"{target_org}/*", entry, error=e.message))
             continue

@@ -400,6 +400,22 @@ def test_a_github_server_error_fails_only_that_entry(run, world):
     assert listed.code == 0, listed.err
 
 
+
+def test_a_github_403_on_one_repo_fails_that_repo_but_a_401_stops_the_run(run, world, monkeypatch):
+    # 403 without a rate limit (SAML SSO, no access to one private repo) concerns that repo only.
+    world.config(repos=["solo/one", "solo/two"])
+    world.github.fail_next(10, status=403, path="/repos/solo/two")
+    r = run("mirror", "sync", "--json", "--no-trigger")
+    assert r.code == 1, r.err
+    doc = by_source(r.json())
+    assert doc["solo/one"]["action"] == "created"
+    assert doc["solo/two"]["action"] == "failed" and "(403)" in doc["solo/two"]["error"]
+    world.github.faults.clear()
+    monkeypatch.setenv("GITHUB_TOKEN", "not-the-token")
+    r = run("mirror", "sync", "--json")
+    assert r.code == 4 and "401" in r.err and "github_token_env" in r.err
+
+
 def test_bad_regex_is_a_config_error_naming_the_entry(run, world):
     world.config(orgs=[{"name": "acme", "include": ["(unclosed"]}])
     r = run("mirror", "list")
