@@ -197,7 +197,7 @@ def resolve(cfg: MirrorConfig, github: GitHub, targets: TargetIndex | None = Non
         except NotFound:
             return Resolved(s.source, s.target, s.entry, branches=s.branches, error="source not found on GitHub")
         except (RateLimited, GitHubError, Forbidden) as e:  # that repo fails; the others still sync
-            return Resolved(s.source, s.target, s.entry, branches=s.branches, error=e.message)
+            return Resolved(s.source, s.target, s.entry, branches=s.branches, error=e.message, unreadable=True)
         return Resolved(gh.full_name, s.target, s.entry, clone_url=gh.clone_url, html_url=gh.html_url,
                         branches=s.branches)
 
@@ -230,7 +230,8 @@ def resolve(cfg: MirrorConfig, github: GitHub, targets: TargetIndex | None = Non
                 le.kind = "user"
         except (NotFound, RateLimited, GitHubError, Forbidden) as e:  # that entry fails, nothing is "gone"
             le.error = e.message
-            out.append(Resolved(f"{org.name}/*", f"{target_org}/*", entry, error=e.message))
+            out.append(Resolved(f"{org.name}/*", f"{target_org}/*", entry, error=e.message,
+                                unreadable=not isinstance(e, NotFound)))
             continue
         upstream = {r.name.lower() for r in listed}
         only = narrow.get(org.name.lower())

@@ -310,6 +310,9 @@ class Syncer:
 
     def _status_one(self, r: Resolved) -> StatusRow:
         row = StatusRow(source=r.source, target=r.target, state="missing-source")
+        if r.error and r.unreadable:  # GitHub did not answer the lookup: unknown, not missing
+            row.state, row.error = "diverged", r.error
+            return row
         if r.error or r.gone:
             row.error = r.error or "gone upstream"
             return row

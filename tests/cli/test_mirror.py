@@ -336,6 +336,22 @@ def test_status_reports_each_state_and_exits_1_on_drift(run, world):
     assert table.code == 1 and table.out.splitlines()[0].split("\t")[:3] == ["SOURCE", "TARGET", "STATE"]
 
 
+
+def test_status_when_github_cannot_answer_is_unknown_not_missing_source(run, world):
+    # A source GitHub did not answer for (rate limit, 5xx, 403) is "diverged" (a side could not be read),
+    # never "missing-source", which says the repo is gone.
+    world.config(repos=["solo/one", "solo/two"], orgs=[{"name": "acme", "include": ["^web$"]}])
+    assert run("mirror", "sync", "--no-trigger").code == 0
+    world.github.fail_next(10, status=500, path="/repos/solo/two")
+    world.github.fail_next(10, status=500, path="/orgs/acme/repos")
+    r = run("mirror", "status", "--json")
+    assert r.code == 1
+    rows = {x["source"]: x for x in r.json()}
+    assert rows["solo/one"]["state"] == "in-sync"
+    assert rows["solo/two"]["state"] == "diverged" and "(500)" in rows["solo/two"]["error"]
+    assert rows["acme/*"]["state"] == "diverged" and "(500)" in rows["acme/*"]["error"]
+
+
 def test_list_shows_entries_and_resolved_repos(run, world):
     world.github.add_repo("acme", "fork-x", fork=True)
     world.github.add_repo("acme", "svc-archived", archived=True)
