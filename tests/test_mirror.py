@@ -320,3 +320,19 @@ def test_git_failing_silently_says_why_not_an_empty_message(tmp_path, monkeypatc
     with pytest.raises(g.GitFailed) as e:
         g.run_git(["push", "http://127.0.0.1:1/x.git"])
     assert e.value.message.startswith("git push failed: git was stopped by SIGINT")
+
+
+@pytest.mark.parametrize("name", ["../etc", "./x", "solo/..", "solo/."])
+def test_dot_and_dotdot_are_never_owner_or_repo_names(name, tmp_path, github):
+    from raibid.errors import UsageError
+    from raibid.mirror.resolve import check_full_name
+
+    with pytest.raises(UsageError):
+        check_full_name(name, "--repo")
+    listing = tmp_path / "repos.txt"
+    listing.write_text(f"solo/ok\n{name}\n")
+    with pytest.raises(ConfigError, match=":2:"):
+        read_list(listing)
+    owner, _, repo = name.partition("/")
+    with pytest.raises(UsageError):
+        GitHub(github.url, github.token).get_repo(owner, repo)

@@ -62,7 +62,7 @@ class GitHubRepo:
 
 
 def _segment(value: str, what: str) -> str:
-    if not _NAME.match(value or ""):
+    if not _NAME.match(value or "") or value in (".", ".."):
         raise UsageError(f"invalid GitHub {what} {value!r}")
     return quote(value, safe="")
 

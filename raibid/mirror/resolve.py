@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from raibid.gitea.models import Repo as GiteaRepo
     from raibid.github import GitHub
 
-_FULL = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+# OWNER/NAME; "." and ".." are never names (they would walk out of URLs and the cache dir).
+_FULL = re.compile(r"^(?!\.\.?/)[A-Za-z0-9_.-]+/(?!\.\.?$)[A-Za-z0-9_.-]+$")
 _MARKER = re.compile(r"^Mirror of (\S+)")
 
 
