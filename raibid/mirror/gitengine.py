@@ -20,6 +20,8 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,6 +193,40 @@ def cache_path(cache_dir: Path, source_url: str, source: str) -> Path:
     host = re.sub(r"[^A-Za-z0-9_.-]", "_", (urlsplit(source_url).netloc.rsplit("@", 1)[-1]) or "local")
     owner, _, name = source.lower().partition("/")
     return cache_dir / "repos" / host / owner / f"{name}.git"
+
+
+class RepoBusy(GitFailed):
+    """Another process (a cron sync, the webhook receiver) held the repo's cache lock until the deadline."""
+
+
+@contextmanager
+def repo_lock(path: Path, *, deadline: float | None = None, poll: float = 0.05) -> Iterator[None]:
+    """Exclusive use of one cache repo (``<name>.git.lock`` beside it, ``fcntl.flock``) across processes.
+
+    The run lock (``mirror.lock``) keeps two cron syncs apart, but the webhook receiver
+    syncs single repos without it; two git fetches into one bare repo fail with
+    "cannot lock ref". So each repo's read-fetch-push is serialised: the second waits
+    (until ``deadline``), then finds the work done. The kernel releases the lock when
+    its holder dies.
+    """
+    import fcntl
+
+    lock = path.with_name(path.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise RepoBusy("another sync (a cron run or the webhook receiver) kept this repo busy until "
+                                   "the timeout; the next run syncs it") from None
+                time.sleep(poll)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def fetch(path: Path, source: Remote, *, deadline: float | None = None) -> bool:

@@ -190,6 +190,13 @@ class Syncer:
             result.jobs.append(job_id)
 
     def _push(self, r: Resolved, result: RepoResult, deadline: float) -> None:
+        if self.opts.dry_run:  # writes nothing, not even a lock file
+            self._push_locked(r, result, deadline)
+            return
+        with g.repo_lock(g.cache_path(self.opts.cache_dir, r.clone_url, r.source), deadline=deadline):
+            self._push_locked(r, result, deadline)
+
+    def _push_locked(self, r: Resolved, result: RepoResult, deadline: float) -> None:
         opts = self.opts
         branches = re.compile(r.branches) if r.branches else None
         src = g.Remote(r.clone_url, opts.github_token)

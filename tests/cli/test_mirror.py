@@ -491,6 +491,34 @@ def test_each_repo_has_its_own_timeout(world, tmp_path):
     assert results["solo/one"].action == "created"
 
 
+def test_a_repo_another_process_is_syncing_waits_for_it_instead_of_racing_its_git(world, tmp_path):
+    """The webhook receiver syncs single repos without the run lock: two git fetches into one cache repo
+    fail with "cannot lock ref". The engine serialises each repo's work on a lock beside its cache repo."""
+    import fcntl
+
+    from raibid.gitea import Gitea
+    from raibid.mirror import Options, Resolved, Syncer, TargetIndex
+    from raibid.mirror import gitengine as g
+
+    gitea = Gitea(world.gitea.url, GITEA_TOKEN)
+    url = world.github.git.url("solo/one")
+    repo = Resolved("solo/one", "mirrors/one", "repos[0]", clone_url=url)
+
+    def syncer(timeout: float) -> Syncer:
+        return Syncer(gitea, TargetIndex(gitea), Options(cache_dir=tmp_path / "c", timeout=timeout,
+                                                         github_token=world.github.token, gitea_token=GITEA_TOKEN))
+
+    lock = g.cache_path(tmp_path / "c", url, "solo/one").with_suffix(".git.lock")
+    lock.parent.mkdir(parents=True)
+    with open(lock, "a") as held:  # what a concurrent process working on this repo holds
+        fcntl.flock(held, fcntl.LOCK_EX)
+        busy = syncer(timeout=1.0).run([repo]).repos[0]
+        assert busy.action == "failed" and "busy" in busy.error, busy
+        assert world.gitea_pushes() == 0
+    [done] = syncer(timeout=30).run([repo]).repos
+    assert done.action == "created" and world.target_refs("mirrors/one") == world.source_refs("solo/one")
+
+
 def test_empty_source_repo_is_created_then_unchanged(run, world):
     world.github.add_repo("solo", "empty")
     world.config(repos=["solo/empty"])
