@@ -151,6 +151,10 @@ def resolve(cfg: MirrorConfig, github: GitHub, targets: TargetIndex | None = Non
     org_entries: list[MirrorOrg] = []
     for i, item in enumerate(cfg.repos):
         spec = MirrorRepo(source=item) if isinstance(item, str) else item
+        for value in (spec.source, spec.target):
+            if value is not None and not _FULL.match(value):  # "." and "..": the config loader lets them by
+                raise ConfigError(f"mirror.repos entry {spec.source!r}: {value!r} is not OWNER/NAME",
+                                  hint="'.' and '..' are never owner or repo names")
         name = spec.source.split("/", 1)[1]
         singles.append(_Single(f"repos[{i}]", spec.source, spec.target or f"{cfg.target_org}/{name}", spec.branches))
     for list_file in cfg.lists:

@@ -519,6 +519,15 @@ def test_a_repo_another_process_is_syncing_waits_for_it_instead_of_racing_its_gi
     assert done.action == "created" and world.target_refs("mirrors/one") == world.source_refs("solo/one")
 
 
+def test_a_dotdot_repo_in_the_config_is_a_config_error_naming_the_entry(run, world):
+    world.config(repos=["solo/one", "../etc"])
+    r = run("mirror", "sync")
+    assert r.code == 2 and "mirror.repos entry '../etc'" in r.err and "hint:" in r.err
+    world.config(repos=[{"source": "solo/one", "target": "mirrors/.."}])
+    r = run("mirror", "list")
+    assert r.code == 2 and "'mirrors/..' is not OWNER/NAME" in r.err
+
+
 def test_empty_source_repo_is_created_then_unchanged(run, world):
     world.github.add_repo("solo", "empty")
     world.config(repos=["solo/empty"])
