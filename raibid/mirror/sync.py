@@ -145,8 +145,12 @@ class Syncer:
     def _find_target(self, r: Resolved, result: RepoResult) -> GiteaRepo | None:
         found = self.targets.find(r.target, [r.clone_url, r.html_url])
         if found is not None and found.full_name.lower() != r.target.lower():
-            result.target, result.adopted = found.full_name, True
+            result.adopted = True
             result.note = f"adopted {found.full_name} (its original_url is the source)"
+        if found is not None:
+            # Gitea's spelling, not the config's ("Mirrors/App" finds mirrors/app): jobs and their dedupe
+            # keys must name the repo as Gitea's push webhooks do, or one commit is queued twice.
+            result.target = found.full_name
         return found
 
     def _pending_path(self, target: str) -> Path:
@@ -231,6 +235,7 @@ class Syncer:
             target, created = self.gitea.create_repo(org, name, description=description_for(r.html_url or r.clone_url),
                                                      exist_ok=True)
             self.targets.add(target)
+            result.target = target.full_name
         elif source_of(target) != r.source.lower():
             was = source_of(target)
             result.adopted = True

@@ -528,6 +528,29 @@ def test_a_dotdot_repo_in_the_config_is_a_config_error_naming_the_entry(run, wor
     assert r.code == 2 and "'mirrors/..' is not OWNER/NAME" in r.err
 
 
+def test_jobs_name_the_repo_as_gitea_spells_it_so_its_webhook_dedupes(run, world):
+    # target_org "Mirrors" finds Gitea's org "mirrors"; a job for "Mirrors/one" would not dedupe
+    # against the Gitea push webhook's "mirrors/one" and the commit would be built twice.
+    from raibid.gitea import Gitea
+    from raibid.queue import JobSpec, dedupe_key
+
+    Gitea(world.gitea.url, GITEA_TOKEN).create_org("mirrors")
+    world.config(repos=["solo/one"], target_org="Mirrors")
+    first = run("mirror", "sync", "--json")
+    assert first.code == 0, first.err
+    assert first.json()["repos"][0]["target"] == "mirrors/one"
+    sha = world.github.commit("solo", "one", "main", {"a.txt": "case"})
+    r = run("mirror", "sync", "--json")
+    assert r.code == 0, r.err
+    [repo] = r.json()["repos"]
+    assert repo["target"] == "mirrors/one" and len(repo["jobs"]) == 1
+    q = Queue(redis.Redis.from_url(world.redis_url, decode_responses=True), url=world.redis_url)
+    job, created = q.submit_deduped(JobSpec(repo="mirrors/one", ref="main", commit=sha, agent="generic",
+                                            source="webhook", dedupe=dedupe_key("mirrors/one", sha, "generic")))
+    assert not created and job.id == repo["jobs"][0]
+    assert [j.repo for j in world.jobs()] == ["mirrors/one"]
+
+
 def test_empty_source_repo_is_created_then_unchanged(run, world):
     world.github.add_repo("solo", "empty")
     world.config(repos=["solo/empty"])
