@@ -336,3 +336,19 @@ def test_dot_and_dotdot_are_never_owner_or_repo_names(name, tmp_path, github):
     owner, _, repo = name.partition("/")
     with pytest.raises(UsageError):
         GitHub(github.url, github.token).get_repo(owner, repo)
+
+
+def test_a_first_fetch_killed_midway_leaves_nothing_the_next_fetch_keeps(git_server, tmp_path):
+    # SIGTERM/SIGKILL skip the cleanup of the temporary bare repo; the next fetch of that repo removes it.
+    git_server.create_repo("o/r", files={"a": "1"})
+    path = tmp_path / "cache" / "o" / "r.git"
+    path.parent.mkdir(parents=True)
+    leftover = path.parent / ".r.git.k1ll3d_x"
+    (leftover / "objects").mkdir(parents=True)
+    other = path.parent / ".r.git.lock.abcdefgh"  # not r.git's: another name's leftover is left alone
+    other.mkdir()
+    remote = g.Remote(git_server.url("o/r"), git_server.token)
+    with g.repo_lock(path):
+        assert g.fetch(path, remote) is True
+    assert (path / "HEAD").exists() and not leftover.exists() and other.exists()
+    assert sorted(p.name for p in path.parent.iterdir()) == [".r.git.lock.abcdefgh", "r.git", "r.git.lock"]

@@ -235,9 +235,11 @@ def fetch(path: Path, source: Remote, *, deadline: float | None = None) -> bool:
     The first time is the equivalent of ``git clone --mirror`` restricted to
     branches and tags: ``init --bare`` into a temporary directory, renamed into
     place only once the first fetch succeeded, so an interrupted first sync
-    leaves nothing half-made. After that, ``fetch --prune``.
+    leaves nothing half-made (and what a killed one left is removed the next
+    time). After that, ``fetch --prune``. Callers hold :func:`repo_lock`.
     """
     refspecs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
+    _remove_leftovers(path)
     if (path / "HEAD").exists():
         run_git(["--git-dir", str(path), "fetch", "--prune", "--quiet", "--no-write-fetch-head", source.url,
                  *refspecs], remote=source, deadline=deadline)
@@ -258,6 +260,19 @@ def fetch(path: Path, source: Remote, *, deadline: float | None = None) -> bool:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return True
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Temporary dirs of first fetches whose process was killed (SIGTERM, SIGKILL: no cleanup ran).
+
+    Only called under :func:`repo_lock`, so no other process is using one of them.
+    """
+    if not path.parent.is_dir():
+        return
+    mine = re.compile(rf"^\.{re.escape(path.name)}\.[a-z0-9_]{{8}}$")  # tempfile.mkdtemp(prefix=".<name>.")
+    for old in path.parent.iterdir():
+        if mine.match(old.name) and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def local_refs(path: Path) -> dict[str, str]:
