@@ -304,3 +304,51 @@ def test_progress_is_a_bar_on_a_tty_and_lines_otherwise(tty):
     assert "a/bad -> m/bad: boom" in text
     if not tty:
         assert text.splitlines()[0].startswith("unchanged") and len(text.splitlines()) == 2
+
+
+def test_git_failing_silently_says_why_not_an_empty_message(tmp_path, monkeypatch):
+    # `git config --get` of a missing key exits 1 and prints nothing.
+    with pytest.raises(g.GitFailed) as e:
+        g.run_git(["config", "--file", str(tmp_path / "none"), "--get", "raibid.missing"])
+    assert e.value.message == "git config failed: git exited with code 1 and printed nothing"
+    # A git that Ctrl-C (SIGINT to the process group) stops also prints nothing.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "git").write_text("#!/bin/sh\nkill -INT $$\nsleep 5\n")
+    (fake / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(g.GitFailed) as e:
+        g.run_git(["push", "http://127.0.0.1:1/x.git"])
+    assert e.value.message.startswith("git push failed: git was stopped by SIGINT")
+
+
+@pytest.mark.parametrize("name", ["../etc", "./x", "solo/..", "solo/."])
+def test_dot_and_dotdot_are_never_owner_or_repo_names(name, tmp_path, github):
+    from raibid.errors import UsageError
+    from raibid.mirror.resolve import check_full_name
+
+    with pytest.raises(UsageError):
+        check_full_name(name, "--repo")
+    listing = tmp_path / "repos.txt"
+    listing.write_text(f"solo/ok\n{name}\n")
+    with pytest.raises(ConfigError, match=":2:"):
+        read_list(listing)
+    owner, _, repo = name.partition("/")
+    with pytest.raises(UsageError):
+        GitHub(github.url, github.token).get_repo(owner, repo)
+
+
+def test_a_first_fetch_killed_midway_leaves_nothing_the_next_fetch_keeps(git_server, tmp_path):
+    # SIGTERM/SIGKILL skip the cleanup of the temporary bare repo; the next fetch of that repo removes it.
+    git_server.create_repo("o/r", files={"a": "1"})
+    path = tmp_path / "cache" / "o" / "r.git"
+    path.parent.mkdir(parents=True)
+    leftover = path.parent / ".r.git.k1ll3d_x"
+    (leftover / "objects").mkdir(parents=True)
+    other = path.parent / ".r.git.lock.abcdefgh"  # not r.git's: another name's leftover is left alone
+    other.mkdir()
+    remote = g.Remote(git_server.url("o/r"), git_server.token)
+    with g.repo_lock(path):
+        assert g.fetch(path, remote) is True
+    assert (path / "HEAD").exists() and not leftover.exists() and other.exists()
+    assert sorted(p.name for p in path.parent.iterdir()) == [".r.git.lock.abcdefgh", "r.git", "r.git.lock"]

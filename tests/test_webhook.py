@@ -312,3 +312,22 @@ def test_mirror_set_from_the_mirror_config(tmp_path):
 def test_github_push_for_an_unmirrored_repo_is_ignored(receiver):
     payload = {"ref": "refs/heads/main", "before": SHA1, "after": SHA2, "repository": {"full_name": "x/y"}}
     assert github_post(receiver, payload) == (202, {"result": "ignored", "reason": "x/y is not mirrored"})
+
+
+def test_create_server_turns_an_unusable_address_into_a_typed_error():
+    import socket
+
+    from raibid.errors import ExitCode, RaibidError
+    from raibid.webhook.server import create_server
+
+    def app(environ, start_response):  # pragma: no cover - never called
+        return []
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        with pytest.raises(RaibidError) as e:
+            create_server(app, "127.0.0.1", port, max_body=1024)
+    assert e.value.exit_code == ExitCode.FAILURE and "already in use" in e.value.message and e.value.hint
+    with pytest.raises(RaibidError) as e:
+        create_server(app, "no-such-host.invalid", 8080, max_body=1024)
+    assert e.value.exit_code == ExitCode.USAGE and "does not resolve" in e.value.message

@@ -100,3 +100,27 @@ def test_a_push_mode_sync_failure_is_counted_and_queues_nothing(world):
         assert call(service.receiver, "GET", "/healthz")[1]["sync"]["failures"] == 1
     finally:
         service.stop()
+
+
+def test_each_push_mode_sync_has_its_own_rate_limit_budget(world, isolated_env):
+    """mirror.max_wait bounds each sync's waits, not the sum over the receiver's lifetime."""
+    github, gitea = world
+    cfg = isolated_env / "raibid.yaml"
+    doc = json.loads(cfg.read_text())
+    doc["mirror"]["max_wait"] = 3  # each wait below is about 2 s: two fit one budget only if it is per sync
+    cfg.write_text(json.dumps(doc))
+    app = Application()
+    service = receiver(app)
+    try:
+        for n in range(2):
+            before, after = new_commit(github, f"print({n})\n")
+            github.rate_limit(0, reset_in=1)
+            body = json.dumps(github.push_payload("acme", "app", "main", before, after)).encode()
+            headers = {"X-GitHub-Event": "push", "X-Hub-Signature-256": "sha256=" + sign(body)}
+            assert call(service.receiver, "POST", "/hooks/github", body, headers)[0] == 202
+            assert service.worker.wait_idle(DEADLINE)
+            assert service.worker.stats.failures == 0, f"sync {n} gave up on the rate limit"
+            assert gitea.git.refs("mirrors/app")["refs/heads/main"] == after
+            github.reset_limits()
+    finally:
+        service.stop()

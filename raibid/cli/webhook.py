@@ -140,7 +140,11 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
                     branches=cfg.mirror.trigger.branches, agent=cfg.mirror.trigger.agent,
                     trigger_enabled=cfg.mirror.trigger.enabled, overrides=w.branches, sync=sync, pull=pull,
                     engine=engine, max_body=w.max_body, threads=w.sync_workers, max_pending=w.max_pending)
-    server = create_server(service.receiver, host, port, max_body=w.max_body, threads=threads)
+    try:
+        server = create_server(service.receiver, host, port, max_body=w.max_body, threads=threads)
+    except BaseException:
+        service.stop()
+        raise
     log.info("listening on %s:%s (Gitea: /hooks/gitea, GitHub: /hooks/github)", host, server.effective_port)
 
     def terminate(signum: int, frame: object) -> None:
@@ -169,7 +173,7 @@ def _engine(app: Application):
         trigger = Trigger(m.trigger.branches, submit, m.trigger.on_create) if submit is not None else None
         opts = Options(cache_dir=app.mirror_cache_dir, mode=m.mode, jobs=1, timeout=float(m.timeout),
                        github_token=cfg.secret(m.github_token_env), gitea_token=app.gitea.token, trigger=trigger)
-        return EngineSync(app.gitea, app.github(), m, opts, base_dir=_base_dir(app))
+        return EngineSync(app.gitea, app.github, m, opts, base_dir=_base_dir(app))  # a client per sync
 
     return make
 

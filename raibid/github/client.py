@@ -32,6 +32,13 @@ class GitHubError(RaibidError):
     pass
 
 
+class Forbidden(AuthError):
+    """403 without a rate limit: the token may not read this one repo or org (SAML SSO, a private repo).
+
+    A 401 (the token itself is refused) stops everything; a 403 concerns one resource.
+    """
+
+
 @dataclass
 class GitHubRepo:
     owner: str
@@ -55,7 +62,7 @@ class GitHubRepo:
 
 
 def _segment(value: str, what: str) -> str:
-    if not _NAME.match(value or ""):
+    if not _NAME.match(value or "") or value in (".", ".."):
         raise UsageError(f"invalid GitHub {what} {value!r}")
     return quote(value, safe="")
 
@@ -144,7 +151,9 @@ class GitHub:
         if resp.status_code == 404:
             raise NotFound(f"GitHub: GET {what}: not found")
         if resp.status_code == 403:
-            raise AuthError(f"GitHub refused GET {what} (403): {msg}")
+            raise Forbidden(f"GitHub refused GET {what} (403): {msg}",
+                            hint="the token may not read this repo or org: check its scopes, repo access "
+                                 "and SAML SSO authorization")
         raise GitHubError(f"GitHub: GET {what} failed ({resp.status_code}): {msg}")
 
     # ------------------------------------------------------------------ API

@@ -20,6 +20,8 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,8 +166,21 @@ def run_git(args: list[str], *, remote: Remote | None = None, cwd: Path | None =
     if proc.returncode != 0:
         text = scrub((proc.stderr or proc.stdout or "").strip(), hidden)
         last = [line for line in text.splitlines() if line.strip()][-3:]
-        raise GitFailed(f"git {verb} failed: " + " | ".join(last))
+        raise GitFailed(f"git {verb} failed: " + (" | ".join(last) or _silent_exit(proc.returncode)))
     return proc.stdout
+
+
+def _silent_exit(code: int) -> str:
+    """Why git failed when it said nothing: the signal that ended it (Ctrl-C, a kill) or its exit code."""
+    import signal
+
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"git was stopped by {name} (interrupted or killed); the next run syncs the repo again"
+    return f"git exited with code {code} and printed nothing"
 
 
 # ----------------------------------------------------------------------------- the cache
@@ -180,15 +195,51 @@ def cache_path(cache_dir: Path, source_url: str, source: str) -> Path:
     return cache_dir / "repos" / host / owner / f"{name}.git"
 
 
+class RepoBusy(GitFailed):
+    """Another process (a cron sync, the webhook receiver) held the repo's cache lock until the deadline."""
+
+
+@contextmanager
+def repo_lock(path: Path, *, deadline: float | None = None, poll: float = 0.05) -> Iterator[None]:
+    """Exclusive use of one cache repo (``<name>.git.lock`` beside it, ``fcntl.flock``) across processes.
+
+    The run lock (``mirror.lock``) keeps two cron syncs apart, but the webhook receiver
+    syncs single repos without it; two git fetches into one bare repo fail with
+    "cannot lock ref". So each repo's read-fetch-push is serialised: the second waits
+    (until ``deadline``), then finds the work done. The kernel releases the lock when
+    its holder dies.
+    """
+    import fcntl
+
+    lock = path.with_name(path.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise RepoBusy("another sync (a cron run or the webhook receiver) kept this repo busy until "
+                                   "the timeout; the next run syncs it") from None
+                time.sleep(poll)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def fetch(path: Path, source: Remote, *, deadline: float | None = None) -> bool:
     """Bring the cache repo up to date with the source (created on first use); True when it was created.
 
     The first time is the equivalent of ``git clone --mirror`` restricted to
     branches and tags: ``init --bare`` into a temporary directory, renamed into
     place only once the first fetch succeeded, so an interrupted first sync
-    leaves nothing half-made. After that, ``fetch --prune``.
+    leaves nothing half-made (and what a killed one left is removed the next
+    time). After that, ``fetch --prune``. Callers hold :func:`repo_lock`.
     """
     refspecs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
+    _remove_leftovers(path)
     if (path / "HEAD").exists():
         run_git(["--git-dir", str(path), "fetch", "--prune", "--quiet", "--no-write-fetch-head", source.url,
                  *refspecs], remote=source, deadline=deadline)
@@ -209,6 +260,19 @@ def fetch(path: Path, source: Remote, *, deadline: float | None = None) -> bool:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return True
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Temporary dirs of first fetches whose process was killed (SIGTERM, SIGKILL: no cleanup ran).
+
+    Only called under :func:`repo_lock`, so no other process is using one of them.
+    """
+    if not path.parent.is_dir():
+        return
+    mine = re.compile(rf"^\.{re.escape(path.name)}\.[a-z0-9_]{{8}}$")  # tempfile.mkdtemp(prefix=".<name>.")
+    for old in path.parent.iterdir():
+        if mine.match(old.name) and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def local_refs(path: Path) -> dict[str, str]:

@@ -21,6 +21,7 @@ class Resolved:
     on_missing: str = "keep"
     gone: bool = False  # a mirror whose source disappeared upstream (org entries)
     error: str | None = None  # the source could not be looked up (or the whole entry failed)
+    unreadable: bool = False  # with error: GitHub did not say (rate limit, 403, 5xx), not "it does not exist"
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from raibid.config.model import MirrorConfig, MirrorOrg, MirrorRepo
 from raibid.errors import ConfigError, NotFound, UsageError
-from raibid.github.client import RateLimited
+from raibid.github.client import Forbidden, GitHubError, RateLimited
 from raibid.mirror.model import ListEntry, Resolved
 
 if TYPE_CHECKING:
@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from raibid.gitea.models import Repo as GiteaRepo
     from raibid.github import GitHub
 
-_FULL = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+# OWNER/NAME; "." and ".." are never names (they would walk out of URLs and the cache dir).
+_FULL = re.compile(r"^(?!\.\.?/)[A-Za-z0-9_.-]+/(?!\.\.?$)[A-Za-z0-9_.-]+$")
 _MARKER = re.compile(r"^Mirror of (\S+)")
 
 
@@ -150,6 +151,10 @@ def resolve(cfg: MirrorConfig, github: GitHub, targets: TargetIndex | None = Non
     org_entries: list[MirrorOrg] = []
     for i, item in enumerate(cfg.repos):
         spec = MirrorRepo(source=item) if isinstance(item, str) else item
+        for value in (spec.source, spec.target):
+            if value is not None and not _FULL.match(value):  # "." and "..": the config loader lets them by
+                raise ConfigError(f"mirror.repos entry {spec.source!r}: {value!r} is not OWNER/NAME",
+                                  hint="'.' and '..' are never owner or repo names")
         name = spec.source.split("/", 1)[1]
         singles.append(_Single(f"repos[{i}]", spec.source, spec.target or f"{cfg.target_org}/{name}", spec.branches))
     for list_file in cfg.lists:
@@ -196,8 +201,8 @@ def resolve(cfg: MirrorConfig, github: GitHub, targets: TargetIndex | None = Non
             gh = github.get_repo(owner, name)
         except NotFound:
             return Resolved(s.source, s.target, s.entry, branches=s.branches, error="source not found on GitHub")
-        except RateLimited as e:
-            return Resolved(s.source, s.target, s.entry, branches=s.branches, error=e.message)
+        except (RateLimited, GitHubError, Forbidden) as e:  # that repo fails; the others still sync
+            return Resolved(s.source, s.target, s.entry, branches=s.branches, error=e.message, unreadable=True)
         return Resolved(gh.full_name, s.target, s.entry, clone_url=gh.clone_url, html_url=gh.html_url,
                         branches=s.branches)
 
@@ -228,9 +233,10 @@ def resolve(cfg: MirrorConfig, github: GitHub, targets: TargetIndex | None = Non
                     raise
                 listed = github.list_repos(org.name, "user")
                 le.kind = "user"
-        except (NotFound, RateLimited) as e:
+        except (NotFound, RateLimited, GitHubError, Forbidden) as e:  # that entry fails, nothing is "gone"
             le.error = e.message
-            out.append(Resolved(f"{org.name}/*", f"{target_org}/*", entry, error=e.message))
+            out.append(Resolved(f"{org.name}/*", f"{target_org}/*", entry, error=e.message,
+                                unreadable=not isinstance(e, NotFound)))
             continue
         upstream = {r.name.lower() for r in listed}
         only = narrow.get(org.name.lower())

@@ -145,8 +145,12 @@ class Syncer:
     def _find_target(self, r: Resolved, result: RepoResult) -> GiteaRepo | None:
         found = self.targets.find(r.target, [r.clone_url, r.html_url])
         if found is not None and found.full_name.lower() != r.target.lower():
-            result.target, result.adopted = found.full_name, True
+            result.adopted = True
             result.note = f"adopted {found.full_name} (its original_url is the source)"
+        if found is not None:
+            # Gitea's spelling, not the config's ("Mirrors/App" finds mirrors/app): jobs and their dedupe
+            # keys must name the repo as Gitea's push webhooks do, or one commit is queued twice.
+            result.target = found.full_name
         return found
 
     def _pending_path(self, target: str) -> Path:
@@ -190,6 +194,13 @@ class Syncer:
             result.jobs.append(job_id)
 
     def _push(self, r: Resolved, result: RepoResult, deadline: float) -> None:
+        if self.opts.dry_run:  # writes nothing, not even a lock file
+            self._push_locked(r, result, deadline)
+            return
+        with g.repo_lock(g.cache_path(self.opts.cache_dir, r.clone_url, r.source), deadline=deadline):
+            self._push_locked(r, result, deadline)
+
+    def _push_locked(self, r: Resolved, result: RepoResult, deadline: float) -> None:
         opts = self.opts
         branches = re.compile(r.branches) if r.branches else None
         src = g.Remote(r.clone_url, opts.github_token)
@@ -224,6 +235,7 @@ class Syncer:
             target, created = self.gitea.create_repo(org, name, description=description_for(r.html_url or r.clone_url),
                                                      exist_ok=True)
             self.targets.add(target)
+            result.target = target.full_name
         elif source_of(target) != r.source.lower():
             was = source_of(target)
             result.adopted = True
@@ -310,6 +322,9 @@ class Syncer:
 
     def _status_one(self, r: Resolved) -> StatusRow:
         row = StatusRow(source=r.source, target=r.target, state="missing-source")
+        if r.error and r.unreadable:  # GitHub did not answer the lookup: unknown, not missing
+            row.state, row.error = "diverged", r.error
+            return row
         if r.error or r.gone:
             row.error = r.error or "gone upstream"
             return row

@@ -210,21 +210,17 @@ class RedisCollector(Collector):
 
     @staticmethod
     def _mirror(raw: str | None, now: float) -> MirrorSync | None:
-        import json
+        """The mirror's record, decoded by the mirror's own reader (raibid/mirror/record.py)."""
+        from raibid.mirror.record import parse_last_run
 
-        if not raw:
-            return None
         try:
-            data = json.loads(raw)
+            run = parse_last_run(raw)
         except ValueError:
             return MirrorSync(None, None, {}, ["unreadable mirror record"])
-        if not isinstance(data, dict):
+        if run is None:
             return None
-        when = data.get("time")
-        at = _epoch(when) if isinstance(when, str) else None
-        counts = {str(k): int(v) for k, v in (data.get("counts") or {}).items() if isinstance(v, int)}
-        failed = [str(f) for f in data.get("failed") or []]
-        return MirrorSync(when, None if at is None else max(0.0, now - at), counts, failed)
+        at = _epoch(run.finished_at) if run.finished_at else None
+        return MirrorSync(run.finished_at, None if at is None else max(0.0, now - at), run.counts, run.failed)
 
 
 # ----------------------------------------------------------------------------- Kubernetes

@@ -22,8 +22,10 @@ JOB_FIELDS = ("id", "repo", "ref", "agent", "status", "attempt", "submitted_at",
 
 
 def mirror_key(keys: Keys) -> str:
-    """Where the mirror records its last sync: JSON {time, counts: {action: n}, failed: [...]}."""
-    return f"{keys.prefix}:mirror:last_sync"
+    """Where the mirror records its last sync: the mirror's own key (raibid/mirror/record.py)."""
+    from raibid.mirror.record import last_run_key
+
+    return last_run_key(keys.prefix)
 
 
 class Counting:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from raibid.errors import UsageError
+from raibid.errors import RaibidError, UsageError
 from raibid.webhook.mirrors import MirrorSet
 from raibid.webhook.receiver import GiteaPushes, GitHubPushes, Receiver
 from raibid.webhook.sync import BuildAfterSync, GiteaPullSync
@@ -76,11 +76,30 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 def create_server(app: Callable[..., Any], host: str, port: int, *, max_body: int, threads: int = 4) -> Any:
-    """A waitress server, bound but not yet running (``port`` 0 picks a free one: see ``effective_port``)."""
+    """A waitress server, bound but not yet running (``port`` 0 picks a free one: see ``effective_port``).
+
+    An address that cannot be used is a typed error, not a traceback: a host that does not
+    resolve is a usage error (exit 2); a port in use or not allowed is a failure (exit 1).
+    """
+    import errno
+
     import waitress
 
-    return waitress.create_server(app, host=host, port=port, threads=threads, ident="raibid-webhook",
-                                  max_request_body_size=max_body, channel_timeout=30, clear_untrusted_proxy_headers=True)
+    where = f"{host}:{port}"
+    try:
+        return waitress.create_server(app, host=host, port=port, threads=threads, ident="raibid-webhook",
+                                      max_request_body_size=max_body, channel_timeout=30,
+                                      clear_untrusted_proxy_headers=True)
+    except ValueError:  # waitress: getaddrinfo found nothing for the host
+        raise UsageError(f"cannot listen on {where}: the host does not resolve to a local address",
+                         hint="use an IP address of this machine, 0.0.0.0 or 127.0.0.1 (--listen, webhook.listen)"
+                         ) from None
+    except OSError as e:
+        why = {errno.EADDRINUSE: "the address is already in use", errno.EACCES: "permission denied",
+               errno.EADDRNOTAVAIL: "the address is not on this machine"}.get(e.errno or 0, e.strerror or str(e))
+        raise RaibidError(f"cannot listen on {where}: {why}",
+                          hint="pick another port with --listen (or webhook.listen), or stop what holds it"
+                          ) from None
 
 
 def start_server(app: Callable[..., Any], host: str = "127.0.0.1", port: int = 0, *, max_body: int = 1 << 20,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -101,9 +102,14 @@ class EngineSync:
 
     The engine's own trigger (``opts.trigger``) enqueues the builds for the refs the sync moved,
     with the same dedupe key as the cron sync, so the receiver adds no jobs of its own here.
+
+    ``github`` makes a GitHub client; each sync gets its own, so ``mirror.max_wait`` is a
+    budget per sync, as for one `mirror sync` run (one client for the receiver's lifetime
+    would add up every rate-limit wait since it started and then refuse to wait at all),
+    and the worker threads share no client.
     """
 
-    def __init__(self, gitea: Gitea, github: Any, mirror: MirrorConfig, opts: Options, *,
+    def __init__(self, gitea: Gitea, github: Callable[[], Any], mirror: MirrorConfig, opts: Options, *,
                  base_dir: Path | None = None) -> None:
         self.gitea = gitea
         self.github = github
@@ -114,7 +120,7 @@ class EngineSync:
     def __call__(self, source: str) -> None:
         from raibid.mirror import Syncer, TargetIndex, resolve
 
-        resolved, _ = resolve(self.mirror, self.github, None, repos=(source,), base_dir=self.base_dir, jobs=1)
+        resolved, _ = resolve(self.mirror, self.github(), None, repos=(source,), base_dir=self.base_dir, jobs=1)
         mine = [r for r in resolved if r.source.lower() == source.lower()]
         if not mine:
             raise NotFound(f"{source}: the mirror config does not resolve it")

@@ -336,6 +336,22 @@ def test_status_reports_each_state_and_exits_1_on_drift(run, world):
     assert table.code == 1 and table.out.splitlines()[0].split("\t")[:3] == ["SOURCE", "TARGET", "STATE"]
 
 
+
+def test_status_when_github_cannot_answer_is_unknown_not_missing_source(run, world):
+    # A source GitHub did not answer for (rate limit, 5xx, 403) is "diverged" (a side could not be read),
+    # never "missing-source", which says the repo is gone.
+    world.config(repos=["solo/one", "solo/two"], orgs=[{"name": "acme", "include": ["^web$"]}])
+    assert run("mirror", "sync", "--no-trigger").code == 0
+    world.github.fail_next(10, status=500, path="/repos/solo/two")
+    world.github.fail_next(10, status=500, path="/orgs/acme/repos")
+    r = run("mirror", "status", "--json")
+    assert r.code == 1
+    rows = {x["source"]: x for x in r.json()}
+    assert rows["solo/one"]["state"] == "in-sync"
+    assert rows["solo/two"]["state"] == "diverged" and "(500)" in rows["solo/two"]["error"]
+    assert rows["acme/*"]["state"] == "diverged" and "(500)" in rows["acme/*"]["error"]
+
+
 def test_list_shows_entries_and_resolved_repos(run, world):
     world.github.add_repo("acme", "fork-x", fork=True)
     world.github.add_repo("acme", "svc-archived", archived=True)
@@ -382,6 +398,38 @@ def test_unreachable_github_exits_5(run, world):
     world.config(repos=["solo/one"], github_api="http://127.0.0.1:1")
     r = run("mirror", "sync")
     assert r.code == 5 and "GitHub" in r.err
+
+
+def test_a_github_server_error_fails_only_that_entry(run, world):
+    # A 500 on one org listing or one repo lookup is that entry's failure: the rest syncs, the summary is printed.
+    world.config(repos=["solo/one", "solo/two"], orgs=[{"name": "acme", "include": ["^svc-a$"]}])
+    world.github.fail_next(10, status=500, path="/orgs/acme/repos")
+    world.github.fail_next(10, status=500, path="/repos/solo/two")
+    r = run("mirror", "sync", "--json", "--no-trigger")
+    assert r.code == 1, r.err
+    doc = by_source(r.json())
+    assert doc["solo/one"]["action"] == "created"
+    assert doc["acme/*"]["action"] == "failed" and "(500)" in doc["acme/*"]["error"]
+    assert doc["solo/two"]["action"] == "failed" and "(500)" in doc["solo/two"]["error"]
+    assert world.target_refs("mirrors/one") == world.source_refs("solo/one")
+    listed = run("mirror", "list", "--json")
+    assert listed.code == 0, listed.err
+
+
+
+def test_a_github_403_on_one_repo_fails_that_repo_but_a_401_stops_the_run(run, world, monkeypatch):
+    # 403 without a rate limit (SAML SSO, no access to one private repo) concerns that repo only.
+    world.config(repos=["solo/one", "solo/two"])
+    world.github.fail_next(10, status=403, path="/repos/solo/two")
+    r = run("mirror", "sync", "--json", "--no-trigger")
+    assert r.code == 1, r.err
+    doc = by_source(r.json())
+    assert doc["solo/one"]["action"] == "created"
+    assert doc["solo/two"]["action"] == "failed" and "(403)" in doc["solo/two"]["error"]
+    world.github.faults.clear()
+    monkeypatch.setenv("GITHUB_TOKEN", "not-the-token")
+    r = run("mirror", "sync", "--json")
+    assert r.code == 4 and "401" in r.err and "github_token_env" in r.err
 
 
 def test_bad_regex_is_a_config_error_naming_the_entry(run, world):
@@ -441,6 +489,66 @@ def test_each_repo_has_its_own_timeout(world, tmp_path):
     assert results["solo/hung"].action == "failed" and "timed out" in results["solo/hung"].error
     assert results["solo/hung"].duration_s < 5
     assert results["solo/one"].action == "created"
+
+
+def test_a_repo_another_process_is_syncing_waits_for_it_instead_of_racing_its_git(world, tmp_path):
+    """The webhook receiver syncs single repos without the run lock: two git fetches into one cache repo
+    fail with "cannot lock ref". The engine serialises each repo's work on a lock beside its cache repo."""
+    import fcntl
+
+    from raibid.gitea import Gitea
+    from raibid.mirror import Options, Resolved, Syncer, TargetIndex
+    from raibid.mirror import gitengine as g
+
+    gitea = Gitea(world.gitea.url, GITEA_TOKEN)
+    url = world.github.git.url("solo/one")
+    repo = Resolved("solo/one", "mirrors/one", "repos[0]", clone_url=url)
+
+    def syncer(timeout: float) -> Syncer:
+        return Syncer(gitea, TargetIndex(gitea), Options(cache_dir=tmp_path / "c", timeout=timeout,
+                                                         github_token=world.github.token, gitea_token=GITEA_TOKEN))
+
+    lock = g.cache_path(tmp_path / "c", url, "solo/one").with_suffix(".git.lock")
+    lock.parent.mkdir(parents=True)
+    with open(lock, "a") as held:  # what a concurrent process working on this repo holds
+        fcntl.flock(held, fcntl.LOCK_EX)
+        busy = syncer(timeout=1.0).run([repo]).repos[0]
+        assert busy.action == "failed" and "busy" in busy.error, busy
+        assert world.gitea_pushes() == 0
+    [done] = syncer(timeout=30).run([repo]).repos
+    assert done.action == "created" and world.target_refs("mirrors/one") == world.source_refs("solo/one")
+
+
+def test_a_dotdot_repo_in_the_config_is_a_config_error_naming_the_entry(run, world):
+    world.config(repos=["solo/one", "../etc"])
+    r = run("mirror", "sync")
+    assert r.code == 2 and "mirror.repos entry '../etc'" in r.err and "hint:" in r.err
+    world.config(repos=[{"source": "solo/one", "target": "mirrors/.."}])
+    r = run("mirror", "list")
+    assert r.code == 2 and "'mirrors/..' is not OWNER/NAME" in r.err
+
+
+def test_jobs_name_the_repo_as_gitea_spells_it_so_its_webhook_dedupes(run, world):
+    # target_org "Mirrors" finds Gitea's org "mirrors"; a job for "Mirrors/one" would not dedupe
+    # against the Gitea push webhook's "mirrors/one" and the commit would be built twice.
+    from raibid.gitea import Gitea
+    from raibid.queue import JobSpec, dedupe_key
+
+    Gitea(world.gitea.url, GITEA_TOKEN).create_org("mirrors")
+    world.config(repos=["solo/one"], target_org="Mirrors")
+    first = run("mirror", "sync", "--json")
+    assert first.code == 0, first.err
+    assert first.json()["repos"][0]["target"] == "mirrors/one"
+    sha = world.github.commit("solo", "one", "main", {"a.txt": "case"})
+    r = run("mirror", "sync", "--json")
+    assert r.code == 0, r.err
+    [repo] = r.json()["repos"]
+    assert repo["target"] == "mirrors/one" and len(repo["jobs"]) == 1
+    q = Queue(redis.Redis.from_url(world.redis_url, decode_responses=True), url=world.redis_url)
+    job, created = q.submit_deduped(JobSpec(repo="mirrors/one", ref="main", commit=sha, agent="generic",
+                                            source="webhook", dedupe=dedupe_key("mirrors/one", sha, "generic")))
+    assert not created and job.id == repo["jobs"][0]
+    assert [j.repo for j in world.jobs()] == ["mirrors/one"]
 
 
 def test_empty_source_repo_is_created_then_unchanged(run, world):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 
 import pytest
 import redis
@@ -217,16 +216,32 @@ def test_gitea_down_exits_5(run, cluster, redis_url, monkeypatch):
     assert snap["backends"]["redis"]["ok"] and snap["backends"]["kubernetes"]["ok"]
 
 
-def test_mirror_last_sync_is_shown(run, busy, q):
-    q.r.set("raibid:mirror:last_sync", json.dumps({"time": "2026-01-01T00:00:00Z",
-                                                   "counts": {"synced": 3, "unchanged": 10, "failed": 1},
-                                                   "failed": ["octo/broken"]}))
-    snap = run("top", "--json").json()
+def test_a_real_mirror_sync_shows_up_in_top(run, busy, github, tmp_path, monkeypatch):
+    # top reads the mirror's record through the mirror's own key and format (raibid/mirror/record.py).
+    github.add_user("solo")
+    github.add_repo("solo", "one", files={"a": "1"})
+    github.add_repo("solo", "two", files={"b": "2"})
+    cfg = tmp_path / "raibid.yaml"
+    cfg.write_text(f"mirror:\n  github_api: {github.url}\n  target_org: mirrors\n"
+                   f"  cache_dir: {tmp_path / 'cache'}\n  repos: [solo/one, solo/two, solo/gone]\n")
+    monkeypatch.setenv("RAIBID_CONFIG", str(cfg))
+    monkeypatch.setenv("GITHUB_TOKEN", github.token)
+    sync = run("mirror", "sync", "--json", "--no-trigger")
+    assert sync.code == 1, sync.err
+    assert sync.json()["recorded"] is True
+    snap = run("top", "--once", "--json").json()
     m = snap["cluster"]["mirror"]
-    assert m["counts"] == {"synced": 3, "unchanged": 10, "failed": 1} and m["failed"] == ["octo/broken"]
-    assert m["age_s"] > 0
-    assert "mirror\t2026-01-01T00:00:00Z\t3 synced, 10 unchanged, 1 failed\tfailed: octo/broken" in run(
-        "top", "--once").out
+    assert m is not None, "top does not see the mirror's last sync"
+    assert m["counts"] == {"created": 2, "failed": 1} and m["failed"] == ["solo/gone"]
+    assert m["time"] == sync.json()["finished_at"] and 0 <= m["age_s"] < 600
+    assert f"mirror\t{m['time']}\t2 created, 1 failed\tfailed: solo/gone" in run("top", "--once").out
+
+
+def test_an_unreadable_mirror_record_is_reported_not_fatal(run, busy, q):
+    q.r.set("raibid:mirror:last", "{not json")
+    r = run("top", "--once", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["cluster"]["mirror"]["failed"] == ["unreadable mirror record"]
 
 
 def test_help_lists_top(run):

@@ -153,6 +153,20 @@ def test_serve_rejects_a_bad_listen_address(run, monkeypatch):
     assert r.code == 2 and "HOST:PORT" in r.err
 
 
+def test_serve_on_a_port_in_use_or_a_host_that_does_not_resolve_exits_without_a_traceback(run, monkeypatch,
+                                                                                          isolated_env):
+    import socket
+
+    monkeypatch.setenv("RAIBID_WEBHOOK_SECRET", SECRET)
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        r = run("webhook", "serve", "--listen", f"127.0.0.1:{port}")
+    assert r.code == 1 and f"cannot listen on 127.0.0.1:{port}: the address is already in use" in r.err
+    assert "hint:" in r.err and "Traceback" not in r.err
+    r = run("webhook", "serve", "--listen", "no-such-host.invalid:8080")
+    assert r.code == 2 and "does not resolve" in r.err and "Traceback" not in r.err
+
+
 def test_help_says_serve_is_the_long_running_pod_command(run):
     r = run("webhook", "serve", "--help")
     assert "long-running" in r.out and "raibid-webhook" in r.out
