@@ -572,6 +572,25 @@ def test_immutable_pvc_change_is_explained(run, k3s, monkeypatch, key, value, te
         "storageClassName"] == "local-path"
 
 
+def test_diff_explains_an_immutable_pvc_change_as_up_does(run, k3s, monkeypatch):
+    assert up(run, "-c", "redis").code == 0
+    monkeypatch.setenv("RAIBID_CLUSTER_REDIS_STORAGE", "1Gi")
+    r = run("cluster", "diff", "-c", "redis")
+    assert r.code == 2 and "can not be less than previous value" in r.err
+    assert "holds data" in r.err and "size 5Gi" in r.err and "cluster.storage_class" in r.err
+    assert "Traceback" not in r.err and r.out == ""
+
+
+def test_diff_explains_an_immutable_statefulset_change_with_up_replace(run, k3s):
+    assert up(run, "-c", "redis").code == 0
+    with k3s.lock:  # as an older release of raibid left it
+        sts = next(o for k, o in k3s.objects.items() if k[1] == "statefulsets" and k[3] == "raibid-redis")
+        sts["spec"]["serviceName"] = "raibid-redis-old"
+    r = run("cluster", "diff", "-c", "redis")
+    assert r.code == 2 and "holds no data" in r.err
+    assert "raibid cluster up --replace" in r.err  # diff itself has no --replace
+
+
 def test_kube_apply_into_a_terminating_namespace_says_so(kube):
     from raibid.cluster.client import Kube, NamespaceTerminating
 
