@@ -435,6 +435,34 @@ def test_kubeconfig_list_is_merged_like_kubectl(run, kube, tmp_path, monkeypatch
     assert r.json()[0]["state"] == "missing"
 
 
+@pytest.mark.parametrize("second_context", ["other", ""], ids=["set", "empty"])
+def test_kubeconfig_list_uses_the_first_files_current_context(run, kube, tmp_path, monkeypatch, second_context):
+    """kubectl: the first file that sets current-context wins (a later file, even with "", never does)."""
+    import yaml
+
+    first = tmp_path / "first.yaml"
+    first.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "clusters": [{"name": "c", "cluster": {"server": kube.url}}],
+        "users": [{"name": "u", "user": {"token": kube.token}}],
+        "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}}], "current-context": "ctx"}))
+    second = tmp_path / "second.yaml"
+    second.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "clusters": [{"name": "o", "cluster": {"server": "http://127.0.0.1:9"}}],
+        "users": [{"name": "ou", "user": {"token": "x"}}],
+        "contexts": [{"name": "other", "context": {"cluster": "o", "user": "ou"}}],
+        "current-context": second_context}))
+    monkeypatch.setenv("KUBECONFIG", f"{first}:{second}")
+    r = run("cluster", "status", "-c", "redis", "--json")
+    assert r.code == 0, r.err
+    assert r.json()[0]["state"] == "missing" and kube.requests()
+    monkeypatch.setenv("KUBECONFIG", f"{second}:{first}")  # and the other way round
+    r = run("cluster", "status", "-c", "redis", "--json")
+    if second_context:
+        assert r.code == 5 and "127.0.0.1:9" in r.err
+    else:
+        assert r.code == 0, r.err
+
+
 def test_unwritable_cache_dir_is_not_unreachable(run, k3s, tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
