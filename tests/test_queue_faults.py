@@ -429,6 +429,28 @@ def test_a_hung_redis_fails_within_the_timeout(tmp_path, redis_kind):
         server.kill()
 
 
+def test_a_hung_redis_fails_a_retried_call_within_the_retry_budget(tmp_path, redis_kind):
+    """Retrying after timeouts must not multiply the timeout by the number of retries (the CLI's
+    `queue stats` took 54 s against a hung Redis with the default 8 retries and 5 s timeout)."""
+    server = RedisServer(tmp_path / "hung", kind=redis_kind).start()
+    try:
+        policy = retry_policy(retries=40, base=0.01, cap=0.05)
+        assert 1.5 < policy.budget < 2.1  # the most the backoff may sleep in all: 0.02 + 0.04 + 38 * 0.05
+        q = Queue(connect(server.url, timeout=0.3), url=server.url, retry=policy)
+        job = q.submit(spec())
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(Unreachable):
+                q.get(job.id)  # a retried read
+            # Within the budget plus one backoff and one timeout; 41 tries of 0.3 s would be 12 s.
+            assert time.monotonic() - started < policy.budget + 0.05 + 0.3 + 1.0
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+    finally:
+        server.kill()
+
+
 def test_blocking_claim_waits_its_block_time_without_timing_out(redis_url):
     q = Queue(connect(redis_url, timeout=0.3), url=redis_url, retry=fast_retry(0))
     q.init(["generic"])
