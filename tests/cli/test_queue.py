@@ -82,7 +82,7 @@ def test_unknown_job_exits_3(run, redis_url):
     for args in (["show", "01NOPE"], ["cancel", "01NOPE"], ["retry", "01NOPE"], ["logs", "01NOPE"]):
         r = run("queue", *args)
         assert r.code == 3, args
-        assert "no job '01NOPE'" in r.err
+        assert "no job '01NOPE'" in r.err and "hint: `raibid queue list`" in r.err, args
 
 
 def test_cancel_retry_and_logs(run, q):
