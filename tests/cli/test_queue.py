@@ -70,6 +70,15 @@ def test_bulk_submit_malformed_line_submits_nothing(run, q, isolated_env):
     assert r.code == 2 and ":1: unknown key(s) secret" in r.err
 
 
+def test_bulk_submit_line_without_a_required_key_names_the_key(run, q, isolated_env):
+    f = isolated_env / "jobs.jsonl"
+    f.write_text('{"repo": "a/b", "ref": "main"}\n{"repo": "a/b"}\n')
+    r = run("queue", "submit", "--from-file", str(f))
+    assert r.code == 2 and f"{f}:2: missing key(s) ref; nothing was submitted" in r.err
+    assert "__init__" not in r.err and "positional argument" not in r.err
+    assert q.r.dbsize() == 0
+
+
 def test_bulk_submit_non_utf8_file_exits_2_and_submits_nothing(run, q, isolated_env):
     f = isolated_env / "jobs.jsonl"
     f.write_bytes(b'{"repo": "a/b", "ref": "main"}\n{"repo": "a/b", "ref": "caf\xe9"}\n')
