@@ -32,6 +32,10 @@ def redis_errors(url: str) -> Iterator[None]:
             raise AuthError(f"Redis at {shown}: {text}",
                             hint="set the password in the env var named by redis.password_env") from None
         raise QueueError(f"Redis at {shown}: {text}") from None
+    except redis.InvalidResponse as e:  # a web server or proxy on that port, not Redis
+        raise Unreachable(f"{shown} does not answer like Redis: {str(e)[:200]}",
+                          hint="check redis.url (or RAIBID_REDIS_URL): is another service listening on that "
+                               "host and port?") from None
     except (redis.ConnectionError, redis.TimeoutError) as e:
         raise Unreachable(f"cannot reach Redis at {shown}: {e}",
                           hint="is Redis running? check redis.url (or RAIBID_REDIS_URL)") from None

@@ -155,6 +155,42 @@ def test_unreachable_redis_exits_5_without_password(run, monkeypatch):
     assert "s3cr3t" not in r.err + r.out and "Traceback" not in r.err
 
 
+@pytest.fixture
+def http_not_redis():
+    """Something that is not Redis on the port (a web server, a proxy): it answers each request with
+    an HTTP 400 and keeps the connection open, as nginx does."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            while conn.recv(65536):
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/html\r\nContent-Length: 0\r\n\r\n")
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"redis://:s3cr3t@127.0.0.1:{listener.getsockname()[1]}/0"
+    listener.close()
+
+
+def test_a_url_that_is_not_redis_exits_5_without_a_traceback(run, monkeypatch, http_not_redis):
+    monkeypatch.setenv("RAIBID_REDIS_URL", http_not_redis)
+    for args in (["stats"], ["list"], ["submit", "--repo", "a/b", "--ref", "main"]):
+        r = run("queue", *args)
+        assert r.code == 5, args
+        assert "does not answer like Redis" in r.err and "redis://:***@127.0.0.1" in r.err
+        assert "hint:" in r.err and "s3cr3t" not in r.err + r.out
+
+
 def test_wrong_password_exits_4(run, tmp_path, monkeypatch, redis_kind):
     from tests.harness.redis_server import RedisServer
 
