@@ -510,6 +510,15 @@ def test_down_no_wait_returns_while_the_namespace_terminates(run, k3s):
     assert "RBAC" not in again.err and "wait until" in again.err
 
 
+def test_status_says_the_namespace_is_terminating(run, k3s):
+    assert up(run, "-c", "redis").code == 0
+    k3s.namespace_finalize_delay = 30
+    assert run("cluster", "down", "-c", "redis", "--purge", "--yes", "--no-wait").code == 0
+    r = run("cluster", "status", "-c", "redis", "--json")
+    assert r.code == 0 and r.json()[0]["state"] == "missing"  # stdout stays data
+    assert f"namespace {NS} is being deleted (Terminating)" in r.err and "hint:" not in r.out
+
+
 def test_diff_shows_a_changed_secret_masked(run, k3s, monkeypatch):
     assert up(run, "-c", "gitea").code == 0
     assert run("cluster", "diff", "-c", "gitea").code == 0
