@@ -444,7 +444,7 @@ def test_a_hung_redis_fails_a_retried_call_within_the_retry_budget(tmp_path, red
             with pytest.raises(Unreachable):
                 q.get(job.id)  # a retried read
             # Within the budget plus one backoff and one timeout; 41 tries of 0.3 s would be 12 s.
-            assert time.monotonic() - started < policy.budget + 0.05 + 0.3 + 1.0
+            assert time.monotonic() - started < policy.budget + 0.05 + 0.3 + 2.5  # slack for a loaded machine
         finally:
             os.kill(server.proc.pid, signal.SIGCONT)
     finally:
