@@ -171,8 +171,13 @@ def translate(verb: str, what: str, namespace: str | None = None, server: str | 
                 f"{verb} {what}{where}: the namespace is being deleted (Terminating): {msg}",
                 hint=f"wait until `kubectl get namespace {namespace or ''}` shows it gone, then run again "
                      "(`raibid cluster down` waits for it unless --no-wait)") from None
-        if status in (401, 403):
-            raise AuthError(f"{verb} {what}{where}: forbidden ({status}): {msg}",
+        if status == 401:  # the credentials were not accepted: expired or wrong, not a permission
+            raise AuthError(f"{verb} {what}{where}: unauthorized (401): {msg}",
+                            hint="the API server did not accept the kubeconfig user's credentials (an expired "
+                                 "or wrong token or certificate); on k3s copy /etc/rancher/k3s/k3s.yaml again") \
+                from None
+        if status == 403:
+            raise AuthError(f"{verb} {what}{where}: forbidden (403): {msg}",
                             hint="check the kubeconfig user and its RBAC permissions") from None
         if status == 404:
             raise NotFound(f"{verb} {what}{where}: not found: {msg}") from None

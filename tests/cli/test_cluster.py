@@ -220,6 +220,13 @@ def test_forbidden_exits_4_naming_verb_resource_namespace(run, k3s):
     assert "apply Secret/raibid-redis in namespace raibid-ci: forbidden (403)" in r.err
 
 
+def test_a_rejected_token_is_unauthorized_not_forbidden(run, k3s, tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(k3s.write_kubeconfig(tmp_path / "stale", token="expired-token")))
+    r = run("cluster", "status", "-c", "redis")
+    assert r.code == 4 and "unauthorized (401)" in r.err and "forbidden" not in r.err
+    assert "credentials" in r.err and "RBAC" not in r.err  # a token problem, not a permission one
+
+
 def test_server_422_shows_its_message(run, k3s):
     k3s.inject("status", count=1, status=422, method="PATCH", path="/services/",
                message='Service "raibid-redis" is invalid: spec.ports[0].port: Invalid value: 0')
