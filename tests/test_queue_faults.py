@@ -244,6 +244,55 @@ def test_without_retries_a_lost_claim_reply_is_resumed_by_calling_claim_again(re
     assert other.job.id == job.id and not other.resumed and other.job.deliveries == 2
 
 
+def _lost_delivery(q: Queue, consumer: str) -> str:
+    """An entry delivered to ``consumer`` long ago whose XREADGROUP reply never arrived (a Redis
+    paused past the client's timeout replays it later): pending for ``consumer``, idle 1,000 s."""
+    stream = q.keys.stream("generic")
+    q.init(["generic"])
+    sid = q.r.xreadgroup(GROUP, consumer, {stream: ">"}, count=1)[0][1][0][0]
+    q.r.execute_command("XCLAIM", stream, GROUP, consumer, 0, sid, "IDLE", 1_000_000, "JUSTID")
+    return sid
+
+
+def test_a_job_resumed_from_a_lost_delivery_is_not_stolen_right_after_its_start(redis_url):
+    q = make_queue(redis_url)
+    job = q.submit(spec())
+    _lost_delivery(q, "pod")
+    claim = make_queue(redis_url, min_idle_ms=60_000).claim("generic", "pod")
+    assert claim.job.id == job.id
+    # Its start made the entry fresh: another worker's XAUTOCLAIM must not take it.
+    assert make_queue(redis_url, min_idle_ms=60_000).claim("generic", "other") is None
+    assert make_queue(redis_url).heartbeat(claim) is False  # still held: no LostJob
+    assert q.get(job.id).deliveries == 1 and q.get(job.id).agent_pod == "pod"
+
+
+class StartInterleaved(Queue):
+    """Runs ``between`` after a claim found an entry and before its start step."""
+
+    between = staticmethod(lambda: None)
+
+    def _start(self, *args, **kwargs):
+        self.between()
+        return super()._start(*args, **kwargs)
+
+
+def test_a_start_by_a_consumer_that_no_longer_holds_the_entry_writes_nothing(redis_url):
+    q = make_queue(redis_url)
+    job = q.submit(spec())
+    _lost_delivery(q, "pod")
+    slow = StartInterleaved(redis.Redis.from_url(redis_url, decode_responses=True), url=redis_url,
+                            min_idle_ms=60_000)
+    rescuer = make_queue(redis_url, min_idle_ms=1000)
+    taken = {}
+    slow.between = lambda: taken.setdefault("claim", rescuer.claim("generic", "rescuer"))
+    assert slow.claim("generic", "pod") is None  # the rescuer took it between listing and start
+    assert taken["claim"].job.id == job.id
+    assert rescuer.heartbeat(taken["claim"]) is False  # the rescuer still holds it
+    record = q.get(job.id)
+    assert record.agent_pod == "rescuer" and record.deliveries == 1
+    assert rescuer.finish(taken["claim"], "succeeded", exit_code=0)
+
+
 def test_finish_whose_reply_is_lost_is_idempotent(redis_url, proxy):
     q = make_queue(redis_url)
     warm(q)
@@ -374,6 +423,28 @@ def test_a_hung_redis_fails_within_the_timeout(tmp_path, redis_kind):
             with pytest.raises(Unreachable):
                 q.get(job.id)
             assert time.monotonic() - started < 3  # redis.timeout 0.5 s; the old client took 65 s
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+    finally:
+        server.kill()
+
+
+def test_a_hung_redis_fails_a_retried_call_within_the_retry_budget(tmp_path, redis_kind):
+    """Retrying after timeouts must not multiply the timeout by the number of retries (the CLI's
+    `queue stats` took 54 s against a hung Redis with the default 8 retries and 5 s timeout)."""
+    server = RedisServer(tmp_path / "hung", kind=redis_kind).start()
+    try:
+        policy = retry_policy(retries=40, base=0.01, cap=0.05)
+        assert 1.5 < policy.budget < 2.1  # the most the backoff may sleep in all: 0.02 + 0.04 + 38 * 0.05
+        q = Queue(connect(server.url, timeout=0.3), url=server.url, retry=policy)
+        job = q.submit(spec())
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(Unreachable):
+                q.get(job.id)  # a retried read
+            # Within the budget plus one backoff and one timeout; 41 tries of 0.3 s would be 12 s.
+            assert time.monotonic() - started < policy.budget + 0.05 + 0.3 + 2.5  # slack for a loaded machine
         finally:
             os.kill(server.proc.pid, signal.SIGCONT)
     finally:

@@ -206,10 +206,13 @@ def up(app: Application, components: tuple[str, ...], dry_run: bool, wait: bool,
 def status(app: Application, components: tuple[str, ...], check: bool, as_json: bool) -> None:
     """Per component: ready/desired, version, age and problems."""
     from raibid.cluster.components import BASE
-    from raibid.cluster.readiness import component_status
+    from raibid.cluster.readiness import component_status, terminating_namespaces
     from raibid.terminal import format_age
 
     manifests = _render(app, components)
+    for ns in terminating_namespaces(app.kube, manifests):
+        app.term.warn(f"namespace {ns} is being deleted (Terminating): its components go with it; "
+                      "wait until it is gone, then `raibid cluster up`")
     by_comp: dict[str, list[Manifest]] = {}
     for m in manifests:
         if m.component != BASE:

@@ -55,6 +55,7 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 SPEC_KEYS = {"repo", "ref", "commit", "agent", "command", "env", "timeout", "dedupe"}
+SPEC_REQUIRED = {"repo", "ref"}
 
 
 def _read_jsonl(stream: click.utils.LazyFile | object, name: str) -> list:
@@ -80,6 +81,10 @@ def _read_jsonl(stream: click.utils.LazyFile | object, name: str) -> list:
         if unknown:
             raise UsageError(f"{name}:{n}: unknown key(s) {', '.join(sorted(unknown))}; nothing was submitted",
                              hint="keys: " + ", ".join(sorted(SPEC_KEYS)))
+        missing = SPEC_REQUIRED - set(obj)
+        if missing:
+            raise UsageError(f"{name}:{n}: missing key(s) {', '.join(sorted(missing))}; nothing was submitted",
+                             hint="each line needs " + " and ".join(sorted(SPEC_REQUIRED)))
         try:
             spec = JobSpec(**{k: obj[k] for k in obj}, source="cli")
             spec.validate()

@@ -277,6 +277,6 @@ def immutable_explained(e: ImmutableField, m: Manifest, live: KubeObject | None)
     else:
         err = ImmutableField(f"{e.message}\n{m.ref} holds no data of its own, so it can be deleted and created "
                              "again with the new value.",
-                             hint="re-run with --replace to delete and re-create objects whose immutable fields "
-                                  "changed (PVCs and generated Secrets are never replaced)")
+                             hint="run `raibid cluster up --replace` to delete and re-create objects whose immutable "
+                                  "fields changed (PVCs and generated Secrets are never replaced)")
     return err

@@ -66,6 +66,23 @@ def kubeconfig_files(paths: str) -> list[str]:
     return out
 
 
+def first_current_context(files: list[str]) -> str | None:
+    """The current-context kubectl uses for a merged ``KUBECONFIG`` list: the first file that sets
+    a non-empty one wins. (The official client's merger lets the last file win, even with "".)
+    None when no file sets one, or a file cannot be read (loading it then reports the problem)."""
+    from raibid.yamlio import load
+
+    for f in files:
+        try:
+            data = load(Path(f).read_text(encoding="utf-8"), max_nodes=100_000)
+        except Exception:  # a broken file: load_kube_config names the problem
+            return None
+        current = data.get("current-context") if isinstance(data, dict) else None
+        if isinstance(current, str) and current:
+            return current
+    return None
+
+
 def status_body(body: Any) -> tuple[str, str | None]:
     """(human message, reason) from a Kubernetes Status body, or the raw text and None."""
     if isinstance(body, (bytes, bytearray)):
@@ -154,8 +171,13 @@ def translate(verb: str, what: str, namespace: str | None = None, server: str | 
                 f"{verb} {what}{where}: the namespace is being deleted (Terminating): {msg}",
                 hint=f"wait until `kubectl get namespace {namespace or ''}` shows it gone, then run again "
                      "(`raibid cluster down` waits for it unless --no-wait)") from None
-        if status in (401, 403):
-            raise AuthError(f"{verb} {what}{where}: forbidden ({status}): {msg}",
+        if status == 401:  # the credentials were not accepted: expired or wrong, not a permission
+            raise AuthError(f"{verb} {what}{where}: unauthorized (401): {msg}",
+                            hint="the API server did not accept the kubeconfig user's credentials (an expired "
+                                 "or wrong token or certificate); on k3s copy /etc/rancher/k3s/k3s.yaml again") \
+                from None
+        if status == 403:
+            raise AuthError(f"{verb} {what}{where}: forbidden (403): {msg}",
                             hint="check the kubeconfig user and its RBAC permissions") from None
         if status == 404:
             raise NotFound(f"{verb} {what}{where}: not found: {msg}") from None
@@ -325,6 +347,8 @@ class Kube:
             raise ConfigError(f"kubeconfig not found: {path}",
                               hint="on k3s: export KUBECONFIG=/etc/rancher/k3s/k3s.yaml, or pass --kubeconfig")
         where = f"kubeconfig {os.pathsep.join(files)}"
+        if context is None and len(files) > 1:
+            context = first_current_context(files)
         cfg = Configuration()
         # Fail fast when the API server is down: no urllib3 retry storm. Set before
         # the client exists, because its connection pool reads it once.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses as _dc
 
-from raibid.cluster.apply import LiveObjects, live_objects, strip
-from raibid.cluster.client import Kube, KubeObject
+from raibid.cluster.apply import LiveObjects, immutable_explained, live_objects, strip
+from raibid.cluster.client import ImmutableField, Kube, KubeObject
 from raibid.cluster.labels import FIELD_MANAGER
 from raibid.cluster.render import Manifest
 from raibid.errors import NotFound
@@ -62,6 +62,8 @@ def diff_manifests(kube: Kube, manifests: list[Manifest], *, force: bool = False
         except NotFound:
             # Its CRD or namespace is created by this same apply: it would be created as rendered.
             live, merged = None, m.obj
+        except ImmutableField as e:  # explained as `up` explains it: keep the data, or --replace
+            raise immutable_explained(e, m, live) from None
         a, b = strip(live), strip(merged)
         if a == b:  # compare first, then mask: a changed Secret value must still show
             continue

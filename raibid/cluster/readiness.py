@@ -260,6 +260,17 @@ def _replicas(obj: KubeObject) -> tuple[int, int]:
     return min(status.get("readyReplicas", 0), want), want
 
 
+def terminating_namespaces(kube: Kube, manifests: list[Manifest]) -> list[str]:
+    """The rendered Namespaces that are being deleted (a deletionTimestamp, phase Terminating)."""
+    out = []
+    for m in manifests:
+        if m.kind == "Namespace":
+            obj = kube.get(m.api_version, m.kind, m.name)
+            if obj is not None and (obj.get("metadata") or {}).get("deletionTimestamp"):
+                out.append(m.name)
+    return out
+
+
 def component_status(kube: Kube, component: str, manifests: list[Manifest]) -> ComponentStatus:
     """Ready/desired, version, age and problems of one component, from the live objects and the same
     readiness rules as `up --wait`."""

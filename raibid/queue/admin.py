@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterable
 
 from raibid.errors import NotFound, UsageError
+from raibid.queue.base import no_job
 from raibid.queue.connection import mapped, retried
 from raibid.queue.ids import new_job_id
 from raibid.queue.keys import GROUP
@@ -81,7 +82,7 @@ class Admin(Producer, Worker):
         """'cancelled' for a queued job; 'requested' for a running one (the agent polls)."""
         res = self._script("cancel")(keys=[self.keys.job(job_id)], args=[now_rfc3339(), self.log_ttl])
         if res == "missing":
-            raise NotFound(f"no job {job_id!r}")
+            raise no_job(job_id)
         if not res.startswith("+"):
             raise UsageError(f"job {job_id} is already {res}; nothing to cancel")
         return res[1:]
@@ -106,7 +107,7 @@ class Admin(Producer, Worker):
             args=[new_id, now, score, self.keys.job(""), "1" if dlq else "0"])
         state = res[0]
         if state == "missing":
-            raise NotFound(f"no job {job_id!r}")
+            raise no_job(job_id)
         if state == "retried":
             raise UsageError(f"job {job_id} was already retried as {res[1]}",
                              hint=f"`raibid queue show {res[1]}`; retry that one if it failed too")

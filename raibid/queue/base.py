@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     import redis
 
 
+def no_job(job_id: str) -> NotFound:
+    """The one not-found error for a job id, with the same hint wherever it is raised."""
+    return NotFound(f"no job {job_id!r}", hint="`raibid queue list` shows recent jobs")
+
+
 class QueueBase:
     """One Redis connection and the settings the producer, worker and admin sides read.
 
@@ -117,7 +122,7 @@ class QueueBase:
     def _get_job(self, job_id: str) -> Job:
         h = self.r.hgetall(self.keys.job(job_id))
         if not h:
-            raise NotFound(f"no job {job_id!r}", hint="`raibid queue list` shows recent jobs")
+            raise no_job(job_id)
         return Job.from_hash(h)
 
     def agent_types(self, extra: Iterable[str] = ()) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,6 +32,10 @@ def redis_errors(url: str) -> Iterator[None]:
             raise AuthError(f"Redis at {shown}: {text}",
                             hint="set the password in the env var named by redis.password_env") from None
         raise QueueError(f"Redis at {shown}: {text}") from None
+    except redis.InvalidResponse as e:  # a web server or proxy on that port, not Redis
+        raise Unreachable(f"{shown} does not answer like Redis: {str(e)[:200]}",
+                          hint="check redis.url (or RAIBID_REDIS_URL): is another service listening on that "
+                               "host and port?") from None
     except (redis.ConnectionError, redis.TimeoutError) as e:
         raise Unreachable(f"cannot reach Redis at {shown}: {e}",
                           hint="is Redis running? check redis.url (or RAIBID_REDIS_URL)") from None
@@ -66,12 +71,17 @@ def retry_policy(retries: int = 8, base: float = 0.1, cap: float = 2.0) -> Any:
     """redis-py's Retry with exponential backoff and full jitter: waits up to base * 2**n, capped.
 
     With the defaults a call is retried for up to about 11 s (half that on average) of
-    Redis being unreachable.
+    Redis being unreachable. ``budget`` is that most the backoff may sleep in all: a retried
+    call starts no new try once it has been failing that long (``call_retried``), so against
+    a hung Redis it fails within the budget plus one wait and one timeout, not after every
+    retry has waited out its own timeout.
     """
     from redis.backoff import ExponentialWithJitterBackoff
     from redis.retry import Retry
 
-    return Retry(ExponentialWithJitterBackoff(base=base, cap=cap), retries)
+    policy = Retry(ExponentialWithJitterBackoff(base=base, cap=cap), retries)
+    policy.budget = sum(min(cap, base * 2 ** n) for n in range(1, retries + 1))  # type: ignore[attr-defined]
+    return policy
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -108,11 +118,22 @@ def mapped(fn: F) -> F:
 
 
 def call_retried(retry: Any, do: Callable[[], Any]) -> Any:
-    """``do()`` under ``retry`` on connection errors and timeouts (never on rejected credentials)."""
+    """``do()`` under ``retry`` on connection errors and timeouts (never on rejected credentials).
+
+    With a ``budget`` on the policy (``retry_policy``), no try starts after the call has been
+    failing for that many seconds: a hung Redis costs each try a whole timeout.
+    """
     import redis
 
-    return retry.call_with_retry(do, lambda _error: None,
-                                 is_retryable=lambda e: not isinstance(e, redis.AuthenticationError))
+    budget = getattr(retry, "budget", None)
+    deadline = None if budget is None else time.monotonic() + budget
+
+    def retryable(e: Exception) -> bool:
+        if isinstance(e, redis.AuthenticationError):
+            return False
+        return deadline is None or time.monotonic() < deadline
+
+    return retry.call_with_retry(do, lambda _error: None, is_retryable=retryable)
 
 
 def retried(fn: F) -> F:

@@ -221,6 +221,13 @@ def test_forbidden_exits_4_naming_verb_resource_namespace(run, k3s):
     assert "apply Secret/raibid-redis in namespace raibid-ci: forbidden (403)" in r.err
 
 
+def test_a_rejected_token_is_unauthorized_not_forbidden(run, k3s, tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(k3s.write_kubeconfig(tmp_path / "stale", token="expired-token")))
+    r = run("cluster", "status", "-c", "redis")
+    assert r.code == 4 and "unauthorized (401)" in r.err and "forbidden" not in r.err
+    assert "credentials" in r.err and "RBAC" not in r.err  # a token problem, not a permission one
+
+
 def test_server_422_shows_its_message(run, k3s):
     k3s.inject("status", count=1, status=422, method="PATCH", path="/services/",
                message='Service "raibid-redis" is invalid: spec.ports[0].port: Invalid value: 0')
@@ -436,6 +443,34 @@ def test_kubeconfig_list_is_merged_like_kubectl(run, kube, tmp_path, monkeypatch
     assert r.json()[0]["state"] == "missing"
 
 
+@pytest.mark.parametrize("second_context", ["other", ""], ids=["set", "empty"])
+def test_kubeconfig_list_uses_the_first_files_current_context(run, kube, tmp_path, monkeypatch, second_context):
+    """kubectl: the first file that sets current-context wins (a later file, even with "", never does)."""
+    import yaml
+
+    first = tmp_path / "first.yaml"
+    first.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "clusters": [{"name": "c", "cluster": {"server": kube.url}}],
+        "users": [{"name": "u", "user": {"token": kube.token}}],
+        "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}}], "current-context": "ctx"}))
+    second = tmp_path / "second.yaml"
+    second.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "clusters": [{"name": "o", "cluster": {"server": "http://127.0.0.1:9"}}],
+        "users": [{"name": "ou", "user": {"token": "x"}}],
+        "contexts": [{"name": "other", "context": {"cluster": "o", "user": "ou"}}],
+        "current-context": second_context}))
+    monkeypatch.setenv("KUBECONFIG", f"{first}:{second}")
+    r = run("cluster", "status", "-c", "redis", "--json")
+    assert r.code == 0, r.err
+    assert r.json()[0]["state"] == "missing" and kube.requests()
+    monkeypatch.setenv("KUBECONFIG", f"{second}:{first}")  # and the other way round
+    r = run("cluster", "status", "-c", "redis", "--json")
+    if second_context:
+        assert r.code == 5 and "127.0.0.1:9" in r.err
+    else:
+        assert r.code == 0, r.err
+
+
 def test_unwritable_cache_dir_is_not_unreachable(run, k3s, tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -481,6 +516,15 @@ def test_down_no_wait_returns_while_the_namespace_terminates(run, k3s):
     assert again.code == 1 and "Traceback" not in again.err
     assert f"namespace {NS} is being deleted (Terminating)" in again.err and "forbidden (403)" not in again.err
     assert "RBAC" not in again.err and "wait until" in again.err
+
+
+def test_status_says_the_namespace_is_terminating(run, k3s):
+    assert up(run, "-c", "redis").code == 0
+    k3s.namespace_finalize_delay = 30
+    assert run("cluster", "down", "-c", "redis", "--purge", "--yes", "--no-wait").code == 0
+    r = run("cluster", "status", "-c", "redis", "--json")
+    assert r.code == 0 and r.json()[0]["state"] == "missing"  # stdout stays data
+    assert f"namespace {NS} is being deleted (Terminating)" in r.err and "hint:" not in r.out
 
 
 def test_diff_shows_a_changed_secret_masked(run, k3s, monkeypatch):
@@ -571,6 +615,25 @@ def test_immutable_pvc_change_is_explained(run, k3s, monkeypatch, key, value, te
     assert "cluster.storage_class" in r.err and "--purge" in r.err and "Traceback" not in r.err
     assert k3s.get_object("v1", "PersistentVolumeClaim", "raibid-redis-data", NS)["spec"][
         "storageClassName"] == "local-path"
+
+
+def test_diff_explains_an_immutable_pvc_change_as_up_does(run, k3s, monkeypatch):
+    assert up(run, "-c", "redis").code == 0
+    monkeypatch.setenv("RAIBID_CLUSTER_REDIS_STORAGE", "1Gi")
+    r = run("cluster", "diff", "-c", "redis")
+    assert r.code == 2 and "can not be less than previous value" in r.err
+    assert "holds data" in r.err and "size 5Gi" in r.err and "cluster.storage_class" in r.err
+    assert "Traceback" not in r.err and r.out == ""
+
+
+def test_diff_explains_an_immutable_statefulset_change_with_up_replace(run, k3s):
+    assert up(run, "-c", "redis").code == 0
+    with k3s.lock:  # as an older release of raibid left it
+        sts = next(o for k, o in k3s.objects.items() if k[1] == "statefulsets" and k[3] == "raibid-redis")
+        sts["spec"]["serviceName"] = "raibid-redis-old"
+    r = run("cluster", "diff", "-c", "redis")
+    assert r.code == 2 and "holds no data" in r.err
+    assert "raibid cluster up --replace" in r.err  # diff itself has no --replace
 
 
 def test_kube_apply_into_a_terminating_namespace_says_so(kube):

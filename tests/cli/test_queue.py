@@ -70,6 +70,15 @@ def test_bulk_submit_malformed_line_submits_nothing(run, q, isolated_env):
     assert r.code == 2 and ":1: unknown key(s) secret" in r.err
 
 
+def test_bulk_submit_line_without_a_required_key_names_the_key(run, q, isolated_env):
+    f = isolated_env / "jobs.jsonl"
+    f.write_text('{"repo": "a/b", "ref": "main"}\n{"repo": "a/b"}\n')
+    r = run("queue", "submit", "--from-file", str(f))
+    assert r.code == 2 and f"{f}:2: missing key(s) ref; nothing was submitted" in r.err
+    assert "__init__" not in r.err and "positional argument" not in r.err
+    assert q.r.dbsize() == 0
+
+
 def test_bulk_submit_non_utf8_file_exits_2_and_submits_nothing(run, q, isolated_env):
     f = isolated_env / "jobs.jsonl"
     f.write_bytes(b'{"repo": "a/b", "ref": "main"}\n{"repo": "a/b", "ref": "caf\xe9"}\n')
@@ -82,7 +91,7 @@ def test_unknown_job_exits_3(run, redis_url):
     for args in (["show", "01NOPE"], ["cancel", "01NOPE"], ["retry", "01NOPE"], ["logs", "01NOPE"]):
         r = run("queue", *args)
         assert r.code == 3, args
-        assert "no job '01NOPE'" in r.err
+        assert "no job '01NOPE'" in r.err and "hint: `raibid queue list`" in r.err, args
 
 
 def test_cancel_retry_and_logs(run, q):
@@ -145,6 +154,42 @@ def test_unreachable_redis_exits_5_without_password(run, monkeypatch):
     r = run("queue", "list")
     assert r.code == 5 and "redis://:***@127.0.0.1:1/0" in r.err
     assert "s3cr3t" not in r.err + r.out and "Traceback" not in r.err
+
+
+@pytest.fixture
+def http_not_redis():
+    """Something that is not Redis on the port (a web server, a proxy): it answers each request with
+    an HTTP 400 and keeps the connection open, as nginx does."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            while conn.recv(65536):
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/html\r\nContent-Length: 0\r\n\r\n")
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"redis://:s3cr3t@127.0.0.1:{listener.getsockname()[1]}/0"
+    listener.close()
+
+
+def test_a_url_that_is_not_redis_exits_5_without_a_traceback(run, monkeypatch, http_not_redis):
+    monkeypatch.setenv("RAIBID_REDIS_URL", http_not_redis)
+    for args in (["stats"], ["list"], ["submit", "--repo", "a/b", "--ref", "main"]):
+        r = run("queue", *args)
+        assert r.code == 5, args
+        assert "does not answer like Redis" in r.err and "redis://:***@127.0.0.1" in r.err
+        assert "hint:" in r.err and "s3cr3t" not in r.err + r.out
 
 
 def test_wrong_password_exits_4(run, tmp_path, monkeypatch, redis_kind):

@@ -76,13 +76,20 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def _auth_conf(self) -> Path:
+        """The password in a 0600 file the server reads (as the cluster's auth.conf), never in argv."""
+        path = self.workdir / "auth.conf"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"requirepass {self.password}\n")
+        return path
+
     def _args(self) -> list[str]:
-        args = [server_binary(self.kind), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
+        conf = [str(self._auth_conf())] if self.password else []  # a config file must come first
+        args = [server_binary(self.kind), *conf, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
                 "--save", "", "--appendonly", "yes" if self.appendonly else "no",
                 "--appendfsync", self.appendfsync, "--daemonize", "no", "--loglevel", "warning",
                 "--logfile", str(self.workdir / "redis.log"), "--maxmemory-policy", "noeviction"]
-        if self.password:
-            args += ["--requirepass", self.password]
         return args
 
     def start(self) -> RedisServer:

@@ -48,3 +48,15 @@ def test_password_is_enforced(tmp_path):
             redis.Redis(host="127.0.0.1", port=server.port, password="wrong").ping()
     finally:
         server.kill()
+
+
+def test_password_is_never_on_the_command_line(tmp_path):
+    """As in the cluster (auth.conf from the Secret), the password is in a 0600 file, never in argv,
+    where `ps` would show it before the server rewrites its title."""
+    server = RedisServer(tmp_path / "r", password="s3cret-pw")
+    server.port = 1  # _args needs a port; nothing is started
+    args = server._args()
+    assert not any("s3cret-pw" in a for a in args)
+    conf = tmp_path / "r" / "auth.conf"
+    assert str(conf) in args and conf.read_text() == "requirepass s3cret-pw\n"
+    assert conf.stat().st_mode & 0o777 == 0o600

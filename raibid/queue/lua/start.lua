@@ -3,7 +3,13 @@
 -- dead-letters jobs delivered too often.
 -- ARGV: group, sid, consumer, now, max_deliveries, job id, claim token, log ttl.
 -- Returns 'ok', 'resumed' (this very worker object had started it already: its reply
--- was lost, so no second delivery is counted), 'dead', or the skipped job's status.
+-- was lost, so no second delivery is counted), 'dead', 'taken' (the entry is no longer
+-- pending for this consumer: another worker reclaimed it after this one listed it;
+-- nothing is written), or the skipped job's status.
+-- A started entry's idle time is reset (XCLAIM ... JUSTID, as a heartbeat does): an entry
+-- delivered long ago whose reply was lost would otherwise be reclaimable at once.
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #p == 0 or p[1][2] ~= ARGV[3] then return 'taken' end
 local status = redis.call('HGET', KEYS[2], 'status')
 local sid = redis.call('HGET', KEYS[2], 'stream_id')
 if (not status) or sid ~= ARGV[2] or (status ~= 'queued' and status ~= 'running') then
@@ -26,6 +32,7 @@ if d >= tonumber(ARGV[5]) then
   expire_log(KEYS[2], ARGV[8])
   return 'dead'
 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
 redis.call('HSET', KEYS[2], 'status', 'running', 'agent_pod', ARGV[3], 'started_at', ARGV[4],
            'heartbeat_at', ARGV[4], 'deliveries', d + 1, 'claim_token', ARGV[7])
 return 'ok'
