@@ -140,7 +140,8 @@ class Terminal:
         width = max((len(k) for k in plain), default=0) + 2
         for k, v in plain.items():
             if v not in (None, "", {}, [], False):
-                self.line(f"{k + ':':{width}}{v}")
+                shown = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+                self.line(f"{k + ':':{width}}{shown}")
 
     def emit(self, data: Any, as_json: bool, render: Callable[[], None]) -> None:
         """The JSON branch runs first; a table is only a view of the same data."""

@@ -298,3 +298,11 @@ def test_queue_list_survives_a_malformed_record_and_reap_reports_ids_apart(run, 
     assert listed.json()[0]["malformed"].startswith("attempt")
     reaped = run("queue", "reap", "--json").json()
     assert {"acked_jobs", "acked_entries", "skipped", "consumers_deleted", "expired"} <= set(reaped)
+
+
+def test_show_prints_env_as_json_not_a_python_dict(run, q):
+    sub = run("queue", "submit", "--repo", "acme/app", "--ref", "main", "--env", "A=1", "--json")
+    job_id = sub.json()["id"]
+    out = run("queue", "show", job_id).out
+    env_line = next(line for line in out.splitlines() if line.startswith("env:"))
+    assert env_line.split(":", 1)[1].strip() == '{"A": "1"}'
