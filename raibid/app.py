@@ -37,6 +37,7 @@ class Application:
     _gitea: Gitea | None = field(default=None, repr=False)
     _redis_endpoint: tuple[str, str | None] | None = field(default=None, repr=False)
     _queue: Queue | None = field(default=None, repr=False)
+    _worker_queue: Queue | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.terminal is None:
@@ -116,20 +117,37 @@ class Application:
 
     @property
     def queue(self) -> Queue:
-        """The job queue on this app's Redis, with the queue settings from the config."""
+        """The job queue for one-shot commands: no retries, so a call fails within ``redis.timeout``.
+
+        A person or a cron line runs the command again; waiting out a retry budget first
+        would only hide that Redis is gone.
+        """
         if self._queue is None:
-            from raibid.queue import Queue
+            from raibid.queue.connection import no_retry
+
+            self._queue = self._make_queue(no_retry())
+        return self._queue
+
+    @property
+    def worker_queue(self) -> Queue:
+        """The job queue for processes that run on (agents, the webhook receiver, a mirror sync's
+        triggers): retry-safe calls ride out Redis being away for ``redis.retries`` backoffs."""
+        if self._worker_queue is None:
             from raibid.queue.connection import retry_policy
 
-            cfg = self.cfg
-            url, _ = self.redis_endpoint()
-            self._queue = Queue(self.redis, prefix=cfg.redis.prefix, url=url,
-                                max_deliveries=cfg.queue.max_deliveries, min_idle_ms=int(cfg.queue.min_idle * 1000),
-                                log_ttl=cfg.queue.log_ttl, log_maxlen=cfg.queue.log_maxlen,
-                                default_agent=cfg.agents.default_type, default_timeout=cfg.queue.default_timeout,
-                                dedupe_ttl=cfg.queue.dedupe_ttl, retention=cfg.queue.retention,
-                                retry=retry_policy(cfg.redis.retries))
-        return self._queue
+            self._worker_queue = self._make_queue(retry_policy(self.cfg.redis.retries))
+        return self._worker_queue
+
+    def _make_queue(self, retry: object) -> Queue:
+        from raibid.queue import Queue
+
+        cfg = self.cfg
+        url, _ = self.redis_endpoint()
+        return Queue(self.redis, prefix=cfg.redis.prefix, url=url,
+                     max_deliveries=cfg.queue.max_deliveries, min_idle_ms=int(cfg.queue.min_idle * 1000),
+                     log_ttl=cfg.queue.log_ttl, log_maxlen=cfg.queue.log_maxlen,
+                     default_agent=cfg.agents.default_type, default_timeout=cfg.queue.default_timeout,
+                     dedupe_ttl=cfg.queue.dedupe_ttl, retention=cfg.queue.retention, retry=retry)
 
     def agent_pools(self) -> dict[str, tuple[int, int]]:
         """Agent type -> (KEDA lagCount, max replicas), for every type that has a pool."""

@@ -60,7 +60,7 @@ def run(app: Application, agent_type: str | None, wait_s: float | None, workdir:
         registry=default_registry(cfg), registry_user=cfg.gitea.admin_user, max_timeout=cfg.agents.max_timeout,
         env=dict(os.environ), private_env=(cfg.redis.password_env, cfg.gitea.token_env))
     try:
-        outcome = run_agent(app.queue, settings, log=app.term.info)
+        outcome = run_agent(app.worker_queue, settings, log=app.term.info)
     finally:
         if made:
             shutil.rmtree(work, ignore_errors=True)

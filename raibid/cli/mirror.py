@@ -70,7 +70,7 @@ def _submitter(app: Application) -> Callable[[str, str, str], tuple[str, bool]]:
 
     def submit(repo: str, branch: str, commit: str) -> tuple[str, bool]:
         with first_use:
-            queue = app.queue
+            queue = app.worker_queue
         job, created = queue.submit_deduped(JobSpec(repo=repo, ref=branch, commit=commit, agent=agent,
                                                         source="mirror", dedupe=dedupe_key(repo, commit, agent)))
         return job.id, created

@@ -136,7 +136,7 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
         sync = pull = GiteaPullSync(gitea, mirrors)
     else:
         engine = _engine(app)
-    service = build(secret=secret, submit=app.queue.submit_deduped, mirrors=mirrors,
+    service = build(secret=secret, submit=app.worker_queue.submit_deduped, mirrors=mirrors,
                     branches=cfg.mirror.trigger.branches, agent=cfg.mirror.trigger.agent,
                     trigger_enabled=cfg.mirror.trigger.enabled, overrides=w.branches, sync=sync, pull=pull,
                     engine=engine, max_body=w.max_body, threads=w.sync_workers, max_pending=w.max_pending)

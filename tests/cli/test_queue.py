@@ -306,3 +306,30 @@ def test_show_prints_env_as_json_not_a_python_dict(run, q):
     out = run("queue", "show", job_id).out
     env_line = next(line for line in out.splitlines() if line.startswith("env:"))
     assert env_line.split(":", 1)[1].strip() == '{"A": "1"}'
+
+
+def test_one_shot_commands_fail_within_redis_timeout_not_the_retry_budget(run, monkeypatch):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on: every connect is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("RAIBID_REDIS_URL", f"redis://127.0.0.1:{port}/0")
+    monkeypatch.setenv("RAIBID_REDIS_TIMEOUT", "1")
+    for args in (("queue", "list"), ("queue", "stats"), ("queue", "show", "01ABC")):
+        t0 = time.monotonic()
+        r = run(*args)
+        elapsed = time.monotonic() - t0
+        assert r.code == 5 and "Traceback" not in r.err, (args, r.err)
+        # redis.retries (8) of backoff would take about 11 s; one-shot commands do not retry.
+        assert elapsed < 1.0, (args, elapsed)
+
+
+def test_long_running_processes_get_the_retrying_queue(tmp_path):
+    from raibid.app import Application
+    from raibid.settings import Settings
+
+    app = Application(settings=Settings())
+    assert app.queue.retrying._retries == 0
+    assert app.worker_queue.retrying._retries == app.cfg.redis.retries > 0
