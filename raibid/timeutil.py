@@ -38,3 +38,11 @@ def parse_duration(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise UsageError(f"invalid duration {text!r}: use e.g. 90s, 10m, 1h30m")
     return sum(float(n) * _UNIT[u] for n, u in parts)
+
+
+def parse_interval(text: str, option: str) -> float:
+    """A polling interval given as ``option``: a duration that must be more than 0 (0 would poll in a busy loop)."""
+    value = parse_duration(text)
+    if not value > 0:
+        raise UsageError(f"invalid {option} {text!r}: it must be more than 0", hint=f"e.g. {option} 2s")
+    return value

@@ -148,10 +148,10 @@ def up(app: Application, components: tuple[str, ...], dry_run: bool, wait: bool,
     from raibid.cluster.components import selected_components
     from raibid.cluster.prune import prune as prune_objects
     from raibid.cluster.readiness import wait_ready
-    from raibid.timeutil import parse_duration
+    from raibid.timeutil import parse_duration, parse_interval
 
     wait_for = parse_duration(timeout)
-    interval = parse_duration(wait_interval)
+    interval = parse_interval(wait_interval, "--wait-interval")
     kube = app.kube
     manifests, live = _plan(app, components)
     chosen = selected_components(app.cfg, components)
@@ -248,9 +248,9 @@ def down(app: Application, components: tuple[str, ...], purge: bool, yes: bool, 
     """
     from raibid.cluster.components import BASE
     from raibid.cluster.prune import components_left, delete_manifests, wait_gone
-    from raibid.timeutil import parse_duration
+    from raibid.timeutil import parse_duration, parse_interval
 
-    wait_for, interval = parse_duration(timeout), parse_duration(wait_interval)
+    wait_for, interval = parse_duration(timeout), parse_interval(wait_interval, "--wait-interval")
     manifests = _render(app, components)
     removing = sorted({m.component for m in manifests} - {BASE})
     left = components_left(app.kube, removing) if purge else []

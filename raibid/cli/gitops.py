@@ -191,12 +191,10 @@ def reconcile(app: Application, wait: bool, timeout: str, wait_interval: str, as
     """Ask Flux to fetch and apply now (reconcile.fluxcd.io/requestedAt), as `flux reconcile` does."""
     from raibid.errors import NotFound
     from raibid.gitops.flux import request_reconcile, wait_applied
-    from raibid.timeutil import parse_duration
+    from raibid.timeutil import parse_duration, parse_interval
 
-    wait_for, interval = parse_duration(timeout), parse_duration(wait_interval)
-    if wait and not interval > 0:  # checked before anything is written
-        raise UsageError(f"invalid --wait-interval {wait_interval!r}: it must be more than 0",
-                         hint="e.g. --wait-interval 2s")
+    # checked before anything is written
+    wait_for, interval = parse_duration(timeout), (parse_interval(wait_interval, "--wait-interval") if wait else 0.0)
     target = _target(app)
     requested = request_reconcile(app.kube)
     app.term.info(f"requested reconciliation of GitRepository and Kustomization flux-system/raibid at {requested}")

@@ -24,11 +24,12 @@ def gitea_checks(app: Application) -> Iterable[Check]:
         yield Check("gitea", Status.FAIL, st.error or f"{st.url} unreachable",
                     "`raibid cluster up -c gitea`; check gitea.url (a node IP and the NodePort)")
         return
+    version = f"Gitea {st.version}" if st.version else "Gitea, version unknown"
     if st.error:
-        yield Check("gitea", Status.FAIL, f"{st.url} (Gitea {st.version}): {st.error}",
+        yield Check("gitea", Status.FAIL, f"{st.url} ({version}): {st.error}",
                     "check Gitea's logs, and that gitea.url is Gitea's own address")
     else:
-        yield Check("gitea", Status.OK, f"{st.url} (Gitea {st.version})")
+        yield Check("gitea", Status.OK, f"{st.url} ({version})")
     if not st.token_source:
         yield Check("gitea-token", Status.FAIL, "no token",
                     f"set ${app.cfg.gitea.token_env}, gitea.token_file, or `raibid gitea token create --store`")

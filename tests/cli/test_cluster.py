@@ -793,3 +793,11 @@ def test_request_timeout_must_be_positive(run, kube, monkeypatch, value):
     monkeypatch.setenv("RAIBID_CLUSTER_REQUEST_TIMEOUT", value)
     r = run("cluster", "status")
     assert r.code == 2 and "cluster.request_timeout" in r.err and not kube.requests()
+
+
+@pytest.mark.parametrize("cmd", [("up",), ("down", "--purge", "--yes")])
+def test_a_zero_wait_interval_is_refused_before_anything_changes(run, k3s, cmd):
+    k3s.clear_log()
+    r = run("cluster", *cmd, "--wait-interval", "0")
+    assert r.code == 2 and "--wait-interval '0': it must be more than 0" in r.err
+    assert [q for q in k3s.requests() if q.method not in ("GET",)] == []

@@ -395,3 +395,9 @@ def test_hook_add_refuses_a_receiver_url_that_is_not_one(run, gitea, url):
     r = run("gitea", "hook", "add", "org/app", "--url", url)
     assert r.code == 2 and "invalid --url" in r.err and "hint:" in r.err
     assert gitea.repos["org/app"].hooks == []
+
+
+def test_doctor_says_version_unknown_when_gitea_fails_its_version_request(run, gitea):
+    gitea.fail_next(1, 500, path="/version$")
+    check = next(c for c in run("doctor", "--json").json()["checks"] if c["name"] == "gitea")
+    assert check["status"] == "fail" and "version unknown" in check["detail"] and "None" not in check["detail"]
