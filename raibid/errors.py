@@ -135,3 +135,10 @@ def redact_url(url: str) -> str:
     keys = "|".join(_SECRET_QUERY_KEYS)
     rest = re.sub(rf"(?i)([?&](?:{keys})=)[^&#]*", r"\1***", rest)
     return prefix + authority + rest
+
+
+def redact_urls_in(text: str) -> str:
+    """Mask the ``user:password@`` of every URL inside a free-form message (a library's or git's own text)."""
+    import re
+
+    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@", r"\1***@", text)

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
-from raibid.errors import UsageError
+from raibid.errors import UsageError, redact_urls_in
 
 # git must never ask on a terminal, nor use a stored or cached credential; the header is the only one.
 BASE_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": "", "GCM_INTERACTIVE": "never",
@@ -82,12 +82,9 @@ def secret_forms(token: str | None, username: str = "raibid") -> list[str]:
                                                                                                *_USERNAMES)))]
 
 
-_URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
-
-
 def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
     """Remove tokens (plain and in Basic form), URL userinfo and Authorization values from git's output."""
-    out = _URL_USERINFO.sub(r"\1***@", text)
+    out = redact_urls_in(text)
     forms = {f for s in secrets if s for f in secret_forms(s)}
     for form in sorted(forms, key=len, reverse=True):
         out = out.replace(form, "***")

@@ -30,6 +30,7 @@ from raibid.errors import (
     RaibidError,
     Unreachable,
     redact_url,
+    redact_urls_in,
 )
 
 # A Kubernetes object as the API returns it (a dict from JSON).
@@ -223,18 +224,11 @@ def _at(server: str | None) -> str:
     return f" at {redact_url(server)}" if server else ""
 
 
-def mask_urls(text: str) -> str:
-    """Mask the ``user:password@`` of every URL inside a message (the client's own texts)."""
-    import re
-
-    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@", r"\1***@", text)
-
-
 def _scrub(text: str, server: str | None) -> str:
     """Remove a raw server URL (with credentials) that urllib3 or the client put into its own message."""
     if server and server in text:
         text = text.replace(server, redact_url(server))
-    return mask_urls(text)
+    return redact_urls_in(text)
 
 
 @contextlib.contextmanager
@@ -358,11 +352,11 @@ class Kube:
                 kconfig.load_kube_config(config_file=os.pathsep.join(files), context=context,
                                          client_configuration=cfg, persist_config=False)
         except ConfigException as e:
-            raise ConfigError(f"{where}: {mask_urls(str(e))}") from None
+            raise ConfigError(f"{where}: {redact_urls_in(str(e))}") from None
         except Exception as e:  # yaml errors, bad base64 and friends from a broken kubeconfig
-            raise ConfigError(f"{where} is not usable: {mask_urls(str(e))}") from None
+            raise ConfigError(f"{where} is not usable: {redact_urls_in(str(e))}") from None
         if errors:
-            raise ConfigError(f"{where}: the user's exec credential plugin failed: {mask_urls(errors[0])}",
+            raise ConfigError(f"{where}: the user's exec credential plugin failed: {redact_urls_in(errors[0])}",
                               hint="install the command named in the kubeconfig's users[].user.exec.command, "
                                    "or put it on PATH") from None
         _check_server(cfg.host, where)

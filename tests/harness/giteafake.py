@@ -505,9 +505,9 @@ class _Handler(Handler):
 
 
 # ----------------------------------------------------------------------------- webhook additions
-# Org-level hooks (GET/POST /orgs/{org}/hooks, PATCH /orgs/{org}/hooks/{id}), repo hook PATCH and
-# GET /repos/{owner}/{repo}/branches/{branch}, in one block wrapping the router above, so the rest
-# of the fake stays as it is. Hooks keep their secret in "_secret" (never returned, like Gitea).
+# Org-level hooks (GET/POST /orgs/{org}/hooks, PATCH /orgs/{org}/hooks/{id}) and repo hook PATCH,
+# in one block wrapping the router above (which also serves GET .../branches/{branch}), so the
+# rest of the fake stays as it is. Hooks keep their secret in "_secret" (never returned, like Gitea).
 
 def _hook_from(fake: GiteaFake, body: dict) -> dict:
     cfg = body.get("config") or {}
@@ -582,18 +582,6 @@ def _route_with_webhook_additions(self: _Handler, method: str, path: str, q: dic
         repo = self._repo(m.group(1), m.group(2))
         self._need(self._caller())
         return _one_hook(repo.hooks, int(m.group(3)), method, body)
-    m = re.fullmatch(r"/repos/([^/]+)/([^/]+)/branches/(.+)", p or "")
-    if m and method == "GET":
-        from urllib.parse import unquote
-
-        repo = self._repo(m.group(1), m.group(2))
-        branch = unquote(m.group(3))
-        try:
-            sha = git("rev-parse", "--verify", "-q", f"refs/heads/{branch}",
-                      cwd=fake.git.path(f"{repo.owner}/{repo.name}")).strip()
-        except subprocess.CalledProcessError:
-            raise GiteaError(404, "Branch not found") from None
-        return 200, {"name": branch, "commit": {"id": sha}, "protected": False}, {}
     return _base_route(self, method, path, q, body)
 
 
