@@ -62,6 +62,7 @@ def load_config(explicit: str | os.PathLike[str] | None = None, env: dict[str, s
 
 def _check_values(cfg: Config) -> None:
     """Values no single field can check: agent type names (the default and every configured type)."""
+    from raibid.agents.trust import UNTRUSTED_SUFFIX
     from raibid.errors import UsageError
     from raibid.queue.model import validate_agent
 
@@ -71,6 +72,9 @@ def _check_values(cfg: Config) -> None:
             validate_agent(name)
         except UsageError as e:
             raise ConfigError(f"{where}: {e.message}") from None
+        if name.endswith(UNTRUSTED_SUFFIX):
+            raise ConfigError(f"{where}: {name!r} ends in {UNTRUSTED_SUFFIX!r}, the name of a type's pool for "
+                              "untrusted builds", hint="choose another name; see docs/security.md")
     # Ranges (timeouts, counts) are checked per field from their metadata, by value_problem.
 
 

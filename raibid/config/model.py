@@ -121,6 +121,45 @@ class AgentType:
 
 
 @dataclass
+class TrustedConfig:
+    """Which repositories are the operator's own code. Everything else is untrusted (docs/security.md)."""
+
+    owners: list[str] = _f([], "Gitea owners (users or orgs) whose repositories are trusted; exact names")
+    repos: list[str] = _f([], "Regexes of trusted Gitea repositories, OWNER/NAME, matched in full (not searched)")
+
+    def __post_init__(self) -> None:
+        for i, rx in enumerate(self.repos):
+            _check_regex(rx, f"agents.trusted.repos[{i}]")
+
+
+@dataclass
+class JobSecret:
+    """One secret a trusted build may ask for by name in its `.raibid.yml` (`secrets: [NAME]`)."""
+
+    name: str = _f("", "The name a `.raibid.yml` asks for; also the env var the step sees")
+    secret: str = _f("", "Kubernetes Secret (in the raibid namespace) holding the value")
+    key: str = _f("", "Key of that Secret (default: the name)")
+    repos: list[str] = _f([], "Regexes of trusted repositories (OWNER/NAME, matched in full) allowed this secret")
+
+    def __post_init__(self) -> None:
+        import re
+
+        from raibid.errors import ConfigError
+
+        if not self.name or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.name):
+            raise ConfigError(f"agents.secrets entry {self.name!r}: 'name' must be an env var name")
+        if not self.secret:
+            raise ConfigError(f"agents.secrets entry {self.name!r}: 'secret' (a Kubernetes Secret name) is required")
+        if not self.key:
+            self.key = self.name
+        if not self.repos:
+            raise ConfigError(f"agents.secrets entry {self.name!r}: 'repos' must name at least one repo pattern",
+                              hint="a secret no repo may use is a mistake; use '.*' for every trusted repo")
+        for i, rx in enumerate(self.repos):
+            _check_regex(rx, f"agents.secrets entry {self.name!r} repos[{i}]")
+
+
+@dataclass
 class AgentsConfig:
     default_type: str = _f("generic", "Agent type used when a job names none")
     pools: list[str] = _f(["generic", "rust", "python", "node", "go"],
@@ -138,6 +177,9 @@ class AgentsConfig:
     job_ttl: int = _f(3600, "Seconds a finished agent Job is kept (ttlSecondsAfterFinished)", min=0)
     history_limit: int = _f(3, "Finished and failed agent Jobs KEDA keeps per pool", min=0)
     types: dict[str, AgentType] = _f({}, "Agent types: override a built-in or define a new one")
+    trusted: TrustedConfig = field(default_factory=TrustedConfig, metadata={
+        "help": "Trusted repositories: only their builds get job secrets and the trusted pools' caches"})
+    secrets: list[JobSecret] = _f([], "Job secrets trusted builds may ask for (name, secret, key, repos)")
 
 
 @dataclass

@@ -1,0 +1,69 @@
+"""Trust levels: the policy, the pool a job goes to, and the config that feeds them."""
+
+from __future__ import annotations
+
+import pytest
+
+from raibid.agents.trust import TrustPolicy, pool_name, route, secret_allowed, split_pool
+from raibid.config.loader import load_config
+from raibid.errors import ConfigError
+
+
+def test_empty_policy_trusts_nothing():
+    assert not TrustPolicy().is_trusted("me/app")
+    assert route("rust", "me/app", TrustPolicy()) == "rust-untrusted"
+
+
+def test_owner_is_case_insensitive_and_regex_matches_in_full():
+    p = TrustPolicy.of(owners=["Me"], repos=[r"team/api-.*"])
+    assert p.is_trusted("me/anything") and p.is_trusted("ME/x")
+    assert p.is_trusted("team/api-gw")
+    assert not p.is_trusted("team/api-gw\n") and not p.is_trusted("xteam/api-gw")
+    assert not p.is_trusted("team/web") and not p.is_trusted("mirrors/me")
+
+
+def test_route_ignores_a_requested_untrusted_suffix_and_decides_itself():
+    p = TrustPolicy.of(owners=["me"])
+    assert route("rust-untrusted", "me/app", p) == "rust"
+    assert route("rust", "mirrors/app", p) == "rust-untrusted"
+
+
+def test_trusted_pool_admits_only_trusted_repos():
+    p = TrustPolicy.of(owners=["me"])
+    assert p.admits("me/app", "rust") and not p.admits("mirrors/app", "rust")
+    assert p.admits("mirrors/app", "rust-untrusted")
+
+
+def test_pool_names_round_trip():
+    for t in ("generic", "rust", "my-type"):
+        for trusted in (True, False):
+            assert split_pool(pool_name(t, trusted)) == (t, trusted)
+
+
+def test_secret_patterns_match_in_full():
+    assert secret_allowed([r"me/.*"], "me/app") and not secret_allowed([r"me/app"], "me/app2")
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "raibid.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_config_reads_trusted_and_secrets(tmp_path):
+    cfg = load_config(_write(tmp_path, "agents:\n  trusted:\n    owners: [me]\n    repos: ['team/.*']\n"
+                                       "  secrets:\n    - {name: CARGO_TOKEN, secret: crates, repos: ['me/.*']}\n"),
+                      env={})
+    assert cfg.agents.trusted.owners == ["me"] and cfg.agents.secrets[0].key == "CARGO_TOKEN"
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("agents:\n  trusted:\n    repos: ['(']\n", "agents.trusted.repos[0]"),
+    ("agents:\n  secrets:\n    - {name: X, secret: s}\n", "'repos'"),
+    ("agents:\n  secrets:\n    - {name: 'a-b', secret: s, repos: ['.*']}\n", "env var name"),
+    ("agents:\n  types:\n    rust-untrusted: {extends: rust}\n", "untrusted builds"),
+])
+def test_bad_trust_config_names_the_entry(tmp_path, text, needle):
+    with pytest.raises(ConfigError) as e:
+        load_config(_write(tmp_path, text), env={})
+    assert needle in e.value.message
