@@ -463,3 +463,15 @@ def test_long_running_processes_get_the_retrying_queue(tmp_path):
     app = Application(settings=Settings())
     assert app.queue.retrying._retries == 0
     assert app.worker_queue.retrying._retries == app.cfg.redis.retries > 0
+
+
+def test_doctor_and_top_show_both_pools_of_each_type(run, q):
+    r = run("queue", "submit", "--repo", "strangers/app", "--ref", "main")
+    assert r.code == 0, r.err
+    checks = {c["name"]: c for c in run("doctor", "--json").json()["checks"]}
+    assert checks["queue generic-untrusted"]["status"] == "ok" and "lag 1" in checks["queue generic-untrusted"]["detail"]
+    assert "queue generic" in checks and "queue rust-untrusted" in checks
+    top = run("top", "--once", "--json")
+    pools = {p["agent"]: p for p in top.json()["queue"]["pools"]}
+    assert pools["generic-untrusted"]["queued"] == 1 and pools["generic"]["queued"] in (0, None)
+    assert {"rust", "rust-untrusted", "python", "python-untrusted"} <= set(pools)
