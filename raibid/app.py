@@ -21,6 +21,7 @@ from raibid.terminal import Terminal
 if TYPE_CHECKING:
     import redis
 
+    from raibid.agents.trust import TrustPolicy
     from raibid.cluster.client import Kube
     from raibid.gitea import Gitea
     from raibid.github import GitHub
@@ -38,6 +39,7 @@ class Application:
     _redis_endpoint: tuple[str, str | None] | None = field(default=None, repr=False)
     _queue: Queue | None = field(default=None, repr=False)
     _worker_queue: Queue | None = field(default=None, repr=False)
+    _trust: TrustPolicy | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.terminal is None:
@@ -150,10 +152,32 @@ class Application:
                      dedupe_ttl=cfg.queue.dedupe_ttl, retention=cfg.queue.retention, retry=retry)
 
     def agent_pools(self) -> dict[str, tuple[int, int]]:
-        """Agent type -> (KEDA lagCount, max replicas), for every type that has a pool."""
+        """Pool (queue) name -> (KEDA lagCount, max replicas): both pools of every type that has one,
+        ``<type>`` and ``<type>-untrusted``, so `queue init`, `stats`, `reap`, doctor and top see both."""
+        from raibid.agents.trust import pool_name, split_pool
         from raibid.agents.types import pool_settings
 
-        return pool_settings(self.cfg)
+        pools: dict[str, tuple[int, int]] = {}
+        for name, settings in pool_settings(self.cfg).items():
+            agent_type, _ = split_pool(name)
+            for trusted in (True, False):
+                pools.setdefault(pool_name(agent_type, trusted), settings)
+        return pools
+
+    @property
+    def trust_policy(self) -> TrustPolicy:
+        """``agents.trusted`` as the policy every enqueuer routes with (`raibid.agents.trust.route`).
+
+        Read from today's config each process: a retry re-routes with it, so a repo taken out of
+        ``agents.trusted`` also sends its retries to the untrusted pool.
+        """
+        if self._trust is None:
+            from raibid.agents.trust import TrustPolicy
+
+            trusted = self.cfg.agents.trusted
+            trusted.__post_init__()  # env overrides (RAIBID_AGENTS_TRUSTED_*) are set after the file's checks ran
+            self._trust = TrustPolicy.from_config(trusted)
+        return self._trust
 
     def gitea_token(self) -> tuple[str | None, str | None]:
         """(token, where it came from), looked up in the env, the token file, then the cluster Secret."""

@@ -284,7 +284,8 @@ def test_unreachable_redis_exits_5(git, tmp_path, argv_log):
     assert code == 5 and "cannot claim" in err
 
 
-def test_queue_submit_then_agent_then_show_and_logs(run, git, redis_url, tmp_path, argv_log):
+def test_queue_submit_then_agent_then_show_and_logs(run, git, redis_url, tmp_path, argv_log, monkeypatch):
+    monkeypatch.setenv("RAIBID_AGENTS_TRUSTED_OWNERS", "[acme]")  # so `queue submit` routes to `generic`
     git.create_repo("acme/app", files={".raibid.yml": "steps:\n  - name: hi\n    run: echo hello from ci\n"})
     job_id = run("queue", "submit", "--repo", "acme/app", "--ref", "main").out.strip()
     code, _, err = finish(start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w"))

@@ -122,6 +122,38 @@ def test_retry_links_attempts(q):
         q.retry(new.id)  # still queued
 
 
+def test_retry_with_a_policy_routes_the_new_attempt_again(q):
+    from raibid.agents.trust import TrustPolicy
+
+    job = q.submit(spec(agent="rust"))
+    q.finish(q.claim("rust", "pod"), "failed", exit_code=1)
+    new = q.retry(job.id, trust=TrustPolicy())  # today's config trusts nothing
+    assert new.agent == "rust-untrusted" and new.retry_of == job.id and new.attempt == 2
+    assert q.get(new.id).agent == "rust-untrusted"
+    assert [f["job"] for _, f in q.r.xrange(q.keys.stream("rust-untrusted"))] == [new.id]
+    assert "rust-untrusted" in q.agent_types()
+    # The group existed before the entry, so the untrusted pool's agent (and KEDA's lag) sees it.
+    assert q.group_info(q.keys.stream("rust-untrusted"))["lag"] == 1
+    assert q.claim("rust", "pod-t") is None and q.claim("rust-untrusted", "pod-u").job.id == new.id
+
+
+def test_retry_without_a_policy_keeps_the_pool(q):
+    job = q.submit(spec(agent="go-untrusted"))
+    q.cancel(job.id)
+    assert q.retry(job.id).agent == "go-untrusted"
+
+
+def test_dlq_retry_with_a_policy_routes_a_trusted_repo_to_the_types_pool(redis_url):
+    from raibid.agents.trust import TrustPolicy
+
+    q = make_queue(redis_url, max_deliveries=1, min_idle_ms=0)
+    job = q.submit(spec(agent="python-untrusted"))
+    q.claim("python-untrusted", "pod-1")
+    assert q.claim("python-untrusted", "pod-2") is None  # dead
+    new = q.dlq_retry(job.id, trust=TrustPolicy.of(owners=["mirrors"]))
+    assert new.agent == "python" and q.dlq_list() == [] and q.r.xlen(q.keys.stream("python")) == 1
+
+
 def test_poison_job_goes_to_dead_letter_after_max_deliveries(redis_url):
     q = make_queue(redis_url, max_deliveries=3, min_idle_ms=0)
     job = q.submit(spec())

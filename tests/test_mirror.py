@@ -259,6 +259,8 @@ def test_mirror_component_renders_a_valid_forbid_cronjob_with_tokens_from_secret
     assert env["RAIBID_GITEA_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "raibid-gitea-token"
     pod_cfg = json.loads(cm["data"]["raibid.yaml"])
     assert pod_cfg["mirror"]["orgs"][0]["include"] == ["^x"] and pod_cfg["mirror"]["cache_dir"] == "/cache"
+    # Its triggers route as the CLI does (tests/test_webhook_mirror.py loads it and compares pools).
+    assert pod_cfg["agents"] == {"default_type": "generic", "trusted": {"owners": [], "repos": []}}
     assert "ghp-sentinel-token" not in json.dumps([cron, cm])
     # The pod's config is a valid raibid config.
     write(isolated_env / "pod.yaml", cm["data"]["raibid.yaml"])

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from raibid.agents.trust import TrustPolicy
 from raibid.queue import JobSpec, Queue, connect, dedupe_key
 from raibid.webhook.events import Push
 from raibid.webhook.mirrors import MirrorSet
@@ -19,6 +20,9 @@ from raibid.webhook.signature import verify_gitea, verify_github
 from raibid.webhook.worker import SyncWorker
 
 SECRET = "whsec-sentinel-4b1d"
+# The repos these tests push to are trusted, so their jobs keep the type's pool (`generic`); the
+# routing tests below push to repos of other owners too.
+TRUSTED = TrustPolicy.of(owners=["mirrors"])
 SHA1 = "1" * 40
 SHA2 = "2" * 40
 ZERO = "0" * 40
@@ -76,7 +80,7 @@ def queue(redis_url):
 @pytest.fixture
 def receiver(queue):
     service = build(secret=SECRET, submit=queue.submit_deduped, mirrors=MirrorSet.of("mirrors"),
-                    branches="^(main|master)$", agent="generic", max_body=4096)
+                    branches="^(main|master)$", agent="generic", policy=TRUSTED, max_body=4096)
     yield service.receiver
     service.stop()
 
@@ -175,7 +179,7 @@ def test_ping_other_events_health_and_unknown_paths(receiver, queue):
 
 def test_per_repo_branch_override(queue):
     service = build(secret=SECRET, submit=queue.submit_deduped, mirrors=MirrorSet.of("mirrors"),
-                    branches="^main$", agent="generic", overrides={"mirrors/lib": "^release/"})
+                    branches="^main$", agent="generic", policy=TRUSTED, overrides={"mirrors/lib": "^release/"})
     r = service.receiver
     assert gitea_post(r, gitea_payload(repo="mirrors/lib", ref="refs/heads/main"))[1]["result"] == "ignored"
     assert gitea_post(r, gitea_payload(repo="mirrors/lib", ref="refs/heads/release/1"))[1]["result"] == "queued"
@@ -204,8 +208,9 @@ def test_redis_down_answers_503_so_the_sender_retries(redis_server):
 # ----------------------------------------------------------------------------- dedupe across paths
 
 
-def test_webhook_then_a_later_dedupe_submit_of_the_same_commit_is_one_job(receiver, queue, run):
+def test_webhook_then_a_later_dedupe_submit_of_the_same_commit_is_one_job(receiver, queue, run, monkeypatch):
     """The mirror's cron trigger uses the same key; `queue submit --dedupe` stands in for it here."""
+    monkeypatch.setenv("RAIBID_AGENTS_TRUSTED_OWNERS", "[mirrors]")  # the CLI's config trusts what the receiver does
     status, reply = gitea_post(receiver, gitea_payload())
     assert reply["result"] == "queued"
     r = run("queue", "submit", "--repo", "mirrors/app", "--ref", "main", "--commit", SHA2,
@@ -221,6 +226,46 @@ def test_a_cron_style_submit_first_then_the_webhook_is_one_job(receiver, queue):
     assert created
     status, reply = gitea_post(receiver, gitea_payload())
     assert (status, reply["result"], reply["job"]) == (202, "duplicate", job.id)
+    assert len(queue.list()) == 1
+
+
+# ----------------------------------------------------------------------------- routing by agents.trusted
+
+
+def test_a_push_to_an_untrusted_repo_queues_on_the_untrusted_pool(queue):
+    service = build(secret=SECRET, submit=queue.submit_deduped, mirrors=MirrorSet.of("mirrors"),
+                    branches="^main$", agent="rust", policy=TrustPolicy.of(owners=["me"]))
+    status, reply = gitea_post(service.receiver, gitea_payload(repo="mirrors/app"))
+    assert status == 202 and reply["result"] == "queued" and reply["agent"] == "rust-untrusted"
+    job = queue.get(reply["job"])
+    assert job.agent == "rust-untrusted" and job.dedupe == dedupe_key("mirrors/app", SHA2, "rust-untrusted")
+    assert [f["job"] for _, f in queue.r.xrange(queue.keys.stream("rust-untrusted"))] == [job.id]
+    assert queue.r.xlen(queue.keys.stream("rust")) == 0
+    # A trusted owner's push goes to the type's pool.
+    status, reply = gitea_post(service.receiver, gitea_payload(repo="Me/tool"), delivery="d-2")
+    assert reply["agent"] == "rust" and queue.get(reply["job"]).agent == "rust"
+    assert queue.r.xlen(queue.keys.stream("rust")) == 1
+
+
+def test_a_receiver_built_without_a_policy_trusts_nothing(queue):
+    service = build(secret=SECRET, submit=queue.submit_deduped, mirrors=MirrorSet.of("mirrors"),
+                    branches="^main$", agent="generic")
+    status, reply = gitea_post(service.receiver, gitea_payload(repo="me/app"))
+    assert status == 202 and queue.get(reply["job"]).agent == "generic-untrusted"
+
+
+def test_cron_and_webhook_dedupe_on_the_untrusted_pool_too(queue):
+    """Both enqueue through BuildTrigger with the same policy: the same pool, so the same key."""
+    from raibid.webhook.trigger import BuildTrigger
+
+    policy = TrustPolicy()
+    cron = BuildTrigger(queue.submit_deduped, branches="^main$", agent="generic", policy=policy, source="mirror")
+    job_id, created = cron.submit_for_engine("mirrors/app", "main", SHA2)
+    assert created and queue.get(job_id).agent == "generic-untrusted"
+    service = build(secret=SECRET, submit=queue.submit_deduped, mirrors=MirrorSet.of("mirrors"),
+                    branches="^main$", agent="generic", policy=policy)
+    status, reply = gitea_post(service.receiver, gitea_payload())
+    assert (status, reply["result"], reply["job"], reply["agent"]) == (202, "duplicate", job_id, "generic-untrusted")
     assert len(queue.list()) == 1
 
 

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from raibid.agents.trust import TrustPolicy
 from raibid.gitea import Gitea
 from raibid.queue import Queue, connect
 from raibid.webhook.github import GitHubHooks
@@ -51,8 +52,9 @@ def test_github_push_through_a_real_server_syncs_the_repo_then_queues_one_job(gi
     queue = Queue(connect(redis_url, None))
     mirrors = MirrorSet.of("mirrors", ["acme/app"])
     pull = GiteaPullSync(mirrored, mirrors, wait=DEADLINE, interval=0.02)
+    # Trusting the GitHub owner does not trust its mirror: the pool is chosen for the Gitea repo the agent clones.
     service = build(secret=SECRET, submit=queue.submit_deduped, mirrors=mirrors, branches="^main$",
-                    agent="generic", sync=pull, pull=pull)
+                    agent="generic", policy=TrustPolicy.of(owners=["acme"]), sync=pull, pull=pull)
     server, thread = start_server(service.receiver)
     try:
         url = f"http://127.0.0.1:{server.effective_port}/hooks/github"
@@ -63,7 +65,9 @@ def test_github_push_through_a_real_server_syncs_the_repo_then_queues_one_job(gi
         [delivery] = github.deliver("acme", "app", "push", github.push_payload("acme", "app", "main", before, after))
         assert delivery.status == 202
         jobs = wait_for(lambda: queue.list())
-        assert [(j.repo, j.ref, j.commit, j.source) for j in jobs] == [("mirrors/app", "main", after, "webhook")]
+        assert [(j.repo, j.ref, j.commit, j.source, j.agent) for j in jobs] == [
+            ("mirrors/app", "main", after, "webhook", "generic-untrusted")]
+        assert queue.r.xlen(queue.keys.stream("generic-untrusted")) == 1
         assert mirrored.branch_head("mirrors", "app", "main") == after
         assert syncs(gitea) == 1
         # GitHub redelivers the same push: the sync runs again, the job stays one.

@@ -35,9 +35,11 @@ def new_commit(github, content: str) -> tuple[str, str]:
 
 
 def receiver(app: Application):
+    """As `raibid webhook serve` builds it: the policy is the config's agents.trusted."""
     cfg = app.cfg
     return build(secret=SECRET, submit=app.queue.submit_deduped, mirrors=MirrorSet.from_config(cfg.mirror),
-                 branches=cfg.mirror.trigger.branches, agent=cfg.mirror.trigger.agent, engine=_engine(app))
+                 branches=cfg.mirror.trigger.branches, agent=cfg.mirror.trigger.agent, policy=app.trust_policy,
+                 engine=_engine(app))
 
 
 def test_push_mode_github_push_syncs_through_the_engine_and_its_trigger_queues_one_job(world):
@@ -62,17 +64,24 @@ def test_push_mode_github_push_syncs_through_the_engine_and_its_trigger_queues_o
         service.stop()
 
 
-def test_webhook_then_the_cron_mirror_sync_for_the_same_commit_is_one_job(world, run):
+@pytest.mark.parametrize("trusted", [False, True], ids=["untrusted", "trusted"])
+def test_webhook_then_the_cron_mirror_sync_for_the_same_commit_is_one_job(world, run, isolated_env, trusted):
     """Gitea's hook fires for a commit (as when a push lands in Gitea); the cron sync then moves the
-    same commit and triggers with the same dedupe key: still one job, and the sync reports it."""
+    same commit and triggers with the same dedupe key: still one job, and the sync reports it.
+    Both route with the same agents.trusted, so both pick the same pool, trusted or not."""
     github, gitea = world
+    if trusted:
+        config = json.loads((isolated_env / "raibid.yaml").read_text())
+        config["agents"] = {"trusted": {"repos": ["mirrors/app"]}}
+        (isolated_env / "raibid.yaml").write_text(json.dumps(config))
+    pool = "generic" if trusted else "generic-untrusted"
     app = Application()
     before, after = new_commit(github, "print(3)\n")
     service = receiver(app)
     try:
         status, reply = gitea_post(service.receiver, {"ref": "refs/heads/main", "before": before, "after": after,
                                                       "repository": {"full_name": "mirrors/app"}})
-        assert (status, reply["result"]) == (202, "queued")
+        assert (status, reply["result"], reply["agent"]) == (202, "queued", pool)
     finally:
         service.stop()
     cron = run("mirror", "sync", "--json")
@@ -80,7 +89,46 @@ def test_webhook_then_the_cron_mirror_sync_for_the_same_commit_is_one_job(world,
     [repo] = cron.json()["repos"]
     assert repo["action"] == "synced" and repo["jobs"] == [reply["job"]]
     jobs = app.queue.list()
-    assert [(j.id, j.source) for j in jobs] == [(reply["job"], "webhook")]
+    assert [(j.id, j.source, j.agent) for j in jobs] == [(reply["job"], "webhook", pool)]
+
+
+def test_the_cronjob_and_the_receiver_read_the_clis_agents_trusted(isolated_env, monkeypatch):
+    """Render both pods' configs from the CLI's, load them with the loader the pods use: every repo
+    gets the same pool in the CLI, the mirror CronJob and the receiver."""
+    from raibid.agents.trust import TrustPolicy
+    from raibid.cluster.render import render
+    from raibid.config import load_config
+    from raibid.webhook.trigger import BuildTrigger
+
+    (isolated_env / "raibid.yaml").write_text(json.dumps({
+        "agents": {"default_type": "python", "trusted": {"owners": ["Me"], "repos": ["mirrors/own-.*"]}},
+        "mirror": {"target_org": "mirrors", "orgs": [{"name": "acme", "include": ["^svc-"]}],
+                   "trigger": {"agent": "rust"}}}))
+    monkeypatch.setenv("RAIBID_AGENTS_TRUSTED_OWNERS", "[me, team]")  # env overrides reach the pods too
+    cli = load_config()
+    objs = {m.ref: m.obj for m in render(cli, ["mirror", "webhook"],
+                                         secrets={"redis_password": "r", "gitea_admin_password": "g",
+                                                  "webhook_secret": "w"})}
+    pods = {"mirror": objs["ConfigMap/raibid-ci/raibid-mirror-config"]["data"]["raibid.yaml"],
+            "webhook": objs["ConfigMap/raibid-ci/raibid-webhook-config"]["data"]["config.yaml"]}
+    monkeypatch.delenv("RAIBID_AGENTS_TRUSTED_OWNERS")  # the pods have no such env
+    repos = ["me/app", "ME/x", "team/api", "mirrors/own-lib", "mirrors/svc-a", "mirrors/own", "acme/svc-a",
+             "other/app"]
+
+    def pools(cfg) -> list[str]:
+        trigger = BuildTrigger(lambda spec: None, branches=".", agent=cfg.mirror.trigger.agent,  # type: ignore
+                               policy=TrustPolicy.from_config(cfg.agents.trusted))
+        return [trigger.pool(r) for r in repos]
+
+    want = ["rust", "rust", "rust", "rust", "rust-untrusted", "rust-untrusted", "rust-untrusted", "rust-untrusted"]
+    assert pools(cli) == want
+    for name, text in pods.items():
+        path = isolated_env / f"{name}.yaml"
+        path.write_text(text)
+        pod = load_config(path, env={})
+        assert pod.agents.trusted.owners == ["me", "team"] and pod.agents.trusted.repos == ["mirrors/own-.*"], name
+        assert pod.agents.default_type == "python", name
+        assert pools(pod) == want, name
 
 
 def test_a_push_mode_sync_failure_is_counted_and_queues_nothing(world):

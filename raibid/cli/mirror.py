@@ -60,22 +60,25 @@ def _prepare(app: Application, repos: tuple[str, ...], orgs: tuple[str, ...], jo
 
 
 def _submitter(app: Application) -> Callable[[str, str, str], tuple[str, bool]]:
-    """Enqueue one CI job per (target repo, commit, agent type): the dedupe key makes a repeat a no-op."""
+    """Enqueue one CI job per (target repo, commit, pool), routed by ``agents.trusted`` and deduped
+    exactly as the webhook receiver does (`raibid.webhook.trigger.BuildTrigger`), so a cron run and
+    a webhook for the same commit make one job."""
     import threading
 
-    from raibid.queue import JobSpec, dedupe_key
+    from raibid.queue import Job, JobSpec
+    from raibid.webhook.trigger import BuildTrigger
 
-    agent = app.cfg.mirror.trigger.agent
+    m = app.cfg.mirror
     first_use = threading.Lock()  # repos finish in parallel; the Queue (and its Redis client) is built once
 
-    def submit(repo: str, branch: str, commit: str) -> tuple[str, bool]:
+    def submit(spec: JobSpec) -> tuple[Job, bool]:
         with first_use:
             queue = app.worker_queue
-        job, created = queue.submit_deduped(JobSpec(repo=repo, ref=branch, commit=commit, agent=agent,
-                                                        source="mirror", dedupe=dedupe_key(repo, commit, agent)))
-        return job.id, created
+        return queue.submit_deduped(spec)
 
-    return submit
+    trigger = BuildTrigger(submit, branches=m.trigger.branches, agent=m.trigger.agent, policy=app.trust_policy,
+                           source="mirror")
+    return trigger.submit_for_engine
 
 
 @contextmanager

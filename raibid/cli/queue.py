@@ -31,12 +31,16 @@ JOB_COLUMNS = ["id", "status", "agent", "repo", "ref", "attempt", "age", "exit"]
 
 @queue.command("init")
 @click.option("--agent", "agents", multiple=True, metavar="TYPE",
-              help="Agent type (repeatable). Default: every agent pool (see `raibid agents types`).")
+              help="Agent type (repeatable): both its pools, TYPE and TYPE-untrusted. "
+                   "Default: every agent pool (see `raibid agents types`).")
 @json_option
 @pass_app
 def init(app: Application, agents: tuple[str, ...], as_json: bool) -> None:
-    """Create each agent stream and its consumer group (idempotent)."""
-    wanted = list(agents) or sorted(app.agent_pools())
+    """Create each agent stream and its consumer group (idempotent): two per type, trusted and untrusted."""
+    from raibid.agents.trust import pool_name, split_pool
+
+    wanted = (sorted({pool_name(split_pool(a)[0], trusted) for a in agents for trusted in (True, False)})
+              if agents else sorted(app.agent_pools()))
     created = app.queue.init(wanted)
     data = [{"agent": a, "stream": app.queue.keys.stream(a), "created": a in created} for a in wanted]
     app.term.emit(data, as_json, lambda: app.term.table(
@@ -94,11 +98,38 @@ def _read_jsonl(stream: click.utils.LazyFile | object, name: str) -> list:
     return specs
 
 
+TRUST_HINT = ("to trust a repo, add its owner to agents.trusted.owners or a regex of it to agents.trusted.repos "
+              "(docs/security.md)")
+
+
+def _route(app: Application, specs: list) -> None:
+    """Give each spec its pool, ``route(type, repo, agents.trusted)``; the pool is what the job names.
+
+    The type is the spec's ``agent`` (a pool name counts as its type) or ``agents.default_type``.
+    Says on stderr when ``agent`` asked for a trusted pool and the repo is not trusted.
+    """
+    from raibid.agents.trust import route, split_pool
+
+    policy = app.trust_policy
+    demoted: dict[str, set[str]] = {}
+    for spec in specs:
+        asked = spec.agent
+        spec.agent = route(asked or app.cfg.agents.default_type, spec.repo, policy)
+        if asked and spec.agent != asked and split_pool(asked)[1]:
+            demoted.setdefault(spec.agent, set()).add(spec.repo)
+    for pool, repos in sorted(demoted.items()):
+        shown = ", ".join(sorted(repos)[:5]) + (f" and {len(repos) - 5} more" if len(repos) > 5 else "")
+        app.term.warn(f"{shown} {'is' if len(repos) == 1 else 'are'} not in agents.trusted: the job goes to the "
+                      f"untrusted pool {pool} (no job secrets, its own cache); {TRUST_HINT}")
+
+
 @queue.command()
 @click.option("--repo", metavar="OWNER/NAME", help="Gitea repository.")
 @click.option("--ref", metavar="REF", help="Branch, tag or sha to build.")
 @click.option("--commit", metavar="SHA", help="Exact commit (optional).")
-@click.option("--agent", metavar="TYPE", help="Agent type (default: agents.default_type).")
+@click.option("--agent", metavar="TYPE",
+              help="Agent type (default: agents.default_type). The pool is TYPE for a repo in agents.trusted, "
+                   "TYPE-untrusted for any other.")
 @click.option("--command", "command_", metavar="CMD", help="Command to run instead of the repo's .raibid.yml.")
 @click.option("--env", "env_pairs", multiple=True, metavar="K=V", help="Non-secret env var (repeatable).")
 @click.option("--timeout", type=click.IntRange(min=1), metavar="S", help="Timeout in seconds.")
@@ -112,10 +143,12 @@ def _read_jsonl(stream: click.utils.LazyFile | object, name: str) -> list:
 def submit(app: Application, repo: str | None, ref: str | None, commit: str | None, agent: str | None,
            command_: str | None, env_pairs: tuple[str, ...], timeout: int | None, dedupe: str | None, from_file,
            as_json: bool) -> None:
-    """Queue a job (or many with --from-file) and print the job id.
+    """Queue a job (or many with --from-file) and print the job id; the pool goes to stderr.
 
-    With --dedupe (or a "dedupe" field per line) a key already used within
-    queue.dedupe_ttl submits nothing and prints the earlier job's id.
+    The pool (the job's `agent`) is the type's for a repo in agents.trusted and
+    `<type>-untrusted` for any other, whatever --agent says. With --dedupe (or a
+    "dedupe" field per line) a key already used within queue.dedupe_ttl submits
+    nothing and prints the earlier job's id.
     """
     from raibid.queue import JobSpec, PartialSubmit
     from raibid.terminal import to_plain
@@ -125,6 +158,7 @@ def submit(app: Application, repo: str | None, ref: str | None, commit: str | No
         if repo or ref or dedupe:
             raise UsageError("--from-file cannot be combined with --repo/--ref/--dedupe")
         specs = _read_jsonl(from_file, getattr(from_file, "name", "-"))
+        _route(app, specs)
         try:
             results = q.submit_many_deduped(specs)
         except PartialSubmit as e:
@@ -136,8 +170,11 @@ def submit(app: Application, repo: str | None, ref: str | None, commit: str | No
     else:
         if not repo or not ref:
             raise UsageError("--repo and --ref are required (or use --from-file)")
-        results = [q.submit_deduped(JobSpec(repo=repo, ref=ref, commit=commit, agent=agent, command=command_,
-                                            env=_parse_env(env_pairs), timeout=timeout, dedupe=dedupe))]
+        spec = JobSpec(repo=repo, ref=ref, commit=commit, agent=agent, command=command_, env=_parse_env(env_pairs),
+                       timeout=timeout, dedupe=dedupe)
+        spec.validate()  # before routing, so a bad --agent is named as given
+        _route(app, [spec])
+        results = [q.submit_deduped(spec)]
     data = [{**to_plain(j), "duplicate": not created} for j, created in results]
     if as_json:
         app.term.json(data[0] if from_file is None else data)
@@ -150,7 +187,15 @@ def submit(app: Application, repo: str | None, ref: str | None, commit: str | No
     if len(dups) > 20:
         app.term.info(f"... and {len(dups) - 20} more duplicates")
     if from_file is not None:
-        app.term.info(f"submitted {len(results) - len(dups)} jobs" + (f", {len(dups)} duplicates" if dups else ""))
+        pools: dict[str, int] = {}
+        for j, created in results:
+            if created:
+                pools[j.agent] = pools.get(j.agent, 0) + 1
+        by_pool = ", ".join(f"{pool} {n}" for pool, n in sorted(pools.items()))
+        app.term.info(f"submitted {len(results) - len(dups)} jobs" + (f", {len(dups)} duplicates" if dups else "")
+                      + (f"; by pool: {by_pool}" if by_pool else ""))
+    elif not dups:
+        app.term.info(f"queued on pool {results[0][0].agent}")
 
 
 @queue.command("list")
@@ -263,9 +308,23 @@ def cancel(app: Application, job_id: str) -> None:
 @json_option
 @pass_app
 def retry(app: Application, job_id: str, as_json: bool) -> None:
-    """Enqueue a failed, dead or cancelled job again as a new attempt; prints the new id."""
-    job = app.queue.retry(job_id)
+    """Enqueue a failed, dead or cancelled job again as a new attempt; prints the new id.
+
+    The new attempt's pool is decided again from today's agents.trusted.
+    """
+    job = app.queue.retry(job_id, trust=app.trust_policy)
     app.term.json(job) if as_json else app.term.line(job.id)
+    _say_pool(app, job)
+
+
+def _say_pool(app: Application, job: Job) -> None:
+    """stderr: the pool a retry went to, and why when it is the untrusted one."""
+    from raibid.agents.trust import split_pool
+
+    if split_pool(job.agent)[1]:
+        app.term.info(f"queued on pool {job.agent}")
+    else:
+        app.term.info(f"queued on pool {job.agent}: {job.repo} is not in agents.trusted; {TRUST_HINT}")
 
 
 @queue.group()
@@ -288,9 +347,13 @@ def dlq_list(app: Application, limit: int, as_json: bool) -> None:
 @click.argument("job_id")
 @pass_app
 def dlq_retry(app: Application, job_id: str) -> None:
-    """Retry a dead-lettered job as a new attempt and remove it from the DLQ."""
-    job = app.queue.dlq_retry(job_id)
+    """Retry a dead-lettered job as a new attempt and remove it from the DLQ.
+
+    The new attempt's pool is decided again from today's agents.trusted.
+    """
+    job = app.queue.dlq_retry(job_id, trust=app.trust_policy)
     app.term.line(job.id)
+    _say_pool(app, job)
 
 
 @dlq.command("purge")

@@ -137,7 +137,7 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
     else:
         engine = _engine(app)
     service = build(secret=secret, submit=app.worker_queue.submit_deduped, mirrors=mirrors,
-                    branches=cfg.mirror.trigger.branches, agent=cfg.mirror.trigger.agent,
+                    branches=cfg.mirror.trigger.branches, agent=cfg.mirror.trigger.agent, policy=app.trust_policy,
                     trigger_enabled=cfg.mirror.trigger.enabled, overrides=w.branches, sync=sync, pull=pull,
                     engine=engine, max_body=w.max_body, threads=w.sync_workers, max_pending=w.max_pending)
     try:

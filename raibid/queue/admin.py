@@ -6,6 +6,7 @@ import datetime as dt
 import math
 from collections.abc import Iterable
 
+from raibid.agents.trust import TrustPolicy, route
 from raibid.errors import NotFound, UsageError
 from raibid.queue.base import no_job
 from raibid.queue.connection import mapped, retried
@@ -19,6 +20,7 @@ from raibid.queue.model import (
     QueueStats,
     ReapResult,
     StreamStats,
+    validate_agent,
 )
 from raibid.queue.producer import Producer
 from raibid.queue.worker import Worker
@@ -88,23 +90,29 @@ class Admin(Producer, Worker):
         return res[1:]
 
     @mapped
-    def retry(self, job_id: str) -> Job:
+    def retry(self, job_id: str, *, trust: TrustPolicy | None = None) -> Job:
         """Enqueue a failed, dead or cancelled job again as a new attempt linked to the old one.
 
-        One script step: retrying the same job twice makes one new attempt (the second call
-        fails naming it). Dedupe keys play no part.
+        With ``trust`` the new attempt's pool is decided again, ``route(type, repo, trust)``:
+        a repo no longer trusted retries in the untrusted pool (and one trusted since, in the
+        trusted one). Without it the attempt keeps its pool. One script step: retrying the same
+        job twice makes one new attempt (the second call fails naming it). Dedupe keys play no part.
         """
-        return self._retry(job_id, dlq=False)
+        return self._retry(job_id, dlq=False, trust=trust)
 
-    def _retry(self, job_id: str, *, dlq: bool) -> Job:
+    def _retry(self, job_id: str, *, dlq: bool, trust: TrustPolicy | None) -> Job:
         old = self._get_job(job_id)
+        pool = old.agent if trust is None else route(old.agent, old.repo, trust)
+        validate_agent(pool)
+        stream = self.keys.stream(pool)
+        self._ensure_group(stream)  # a pool never used before: KEDA's group must exist before the entry
         new_id = new_job_id()
         now = now_rfc3339()
         score = str(int(parse_time(now).timestamp() * 1000))  # type: ignore[union-attr]
         res = self._script("retry")(
-            keys=[self.keys.job(job_id), self.keys.stream(old.agent), self.keys.index, self.keys.agents,
+            keys=[self.keys.job(job_id), stream, self.keys.index, self.keys.agents,
                   self.keys.job(new_id), self.keys.dead],
-            args=[new_id, now, score, self.keys.job(""), "1" if dlq else "0"])
+            args=[new_id, now, score, self.keys.job(""), "1" if dlq else "0", pool])
         state = res[0]
         if state == "missing":
             raise no_job(job_id)
@@ -168,9 +176,9 @@ class Admin(Producer, Worker):
                 for eid, f in self.r.xrevrange(self.keys.dead, "+", "-", count=limit)]
 
     @mapped
-    def dlq_retry(self, job_id: str) -> Job:
-        """Retry a dead-lettered job and remove its DLQ entry, in one script step."""
-        return self._retry(job_id, dlq=True)
+    def dlq_retry(self, job_id: str, *, trust: TrustPolicy | None = None) -> Job:
+        """Retry a dead-lettered job and remove its DLQ entry, in one script step; ``trust`` as for retry."""
+        return self._retry(job_id, dlq=True, trust=trust)
 
     @mapped
     def dlq_purge(self) -> int:

@@ -20,6 +20,7 @@ from raibid.webhook.trigger import BuildTrigger
 from raibid.webhook.worker import SyncFn, SyncWorker
 
 if TYPE_CHECKING:
+    from raibid.agents.trust import TrustPolicy
     from raibid.mirror.sync import Submit as EngineSubmit
     from raibid.queue import Job, JobSpec
 
@@ -37,7 +38,8 @@ class Service:
 
 
 def build(*, secret: str, submit: Callable[[JobSpec], tuple[Job, bool]], mirrors: MirrorSet, branches: str,
-          agent: str, trigger_enabled: bool = True, overrides: dict[str, str] | None = None,
+          agent: str, policy: TrustPolicy | None = None, trigger_enabled: bool = True,
+          overrides: dict[str, str] | None = None,
           sync: SyncFn | None = None, pull: GiteaPullSync | None = None,
           engine: Callable[[EngineSubmit | None], SyncFn] | None = None, unavailable: str = "no sync configured",
           max_body: int = 1 << 20, threads: int = 2, max_pending: int = 256) -> Service:
@@ -45,11 +47,12 @@ def build(*, secret: str, submit: Callable[[JobSpec], tuple[Job, bool]], mirrors
 
     GitHub pushes sync through ``engine`` (given the enqueue function for its trigger, None
     when triggers are off: it builds what it moves), or through ``sync`` followed by
-    ``BuildAfterSync`` (pull mode: ``pull`` waits for Gitea to have the commit).
+    ``BuildAfterSync`` (pull mode: ``pull`` waits for Gitea to have the commit). Every job goes
+    to the pool ``policy`` (``agents.trusted``; None trusts nothing) picks for its repo.
     """
     if not secret:
         raise UsageError("the webhook secret is empty")
-    trigger = BuildTrigger(submit, branches=branches, agent=agent, overrides=overrides)
+    trigger = BuildTrigger(submit, branches=branches, agent=agent, overrides=overrides, policy=policy)
     worker = None
     after = None
     if engine is not None:

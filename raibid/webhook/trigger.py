@@ -1,8 +1,11 @@
 """Which pushes build, and the enqueue that makes each commit one job whichever way it came.
 
-The dedupe key is the mirror's (``<repo>@<commit>:<agent>``, `raibid.queue.dedupe_key`), so a
-Gitea webhook, a GitHub webhook followed by a sync, and the cron mirror sync all land on the
-same key and the queue keeps the first.
+Every trigger (a Gitea webhook, a GitHub webhook followed by a sync, the cron mirror sync)
+enqueues through ``BuildTrigger.enqueue``: the pool is ``route(type, repo, policy)`` with the
+process's ``agents.trusted`` (`raibid.agents.trust`), and the dedupe key is
+``<repo>@<commit>:<pool>`` (`raibid.queue.dedupe_key`). The receiver's
+and the CronJob's configs carry the same ``agents.trusted``, so both pick the same pool, land
+on the same key, and the queue keeps the first.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from raibid.agents.trust import TrustPolicy, route
 from raibid.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -24,8 +28,8 @@ class Enqueued:
     repo: str
     ref: str
     commit: str
-    agent: str
-    created: bool  # False: a job for this commit and agent type existed already
+    agent: str  # the pool the job went to: <type> or <type>-untrusted
+    created: bool  # False: a job for this commit and pool existed already
 
 
 def _compile(pattern: str, where: str) -> re.Pattern[str]:
@@ -36,12 +40,20 @@ def _compile(pattern: str, where: str) -> re.Pattern[str]:
 
 
 class BuildTrigger:
-    """Branch filter plus deduplicated enqueue; ``submit`` is `Queue.submit_deduped` (or a test's)."""
+    """Branch filter plus routed, deduplicated enqueue; ``submit`` is `Queue.submit_deduped` (or a test's).
+
+    ``agent`` is the type (``mirror.trigger.agent``); ``policy`` (``agents.trusted``) picks its
+    pool per repo. The default policy trusts nothing. ``source`` labels the jobs (``webhook``,
+    ``mirror``).
+    """
 
     def __init__(self, submit: Callable[[JobSpec], tuple[Job, bool]], *, branches: str, agent: str,
-                 overrides: Mapping[str, str] | None = None) -> None:
+                 overrides: Mapping[str, str] | None = None, policy: TrustPolicy | None = None,
+                 source: str = "webhook") -> None:
         self.submit = submit
         self.agent = agent
+        self.policy = policy if policy is not None else TrustPolicy()
+        self.source = source
         self.branches = _compile(branches, "mirror.trigger.branches")
         self.overrides = {repo.lower(): _compile(rx, f"webhook.branches[{repo}]")
                           for repo, rx in (overrides or {}).items()}
@@ -52,16 +64,21 @@ class BuildTrigger:
             return False
         return bool(self.overrides.get(repo.lower(), self.branches).search(branch))
 
+    def pool(self, repo: str) -> str:
+        """The pool a job of ``repo`` (Gitea OWNER/NAME, as the agent clones it) goes to."""
+        return route(self.agent, repo, self.policy)
+
     def enqueue(self, repo: str, branch: str, commit: str) -> Enqueued:
         from raibid.queue import JobSpec, dedupe_key
 
-        spec = JobSpec(repo=repo, ref=branch, commit=commit, agent=self.agent, source="webhook",
-                       dedupe=dedupe_key(repo, commit, self.agent))
+        pool = self.pool(repo)
+        spec = JobSpec(repo=repo, ref=branch, commit=commit, agent=pool, source=self.source,
+                       dedupe=dedupe_key(repo, commit, pool))
         job, created = self.submit(spec)
-        return Enqueued(job.id, repo, branch, commit, self.agent, created)
+        return Enqueued(job.id, repo, branch, commit, job.agent, created)
 
     def submit_for_engine(self, repo: str, branch: str, commit: str) -> tuple[str, bool]:
         """The mirror engine's ``Trigger.submit`` (`raibid.mirror.sync.Submit`; the engine has matched
-        the branch already): a webhook job."""
+        the branch already)."""
         e = self.enqueue(repo, branch, commit)
         return e.job_id, e.created

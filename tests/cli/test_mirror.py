@@ -36,12 +36,15 @@ class World:
     def __init__(self, github, gitea, redis_url, work: Path) -> None:
         self.github, self.gitea, self.redis_url, self.work = github, gitea, redis_url, work
 
-    def config(self, body: str | None = None, **mirror) -> Path:
+    def config(self, body: str | None = None, *, trusted: dict | None = None, **mirror) -> Path:
+        """``trusted`` is agents.trusted; by default the mirror org is trusted, so the jobs of tests of
+        other behaviour keep the type's pool (`generic`); the routing tests pass their own."""
         lines = [f"  github_api: {self.github.url}", "  target_org: mirrors"]
         for k, v in mirror.items():
             lines.append(f"  {k}: {json.dumps(v)}")
+        agents = {"trusted": {"owners": ["mirrors"]} if trusted is None else trusted}
         p = self.work / "raibid.yaml"
-        p.write_text("mirror:\n" + "\n".join(lines) + "\n" + (body or ""))
+        p.write_text(f"agents: {json.dumps(agents)}\nmirror:\n" + "\n".join(lines) + "\n" + (body or ""))
         return p
 
     def target_refs(self, full: str) -> dict[str, str]:
@@ -586,3 +589,34 @@ def test_env_override_of_the_mode_is_checked_too(run, world, monkeypatch):
     monkeypatch.setenv("RAIBID_MIRROR_MODE", "both")
     r = run("mirror", "sync")
     assert r.code == 2 and "'mirror.mode' must be one of push, pull, got 'both'" in r.err
+
+
+# ----------------------------------------------------------------------------- routing by agents.trusted
+
+
+def test_org_regex_mirrors_are_untrusted_unless_agents_trusted_names_them(run, world):
+    """An org regex brings in third-party code: its jobs go to the untrusted pool; only agents.trusted,
+    naming the Gitea repo, makes one trusted (a mirror entry or the GitHub owner does not)."""
+    world.config("  trigger:\n    on_create: true\n    agent: rust\n",
+                 trusted={"owners": ["acme", "solo"], "repos": ["mirrors/svc-a"]},
+                 repos=["solo/one"], orgs=[{"name": "acme", "include": ["^svc-"], "exclude": ["-old$"]}])
+    r = run("mirror", "sync", "--json")
+    assert r.code == 0, r.err
+    pools = {j.repo: j.agent for j in world.jobs()}
+    assert pools == {"mirrors/svc-a": "rust", "mirrors/svc-b": "rust-untrusted", "mirrors/one": "rust-untrusted"}
+    q = Queue(redis.Redis.from_url(world.redis_url, decode_responses=True), url=world.redis_url)
+    assert q.r.xlen(q.keys.stream("rust")) == 1 and q.r.xlen(q.keys.stream("rust-untrusted")) == 2
+    for job in world.jobs():
+        assert job.dedupe == f"{job.repo}@{job.commit}:{job.agent}"
+
+
+def test_a_default_config_sends_every_mirror_job_to_the_untrusted_pool(run, world):
+    world.config(trusted={}, repos=["solo/one"])
+    assert run("mirror", "sync").code == 0
+    sha = world.github.commit("solo", "one", "main", {"a.txt": "2"})
+    r = run("mirror", "sync", "--json")
+    assert r.code == 0, r.err
+    [job] = world.jobs()
+    assert (job.repo, job.commit, job.agent, job.source) == ("mirrors/one", sha, "generic-untrusted", "mirror")
+    assert job.dedupe == f"mirrors/one@{sha}:generic-untrusted"
+

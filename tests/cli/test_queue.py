@@ -17,6 +17,13 @@ def redis_kind(request) -> str:
     return request.param
 
 
+@pytest.fixture(autouse=True)
+def trusted_test_repos(monkeypatch):
+    """The repos these tests build are trusted, so their jobs keep the type's pool (`generic`, `rust`);
+    the routing tests below use other owners, which no config here trusts."""
+    monkeypatch.setenv("RAIBID_AGENTS_TRUSTED_OWNERS", "[mirrors, a]")
+
+
 @pytest.fixture
 def q(redis_url) -> Queue:
     return Queue(redis.Redis.from_url(redis_url, decode_responses=True), url=redis_url)
@@ -141,12 +148,135 @@ def test_init_creates_groups_for_configured_types(run, q, isolated_env):
     (isolated_env / "raibid.yaml").write_text(
         "agents:\n  pools: [generic]\n  types:\n    rust: {lag_count: 2}\n")
     r = run("queue", "init", "--json")
-    assert {d["agent"]: d["created"] for d in r.json()} == {"generic": True, "rust": True}
+    # Each type has two pools, so KEDA's consumer group exists on both streams.
+    assert {d["agent"]: d["created"] for d in r.json()} == {
+        "generic": True, "generic-untrusted": True, "rust": True, "rust-untrusted": True}
     assert {d["agent"]: d["created"] for d in run("queue", "init", "--json").json()} == {
-        "generic": False, "rust": False}
+        "generic": False, "generic-untrusted": False, "rust": False, "rust-untrusted": False}
+    for agent in ("generic", "generic-untrusted", "rust", "rust-untrusted"):
+        assert q.group_info(q.keys.stream(agent)) is not None, agent
     stats = run("queue", "stats", "--json").json()
-    rust = next(s for s in stats["streams"] if s["agent"] == "rust")
-    assert rust["lag_count"] == 2 and rust["lag"] == 0 and rust["keda_desired"] == 0
+    assert {s["agent"] for s in stats["streams"]} == {"generic", "generic-untrusted", "rust", "rust-untrusted"}
+    for agent in ("rust", "rust-untrusted"):
+        rust = next(s for s in stats["streams"] if s["agent"] == agent)
+        assert rust["lag_count"] == 2 and rust["lag"] == 0 and rust["keda_desired"] == 0 and rust["group_exists"]
+
+
+def test_init_of_one_type_creates_both_its_pools(run, q):
+    r = run("queue", "init", "--agent", "rust", "--json")
+    assert r.code == 0, r.err
+    assert [d["agent"] for d in r.json()] == ["rust", "rust-untrusted"]
+    assert q.group_info(q.keys.stream("rust-untrusted")) is not None
+
+
+# ----------------------------------------------------------------------------- routing by agents.trusted
+
+
+def test_submit_of_an_untrusted_repo_goes_to_the_untrusted_pool_and_says_why(run, q):
+    r = run("queue", "submit", "--repo", "strangers/app", "--ref", "main", "--agent", "rust", "--json")
+    assert r.code == 0, r.err
+    job = r.json()
+    assert job["agent"] == "rust-untrusted"
+    assert "strangers/app is not in agents.trusted" in r.err and "rust-untrusted" in r.err
+    assert "agents.trusted.owners" in r.err  # how to trust it
+    # The entry is on the untrusted pool's stream, and nothing is on the trusted one.
+    assert [f["job"] for _, f in q.r.xrange(q.keys.stream("rust-untrusted"))] == [job["id"]]
+    assert q.r.xlen(q.keys.stream("rust")) == 0
+    shown = run("queue", "show", job["id"], "--json").json()
+    assert shown["agent"] == "rust-untrusted"
+    assert [j["agent"] for j in run("queue", "list", "--json").json()] == ["rust-untrusted"]
+    # An agent of the trusted pool never sees it; one of the untrusted pool claims it.
+    assert q.claim("rust", "pod-t") is None
+    assert q.claim("rust-untrusted", "pod-u").job.id == job["id"]
+
+
+def test_submit_of_a_trusted_repo_keeps_the_types_pool_and_prints_it(run, q):
+    r = run("queue", "submit", "--repo", "mirrors/app", "--ref", "main", "--agent", "rust")
+    assert r.code == 0, r.err
+    job_id = r.out.strip()  # stdout is still only the id
+    assert q.get(job_id).agent == "rust" and "queued on pool rust" in r.err and "warning" not in r.err
+    assert q.r.xlen(q.keys.stream("rust")) == 1 and q.r.xlen(q.keys.stream("rust-untrusted")) == 0
+
+
+def test_default_type_is_routed_too(run, q):
+    r = run("queue", "submit", "--repo", "strangers/app", "--ref", "main")
+    assert r.code == 0 and q.get(r.out.strip()).agent == "generic-untrusted"
+    assert "queued on pool generic-untrusted" in r.err
+    assert "warning" not in r.err  # nobody asked for a trusted pool
+
+
+def test_asking_for_the_untrusted_pool_of_a_trusted_repo_still_routes_by_policy(run, q):
+    r = run("queue", "submit", "--repo", "mirrors/app", "--ref", "main", "--agent", "rust-untrusted", "--json")
+    assert r.code == 0 and r.json()["agent"] == "rust"
+    assert q.r.xlen(q.keys.stream("rust")) == 1 and q.r.xlen(q.keys.stream("rust-untrusted")) == 0
+
+
+def test_a_config_file_trusts_by_owner_and_by_full_regex(run, q, isolated_env, monkeypatch):
+    monkeypatch.delenv("RAIBID_AGENTS_TRUSTED_OWNERS")
+    (isolated_env / "raibid.yaml").write_text("agents:\n  trusted:\n    owners: [Me]\n    repos: ['team/api-.*']\n")
+    pools = {}
+    for repo in ("me/app", "team/api-gw", "team/web", "xteam/api-gw", "mirrors/app"):
+        r = run("queue", "submit", "--repo", repo, "--ref", "main", "--agent", "go", "--json")
+        assert r.code == 0, r.err
+        pools[repo] = r.json()["agent"]
+    assert pools == {"me/app": "go", "team/api-gw": "go", "team/web": "go-untrusted",
+                     "xteam/api-gw": "go-untrusted", "mirrors/app": "go-untrusted"}
+
+
+def test_bulk_submit_routes_each_line_by_its_repo(run, q):
+    lines = [{"repo": "mirrors/app", "ref": "main", "agent": "rust"},
+             {"repo": "strangers/app", "ref": "main", "agent": "rust"},
+             {"repo": "strangers/lib", "ref": "main"},
+             {"repo": "a/b", "ref": "main", "agent": "python-untrusted"}]
+    r = run("queue", "submit", "--from-file", "-", "--json", input="\n".join(json.dumps(x) for x in lines) + "\n")
+    assert r.code == 0, r.err
+    assert [j["agent"] for j in r.json()] == ["rust", "rust-untrusted", "generic-untrusted", "python"]
+    for j in r.json():
+        assert [f["job"] for _, f in q.r.xrange(q.keys.stream(j["agent"]))] == [j["id"]]
+    assert "strangers/app is not in agents.trusted" in r.err and "strangers/lib" not in r.err
+    assert "by pool: generic-untrusted 1, python 1, rust 1, rust-untrusted 1" in r.err
+
+
+def test_a_bad_agent_is_named_as_given_not_as_its_pool(run, q):
+    r = run("queue", "submit", "--repo", "strangers/app", "--ref", "main", "--agent", "Rust")
+    assert r.code == 2 and "'Rust'" in r.err and "untrusted" not in r.err and q.r.dbsize() == 0
+
+
+def _failed(q: Queue, repo: str, agent: str) -> str:
+    job = q.submit(JobSpec(repo=repo, ref="main", agent=agent))
+    q.finish(q.claim(agent, "pod"), "failed", exit_code=1)
+    return job.id
+
+
+def test_retry_re_routes_with_todays_agents_trusted(run, q, monkeypatch):
+    """A repo taken out of agents.trusted retries in the untrusted pool, and one trusted since in the trusted."""
+    was_trusted = _failed(q, "mirrors/app", "rust")
+    monkeypatch.setenv("RAIBID_AGENTS_TRUSTED_OWNERS", "[a]")  # mirrors is no longer trusted
+    r = run("queue", "retry", was_trusted, "--json")
+    assert r.code == 0, r.err
+    assert r.json()["agent"] == "rust-untrusted" and r.json()["retry_of"] == was_trusted
+    assert "mirrors/app is not in agents.trusted" in r.err
+    assert [f["job"] for _, f in q.r.xrange(q.keys.stream("rust-untrusted"))] == [r.json()["id"]]
+    assert q.group_info(q.keys.stream("rust-untrusted")) is not None  # KEDA's group, before the entry
+    assert q.claim("rust", "pod-t") is None
+
+    now_trusted = _failed(q, "a/lib", "go-untrusted")
+    plain = run("queue", "retry", now_trusted)
+    assert plain.code == 0 and q.get(plain.out.strip()).agent == "go"
+    assert "queued on pool go" in plain.err
+
+
+def test_dlq_retry_re_routes_too(run, redis_url, monkeypatch):
+    q = Queue(redis.Redis.from_url(redis_url, decode_responses=True), url=redis_url, max_deliveries=1, min_idle_ms=0)
+    job = q.submit(JobSpec(repo="mirrors/app", ref="main", agent="rust"))
+    q.claim("rust", "pod-1")
+    assert q.claim("rust", "pod-2") is None  # dead
+    monkeypatch.delenv("RAIBID_AGENTS_TRUSTED_OWNERS")  # a default config trusts nothing
+    r = run("queue", "dlq", "retry", job.id)
+    assert r.code == 0, r.err
+    new = q.get(r.out.strip())
+    assert new.agent == "rust-untrusted" and new.retry_of == job.id and "not in agents.trusted" in r.err
+    assert q.r.xlen(q.keys.stream("rust-untrusted")) == 1 and run("queue", "dlq", "list", "--json").json() == []
 
 
 def test_unreachable_redis_exits_5_without_password(run, monkeypatch):
@@ -333,3 +463,15 @@ def test_long_running_processes_get_the_retrying_queue(tmp_path):
     app = Application(settings=Settings())
     assert app.queue.retrying._retries == 0
     assert app.worker_queue.retrying._retries == app.cfg.redis.retries > 0
+
+
+def test_doctor_and_top_show_both_pools_of_each_type(run, q):
+    r = run("queue", "submit", "--repo", "strangers/app", "--ref", "main")
+    assert r.code == 0, r.err
+    checks = {c["name"]: c for c in run("doctor", "--json").json()["checks"]}
+    assert checks["queue generic-untrusted"]["status"] == "ok" and "lag 1" in checks["queue generic-untrusted"]["detail"]
+    assert "queue generic" in checks and "queue rust-untrusted" in checks
+    top = run("top", "--once", "--json")
+    pools = {p["agent"]: p for p in top.json()["queue"]["pools"]}
+    assert pools["generic-untrusted"]["queued"] == 1 and pools["generic"]["queued"] in (0, None)
+    assert {"rust", "rust-untrusted", "python", "python-untrusted"} <= set(pools)

@@ -219,7 +219,8 @@ def test_serve_runs_as_a_process_queues_a_signed_push_and_stops_on_sigterm(redis
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "RAIBID_WEBHOOK_SECRET": SECRET, "RAIBID_MIRROR_MODE": "pull"}
+    env = {**os.environ, "RAIBID_WEBHOOK_SECRET": SECRET, "RAIBID_MIRROR_MODE": "pull",
+           "RAIBID_AGENTS_TRUSTED_REPOS": '["mirrors/app"]'}
     proc = subprocess.Popen([sys.executable, "-m", "raibid", "webhook", "serve", "--listen", f"127.0.0.1:{port}"],
                             cwd=isolated_env, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -234,14 +235,15 @@ def test_serve_runs_as_a_process_queues_a_signed_push_and_stops_on_sigterm(redis
                 assert proc.poll() is None, proc.communicate()[1]
                 assert time.monotonic() < deadline, "serve did not answer /healthz"
                 time.sleep(0.05)
-        body = json.dumps({"ref": "refs/heads/main", "before": "1" * 40, "after": "2" * 40,
-                           "repository": {"full_name": "mirrors/app"}}).encode()
-        signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-        req = urllib.request.Request(f"{base}/hooks/gitea", data=body, method="POST",
-                                     headers={"X-Gitea-Event": "push", "X-Gitea-Signature": signature,
-                                              "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            assert resp.status == 202 and json.loads(resp.read())["result"] == "queued"
+        for repo in ("mirrors/app", "mirrors/other"):  # trusted by the config, and not
+            body = json.dumps({"ref": "refs/heads/main", "before": "1" * 40, "after": "2" * 40,
+                               "repository": {"full_name": repo}}).encode()
+            signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+            req = urllib.request.Request(f"{base}/hooks/gitea", data=body, method="POST",
+                                         headers={"X-Gitea-Event": "push", "X-Gitea-Signature": signature,
+                                                  "Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                assert resp.status == 202 and json.loads(resp.read())["result"] == "queued"
         # An announced body over the limit is refused before it is sent.
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         conn.putrequest("POST", "/hooks/gitea")
@@ -250,8 +252,10 @@ def test_serve_runs_as_a_process_queues_a_signed_push_and_stops_on_sigterm(redis
         conn.endheaders()
         assert conn.getresponse().status == 413
         conn.close()
-        [job] = Queue(connect(redis_url, None)).list()
-        assert (job.repo, job.commit, job.source) == ("mirrors/app", "2" * 40, "webhook")
+        jobs = {j.repo: j for j in Queue(connect(redis_url, None)).list()}
+        assert [(j.commit, j.source) for j in jobs.values()] == [("2" * 40, "webhook")] * 2
+        # The pod routes with its config's agents.trusted.
+        assert (jobs["mirrors/app"].agent, jobs["mirrors/other"].agent) == ("generic", "generic-untrusted")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

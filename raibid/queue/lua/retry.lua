@@ -2,8 +2,10 @@
 -- retry_of / retried_by linking them), in one step, so two concurrent retries of one
 -- job make one new attempt. With ARGV[5] = '1' (dlq retry) the job must still be in
 -- the dead-letter stream (its entry id is in the record's dead_id) and leaves it.
--- KEYS: old job, agent stream, index, agents set, new job, dead-letter stream.
--- ARGV: new id, submitted_at, score (ms), job key prefix, dlq flag.
+-- The new attempt goes to the pool the caller routed it to (ARGV[6]; its stream is KEYS[2]),
+-- which is today's trust decision, not necessarily the old attempt's pool.
+-- KEYS: old job, the new attempt's pool stream, index, agents set, new job, dead-letter stream.
+-- ARGV: new id, submitted_at, score (ms), job key prefix, dlq flag, pool.
 -- Returns {'ok', new stream id} | {'missing'} | {'retried', id} | {'status', status} | {'not-dead'}.
 local h = redis.call('HGETALL', KEYS[1])
 if #h == 0 then return {'missing'} end
@@ -22,7 +24,7 @@ if ARGV[5] == '1' then
 end
 local sid = redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
 local attempt = tonumber(old['attempt'] or '1') or 1
-local new = {'id', ARGV[1], 'repo', old['repo'] or '', 'ref', old['ref'] or '', 'agent', old['agent'] or '',
+local new = {'id', ARGV[1], 'repo', old['repo'] or '', 'ref', old['ref'] or '', 'agent', ARGV[6],
              'env', old['env'] or '{}', 'timeout', old['timeout'] or '', 'source', old['source'] or 'cli',
              'submitted_at', ARGV[2], 'status', 'queued', 'attempt', attempt + 1, 'deliveries', '0',
              'stream_id', sid, 'retry_of', old['id'] or ''}
@@ -32,5 +34,5 @@ end
 redis.call('HSET', KEYS[5], unpack(new))
 redis.call('HSET', KEYS[1], 'retried_by', ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-redis.call('SADD', KEYS[4], old['agent'])
+redis.call('SADD', KEYS[4], ARGV[6])
 return {'ok', sid}
