@@ -174,9 +174,7 @@ class Application:
         if self._trust is None:
             from raibid.agents.trust import TrustPolicy
 
-            trusted = self.cfg.agents.trusted
-            trusted.__post_init__()  # env overrides (RAIBID_AGENTS_TRUSTED_*) are set after the file's checks ran
-            self._trust = TrustPolicy.from_config(trusted)
+            self._trust = TrustPolicy.from_config(self.cfg.agents.trusted)
         return self._trust
 
     def gitea_token(self) -> tuple[str | None, str | None]:

@@ -67,3 +67,20 @@ def test_bad_trust_config_names_the_entry(tmp_path, text, needle):
     with pytest.raises(ConfigError) as e:
         load_config(_write(tmp_path, text), env={})
     assert needle in e.value.message
+
+
+def test_env_overrides_meet_the_same_checks_as_the_file():
+    with pytest.raises(ConfigError) as e:
+        load_config(None, env={"RAIBID_AGENTS_TRUSTED_REPOS": "['(']"})
+    assert "agents.trusted.repos[0]" in e.value.message
+    with pytest.raises(ConfigError) as e:
+        load_config(None, env={"RAIBID_AGENTS_SECRETS": "[{name: A, secret: s}]"})
+    assert "'repos'" in e.value.message
+
+
+def test_a_type_name_leaves_room_for_its_untrusted_pool(tmp_path):
+    name = "t" * 54
+    with pytest.raises(ConfigError) as e:
+        load_config(_write(tmp_path, f"agents:\n  types:\n    {name}: {{extends: generic}}\n"), env={})
+    assert "longer than 53" in e.value.message
+    load_config(_write(tmp_path, f"agents:\n  types:\n    {name[:53]}: {{extends: generic}}\n"), env={})

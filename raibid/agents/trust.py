@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 UNTRUSTED_SUFFIX = "-untrusted"
+MAX_TYPE_NAME = 63 - len(UNTRUSTED_SUFFIX)  # a pool name is a queue and a label value: 63 at most
 
 
 def pool_name(agent_type: str, trusted: bool) -> str:

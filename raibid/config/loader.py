@@ -60,9 +60,28 @@ def load_config(explicit: str | os.PathLike[str] | None = None, env: dict[str, s
     return cfg
 
 
+def _recheck_sections(obj: Any) -> None:
+    """Run every section's own checks (``__post_init__``) again: env overrides are set after the file's
+    sections were built, so ``RAIBID_AGENTS_TRUSTED_REPOS='["("]'`` must meet the same check as the file."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        post = getattr(obj, "__post_init__", None)
+        if post is not None:
+            post()
+        for f in dataclasses.fields(obj):
+            if not f.metadata.get("internal"):
+                _recheck_sections(getattr(obj, f.name))
+    elif isinstance(obj, list):
+        for item in obj:
+            _recheck_sections(item)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            _recheck_sections(item)
+
+
 def _check_values(cfg: Config) -> None:
     """Values no single field can check: agent type names (the default and every configured type)."""
-    from raibid.agents.trust import UNTRUSTED_SUFFIX
+    _recheck_sections(cfg)
+    from raibid.agents.trust import MAX_TYPE_NAME, UNTRUSTED_SUFFIX
     from raibid.errors import UsageError
     from raibid.queue.model import validate_agent
 
@@ -72,6 +91,9 @@ def _check_values(cfg: Config) -> None:
             validate_agent(name)
         except UsageError as e:
             raise ConfigError(f"{where}: {e.message}") from None
+        if len(name) > MAX_TYPE_NAME:
+            raise ConfigError(f"{where}: {name!r} is longer than {MAX_TYPE_NAME} characters (its untrusted pool "
+                              f"{name + UNTRUSTED_SUFFIX!r} must fit Kubernetes' 63)")
         if name.endswith(UNTRUSTED_SUFFIX):
             raise ConfigError(f"{where}: {name!r} ends in {UNTRUSTED_SUFFIX!r}, the name of a type's pool for "
                               "untrusted builds", hint="choose another name; see docs/security.md")
