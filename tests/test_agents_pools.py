@@ -103,7 +103,7 @@ def test_strategy_is_selectable(tmp_path, strategy, expected):
 
 
 def test_pod_is_locked_down_with_an_agent_and_a_build_container():
-    for name, sj in scaled_jobs(pools()).items():
+    for sj in scaled_jobs(pools()).values():
         pod = pod_of(sj)
         assert pod["serviceAccountName"] == "raibid-agent" and pod["automountServiceAccountToken"] is False
         assert pod["shareProcessNamespace"] is False and pod["enableServiceLinks"] is False

@@ -153,11 +153,12 @@ def pod_templates(manifests) -> list[tuple[str, str, dict, dict]]:
     out = []
     for m in manifests:
         spec = m.obj.get("spec") or {}
-        template = {"Deployment": lambda: spec["template"], "StatefulSet": lambda: spec["template"],
-                    "CronJob": lambda: spec["jobTemplate"]["spec"]["template"],
-                    "ScaledJob": lambda: spec["jobTargetRef"]["template"]}.get(m.kind)
-        if template is not None:
-            t = template()
+        path = {"Deployment": ("template",), "StatefulSet": ("template",),
+                "CronJob": ("jobTemplate", "spec", "template"), "ScaledJob": ("jobTargetRef", "template")}.get(m.kind)
+        if path is not None:
+            t = spec
+            for key in path:
+                t = t[key]
             out.append((m.ref, m.namespace, t["metadata"]["labels"], t["spec"]))
         elif m.kind == "HelmChart" and m.name == "raibid-gitea":
             # The chart's selector labels: the chart's name and the release, which k3s names after the HelmChart.

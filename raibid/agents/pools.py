@@ -100,12 +100,15 @@ def egress_except(cfg: Config) -> list[str]:
         node = None  # a host name: the private ranges cover a LAN address
     if node is not None and node.version == 4 and not node.is_loopback:
         wanted.append(f"{node}/32")
-    nets = [ipaddress.ip_network(n, strict=False) for n in wanted]
-    nets = [n for n in nets if n.version == 4]
+    nets: set[ipaddress.IPv4Network] = set()
+    for text in wanted:
+        net = ipaddress.ip_network(text, strict=False)
+        if isinstance(net, ipaddress.IPv4Network):  # the rule is 0.0.0.0/0: an IPv6 range is outside it
+            nets.add(net)
     kept: list[ipaddress.IPv4Network] = []
-    for n in sorted(set(nets), key=lambda n: (n.prefixlen, n)):
-        if not any(n.subnet_of(k) for k in kept):  # type: ignore[arg-type]
-            kept.append(n)  # type: ignore[arg-type]
+    for net in sorted(nets, key=lambda n: (n.prefixlen, n)):
+        if not any(net.subnet_of(k) for k in kept):
+            kept.append(net)
     return [str(n) for n in sorted(kept)]
 
 
