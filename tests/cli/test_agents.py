@@ -372,3 +372,14 @@ def test_cluster_down_keeps_the_cache_pvcs_unless_purged(run, kube):
     assert kube.get_object("v1", "PersistentVolumeClaim", "raibid-agent-cache-rust-trusted", NS) is not None
     run("cluster", "down", "--yes", "--purge", "-c", "agents")
     assert kube.get_object("v1", "PersistentVolumeClaim", "raibid-agent-cache-rust-trusted", NS) is None
+
+
+def test_top_shows_both_pools_of_each_type_with_their_queues(run, keda, q, gitea):
+    assert run("agents", "deploy").code == 0
+    q.submit(JobSpec(repo="mirrors/app", ref="main", agent="rust-untrusted"))
+    snap = run("top", "--once", "--json").json()
+    pools = {p["name"]: p for p in snap["agents"]["pools"]}
+    assert set(pools) == SCALED_JOBS
+    assert pools["raibid-agent-rust-untrusted"]["agent_type"] == pools["raibid-agent-rust"]["agent_type"] == "rust"
+    queues = {p["agent"]: p for p in snap["queue"]["pools"]}
+    assert {"rust", "rust-untrusted"} <= set(queues) and queues["rust-untrusted"]["queued"] == 1
