@@ -46,7 +46,6 @@ class TypeSpec:
     enabled: bool = True
 
 
-
 @dataclass(frozen=True)
 class Pool:
     """One KEDA pool: an agent type at one trust level (``raibid.agents.trust``).

@@ -141,12 +141,15 @@ def test_init_creates_groups_for_configured_types(run, q, isolated_env):
     (isolated_env / "raibid.yaml").write_text(
         "agents:\n  pools: [generic]\n  types:\n    rust: {lag_count: 2}\n")
     r = run("queue", "init", "--json")
-    assert {d["agent"]: d["created"] for d in r.json()} == {"generic": True, "rust": True}
+    # Each type's two pools (trusted, untrusted) have a stream and a group of their own.
+    assert {d["agent"]: d["created"] for d in r.json()} == {"generic": True, "rust": True, "generic-untrusted": True,
+                                                            "rust-untrusted": True}
     assert {d["agent"]: d["created"] for d in run("queue", "init", "--json").json()} == {
-        "generic": False, "rust": False}
+        "generic": False, "rust": False, "generic-untrusted": False, "rust-untrusted": False}
     stats = run("queue", "stats", "--json").json()
-    rust = next(s for s in stats["streams"] if s["agent"] == "rust")
-    assert rust["lag_count"] == 2 and rust["lag"] == 0 and rust["keda_desired"] == 0
+    for name in ("rust", "rust-untrusted"):
+        rust = next(s for s in stats["streams"] if s["agent"] == name)
+        assert rust["lag_count"] == 2 and rust["lag"] == 0 and rust["keda_desired"] == 0
 
 
 def test_unreachable_redis_exits_5_without_password(run, monkeypatch):
