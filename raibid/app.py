@@ -154,15 +154,9 @@ class Application:
     def agent_pools(self) -> dict[str, tuple[int, int]]:
         """Pool (queue) name -> (KEDA lagCount, max replicas): both pools of every type that has one,
         ``<type>`` and ``<type>-untrusted``, so `queue init`, `stats`, `reap`, doctor and top see both."""
-        from raibid.agents.trust import pool_name, split_pool
         from raibid.agents.types import pool_settings
 
-        pools: dict[str, tuple[int, int]] = {}
-        for name, settings in pool_settings(self.cfg).items():
-            agent_type, _ = split_pool(name)
-            for trusted in (True, False):
-                pools.setdefault(pool_name(agent_type, trusted), settings)
-        return pools
+        return pool_settings(self.cfg)
 
     @property
     def trust_policy(self) -> TrustPolicy:

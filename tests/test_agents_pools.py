@@ -1,4 +1,4 @@
-"""The pool manifests (templates/agents): KEDA schema, strict Job validation, lag mode, security, secrets."""
+"""The pool manifests (templates/agents): two pools per type, the two-container pod, secrets, caches, KEDA."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from raibid.agents.trust import split_pool
 from raibid.cluster.render import render
 from raibid.config import load_config
 from tests.harness.crdschema import validate_cr
@@ -32,11 +33,24 @@ def as_job(sj: dict) -> dict:
             "spec": copy.deepcopy(sj["spec"]["jobTargetRef"])}
 
 
+TYPES = ("generic", "rust", "python", "node", "go")
+
+
+def pod_of(sj: dict) -> dict:
+    return sj["spec"]["jobTargetRef"]["template"]["spec"]
+
+
+def containers(sj: dict) -> dict[str, dict]:
+    return {c["name"]: c for c in pod_of(sj)["containers"]}
+
+
 def test_every_pool_validates_against_keda_and_strict_kubernetes(tmp_path):
     ms = pools(tmp_path, "agents:\n  pools: [generic, rust, python, node, go, gpu]\n"
-                         "  types:\n    big:\n      extends: rust\n      cpu: '8'\n")
+                         "  types:\n    big:\n      extends: rust\n      cpu: '8'\n"
+                         "  secrets:\n    - {name: NPM_TOKEN, secret: npm, key: token, repos: ['me/.*']}\n")
     sjs = scaled_jobs(ms)
-    assert set(sjs) == {f"raibid-agent-{t}" for t in ("generic", "rust", "python", "node", "go", "gpu", "big")}
+    names = ("generic", "rust", "python", "node", "go", "gpu", "big")
+    assert set(sjs) == {f"raibid-agent-{t}{s}" for t in names for s in ("", "-untrusted")}
     for m in ms:
         if m.api_version.startswith("keda.sh/"):
             validate_cr(m.obj)
@@ -46,16 +60,25 @@ def test_every_pool_validates_against_keda_and_strict_kubernetes(tmp_path):
         kubernetes_validate.validate(as_job(sj), "1.31", strict=True)
 
 
-def test_trigger_is_lag_mode_with_string_metadata():
-    for name, sj in scaled_jobs(pools()).items():
+def test_each_type_has_a_trusted_and_an_untrusted_pool_on_its_own_stream():
+    sjs = scaled_jobs(pools())
+    assert len(sjs) == 2 * len(TYPES)
+    for name, sj in sjs.items():
         (trigger,) = sj["spec"]["triggers"]
         assert trigger["type"] == "redis-streams"
         meta = trigger["metadata"]
         assert all(isinstance(v, str) for v in meta.values()), meta
-        agent = name.removeprefix("raibid-agent-")
-        assert meta == {"address": "raibid-redis.raibid-ci.svc.cluster.local:6379", "stream": f"raibid:jobs:{agent}",
+        pool = name.removeprefix("raibid-agent-")
+        agent_type, trusted = split_pool(pool)
+        assert meta == {"address": "raibid-redis.raibid-ci.svc.cluster.local:6379", "stream": f"raibid:jobs:{pool}",
                         "consumerGroup": "raibid-agents", "lagCount": "1", "activationLagCount": "0"}
         assert trigger["authenticationRef"] == {"name": "raibid-redis"}
+        labels = {"raibid.dev/agent-type": agent_type, "raibid.dev/pool": pool,
+                  "raibid.dev/trust": "trusted" if trusted else "untrusted"}
+        assert labels.items() <= sj["metadata"]["labels"].items()
+        assert labels.items() <= sj["spec"]["jobTargetRef"]["template"]["metadata"]["labels"].items()
+        assert containers(sj)["agent"]["command"] == ["raibid", "agents", "run", "--type", pool,
+                                                      "--step-runner", "unix:/run/raibid/steps.sock"]
 
 
 def test_scaling_settings_and_job_limits():
@@ -74,63 +97,148 @@ def test_scaling_settings_and_job_limits():
 
 @pytest.mark.parametrize(("strategy", "expected"), [("eager", {"strategy": "eager"}), ("default", None)])
 def test_strategy_is_selectable(tmp_path, strategy, expected):
-    sj = scaled_jobs(pools(tmp_path, f"agents:\n  scaling_strategy: {strategy}\n"))["raibid-agent-generic"]
-    assert sj["spec"].get("scalingStrategy") == expected
+    sjs = scaled_jobs(pools(tmp_path, f"agents:\n  scaling_strategy: {strategy}\n"))
+    for name in ("raibid-agent-generic", "raibid-agent-generic-untrusted"):
+        assert sjs[name]["spec"].get("scalingStrategy") == expected
 
 
-def test_pod_is_locked_down_and_runs_the_agent():
-    for name, sj in scaled_jobs(pools()).items():
-        pod = sj["spec"]["jobTargetRef"]["template"]["spec"]
+def test_pod_is_locked_down_with_an_agent_and_a_build_container():
+    for sj in scaled_jobs(pools()).values():
+        pod = pod_of(sj)
         assert pod["serviceAccountName"] == "raibid-agent" and pod["automountServiceAccountToken"] is False
+        assert pod["shareProcessNamespace"] is False and pod["enableServiceLinks"] is False
         psc = pod["securityContext"]
-        assert psc["runAsNonRoot"] and psc["runAsUser"] > 0 and psc["seccompProfile"] == {"type": "RuntimeDefault"}
-        (c,) = pod["containers"]
-        assert c["command"] == ["raibid", "agents", "run", "--type", name.removeprefix("raibid-agent-")]
-        sc = c["securityContext"]
-        assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
-        assert c["resources"]["limits"]["cpu"] and c["resources"]["limits"]["memory"]
-        assert c["resources"]["requests"] == {"cpu": "2", "memory": "4Gi"}
+        assert psc["runAsNonRoot"] and psc["runAsUser"] == psc["runAsGroup"] == psc["fsGroup"] == 10001
+        assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+        cs = containers(sj)
+        assert list(cs) == ["agent", "build"]
+        assert cs["build"]["command"] == ["raibid", "agents", "step-runner", "--socket", "/run/raibid/steps.sock"]
+        for c in cs.values():
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
+            assert sc["runAsNonRoot"] is True
+            assert c["resources"]["limits"]["cpu"] and c["resources"]["limits"]["memory"]
+        assert cs["agent"]["securityContext"]["readOnlyRootFilesystem"] is True
+        # The type's budget goes to the build; the agent has a small fixed one.
+        assert cs["build"]["resources"]["requests"] == {"cpu": "2", "memory": "4Gi"}
+        assert cs["build"]["resources"]["limits"]["ephemeral-storage"] == "20Gi"
+        assert cs["agent"]["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"},
+                                            "limits": {"cpu": "1", "memory": "1Gi"}}
         volumes = {v["name"]: v for v in pod["volumes"]}
-        assert volumes["workspace"] == {"name": "workspace", "emptyDir": {}}
-        mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
-        assert mounts["/workspace"]["name"] == "workspace"
+        assert volumes["workspace"]["emptyDir"] == {"sizeLimit": "20Gi"}
+        assert volumes["run"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Mi"}
+        for c in cs.values():
+            mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+            assert mounts["/workspace"] == "workspace" and mounts["/run/raibid"] == "run"
+            assert volumes[mounts["/tmp"]]["emptyDir"]["sizeLimit"]
+        tmp = {c: next(m["name"] for m in cs[c]["volumeMounts"] if m["mountPath"] == "/tmp") for c in cs}
+        assert tmp["agent"] != tmp["build"]  # the agent's scratch files are not the build's
 
 
-def test_secrets_come_from_secret_refs_and_pod_name_from_the_downward_api():
+def test_workspace_size_is_config(tmp_path):
+    for sj in scaled_jobs(pools(tmp_path, "agents:\n  workspace_size: 5Gi\n")).values():
+        volumes = {v["name"]: v for v in pod_of(sj)["volumes"]}
+        assert volumes["workspace"]["emptyDir"]["sizeLimit"] == "5Gi"
+
+
+def secret_volumes(pod: dict) -> set[str]:
+    """Volumes that carry Secret data: secret volumes and projected volumes with a secret source."""
+    out = set()
+    for v in pod["volumes"]:
+        if "secret" in v or any("secret" in src for src in (v.get("projected") or {}).get("sources", [])):
+            out.add(v["name"])
+    return out
+
+
+def assert_build_holds_no_secret(sj: dict) -> None:
+    pod = pod_of(sj)
+    build = containers(sj)["build"]
+    assert "envFrom" not in build
+    for e in build.get("env", []):
+        assert "valueFrom" not in e, e  # no secretKeyRef, nor any other indirection
+    assert not {m["name"] for m in build["volumeMounts"]} & secret_volumes(pod)
+    assert not any(m["mountPath"].startswith("/var/run/raibid") for m in build["volumeMounts"])
+
+
+def test_secrets_reach_only_the_agent_container_through_secret_refs():
     ms = pools()
     for m in ms:
         text = yaml.safe_dump(m.obj)
         assert not any(v in text for v in SECRETS.values()), m.ref
     for sj in scaled_jobs(ms).values():
-        env = {e["name"]: e for e in sj["spec"]["jobTargetRef"]["template"]["spec"]["containers"][0]["env"]}
+        agent = containers(sj)["agent"]
+        env = {e["name"]: e for e in agent["env"]}
         assert env["RAIBID_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "raibid-redis", "key": "password"}
-        assert env["RAIBID_GITEA_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "raibid-gitea-token"
+        assert env["RAIBID_GITEA_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "raibid-gitea-agent"
+        assert env["RAIBID_GITEA_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "token"
         assert "value" not in env["RAIBID_REDIS_PASSWORD"] and "value" not in env["RAIBID_GITEA_TOKEN"]
         assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
         assert env["RAIBID_REDIS_URL"]["value"] == "redis://raibid-redis.raibid-ci.svc.cluster.local:6379/0"
+        assert_build_holds_no_secret(sj)
+        assert "raibid-gitea-token" not in yaml.safe_dump(sj)
     ta = next(m.obj for m in ms if m.kind == "TriggerAuthentication")
     assert ta["spec"]["secretTargetRef"] == [{"parameter": "password", "name": "raibid-redis", "key": "password"}]
 
 
-def test_caches_mount_the_types_pvc_and_set_the_env():
+JOB_SECRETS = ("agents:\n  secrets:\n"
+               "    - {name: NPM_TOKEN, secret: npm-publish, key: token, repos: ['me/.*']}\n"
+               "    - {name: PYPI, secret: pypi, repos: ['me/lib']}\n")
+
+
+def test_job_secrets_are_files_in_the_trusted_agent_container_only(tmp_path):
+    sjs = scaled_jobs(pools(tmp_path, JOB_SECRETS))
+    for name, sj in sjs.items():
+        pod = pod_of(sj)
+        assert_build_holds_no_secret(sj)
+        if name.endswith("-untrusted"):
+            assert secret_volumes(pod) == set(), name  # no job secret, even on a compromised agent
+            assert not any(m["mountPath"].startswith("/var/run/raibid") for m in containers(sj)["agent"]["volumeMounts"])
+            continue
+        (vol,) = [v for v in pod["volumes"] if v["name"] in secret_volumes(pod)]
+        assert vol["projected"]["defaultMode"] == 0o440
+        assert vol["projected"]["sources"] == [
+            {"secret": {"name": "npm-publish", "optional": True, "items": [{"key": "token", "path": "NPM_TOKEN"}]}},
+            {"secret": {"name": "pypi", "optional": True, "items": [{"key": "PYPI", "path": "PYPI"}]}}]
+        (mount,) = [m for m in containers(sj)["agent"]["volumeMounts"] if m["name"] == vol["name"]]
+        assert mount == {"name": vol["name"], "mountPath": "/var/run/raibid/secrets", "readOnly": True}
+
+
+def test_the_settings_env_is_read_back_by_the_config_loader(tmp_path):
+    ms = pools(tmp_path, JOB_SECRETS + "  trusted:\n    owners: [me]\n    repos: ['org/(a|b)']\n")
+    for sj in scaled_jobs(ms).values():
+        env = {e["name"]: e["value"] for e in containers(sj)["agent"]["env"] if "value" in e}
+        cfg = load_config(None, env={k: v for k, v in env.items() if k.startswith("RAIBID_AGENTS_")})
+        assert cfg.agents.trusted.owners == ["me"] and cfg.agents.trusted.repos == ["org/(a|b)"]
+        assert [(s.name, s.secret, s.key, s.repos) for s in cfg.agents.secrets] == [
+            ("NPM_TOKEN", "npm-publish", "token", ["me/.*"]), ("PYPI", "pypi", "PYPI", ["me/lib"])]
+
+
+def test_caches_are_per_trust_level_and_mounted_in_the_build_container_only():
     ms = pools()
     pvcs = {m.name: m.obj for m in ms if m.kind == "PersistentVolumeClaim"}
-    assert set(pvcs) == {f"raibid-agent-cache-{t}" for t in ("rust", "python", "node", "go")}
+    assert set(pvcs) == {f"raibid-agent-cache-{t}-{trust}" for t in ("rust", "python", "node", "go")
+                         for trust in ("trusted", "untrusted")}
     for pvc in pvcs.values():
         assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"] and pvc["spec"]["storageClassName"] == "local-path"
     sjs = scaled_jobs(ms)
     expected = {"rust": {"CARGO_HOME", "SCCACHE_DIR", "RUSTC_WRAPPER"}, "python": {"PIP_CACHE_DIR", "UV_CACHE_DIR"},
                 "node": {"npm_config_cache"}, "go": {"GOMODCACHE", "GOCACHE"}}
     for t, names in expected.items():
-        pod = sjs[f"raibid-agent-{t}"]["spec"]["jobTargetRef"]["template"]["spec"]
-        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
-        assert names <= set(env), t
-        volumes = {v["name"]: v for v in pod["volumes"]}
-        assert volumes["cache"]["persistentVolumeClaim"]["claimName"] == f"raibid-agent-cache-{t}"
-        cache_mounts = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "cache"]
-        assert cache_mounts and all(m["subPath"] for m in cache_mounts)
-    generic = sjs["raibid-agent-generic"]["spec"]["jobTargetRef"]["template"]["spec"]
-    assert [v["name"] for v in generic["volumes"]] == ["workspace"]
+        claims = {}
+        for pool, trust in ((t, "trusted"), (f"{t}-untrusted", "untrusted")):
+            sj = sjs[f"raibid-agent-{pool}"]
+            pod = pod_of(sj)
+            env = {e["name"]: e.get("value") for e in containers(sj)["build"]["env"]}
+            assert names <= set(env), t
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            claims[trust] = volumes["cache"]["persistentVolumeClaim"]["claimName"]
+            assert claims[trust] == f"raibid-agent-cache-{t}-{trust}"
+            cache_mounts = [m for m in containers(sj)["build"]["volumeMounts"] if m["name"] == "cache"]
+            assert cache_mounts and all(m["subPath"] for m in cache_mounts)
+            assert not [m for m in containers(sj)["agent"]["volumeMounts"] if m["name"] == "cache"]
+        assert claims["trusted"] != claims["untrusted"]
+    generic = pod_of(sjs["raibid-agent-generic"])
+    assert "cache" not in {v["name"] for v in generic["volumes"]}
 
 
 def test_config_overrides_reach_the_pool(tmp_path):
@@ -139,13 +247,15 @@ def test_config_overrides_reach_the_pool(tmp_path):
         "    rust:\n      max_replicas: 2\n      lag_count: 3\n      image: reg.local/rust:1\n"
         "    ml:\n      extends: python\n      gpu: 1\n      memory: 32Gi\n      env: {HF_HOME: /cache/hf}\n"
         "      caches: {hf: /cache/hf}\n")))
-    rust = sjs["raibid-agent-rust"]["spec"]
-    assert rust["maxReplicaCount"] == 2 and rust["pollingInterval"] == 2
-    assert rust["triggers"][0]["metadata"]["lagCount"] == "3"
-    assert rust["jobTargetRef"]["template"]["spec"]["containers"][0]["image"] == "reg.local/rust:1"
-    ml = sjs["raibid-agent-ml"]["spec"]["jobTargetRef"]["template"]["spec"]
-    c = ml["containers"][0]
-    assert ml["runtimeClassName"] == "nvidia" and c["resources"]["requests"]["nvidia.com/gpu"] == 1
+    for pool in ("rust", "rust-untrusted"):
+        rust = sjs[f"raibid-agent-{pool}"]["spec"]
+        assert rust["maxReplicaCount"] == 2 and rust["pollingInterval"] == 2
+        assert rust["triggers"][0]["metadata"]["lagCount"] == "3"
+        assert {c["image"] for c in rust["jobTargetRef"]["template"]["spec"]["containers"]} == {"reg.local/rust:1"}
+    ml = sjs["raibid-agent-ml"]
+    c = containers(ml)["build"]
+    assert pod_of(ml)["runtimeClassName"] == "nvidia" and c["resources"]["requests"]["nvidia.com/gpu"] == 1
+    assert "nvidia.com/gpu" not in containers(ml)["agent"]["resources"]["requests"]
     assert c["resources"]["limits"]["memory"] == "32Gi" and c["image"].endswith("/raibid/agent-python:latest")
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["HF_HOME"] == "/cache/hf" and env["PIP_CACHE_DIR"] == "/cache/pip"

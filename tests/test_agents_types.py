@@ -89,3 +89,33 @@ def test_pipeline_parses_steps_env_and_timeouts():
                   "  - run: make test\n    env: {A: '2', B: x}\n")
     assert [(s.name, s.run, s.timeout) for s in steps] == [("build", "make", 600.0), ("step-2", "make test", None)]
     assert steps[0].env == {"A": "1"} and steps[1].env == {"A": "2", "B": "x"}
+
+
+def test_each_enabled_type_has_a_trusted_and_an_untrusted_pool():
+    from raibid.agents.types import enabled_pools, pool_settings
+
+    pools = enabled_pools(load_config())
+    assert list(pools)[:2] == ["generic", "generic-untrusted"]
+    assert set(pools) == {f"{t}{s}" for t in ("generic", "rust", "python", "node", "go") for s in ("", "-untrusted")}
+    rust, untrusted = pools["rust"], pools["rust-untrusted"]
+    assert (rust.agent_type, rust.trusted, rust.scaled_job, rust.cache_pvc) == (
+        "rust", True, "raibid-agent-rust", "raibid-agent-cache-rust-trusted")
+    assert (untrusted.agent_type, untrusted.trust, untrusted.scaled_job, untrusted.cache_pvc) == (
+        "rust", "untrusted", "raibid-agent-rust-untrusted", "raibid-agent-cache-rust-untrusted")
+    assert pool_settings(load_config())["rust-untrusted"] == (1, 8)
+
+
+def test_a_type_names_both_its_pools_and_type_untrusted_one():
+    from raibid.agents.types import enabled_pools, select_pools
+    from raibid.errors import UsageError
+
+    pools = enabled_pools(load_config())
+    assert [p.name for p in select_pools(pools, "go")] == ["go", "go-untrusted"]
+    assert [p.name for p in select_pools(pools, "go-untrusted")] == ["go-untrusted"]
+    assert [p.name for p in select_pools(pools, "go", "trusted")] == ["go"]
+    assert [p.name for p in select_pools(pools, "go", "untrusted")] == ["go-untrusted"]
+    with pytest.raises(UsageError) as e:
+        select_pools(pools, "gpu")
+    assert "has no pool" in e.value.message and "rust" in (e.value.hint or "")
+    with pytest.raises(UsageError):
+        select_pools(pools, "go-untrusted", "trusted")

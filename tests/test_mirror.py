@@ -256,7 +256,7 @@ def test_mirror_component_renders_a_valid_forbid_cronjob_with_tokens_from_secret
     assert container["args"] == ["mirror", "sync", "--json"]
     env = {e["name"]: e for e in container["env"]}
     assert env["GITHUB_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "raibid-mirror-github"
-    assert env["RAIBID_GITEA_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "raibid-gitea-token"
+    assert env["RAIBID_GITEA_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "raibid-gitea-mirror"
     pod_cfg = json.loads(cm["data"]["raibid.yaml"])
     assert pod_cfg["mirror"]["orgs"][0]["include"] == ["^x"] and pod_cfg["mirror"]["cache_dir"] == "/cache"
     # Its triggers route as the CLI does (tests/test_webhook_mirror.py loads it and compares pools).

@@ -28,7 +28,8 @@ def test_webhook_is_a_registered_component_with_its_kinds():
 
 
 def test_every_webhook_object_validates_strictly(objects):
-    assert {o["kind"] for o in objects.values()} == {"Namespace", "Secret", "ConfigMap", "Deployment", "Service"}
+    assert {o["kind"] for o in objects.values()} == {"Namespace", "Secret", "ConfigMap", "Deployment", "Service",
+                                                     "NetworkPolicy"}
     for obj in objects.values():
         kubernetes_validate.validate(obj, "1.31", strict=True)
 
@@ -39,7 +40,7 @@ def test_the_receiver_pod_is_locked_down_with_limits_and_health_probes(objects):
     [c] = pod["containers"]
     assert c["command"] == ["raibid", "webhook", "serve"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
-    assert pod["automountServiceAccountToken"] is False
+    assert pod["automountServiceAccountToken"] is False and pod["enableServiceLinks"] is False
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
@@ -56,7 +57,7 @@ def test_secrets_reach_the_pod_only_through_secret_refs(objects):
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
     assert refs["RAIBID_WEBHOOK_SECRET"] == {"name": "raibid-webhook", "key": "secret"}
     assert refs["RAIBID_REDIS_PASSWORD"] == {"name": "raibid-redis", "key": "password"}
-    assert refs["RAIBID_GITEA_TOKEN"]["optional"] is True
+    assert refs["RAIBID_GITEA_TOKEN"] == {"name": "raibid-gitea-webhook", "key": "token", "optional": True}
     for ref, obj in objects.items():
         text = yaml.safe_dump(obj)
         if obj["kind"] == "Secret":
@@ -95,3 +96,13 @@ def test_an_ingress_exposes_only_the_github_path_when_a_host_is_set(monkeypatch)
     assert rule["host"] == "ci.example.org" and ing["spec"]["ingressClassName"] == "traefik"
     assert [p["path"] for p in rule["http"]["paths"]] == ["/hooks/github"]
     assert objs["Service/raibid-ci/raibid-webhook"]["spec"]["ports"][0]["port"] == 9000
+
+
+def test_the_receiver_accepts_only_its_http_port(monkeypatch):
+    monkeypatch.setenv("RAIBID_WEBHOOK_LISTEN", "0.0.0.0:9000")
+    objs = {m.ref: m.obj for m in render(load_config(), ["webhook"], secrets=SECRETS)}
+    pol = objs["NetworkPolicy/raibid-ci/raibid-webhook"]
+    kubernetes_validate.validate(pol, "1.31", strict=True)
+    assert pol["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "raibid-webhook"}}
+    assert pol["spec"]["policyTypes"] == ["Ingress"]
+    assert pol["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 9000}]}]  # from anywhere: GitHub, Gitea

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from raibid.agents.types import TypeSpec, default_registry, enabled_types
+from raibid.agents.types import Pool, default_registry, enabled_pools
 from raibid.errors import NotFound, UsageError
 from raibid.timeutil import seconds_since
 
@@ -27,6 +27,14 @@ PAUSED = "autoscaling.keda.sh/paused"
 PAUSE_MANAGER = "raibid-agents-pause"
 AGENT_UID = 10001
 DEADLINE_MARGIN_S = 900  # clone, start-up and the SIGTERM grace on top of the longest job
+TRUST_LABEL = "raibid.dev/trust"  # trusted | untrusted, on ScaledJobs and their pods
+POOL_LABEL = "raibid.dev/pool"  # the pool (queue) name: rust, rust-untrusted
+STEP_SOCKET = "/run/raibid/steps.sock"  # the agent container drives the build container's step runner here
+SECRETS_DIR = "/var/run/raibid/secrets"  # job secrets of trusted pools, one file per agents.secrets entry
+# The agent container clones, talks to Redis and relays the log: a small fixed budget. The type's cpu,
+# memory and GPU go to the build container.
+AGENT_CONTAINER_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"},
+                             "limits": {"cpu": "1", "memory": "1Gi"}}
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -34,10 +42,15 @@ DEADLINE_MARGIN_S = 900  # clone, start-up and the SIGTERM grace on top of the l
 
 def template_context(cfg: Config, namespace: str) -> dict[str, Any]:
     """What ``templates/agents/*.yaml.j2`` need beyond the config: the resolved pools and in-cluster URLs."""
+    import json
+
     pools = []
-    for spec in enabled_types(cfg).values():
-        d = dataclasses.asdict(spec)
-        d.update(pool=spec.pool, cache_pvc=spec.cache_pvc)
+    for pool in enabled_pools(cfg).values():
+        d = dataclasses.asdict(pool.spec)
+        d.update(pool=pool.name, scaled_job=pool.scaled_job, cache_pvc=pool.cache_pvc, trust=pool.trust,
+                 trusted=pool.trusted,
+                 # Job secrets reach the agent container of trusted pools only, as files (never env).
+                 secrets=[dataclasses.asdict(s) for s in cfg.agents.secrets] if pool.trusted else [])
         pools.append(d)
     svc = f"raibid-redis.{namespace}.svc.cluster.local:6379"
     q = cfg.queue
@@ -49,6 +62,10 @@ def template_context(cfg: Config, namespace: str) -> dict[str, Any]:
         "RAIBID_QUEUE_LOG_MAXLEN": str(q.log_maxlen), "RAIBID_QUEUE_DEFAULT_TIMEOUT": str(q.default_timeout),
         "RAIBID_AGENTS_MAX_TIMEOUT": str(cfg.agents.max_timeout), "RAIBID_AGENTS_WAIT": str(cfg.agents.wait),
         "RAIBID_AGENTS_REGISTRY": default_registry(cfg),
+        # JSON is YAML: the config loader reads these lists back (docs/config.md, env overrides).
+        "RAIBID_AGENTS_TRUSTED_OWNERS": json.dumps(list(cfg.agents.trusted.owners)),
+        "RAIBID_AGENTS_TRUSTED_REPOS": json.dumps(list(cfg.agents.trusted.repos)),
+        "RAIBID_AGENTS_SECRETS": json.dumps([dataclasses.asdict(s) for s in cfg.agents.secrets]),
     }
     return {
         "agent_pools": pools,
@@ -58,7 +75,41 @@ def template_context(cfg: Config, namespace: str) -> dict[str, Any]:
         "agent_gitea_url": cfg.agents.gitea_url or f"http://raibid-gitea-http.{namespace}.svc.cluster.local:3000",
         "agent_active_deadline": max(cfg.agents.max_timeout, q.default_timeout) + DEADLINE_MARGIN_S,
         "agent_settings_env": settings,
+        "agent_container_resources": AGENT_CONTAINER_RESOURCES,
+        "agent_egress_except": egress_except(cfg),
+        "step_socket": STEP_SOCKET,
+        "secrets_dir": SECRETS_DIR,
     }
+
+
+# Cluster-internal and link-local ranges an agent pod's internet rule never covers: the pod and
+# service CIDRs (the Kubernetes API's Service, other pods), the node (kubelet, the API server, NodePorts),
+# link-local (cloud metadata) and the private and shared ranges (the LAN, the DGX's other addresses).
+PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16")
+
+
+def egress_except(cfg: Config) -> list[str]:
+    """The ``except`` list of the agents' 0.0.0.0/0 rule: no range inside another, in a stable order."""
+    import ipaddress
+
+    c = cfg.cluster
+    wanted = [c.pod_cidr, c.service_cidr, *PRIVATE_RANGES]
+    try:
+        node = ipaddress.ip_address(c.node_ip)
+    except ValueError:
+        node = None  # a host name: the private ranges cover a LAN address
+    if node is not None and node.version == 4 and not node.is_loopback:
+        wanted.append(f"{node}/32")
+    nets: set[ipaddress.IPv4Network] = set()
+    for text in wanted:
+        net = ipaddress.ip_network(text, strict=False)
+        if isinstance(net, ipaddress.IPv4Network):  # the rule is 0.0.0.0/0: an IPv6 range is outside it
+            nets.add(net)
+    kept: list[ipaddress.IPv4Network] = []
+    for net in sorted(nets, key=lambda n: (n.prefixlen, n)):
+        if not any(net.subnet_of(k) for k in kept):
+            kept.append(net)
+    return [str(n) for n in sorted(kept)]
 
 
 # ----------------------------------------------------------------------------- reading the cluster
@@ -68,7 +119,7 @@ def template_context(cfg: Config, namespace: str) -> dict[str, Any]:
 class AgentJob:
     """One agent Job KEDA created, its pod, and the raibid job it runs."""
 
-    pool: str
+    pool: str  # the ScaledJob
     agent_type: str
     job: str
     pod: str | None
@@ -80,6 +131,7 @@ class AgentJob:
     created_at: str | None
     age_s: float | None
     failed: bool = False
+    trust: str = "trusted"
 
 
 def _conditions(obj: KubeObject) -> dict[str, dict]:
@@ -101,10 +153,10 @@ def _safe_list(kube: Kube, api_version: str, kind: str, namespace: str, selector
         return []
 
 
-def agent_jobs(kube: Kube, namespace: str, pools: dict[str, TypeSpec],
+def agent_jobs(kube: Kube, namespace: str, pools: dict[str, Pool],
                pod_jobs: dict[str, str] | None = None) -> list[AgentJob]:
     """The Jobs of raibid's pools (label ``scaledjob.keda.sh/name``) with their pods."""
-    by_pool = {t.pool: t for t in pools.values()}
+    by_pool = {p.scaled_job: p for p in pools.values()}
     jobs = [j for j in _safe_list(kube, "batch/v1", "Job", namespace, SCALED_JOB_LABEL)
             if (j["metadata"].get("labels") or {}).get(SCALED_JOB_LABEL) in by_pool]
     pods = _safe_list(kube, "v1", "Pod", namespace)
@@ -125,17 +177,17 @@ def agent_jobs(kube: Kube, namespace: str, pools: dict[str, TypeSpec],
                                                                     "Succeeded" if finished else "Pending")
         started = any(((p.get("status") or {}).get("phase")) in ("Running", "Succeeded") for p in jpods)
         pod_name = pod["metadata"]["name"] if pod else None
-        out.append(AgentJob(pool, by_pool[pool].name, meta["name"], pod_name,
+        out.append(AgentJob(pool, by_pool[pool].agent_type, meta["name"], pod_name,
                             (pod_jobs or {}).get(pod_name or ""), phase, finished, started,
                             ((pod or {}).get("spec") or {}).get("nodeName"), meta.get("creationTimestamp"),
-                            seconds_since(meta.get("creationTimestamp")), failed))
+                            seconds_since(meta.get("creationTimestamp")), failed, by_pool[pool].trust))
     return sorted(out, key=lambda a: (a.pool, a.created_at or ""))
 
 
 @dataclass
 class PoolStatus:
     agent_type: str
-    pool: str
+    pool: str  # the ScaledJob
     present: bool
     ready: bool | None
     active: bool | None
@@ -147,6 +199,8 @@ class PoolStatus:
     finished: int
     lag: int | None
     problems: list[str] = field(default_factory=list)
+    queue: str = ""  # the pool's queue (stream) name: rust, rust-untrusted
+    trust: str = "trusted"
 
 
 def _condition_true(obj: KubeObject, name: str) -> bool | None:
@@ -159,19 +213,19 @@ def is_paused(sj: KubeObject) -> bool:
     return ann.get(PAUSED) == "true" or bool(_condition_true(sj, "Paused"))
 
 
-def pool_status(kube: Kube, namespace: str, pools: dict[str, TypeSpec], lags: dict[str, int | None],
+def pool_status(kube: Kube, namespace: str, pools: dict[str, Pool], lags: dict[str, int | None],
                 jobs: list[AgentJob] | None = None) -> list[PoolStatus]:
     """Per pool: the ScaledJob's conditions, its Jobs, and the queue lag KEDA scales on."""
     jobs = agent_jobs(kube, namespace, pools) if jobs is None else jobs
     live = {sj["metadata"]["name"]: sj for sj in _safe_list(kube, KEDA, "ScaledJob", namespace)}
     out = []
     for name, t in pools.items():
-        sj = live.get(t.pool)
-        mine = [j for j in jobs if j.pool == t.pool]
+        sj = live.get(t.scaled_job)
+        mine = [j for j in jobs if j.pool == t.scaled_job]
         unfinished = [j for j in mine if not j.finished]
         problems = []
         if sj is None:
-            problems.append(f"ScaledJob {namespace}/{t.pool} missing: run `raibid agents deploy`")
+            problems.append(f"ScaledJob {namespace}/{t.scaled_job} missing: run `raibid agents deploy`")
         elif _condition_true(sj, "Ready") is False:
             c = _conditions(sj)["Ready"]
             problems.append(f"not ready: {c.get('reason', '')} {c.get('message', '')}".strip())
@@ -179,32 +233,32 @@ def pool_status(kube: Kube, namespace: str, pools: dict[str, TypeSpec], lags: di
         if failed:
             problems.append(f"{len(failed)} failed agent Job(s): `raibid agents gc` removes them")
         out.append(PoolStatus(
-            name, t.pool, sj is not None, None if sj is None else _condition_true(sj, "Ready"),
+            t.agent_type, t.scaled_job, sj is not None, None if sj is None else _condition_true(sj, "Ready"),
             None if sj is None else _condition_true(sj, "Active"), bool(sj and is_paused(sj)),
             None if sj is None else (sj.get("spec") or {}).get("maxReplicaCount"), t.max_replicas,
             len(unfinished), sum(1 for j in unfinished if not j.started), len(mine) - len(unfinished),
-            lags.get(name), problems))
+            lags.get(name), problems, name, t.trust))
     return out
 
 
 # ----------------------------------------------------------------------------- changing the pools
 
 
-def _scaled_job(kube: Kube, namespace: str, t: TypeSpec) -> KubeObject:
-    sj = kube.get(KEDA, "ScaledJob", t.pool, namespace)
+def _scaled_job(kube: Kube, namespace: str, t: Pool) -> KubeObject:
+    sj = kube.get(KEDA, "ScaledJob", t.scaled_job, namespace)
     if sj is None:
-        raise NotFound(f"ScaledJob {namespace}/{t.pool} not found", hint="run `raibid agents deploy` first")
+        raise NotFound(f"ScaledJob {namespace}/{t.scaled_job} not found", hint="run `raibid agents deploy` first")
     return sj
 
 
-def set_paused(kube: Kube, namespace: str, t: TypeSpec, paused: bool) -> bool:
+def set_paused(kube: Kube, namespace: str, t: Pool, paused: bool) -> bool:
     """Set or clear ``autoscaling.keda.sh/paused`` under its own field manager, so deploys keep it.
 
     Returns whether the pool was paused before.
     """
     sj = _scaled_job(kube, namespace, t)
     was = is_paused(sj)
-    meta: dict[str, Any] = {"name": t.pool, "namespace": namespace}
+    meta: dict[str, Any] = {"name": t.scaled_job, "namespace": namespace}
     if paused:
         meta["annotations"] = {PAUSED: "true"}
     kube.apply({"apiVersion": KEDA, "kind": "ScaledJob", "metadata": meta}, field_manager=PAUSE_MANAGER,
@@ -212,9 +266,10 @@ def set_paused(kube: Kube, namespace: str, t: TypeSpec, paused: bool) -> bool:
     return was
 
 
-def resolve_pool(pools: dict[str, TypeSpec], name: str) -> TypeSpec:
+def resolve_pool(pools: dict[str, Pool], name: str) -> Pool:
+    """One pool by its queue name (``rust`` is the trusted pool, ``rust-untrusted`` the other)."""
     if name not in pools:
-        raise UsageError(f"agent type {name!r} has no pool", hint=f"pools: {', '.join(pools) or 'none'}")
+        raise UsageError(f"agent pool {name!r} does not exist", hint=f"pools: {', '.join(pools) or 'none'}")
     return pools[name]
 
 
@@ -240,11 +295,11 @@ def _finished_at(job: KubeObject) -> str | None:
     return None
 
 
-def gc(kube: Kube, namespace: str, pools: dict[str, TypeSpec], *, older_than_s: float,
+def gc(kube: Kube, namespace: str, pools: dict[str, Pool], *, older_than_s: float,
        dry_run: bool = False) -> list[Collected]:
     """Delete finished and failed agent Jobs older than ``older_than_s``, and agent pods whose Job is gone."""
-    by_pool = {t.pool for t in pools.values()}
-    names = {t.name for t in pools.values()}
+    by_pool = {t.scaled_job for t in pools.values()}
+    names = {t.agent_type for t in pools.values()}
     out: list[Collected] = []
     jobs = _safe_list(kube, "batch/v1", "Job", namespace, SCALED_JOB_LABEL)
     existing = {j["metadata"]["name"] for j in jobs}
@@ -332,7 +387,7 @@ def wait_for_keda(kube: Kube, *, timeout: float, interval: float = 2.0, progress
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
 
-def explain_pool(kube: Kube, namespace: str, queue: Any, pools: dict[str, TypeSpec], name: str,
+def explain_pool(kube: Kube, namespace: str, queue: Any, pools: dict[str, Pool], name: str,
                  default_strategy: str) -> Explanation:
     """Collect everything KEDA's decision depends on for one pool and work the formula through."""
     from raibid.agents.explain import STRATEGIES, Explanation, decide, verdict
@@ -344,7 +399,7 @@ def explain_pool(kube: Kube, namespace: str, queue: Any, pools: dict[str, TypeSp
     sj = None
     if keda:
         try:
-            sj = kube.get(KEDA, "ScaledJob", t.pool, namespace)
+            sj = kube.get(KEDA, "ScaledJob", t.scaled_job, namespace)
         except NotFound:
             sj = None
     spec = (sj or {}).get("spec") or {}
@@ -381,7 +436,7 @@ def explain_pool(kube: Kube, namespace: str, queue: Any, pools: dict[str, TypeSp
         problems.append(f"cannot read the queue: {e.message}")
     scale = decide(strategy, lag or 0, lag_count, max_replicas, running, pending) if lag is not None else None
     gpus = node_gpus(kube) if t.gpu else None
-    e = Explanation(name, t.pool, "", False, scale, keda, sj is not None,
+    e = Explanation(name, t.scaled_job, "", False, scale, keda, sj is not None,
                     None if sj is None else _condition_true(sj, "Ready"), bool(sj and is_paused(sj)),
                     version, lag_ok, group_ok, read_ok, lag, pel, running, pending, t.gpu, gpus, problems)
     e.verdict, e.scaling = verdict(e)

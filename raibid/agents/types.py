@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from raibid.errors import ConfigError
+from raibid.agents.trust import pool_name, split_pool
+from raibid.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from raibid.config import Config
@@ -44,14 +45,54 @@ class TypeSpec:
     source: str = "built-in"  # built-in, config, entry point <dist>
     enabled: bool = True
 
+
+@dataclass(frozen=True)
+class Pool:
+    """One KEDA pool: an agent type at one trust level (``raibid.agents.trust``).
+
+    Every enabled type has two: ``rust`` for trusted builds and ``rust-untrusted``
+    for everything else. The pool's name is its queue (``Job.agent``, the stream
+    KEDA scales on); each has its own ScaledJob and its own cache PVC, so an
+    untrusted build never writes a cache a trusted build reads.
+    """
+
+    spec: TypeSpec
+    trusted: bool
+
     @property
-    def pool(self) -> str:
-        """The ScaledJob's name."""
+    def name(self) -> str:
+        """The queue name: ``rust`` or ``rust-untrusted``."""
+        return pool_name(self.spec.name, self.trusted)
+
+    @property
+    def agent_type(self) -> str:
+        return self.spec.name
+
+    @property
+    def trust(self) -> str:
+        return "trusted" if self.trusted else "untrusted"
+
+    @property
+    def scaled_job(self) -> str:
+        """The ScaledJob's name (its Jobs and pods start with it)."""
         return f"raibid-agent-{self.name}"
 
     @property
     def cache_pvc(self) -> str:
-        return f"raibid-agent-cache-{self.name}"
+        """Per type and trust level; the trust word is in both names, so no pool inherits a shared cache."""
+        return f"raibid-agent-cache-{self.spec.name}-{self.trust}"
+
+    @property
+    def lag_count(self) -> int:
+        return self.spec.lag_count
+
+    @property
+    def max_replicas(self) -> int:
+        return self.spec.max_replicas
+
+    @property
+    def gpu(self) -> int:
+        return self.spec.gpu
 
 
 @dataclass
@@ -244,6 +285,35 @@ def _validate(spec: TypeSpec) -> None:
             raise ConfigError(f"{where}.env: invalid variable name {key!r}")
 
 
+def enabled_pools(cfg: Config) -> dict[str, Pool]:
+    """Pool name (the queue) -> pool, two per enabled type: trusted first, then untrusted."""
+    out: dict[str, Pool] = {}
+    for spec in enabled_types(cfg).values():
+        for trusted in (True, False):
+            pool = Pool(spec, trusted)
+            out[pool.name] = pool
+    return out
+
+
+def select_pools(pools: dict[str, Pool], name: str, trust: str | None = None) -> list[Pool]:
+    """The pools a command argument names: a type is both its pools, ``TYPE-untrusted`` just that one.
+
+    ``trust`` (``trusted`` or ``untrusted``) narrows a type to one of its pools.
+    """
+    agent_type, trusted = split_pool(name)
+    known = sorted({p.agent_type for p in pools.values()})
+    mine = [p for p in pools.values() if p.agent_type == agent_type]
+    if not mine:
+        raise UsageError(f"agent type {name!r} has no pool", hint=f"types with pools: {', '.join(known) or 'none'}")
+    if not trusted:
+        if trust == "trusted":
+            raise UsageError(f"{name!r} is the untrusted pool; --trust trusted contradicts it")
+        return [p for p in mine if not p.trusted]
+    if trust is not None:
+        return [p for p in mine if p.trust == trust]
+    return mine
+
+
 def pool_settings(cfg: Config) -> dict[str, tuple[int, int]]:
-    """Agent type -> (KEDA lagCount, max replicas) for every pool: what `queue stats` compares with."""
-    return {name: (t.lag_count, t.max_replicas) for name, t in enabled_types(cfg).items()}
+    """Pool (queue) name -> (KEDA lagCount, max replicas) for every pool: what `queue stats` compares with."""
+    return {name: (p.lag_count, p.max_replicas) for name, p in enabled_pools(cfg).items()}

@@ -91,35 +91,38 @@ def types_(app: Application, as_json: bool) -> None:
 # ----------------------------------------------------------------------------- pools
 
 type_option = click.option("--type", "types", multiple=True, metavar="TYPE",
-                           help="Only this agent type's pool (repeatable). Default: every pool.")
+                           help="Only this agent type's two pools, or one pool named TYPE-untrusted "
+                                "(repeatable). Default: every pool.")
+trust_option = click.option("--trust", type=click.Choice(["trusted", "untrusted"]), default=None,
+                            help="Only the type's pool at this trust level. Default: both pools.")
 
 
-def _pools(app: Application, only: tuple[str, ...] = ()) -> dict:
-    from raibid.agents.pools import resolve_pool
-    from raibid.agents.types import enabled_types
+def _pools(app: Application, only: tuple[str, ...] = (), trust: str | None = None) -> dict:
+    """Pool name -> pool: every pool, or those the names select (a type is both its pools)."""
+    from raibid.agents.types import enabled_pools, select_pools
 
-    pools = enabled_types(app.cfg)
+    pools = enabled_pools(app.cfg)
     if only:
-        return {name: resolve_pool(pools, name) for name in only}
+        return {p.name: p for name in only for p in select_pools(pools, name, trust)}
     return pools
 
 
-def _render_pools(app: Application, only: tuple[str, ...], secrets: dict[str, str] | None = None) -> list:
+def _render_pools(app: Application, only: tuple[str, ...], secrets: dict[str, str] | None = None,
+                  trust: str | None = None) -> list:
     """The agents component's manifests; with ``only``, the shared objects and those pools."""
-    from raibid.agents.pools import TYPE_LABEL
+    from raibid.agents.pools import POOL_LABEL
     from raibid.cluster.render import render
     from raibid.cluster.secrets import generate_secrets
 
-    if only:
-        _pools(app, only)  # unknown types are an error before rendering
+    chosen = set(_pools(app, only, trust)) if only else None  # unknown types are an error before rendering
     manifests = render(app.cfg, ["agents"], namespace=app.namespace, secrets={**generate_secrets(), **(secrets or {})},
                        templates=app.templates)
     out = []
     for m in manifests:
         if m.component != "agents" and m.kind != "Namespace":
             continue
-        agent_type = (m.obj["metadata"].get("labels") or {}).get(TYPE_LABEL)
-        if only and agent_type is not None and agent_type not in only:
+        pool = (m.obj["metadata"].get("labels") or {}).get(POOL_LABEL)
+        if chosen is not None and pool is not None and pool not in chosen:
             continue
         out.append(m)
     return out
@@ -129,7 +132,10 @@ def _render_pools(app: Application, only: tuple[str, ...], secrets: dict[str, st
 @type_option
 @pass_app
 def render_(app: Application, types: tuple[str, ...]) -> None:
-    """Print the pools' manifests (ScaledJobs, TriggerAuthentication, cache PVCs) as YAML. Needs no cluster."""
+    """Print the pools' manifests (ScaledJobs, cache PVCs, TriggerAuthentication, NetworkPolicy) as YAML.
+
+    Needs no cluster.
+    """
     from raibid.cluster.render import to_yaml
 
     app.term.stdout.write(to_yaml([m for m in _render_pools(app, types) if m.kind != "Namespace"]))
@@ -210,9 +216,9 @@ def list_(app: Application, types: tuple[str, ...], as_json: bool) -> None:
 
     rows = agent_jobs(app.kube, app.namespace, _pools(app, types), _running_jobs_by_pod(app))
     app.term.emit(rows, as_json, lambda: app.term.table(
-        ["type", "job", "pod", "raibid_job", "phase", "node", "age"],
-        [(r.agent_type, r.job, r.pod or "", r.raibid_job or "", r.phase, r.node or "", format_age(r.age_s))
-         for r in rows]))
+        ["type", "trust", "job", "pod", "raibid_job", "phase", "node", "age"],
+        [(r.agent_type, r.trust, r.job, r.pod or "", r.raibid_job or "", r.phase, r.node or "",
+          format_age(r.age_s)) for r in rows]))
 
 
 @agents.command("status")
@@ -230,113 +236,137 @@ def status(app: Application, types: tuple[str, ...], as_json: bool) -> None:
         return "-" if v is None else ("yes" if v else "no")
 
     app.term.emit(rows, as_json, lambda: app.term.table(
-        ["type", "pool", "ready", "active", "paused", "max", "running", "pending", "lag", "problems"],
-        [(r.agent_type, r.pool, flag(r.ready), flag(r.active), "yes" if r.paused else "no",
+        ["type", "trust", "pool", "ready", "active", "paused", "max", "running", "pending", "lag", "problems"],
+        [(r.agent_type, r.trust, r.pool, flag(r.ready), flag(r.active), "yes" if r.paused else "no",
           r.max_replicas if r.max_replicas is not None else "", r.running, r.pending,
           "" if r.lag is None else r.lag, "; ".join(r.problems)) for r in rows]))
 
 
 @agents.command("explain")
 @click.argument("agent_type", metavar="TYPE")
+@trust_option
 @json_option
 @pass_app
-def explain(app: Application, agent_type: str, as_json: bool) -> None:
-    """Why TYPE's pool is or is not scaling now, with KEDA's formula worked through."""
+def explain(app: Application, agent_type: str, trust: str | None, as_json: bool) -> None:
+    """Why TYPE's pools are or are not scaling now, with KEDA's formula worked through.
+
+    TYPE explains both of the type's pools; TYPE-untrusted (or --trust) one of
+    them. --json prints a list, one object per pool.
+    """
     from raibid.agents.pools import explain_pool
 
     pools = _pools(app)
-    e = explain_pool(app.kube, app.namespace, app.queue, pools, agent_type, app.cfg.agents.scaling_strategy)
+    chosen = _pools(app, (agent_type,), trust)
+    found = [explain_pool(app.kube, app.namespace, app.queue, pools, name, app.cfg.agents.scaling_strategy)
+             for name in chosen]
     if as_json:
-        app.term.json(e)
+        app.term.json(found)
         return
     out = app.term.stdout
 
     def yn(v: bool | None) -> str:
         return "unknown" if v is None else ("yes" if v else "no")
 
-    out.write(f"{e.agent_type}: {e.verdict}\n\n")
-    out.write(f"  KEDA installed        {yn(e.keda_installed)}\n")
-    out.write(f"  ScaledJob {e.pool:<11} {'present' if e.scaledjob_present else 'missing'}"
-              f"{'' if e.scaledjob_ready is None else (', ready' if e.scaledjob_ready else ', not ready')}\n")
-    out.write(f"  paused                {yn(e.paused)}\n")
-    out.write(f"  Redis                 {e.redis_version or 'unreachable'}"
-              f"{'' if e.redis_lag_ok is None else (' (lag supported)' if e.redis_lag_ok else ' (no lag: < 7)')}\n")
-    out.write(f"  consumer group        {yn(e.group_exists)}, entries-read valid {yn(e.entries_read_valid)}\n")
-    if e.gpu_requested:
-        out.write(f"  nvidia.com/gpu        requested {e.gpu_requested}, allocatable on nodes "
-                  f"{'unknown' if e.gpu_allocatable is None else e.gpu_allocatable}\n")
-    if e.scale:
-        s = e.scale
-        out.write(f"\n  lag {s.lag}, lagCount {s.lag_count}, max {s.max_replicas}, running {s.running}, "
-                  f"pending {s.pending}, strategy {s.strategy}\n")
-        for step in s.steps:
-            out.write(f"    {step}\n")
-        out.write(f"  => {s.new_jobs} new Job(s) on the next poll\n")
-    for p in e.problems:
-        out.write(f"  ! {p}\n")
+    for i, e in enumerate(found):
+        if i:
+            out.write("\n")
+        out.write(f"{e.agent_type}: {e.verdict}\n\n")
+        out.write(f"  KEDA installed        {yn(e.keda_installed)}\n")
+        out.write(f"  ScaledJob {e.pool:<11} {'present' if e.scaledjob_present else 'missing'}"
+                  f"{'' if e.scaledjob_ready is None else (', ready' if e.scaledjob_ready else ', not ready')}\n")
+        out.write(f"  paused                {yn(e.paused)}\n")
+        out.write(f"  Redis                 {e.redis_version or 'unreachable'}"
+                  f"{'' if e.redis_lag_ok is None else (' (lag supported)' if e.redis_lag_ok else ' (no lag: < 7)')}\n")
+        out.write(f"  consumer group        {yn(e.group_exists)}, entries-read valid {yn(e.entries_read_valid)}\n")
+        if e.gpu_requested:
+            out.write(f"  nvidia.com/gpu        requested {e.gpu_requested}, allocatable on nodes "
+                      f"{'unknown' if e.gpu_allocatable is None else e.gpu_allocatable}\n")
+        if e.scale:
+            s = e.scale
+            out.write(f"\n  lag {s.lag}, lagCount {s.lag_count}, max {s.max_replicas}, running {s.running}, "
+                      f"pending {s.pending}, strategy {s.strategy}\n")
+            for step in s.steps:
+                out.write(f"    {step}\n")
+            out.write(f"  => {s.new_jobs} new Job(s) on the next poll\n")
+        for p in e.problems:
+            out.write(f"  ! {p}\n")
 
 
 @agents.command("pause")
 @click.argument("agent_type", metavar="TYPE")
+@trust_option
 @pass_app
-def pause(app: Application, agent_type: str) -> None:
-    """Stop TYPE's pool from starting agents (annotation autoscaling.keda.sh/paused); running ones finish."""
-    from raibid.agents.pools import resolve_pool, set_paused
+def pause(app: Application, agent_type: str, trust: str | None) -> None:
+    """Stop TYPE's pools from starting agents (annotation autoscaling.keda.sh/paused); running ones finish.
 
-    t = resolve_pool(_pools(app), agent_type)
-    was = set_paused(app.kube, app.namespace, t, True)
-    app.term.info(f"{t.pool} {'was already' if was else 'is now'} paused; queued jobs wait until "
-                  f"`raibid agents resume {agent_type}`")
+    TYPE pauses both of the type's pools (trusted and untrusted); TYPE-untrusted
+    or --trust pauses one.
+    """
+    from raibid.agents.pools import set_paused
+
+    for t in _pools(app, (agent_type,), trust).values():
+        was = set_paused(app.kube, app.namespace, t, True)
+        app.term.info(f"{t.scaled_job} {'was already' if was else 'is now'} paused; queued jobs wait until "
+                      f"`raibid agents resume {t.name}`")
 
 
 @agents.command("resume")
 @click.argument("agent_type", metavar="TYPE")
+@trust_option
 @pass_app
-def resume(app: Application, agent_type: str) -> None:
-    """Let TYPE's pool scale again."""
-    from raibid.agents.pools import resolve_pool, set_paused
+def resume(app: Application, agent_type: str, trust: str | None) -> None:
+    """Let TYPE's pools scale again (both, or the one TYPE-untrusted or --trust names)."""
+    from raibid.agents.pools import set_paused
 
-    t = resolve_pool(_pools(app), agent_type)
-    was = set_paused(app.kube, app.namespace, t, False)
-    app.term.info(f"{t.pool} {'resumed' if was else 'was not paused'}")
+    for t in _pools(app, (agent_type,), trust).values():
+        was = set_paused(app.kube, app.namespace, t, False)
+        app.term.info(f"{t.scaled_job} {'resumed' if was else 'was not paused'}")
 
 
 @agents.command("scale")
 @click.argument("agent_type", metavar="TYPE")
 @click.option("--max", "max_replicas", type=click.IntRange(min=1), required=True, metavar="N",
               help="New maxReplicaCount.")
+@trust_option
 @json_option
 @pass_app
-def scale(app: Application, agent_type: str, max_replicas: int, as_json: bool) -> None:
-    """Set TYPE's pool maximum now (until the next deploy; set agents.types.TYPE.max_replicas to keep it)."""
-    from raibid.agents.pools import KEDA, resolve_pool
+def scale(app: Application, agent_type: str, max_replicas: int, trust: str | None, as_json: bool) -> None:
+    """Set the maximum of TYPE's pools now (until the next deploy; set agents.types.TYPE.max_replicas to keep it).
+
+    TYPE sets both of the type's pools; TYPE-untrusted or --trust one. --json
+    prints a list, one object per pool.
+    """
+    from raibid.agents.pools import KEDA
     from raibid.cluster.apply import apply_manifests, plan
+    from raibid.errors import NotFound
 
-    t = resolve_pool(_pools(app), agent_type)
     kube = app.kube
-    live = kube.get(KEDA, "ScaledJob", t.pool, app.namespace)
-    if live is None:
-        from raibid.errors import NotFound
-
-        raise NotFound(f"ScaledJob {app.namespace}/{t.pool} not found", hint="run `raibid agents deploy` first")
-    before = (live.get("spec") or {}).get("maxReplicaCount")
+    chosen = _pools(app, (agent_type,), trust)
+    before: dict[str, int | None] = {}
+    for t in chosen.values():
+        live = kube.get(KEDA, "ScaledJob", t.scaled_job, app.namespace)
+        if live is None:
+            raise NotFound(f"ScaledJob {app.namespace}/{t.scaled_job} not found",
+                           hint="run `raibid agents deploy` first")
+        before[t.name] = (live.get("spec") or {}).get("maxReplicaCount")
 
     def one(secrets: dict[str, str]) -> list:
-        ms = [m for m in _render_pools(app, (agent_type,), secrets) if m.kind == "ScaledJob"]
+        ms = [m for m in _render_pools(app, (agent_type,), secrets, trust) if m.kind == "ScaledJob"]
         for m in ms:
             m.obj["spec"]["maxReplicaCount"] = max_replicas
         return ms
 
     manifests, objs = plan(kube, one, app.namespace)
     apply_manifests(kube, manifests, live=objs)
-    result = {"agent_type": agent_type, "pool": t.pool, "max_before": before, "max": max_replicas,
-              "configured_max": t.max_replicas}
+    results = [{"agent_type": t.agent_type, "trust": t.trust, "pool": t.scaled_job, "max_before": before[t.name],
+                "max": max_replicas, "configured_max": t.max_replicas} for t in chosen.values()]
     if as_json:
-        app.term.json(result)
-    app.term.info(f"{t.pool}: max {before} -> {max_replicas}"
-                  + ("" if max_replicas == t.max_replicas else
-                     f" (until the next deploy, which sets {t.max_replicas} again; "
-                     f"set agents.types.{agent_type}.max_replicas to keep it)"))
+        app.term.json(results)
+    for t in chosen.values():
+        app.term.info(f"{t.scaled_job}: max {before[t.name]} -> {max_replicas}"
+                      + ("" if max_replicas == t.max_replicas else
+                         f" (until the next deploy, which sets {t.max_replicas} again; "
+                         f"set agents.types.{t.agent_type}.max_replicas to keep it)"))
 
 
 @agents.command("gc")

@@ -33,13 +33,14 @@ class Component:
 
 
 _HELMCHART = ("helm.cattle.io/v1", "HelmChart")
+_NETPOL = ("networking.k8s.io/v1", "NetworkPolicy")  # every component that runs a pod brings its policy
 
 REGISTRY: tuple[Component, ...] = (
     Component("redis", "Redis 7 (Streams, AOF): the job queue",
               kinds=(("v1", "Secret"), ("v1", "ConfigMap"), ("v1", "Service"), ("v1", "PersistentVolumeClaim"),
-                     ("apps/v1", "StatefulSet"))),
+                     ("apps/v1", "StatefulSet"), _NETPOL)),
     Component("gitea", "Gitea: git hosting and the OCI registry (k3s HelmChart)",
-              kinds=(("v1", "Secret"), _HELMCHART)),
+              kinds=(("v1", "Secret"), _HELMCHART, _NETPOL)),
     Component("keda", "KEDA: scales agent Jobs from zero on queue lag (k3s HelmChart)",
               kinds=(_HELMCHART,), crds=("scaledjobs.keda.sh", "triggerauthentications.keda.sh"),
               crd_label="KEDA CRDs", crd_hint="`raibid cluster up -c keda` installs KEDA"),
@@ -49,12 +50,13 @@ REGISTRY: tuple[Component, ...] = (
               crd_label="Flux CRDs", crd_hint="`raibid cluster up -c flux` installs Flux"),
     Component("webhook", "Webhook receiver: Gitea and GitHub pushes become jobs at once",
               kinds=(("v1", "Secret"), ("v1", "ConfigMap"), ("v1", "Service"), ("apps/v1", "Deployment"),
-                     ("networking.k8s.io/v1", "Ingress"))),
+                     ("networking.k8s.io/v1", "Ingress"), _NETPOL)),
     Component("mirror", "`raibid mirror sync` on a schedule (CronJob; not in the default components)",
-              kinds=(("v1", "ConfigMap"), ("batch/v1", "CronJob"))),
-    Component("agents", "Agent pools: one KEDA ScaledJob per agent type, scaling from zero on queue lag",
+              kinds=(("v1", "ConfigMap"), ("batch/v1", "CronJob"), _NETPOL)),
+    Component("agents", "Agent pools: two KEDA ScaledJobs per agent type (trusted, untrusted), scaling from zero "
+              "on queue lag",
               kinds=(("v1", "ServiceAccount"), ("v1", "PersistentVolumeClaim"),
-                     ("keda.sh/v1alpha1", "TriggerAuthentication"), ("keda.sh/v1alpha1", "ScaledJob")),
+                     ("keda.sh/v1alpha1", "TriggerAuthentication"), ("keda.sh/v1alpha1", "ScaledJob"), _NETPOL),
               context="raibid.agents.pools:template_context"),
 )
 
@@ -112,6 +114,8 @@ _KIND_RANK = {
     "Namespace": 0, "CustomResourceDefinition": 0,
     "ServiceAccount": 1, "Role": 1, "ClusterRole": 1, "RoleBinding": 1, "ClusterRoleBinding": 1,
     "Secret": 2, "ConfigMap": 2, "PersistentVolumeClaim": 2,
+    # Before the workloads: a pod never starts without the policy that isolates it.
+    "NetworkPolicy": 2,
     "Deployment": 3, "StatefulSet": 3, "DaemonSet": 3, "Job": 3, "CronJob": 3, "HelmChart": 3,
 }
 

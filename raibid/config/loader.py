@@ -97,7 +97,34 @@ def _check_values(cfg: Config) -> None:
         if name.endswith(UNTRUSTED_SUFFIX):
             raise ConfigError(f"{where}: {name!r} ends in {UNTRUSTED_SUFFIX!r}, the name of a type's pool for "
                               "untrusted builds", hint="choose another name; see docs/security.md")
+    _check_sizes_and_networks(cfg)
     # Ranges (timeouts, counts) are checked per field from their metadata, by value_problem.
+
+
+def _check_sizes_and_networks(cfg: Config) -> None:
+    """Redis's maxmemory below its container limit, and the CIDRs the agents' NetworkPolicy is built from."""
+    import ipaddress
+
+    from raibid.units import quantity_bytes, redis_bytes
+
+    try:
+        limit = quantity_bytes(cfg.redis.memory)
+    except ValueError as e:
+        raise ConfigError(f"redis.memory: {e}") from None
+    try:
+        maxmemory = redis_bytes(cfg.redis.maxmemory)
+    except ValueError as e:
+        raise ConfigError(f"redis.maxmemory: {e}") from None
+    if not 0 < maxmemory < limit:
+        raise ConfigError(f"redis.maxmemory ({cfg.redis.maxmemory}) must be above 0 and below redis.memory "
+                          f"({cfg.redis.memory})",
+                          hint="leave room for Redis's own overhead and AOF rewrites: about 3/4 of the limit")
+    for where, cidr in [("cluster.pod_cidr", cfg.cluster.pod_cidr), ("cluster.service_cidr", cfg.cluster.service_cidr),
+                        *[(f"agents.egress_allow[{i}]", c) for i, c in enumerate(cfg.agents.egress_allow)]]:
+        try:
+            ipaddress.ip_network(cidr, strict=True)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {cidr!r} is not a network in CIDR notation ({e})") from None
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:

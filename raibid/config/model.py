@@ -45,6 +45,10 @@ class ClusterConfig:
     components: list[str] = _f(["redis", "gitea", "keda", "flux", "agents"], "Components that `cluster up` manages")
     storage_class: str = _f("local-path", "StorageClass for PVCs (k3s ships local-path)")
     node_ip: str = _f("127.0.0.1", "Node address that containerd and the host use to reach NodePorts")
+    pod_cidr: str = _f("10.42.0.0/16", "The cluster's pod CIDR (k3s --cluster-cidr); agent pods' internet rule "
+                       "excludes it")
+    service_cidr: str = _f("10.43.0.0/16", "The cluster's Service CIDR (k3s --service-cidr); agent pods' internet "
+                           "rule excludes it")
     redis_storage: str = _f("5Gi", "Size of the Redis AOF volume")
     gitea_storage: str = _f("20Gi", "Size of the Gitea data volume")
     gitea_http_node_port: int = _f(30080, "NodePort for Gitea HTTP (and the OCI registry)", min=1, max=65535)
@@ -67,6 +71,9 @@ class RedisConfig:
                         "blocking reads add only their block time", gt=0)
     retries: int = _f(8, "Retries of retry-safe queue calls on connection errors, with exponential backoff "
                       "and jitter (0.1 s doubling, capped at 2 s)", min=0)
+    memory: str = _f("2Gi", "Memory limit (and request) of the in-cluster Redis container")
+    maxmemory: str = _f("1536mb", "Redis maxmemory, below redis.memory: with noeviction a full Redis refuses "
+                        "writes (OOM errors) instead of being OOM-killed, and never evicts a job record")
 
 
 @dataclass
@@ -180,6 +187,11 @@ class AgentsConfig:
     trusted: TrustedConfig = field(default_factory=TrustedConfig, metadata={
         "help": "Trusted repositories: only their builds get job secrets and the trusted pools' caches"})
     secrets: list[JobSecret] = _f([], "Job secrets trusted builds may ask for (name, secret, key, repos)")
+    workspace_size: str = _f("20Gi", "sizeLimit of an agent pod's /workspace and of its build container's /tmp "
+                             "(and the build container's ephemeral-storage limit)")
+    internet: bool = _f(True, "Agent pods may reach the internet (package downloads); never the cluster's, "
+                        "the node's or private ranges (see docs/cluster.md)")
+    egress_allow: list[str] = _f([], "Extra CIDRs agent pods may reach, e.g. a package mirror on the LAN")
 
 
 @dataclass

@@ -44,7 +44,8 @@ def test_up_creates_everything_in_kapp_order(run, k3s):
         kinds.append({"namespaces": "Namespace", "secrets": "Secret", "configmaps": "ConfigMap",
                       "persistentvolumeclaims": "PersistentVolumeClaim", "statefulsets": "StatefulSet",
                       "helmcharts": "HelmChart", "services": "Service", "serviceaccounts": "ServiceAccount",
-                      "scaledjobs": "ScaledJob", "triggerauthentications": "TriggerAuthentication"}[plural])
+                      "scaledjobs": "ScaledJob", "triggerauthentications": "TriggerAuthentication",
+                      "networkpolicies": "NetworkPolicy"}[plural])
     assert kinds[0] == "Namespace"
     assert [kind_rank(k) for k in kinds] == sorted(kind_rank(k) for k in kinds)
     assert k3s.get_object("apps/v1", "StatefulSet", "raibid-redis", NS)["status"]["readyReplicas"] == 1

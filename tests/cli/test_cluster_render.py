@@ -31,10 +31,12 @@ def test_render_to_directory_one_file_per_object(run, isolated_env):
     r = run("cluster", "render", "-c", "redis", "-c", "gitea", "-c", "keda", "-c", "flux", "--out", "out")
     assert r.code == 0
     files = sorted((isolated_env / "out").iterdir())
-    assert len(files) == 10 and files[0].name == "00-namespace-namespace-raibid-ci.yaml"
+    assert len(files) == 12 and files[0].name == "00-namespace-namespace-raibid-ci.yaml"
+    assert {f.name for f in files if "-networkpolicy-" in f.name} == {"02-redis-networkpolicy-raibid-redis.yaml",
+                                                                      "06-gitea-networkpolicy-raibid-gitea.yaml"}
     secret = next(f for f in files if "-secret-" in f.name)
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
-    assert "wrote 10 files" in r.err
+    assert "wrote 12 files" in r.err
 
 
 def test_unknown_component_exits_2(run):
