@@ -303,21 +303,44 @@ def test_token_from_cluster_secret_is_used(run, gitea, kube, monkeypatch):
     assert st["token_valid"] and st["token_source"] == "secret raibid-ci/raibid-gitea-token"
 
 
-def test_registry_config_matches_golden_and_is_0600(run, gitea, isolated_env, monkeypatch):
+REGISTRY_TOKEN = "registry-read-package-token-42"
+
+
+@pytest.fixture
+def registry_secret(kube):
+    """The read:package token `gitea bootstrap` keeps for k3s (Secret raibid-gitea-registry)."""
+    kube.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "raibid-ci"}})
+    kube.add_object({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "raibid-gitea-registry",
+                                                                          "namespace": "raibid-ci"},
+                     "data": {"token": base64.b64encode(REGISTRY_TOKEN.encode()).decode()}})
+    return REGISTRY_TOKEN
+
+
+def test_registry_config_matches_golden_and_is_0600(run, gitea, isolated_env, monkeypatch, registry_secret):
     monkeypatch.setenv("RAIBID_GITEA_URL", "http://192.168.1.50:30080")
     out = isolated_env / "etc" / "registries.yaml"
     r = run("gitea", "registry", "config", "--write", str(out))
     assert r.code == 0, r.err
-    assert out.read_text() == (GOLDEN / "registries.yaml").read_text().replace("@TOKEN@", GITEA_TOKEN)
+    assert out.read_text() == (GOLDEN / "registries.yaml").read_text().replace("@TOKEN@", REGISTRY_TOKEN)
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert "systemctl restart k3s" in r.err
-    assert GITEA_TOKEN not in r.out + r.err
+    assert REGISTRY_TOKEN not in r.out + r.err
     shown = run("gitea", "registry", "config")
-    assert GITEA_TOKEN not in shown.out and "<redacted" in shown.out
+    assert REGISTRY_TOKEN not in shown.out and "<redacted" in shown.out
     assert "endpoint:\n    - http://192.168.1.50:30080" in shown.out
 
 
-def test_registry_config_write_never_puts_the_token_in_a_readable_file(run, gitea, isolated_env, monkeypatch):
+def test_registry_config_never_uses_the_admin_token(run, gitea, kube, isolated_env):
+    """registries.yaml held the admin's write:repository token; now only the CI user's read:package one."""
+    kube.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "raibid-ci"}})
+    r = run("gitea", "registry", "config", "--write", str(isolated_env / "registries.yaml"))
+    assert r.code == 4 and "raibid-gitea-registry" in r.err and "gitea bootstrap" in r.err
+    assert not (isolated_env / "registries.yaml").exists()
+    assert GITEA_TOKEN not in r.out + r.err
+
+
+def test_registry_config_write_never_puts_the_token_in_a_readable_file(run, gitea, isolated_env, monkeypatch,
+                                                                        registry_secret):
     """An existing 0644 file was truncated and rewritten in place, then chmodded: readable for a moment."""
     out = isolated_env / "registries.yaml"
     out.write_text("old\n")
@@ -326,16 +349,17 @@ def test_registry_config_write_never_puts_the_token_in_a_readable_file(run, gite
     os.link(out, peek)  # what another reader of the old file would see
     r = run("gitea", "registry", "config", "--write", str(out))
     assert r.code == 0, r.err
-    assert GITEA_TOKEN in out.read_text() and stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert registry_secret in out.read_text() and stat.S_IMODE(out.stat().st_mode) == 0o600
     assert peek.read_text() == "old\n"
     assert [p.name for p in isolated_env.iterdir() if p.name.endswith(".tmp")] == []
 
 
-def test_registry_config_write_into_a_path_that_cannot_be_created_exits_2(run, gitea, isolated_env):
+def test_registry_config_write_into_a_path_that_cannot_be_created_exits_2(run, gitea, isolated_env,
+                                                                          registry_secret):
     (isolated_env / "afile").write_text("")
     r = run("gitea", "registry", "config", "--write", str(isolated_env / "afile" / "registries.yaml"))
     assert r.code == 2 and "cannot write" in r.err and "Traceback" not in r.err
-    assert GITEA_TOKEN not in r.out + r.err
+    assert registry_secret not in r.out + r.err
 
 
 def test_doctor_gitea_checks(run, gitea, monkeypatch):
