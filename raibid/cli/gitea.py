@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from raibid.cli._common import confirm_or_refuse, json_option, pass_app
-from raibid.errors import AuthError, Exit, ExitCode, UsageError, redact_url
+from raibid.errors import AuthError, Exit, ExitCode, RaibidError, UsageError, redact_url
 from raibid.gitea.models import DEFAULT_SCOPES, VISIBILITIES
 
 if TYPE_CHECKING:
@@ -139,7 +139,14 @@ def bootstrap_after_up(app: Application, *, waited: bool) -> dict:
         app.term.warn(f"Gitea identities not made: {e.message}")
         app.term.info("run `raibid gitea bootstrap` when Gitea answers at gitea.url")
         return {"skipped": e.message}
-    result = run_bootstrap(app)
+    except RaibidError:
+        pass  # Gitea answered (a closed Gitea refuses anonymous calls): the bootstrap signs in
+    try:
+        result = run_bootstrap(app)
+    except RaibidError as e:  # the objects are applied; the identities are a step of their own
+        app.term.warn(f"Gitea identities not made: {e.message}")
+        app.term.info("fix it and run `raibid gitea bootstrap`" + (f" ({e.hint})" if e.hint else ""))
+        return {"error": e.message}
     changed = [s for s in result.steps if s.action != "unchanged"]
     for s in changed:
         app.term.info(f"gitea: {s.action} {s.what}" + (f" ({s.detail})" if s.detail else ""))
