@@ -297,9 +297,8 @@ def _ensure_read_grants(admin: Gitea, ci: str, spec: IdentitySpec, result: Boots
     listed = {r.lower() for r in spec.build_repos}
     if config in listed:
         result.add(f"repo {spec.config_repo}", "refused", "the GitOps config repo is never granted to CI")
-    owners = set()
     for full in spec.build_repos:
-        owners.add(split_repo(full)[0].lower())
+        split_repo(full)  # a name Gitea would refuse is a config error, before any request
     wanted = []
     if spec.trusted.owners or spec.trusted.patterns or listed:
         for repo in admin.search_repos():
