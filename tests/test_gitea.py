@@ -548,3 +548,14 @@ def test_role_check_finds_an_admin_token_in_a_role_secret(ids, gitea, kube):
     assert found["webhook"] == "admin"  # GET /user: is_admin
     assert found["agent"] == "admin"  # no read:user: found among the admin's tokens by its last eight
     assert found["mirror"] == "ok"
+
+
+def test_secret_refs_sees_env_env_from_and_secret_and_projected_volumes():
+    from raibid.gitea.identities import secret_refs
+
+    spec = {"initContainers": [{"name": "i", "env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s1"}}}]}],
+            "containers": [{"name": "c", "envFrom": [{"secretRef": {"name": "s2"}}, {"configMapRef": {"name": "cm"}}],
+                            "env": [{"name": "B", "value": "raibid-gitea-token"}]}],
+            "volumes": [{"name": "v", "secret": {"secretName": "s3"}},
+                        {"name": "p", "projected": {"sources": [{"secret": {"name": "s4"}}, {"configMap": {"name": "c"}}]}}]}
+    assert secret_refs(spec) == {"s1", "s2", "s3", "s4"}  # a literal value naming a Secret reads nothing

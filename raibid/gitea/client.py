@@ -128,12 +128,15 @@ class Gitea:
         raise GiteaError(f"Gitea: {what} failed ({code}): {msg}")
 
     def _paginate(self, path: str, build: Callable[[dict], T], params: dict | None = None, *,
-                  limit: int = 50) -> list[T]:
+                  limit: int = 50, items_key: str | None = None) -> list[T]:
+        """Every page of a list; ``items_key`` for answers that wrap it (``/repos/search``: ``{"data": [...]}``)."""
         out: list[T] = []
         page = 1
         while True:
             resp = self._request("GET", path, params={**(params or {}), "page": page, "limit": limit})
-            items = self._json(resp, list)
+            items = self._json(resp, list) if items_key is None else self._json(resp).get(items_key)
+            if not isinstance(items, list):
+                raise GiteaError(f"unexpected answer from Gitea: GET {path} returned no {items_key!r} list")
             out += [_build(build, d, f"GET {path}") for d in items]
             try:
                 total: int | None = int(resp.headers["X-Total-Count"])
@@ -290,23 +293,7 @@ class Gitea:
 
     def search_repos(self) -> list[Repo]:
         """Every repository the credentials can see (GET /repos/search; for a site admin: all of them)."""
-        out: list[Repo] = []
-        page = 1
-        path = api_path("repos", "search")
-        while True:
-            resp = self._request("GET", path, params={"page": page, "limit": 50})
-            body = self._json(resp)
-            items = body.get("data")
-            if not isinstance(items, list):
-                raise GiteaError(f"unexpected answer from Gitea: GET {path} returned no data list")
-            out += [_build(Repo.from_api, d, f"GET {path}") for d in items]
-            try:
-                total: int | None = int(resp.headers["X-Total-Count"])
-            except (KeyError, ValueError):
-                total = None
-            if not items or (total is not None and len(out) >= total) or (total is None and len(items) < 50):
-                return out
-            page += 1
+        return self._paginate(api_path("repos", "search"), Repo.from_api, items_key="data")
 
     # ------------------------------------------------------------------ orgs
     def create_org(self, name: str, *, visibility: str = "public", description: str = "",

@@ -128,10 +128,6 @@ class BootstrapResult:
     def add(self, what: str, action: str, detail: str = "") -> None:
         self.steps.append(Step(what, action, detail))
 
-    @property
-    def changed(self) -> bool:
-        return any(s.action != "unchanged" for s in self.steps)
-
 
 # ----------------------------------------------------------------------------- pods and admin Secrets
 
