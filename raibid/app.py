@@ -183,13 +183,18 @@ class Application:
     @property
     def gitea(self) -> Gitea:
         if self._gitea is None:
-            from raibid.gitea import Gitea
-
             token, source = self.gitea_token()
-            g = self.cfg.gitea
-            self._gitea = Gitea(g.url, token, timeout=g.timeout, retries=g.retries, backoff=g.retry_backoff,
-                                total_timeout=g.total_timeout, token_source=source)
+            self._gitea = self.gitea_client(token, token_source=source)
         return self._gitea
+
+    def gitea_client(self, token: str | None = None, *, basic: tuple[str, str] | None = None,
+                     token_source: str | None = None, retries: int | None = None) -> Gitea:
+        """A Gitea client for ``gitea.url`` with these credentials (a role token, or the admin's Basic auth)."""
+        from raibid.gitea import Gitea
+
+        g = self.cfg.gitea
+        return Gitea(g.url, token, timeout=g.timeout, retries=g.retries if retries is None else retries,
+                     backoff=g.retry_backoff, total_timeout=g.total_timeout, token_source=token_source, basic=basic)
 
     # ------------------------------------------------------------------ GitHub (the mirror)
     def github(self, *, max_wait: float | None = None) -> GitHub:

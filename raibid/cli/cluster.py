@@ -194,6 +194,10 @@ def up(app: Application, components: tuple[str, ...], dry_run: bool, wait: bool,
                 app.term.json(result)
             raise
         app.term.success("all objects ready")
+    if "gitea" in chosen and not dry_run:  # the Gitea step: its CI identities (raibid.cli.gitea)
+        from raibid.cli.gitea import bootstrap_after_up
+
+        result["gitea_bootstrap"] = bootstrap_after_up(app, waited=wait)
     if as_json:
         app.term.json(result)
 

@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING
 import click
 
 from raibid.cli._common import confirm_or_refuse, json_option, pass_app
-from raibid.errors import AuthError, Exit, ExitCode, UsageError, redact_url
+from raibid.errors import AuthError, Exit, ExitCode, RaibidError, UsageError, redact_url
 from raibid.gitea.models import DEFAULT_SCOPES, VISIBILITIES
 
 if TYPE_CHECKING:
     from raibid.app import Application
-    from raibid.gitea import Hook
+    from raibid.gitea import Gitea, Hook
+    from raibid.gitea.identities import BootstrapResult
 
 
 # How `gitea status` shows Status.token_valid: None means Gitea never answered the check.
@@ -58,6 +59,103 @@ def status(app: Application, as_json: bool) -> None:
         raise Exit(ExitCode.AUTH)
 
 
+# ----------------------------------------------------------------------------- identities
+
+
+def _admin_client(app: Application, admin_user: str | None) -> tuple[Gitea, str]:
+    """A client that signs in as the site admin with Basic auth: --admin-user with the password on
+    stdin, else raibid's generated Secret raibid-gitea-admin."""
+    from raibid.gitea.credentials import admin_credentials
+
+    if admin_user:
+        password = app.term.read_line()
+        if not password:
+            raise UsageError("--admin-user needs the password on stdin", hint="printf %s \"$PW\" | raibid gitea ...")
+        user = admin_user
+    else:
+        user, password = admin_credentials(app.kube, app.namespace, app.cfg.gitea.admin_user)
+    return app.gitea_client(basic=(user, password)), user
+
+
+def run_bootstrap(app: Application, *, admin_user: str | None = None, rotate: tuple[str, ...] = (),
+                  revoke_admin_tokens: bool = False) -> BootstrapResult:
+    """The one bootstrap `gitea bootstrap` and `cluster up` (gitea component) run."""
+    import dataclasses
+
+    from raibid.gitea.identities import IdentitySpec, bootstrap
+
+    client, user = _admin_client(app, admin_user)
+    spec = dataclasses.replace(IdentitySpec.from_config(app.cfg), admin_user=user)
+    return bootstrap(client, app.kube, app.namespace, spec, rotate=rotate, revoke_admin_tokens=revoke_admin_tokens)
+
+
+def _steps_table(app: Application, result: BootstrapResult) -> None:
+    app.term.table(["action", "what", "detail"], [(s.action, s.what, s.detail) for s in result.steps])
+
+
+@gitea.command("bootstrap")
+@click.option("--rotate", "rotate", multiple=True, metavar="ROLE",
+              type=click.Choice(["agent", "mirror", "webhook", "registry"]),
+              help="Replace this role's token even if it is current (repeatable).")
+@click.option("--revoke-admin-tokens", is_flag=True,
+              help="Delete the admin token kept in raibid-gitea-token (what pods held before) and keep a "
+                   "fresh one there for the CLI; refused while a workload still references an admin Secret.")
+@click.option("--admin-user", metavar="USER", help="Admin user; its password is read from stdin.")
+@json_option
+@pass_app
+def bootstrap_cmd(app: Application, rotate: tuple[str, ...], revoke_admin_tokens: bool, admin_user: str | None,
+                  as_json: bool) -> None:
+    """Create the non-admin CI user, its grants and one scoped token per role. Idempotent.
+
+    Runs as the site admin (Basic auth from the raibid-gitea-admin Secret, or
+    --admin-user with the password on stdin). Each token goes to its own Secret
+    (key `token`): raibid-gitea-agent, raibid-gitea-mirror, raibid-gitea-webhook,
+    raibid-gitea-registry; none is printed. On an existing installation this is the
+    migration. Exits 2 when a revocation is refused, 4 when the admin credentials are
+    refused, 5 when Gitea is unreachable.
+    """
+    result = run_bootstrap(app, admin_user=admin_user, rotate=rotate, revoke_admin_tokens=revoke_admin_tokens)
+    app.term.emit(result, as_json, lambda: _steps_table(app, result))
+    changed = sum(1 for s in result.steps if s.action != "unchanged")
+    app.term.success(f"Gitea identities for {result.ci_user}: {changed} change(s), "
+                     f"{len(result.steps) - changed} unchanged")
+    if any(s.what.startswith("token ") and s.action != "unchanged" for s in result.steps):
+        app.term.info("new tokens reach pods as they start: agent Jobs and the mirror's next run at once; "
+                      "the webhook receiver after `kubectl -n "
+                      f"{app.namespace} rollout restart deployment/raibid-webhook`")
+
+
+def bootstrap_after_up(app: Application, *, waited: bool) -> dict:
+    """The Gitea step of `cluster up`: bootstrap once Gitea answers; say what to run when it does not."""
+    from raibid.errors import Unreachable
+
+    if not waited:
+        app.term.info("Gitea identities: run `raibid gitea bootstrap` once Gitea is ready")
+        return {"skipped": "not waited for"}
+    probe = app.gitea_client(retries=0)
+    try:
+        probe.version()
+    except Unreachable as e:
+        app.term.warn(f"Gitea identities not made: {e.message}")
+        app.term.info("run `raibid gitea bootstrap` when Gitea answers at gitea.url")
+        return {"skipped": e.message}
+    except RaibidError:
+        pass  # Gitea answered (a closed Gitea refuses anonymous calls): the bootstrap signs in
+    try:
+        result = run_bootstrap(app)
+    except RaibidError as e:  # the objects are applied; the identities are a step of their own
+        app.term.warn(f"Gitea identities not made: {e.message}")
+        app.term.info("fix it and run `raibid gitea bootstrap`" + (f" ({e.hint})" if e.hint else ""))
+        return {"error": e.message}
+    changed = [s for s in result.steps if s.action != "unchanged"]
+    for s in changed:
+        app.term.info(f"gitea: {s.action} {s.what}" + (f" ({s.detail})" if s.detail else ""))
+    app.term.info(f"Gitea identities for {result.ci_user}: {len(changed)} change(s)")
+    import dataclasses
+
+    return dataclasses.asdict(result)
+
+
 # ----------------------------------------------------------------------------- tokens
 
 
@@ -84,18 +182,12 @@ def token_create(app: Application, name: str | None, scopes: str, store: bool, a
     """
     import datetime as dt
 
-    from raibid.gitea.credentials import TOKEN_SECRET, admin_credentials, store_token
+    from raibid.gitea.credentials import TOKEN_SECRET, store_token
 
-    if admin_user:
-        password = app.term.read_line()
-        if not password:
-            raise UsageError("--admin-user needs the password on stdin", hint="printf %s \"$PW\" | raibid gitea ...")
-        user = admin_user
-    else:
-        user, password = admin_credentials(app.kube, app.namespace, app.cfg.gitea.admin_user)
+    client, user = _admin_client(app, admin_user)
     name = name or "raibid-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
     scope_list = [s.strip() for s in scopes.split(",") if s.strip()]
-    tok = app.gitea.create_token(user, password, name, scope_list)
+    tok = client.mint_token(user, name, scope_list)
     if store:
         store_token(app.kube, app.namespace, tok.value)
         app.term.success(f"token {tok.name} (…{tok.last_eight}) stored in Secret {app.namespace}/{TOKEN_SECRET}")
@@ -279,22 +371,27 @@ def registry() -> None:
 @registry.command("config")
 @click.option("--write", "write_path", type=click.Path(dir_okay=False), metavar="PATH",
               help="Write the file (mode 0600), e.g. /etc/rancher/k3s/registries.yaml.")
-@click.option("--username", default=None, help="Registry user (default: gitea.admin_user).")
+@click.option("--username", default=None, help="Registry user (default: gitea.ci_user, whose read:package "
+                                                "token is in the raibid-gitea-registry Secret).")
 @pass_app
 def registry_config(app: Application, write_path: str | None, username: str | None) -> None:
-    """Render k3s's registries.yaml for Gitea's registry.
+    """Render k3s's registries.yaml for Gitea's registry, with the read:package token of gitea.ci_user.
 
     containerd resolves image hosts with the node's DNS, not cluster DNS, so
     gitea.url must be a node IP or hostname with the NodePort. Printed to stdout
     the token is redacted; --write puts the real one in the file.
     """
+    from raibid.gitea.credentials import read_secret_token
+    from raibid.gitea.identities import role
     from raibid.gitea.registry import registries_yaml
 
-    token, _ = app.gitea_token()
+    secret = role("registry").secret
+    token = read_secret_token(app.kube, app.namespace, secret)
     if not token:
-        raise AuthError("no Gitea token to put in registries.yaml",
-                        hint="set $RAIBID_GITEA_TOKEN or run `raibid gitea token create --store`")
-    user = username or app.cfg.gitea.admin_user
+        raise AuthError(f"no registry token: Secret {app.namespace}/{secret} is missing",
+                        hint="run `raibid gitea bootstrap` (it makes the read:package token for "
+                             f"{app.cfg.gitea.ci_user})")
+    user = username or app.cfg.gitea.ci_user
     if write_path is None:
         app.term.stdout.write(registries_yaml(app.cfg.gitea.url, user, "<redacted: use --write PATH>"))
         app.term.info("the token is redacted on stdout; use --write PATH to write a usable file")

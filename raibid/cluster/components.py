@@ -40,7 +40,7 @@ REGISTRY: tuple[Component, ...] = (
               kinds=(("v1", "Secret"), ("v1", "ConfigMap"), ("v1", "Service"), ("v1", "PersistentVolumeClaim"),
                      ("apps/v1", "StatefulSet"), _NETPOL)),
     Component("gitea", "Gitea: git hosting and the OCI registry (k3s HelmChart)",
-              kinds=(("v1", "Secret"), _HELMCHART, _NETPOL)),
+              kinds=(("v1", "Secret"), _HELMCHART, _NETPOL), context="raibid.gitea.chart:template_context"),
     Component("keda", "KEDA: scales agent Jobs from zero on queue lag (k3s HelmChart)",
               kinds=(_HELMCHART,), crds=("scaledjobs.keda.sh", "triggerauthentications.keda.sh"),
               crd_label="KEDA CRDs", crd_hint="`raibid cluster up -c keda` installs KEDA"),

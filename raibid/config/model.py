@@ -97,6 +97,10 @@ class GiteaConfig:
     token_env: str = _f("RAIBID_GITEA_TOKEN", "Env var holding the Gitea API token")
     token_file: str | None = _f(None, "File holding the Gitea API token (used when the env var is unset)")
     admin_user: str = _f("raibid-admin", "Gitea admin user name")
+    ci_user: str = _f("raibid-ci", "Non-admin Gitea user whose scoped tokens the agents, the mirror and the "
+                      "webhook receiver hold (`raibid gitea bootstrap` creates it)")
+    require_signin_view: bool = _f(True, "Gitea's [service] REQUIRE_SIGNIN_VIEW: only signed-in users see "
+                                   "repositories (keeps mirrors of private repos private)")
     timeout: float = _f(10.0, "Seconds one try of a Gitea API request may take", gt=0, max=86400)
     total_timeout: float = _f(30.0, "Seconds one Gitea API call may take in all, retries and waits included; "
                               "no retry starts that could end later", gt=0, max=86400)

@@ -1,4 +1,4 @@
-"""Gitea: reachable, the token valid, the OCI registry enabled."""
+"""Gitea: reachable, the token valid, the OCI registry enabled; no pod holds an admin credential."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 
 def gitea_checks(app: Application) -> Iterable[Check]:
-    """Gitea reachable, the token valid, the OCI registry enabled."""
+    """Gitea reachable, the token valid, the OCI registry enabled; the role tokens not an admin's."""
+    yield from admin_secret_check(app)
     try:
         g = app.gitea
         st = g.status(app.cfg.gitea.admin_user)
@@ -48,3 +49,77 @@ def gitea_checks(app: Application) -> Iterable[Check]:
     else:
         yield Check("gitea-registry", Status.FAIL, "OCI registry disabled",
                     "set [packages] ENABLED=true (the raibid HelmChart does)")
+    yield from role_token_checks(app)
+
+
+MIGRATE_HINT = ("`raibid gitea bootstrap`, then `raibid cluster up` (the templates read the role Secrets), "
+                "then `raibid gitea bootstrap --revoke-admin-tokens`")
+
+
+def _kube(app: Application):  # type: ignore[no-untyped-def]
+    if not app.kubeconfig_files:
+        return None
+    try:
+        return app.kube
+    except RaibidError:
+        return None
+
+
+def admin_secret_check(app: Application) -> Iterable[Check]:
+    """Fails when a Deployment, CronJob or ScaledJob in the namespace references an admin Secret."""
+    from raibid.gitea.identities import ADMIN_SECRETS, admin_secret_holders
+
+    kube = _kube(app)
+    if kube is None:
+        yield Check("gitea-admin-in-pods", Status.SKIP, "no cluster", required=False)
+        return
+    try:
+        holders = admin_secret_holders(kube, app.namespace)
+    except RaibidError as e:
+        yield Check("gitea-admin-in-pods", Status.SKIP, f"cannot list workloads: {e.message}", required=False)
+        return
+    if not holders:
+        yield Check("gitea-admin-in-pods", Status.OK,
+                    f"no workload in {app.namespace} reads {' or '.join(ADMIN_SECRETS)}")
+        return
+    for h in holders:
+        yield Check("gitea-admin-in-pods", Status.FAIL,
+                    f"{h.kind} {app.namespace}/{h.name} reads the admin's {', '.join(h.secrets)}", MIGRATE_HINT)
+
+
+def role_token_checks(app: Application) -> Iterable[Check]:
+    """Each role Secret's token: present, known to Gitea, and not an admin's (GET /api/v1/user: is_admin)."""
+    from raibid.gitea.credentials import admin_credentials
+    from raibid.gitea.identities import check_role_tokens
+
+    kube = _kube(app)
+    if kube is None:
+        return
+    admin = None
+    admin_user = app.cfg.gitea.admin_user
+    try:
+        admin_user, password = admin_credentials(kube, app.namespace, admin_user)
+        admin = app.gitea_client(basic=(admin_user, password))
+    except RaibidError:
+        pass  # no admin Secret: a scoped token is then judged by GET /user alone
+    try:
+        results = check_role_tokens(app.cfg.gitea.url, kube, app.namespace, admin=admin, admin_user=admin_user,
+                                    timeout=app.cfg.gitea.timeout, retries=0,
+                                    total_timeout=app.cfg.gitea.total_timeout)
+    except RaibidError as e:
+        yield Check("gitea-roles", Status.SKIP, e.message, required=False)
+        return
+    for r in results:
+        name = f"gitea-role {r.role}"
+        if r.state == "ok":
+            yield Check(name, Status.OK, f"Secret {r.secret}: {r.detail}")
+        elif r.state == "missing":
+            yield Check(name, Status.WARN, f"Secret {r.secret}: {r.detail}", "run `raibid gitea bootstrap`",
+                        required=False)
+        elif r.state == "admin":
+            yield Check(name, Status.FAIL, f"Secret {r.secret} holds an admin token ({r.detail})",
+                        f"`raibid gitea bootstrap --rotate {r.role}`")
+        elif r.state == "rejected":
+            yield Check(name, Status.FAIL, f"Secret {r.secret}: {r.detail}", f"`raibid gitea bootstrap --rotate {r.role}`")
+        else:
+            yield Check(name, Status.WARN, f"Secret {r.secret}: {r.detail}", required=False)

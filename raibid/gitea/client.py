@@ -28,7 +28,7 @@ from raibid.errors import (
     UsageError,
     redact_url,
 )
-from raibid.gitea.models import VISIBILITIES, Hook, Org, Repo, Status, Token
+from raibid.gitea.models import VISIBILITIES, Hook, Org, Repo, Status, Team, Token, TokenInfo, User
 from raibid.gitea.names import check_owner, check_repo, split_repo
 
 __all__ = ["Gitea", "api_path", "split_repo"]
@@ -44,7 +44,8 @@ def api_path(*segments: str) -> str:
 
 class Gitea:
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 10.0, retries: int = 3,
-                 backoff: float = 0.5, total_timeout: float | None = 30.0, token_source: str | None = None) -> None:
+                 backoff: float = 0.5, total_timeout: float | None = 30.0, token_source: str | None = None,
+                 basic: tuple[str, str] | None = None) -> None:
         from raibid.http import make_session, url_problem
 
         problem = url_problem(url)
@@ -54,10 +55,23 @@ class Gitea:
         self.shown = redact_url(self.url)
         self.token = token
         self.token_source = token_source
+        # An admin's user and password (Basic auth for every call): what `gitea bootstrap` runs as, so that
+        # making the CI identities needs no admin token at all. Never shown, never logged.
+        self.basic = basic
         # One try never outlasts the budget.
         self.timeout = min(timeout, total_timeout) if total_timeout else timeout
         self.session = make_session(retries=retries, backoff=backoff, total_timeout=total_timeout,
                                     headers={"Accept": "application/json"})
+
+    def _public_get(self, path: str) -> Any:
+        """GET what anyone may read, unsigned; signed in again when Gitea refuses unsigned API calls
+        (REQUIRE_SIGNIN_VIEW answers them 403), so a bad token is still told apart from a closed Gitea."""
+        try:
+            return self._request("GET", path, anonymous=True)
+        except AuthError:
+            if not (self.token or self.basic):
+                raise
+            return self._request("GET", path)
 
     # ------------------------------------------------------------------ transport
     def _request(self, method: str, path: str, *, json: Any = None, params: dict | None = None,
@@ -65,6 +79,8 @@ class Gitea:
         from raibid.http import send, was_retried
 
         headers = {}
+        if basic is None and self.basic is not None and not anonymous:
+            basic = self.basic
         if basic is None and not anonymous:
             if not self.token:
                 raise AuthError("no Gitea token",
@@ -112,12 +128,15 @@ class Gitea:
         raise GiteaError(f"Gitea: {what} failed ({code}): {msg}")
 
     def _paginate(self, path: str, build: Callable[[dict], T], params: dict | None = None, *,
-                  limit: int = 50) -> list[T]:
+                  limit: int = 50, items_key: str | None = None) -> list[T]:
+        """Every page of a list; ``items_key`` for answers that wrap it (``/repos/search``: ``{"data": [...]}``)."""
         out: list[T] = []
         page = 1
         while True:
             resp = self._request("GET", path, params={**(params or {}), "page": page, "limit": limit})
-            items = self._json(resp, list)
+            items = self._json(resp, list) if items_key is None else self._json(resp).get(items_key)
+            if not isinstance(items, list):
+                raise GiteaError(f"unexpected answer from Gitea: GET {path} returned no {items_key!r} list")
             out += [_build(build, d, f"GET {path}") for d in items]
             try:
                 total: int | None = int(resp.headers["X-Total-Count"])
@@ -131,7 +150,7 @@ class Gitea:
     def version(self) -> str:
         """Gitea's version; an answer without one means the URL is not Gitea (Unreachable, exit 5)."""
         path = api_path("version")
-        version = self._json(self._request("GET", path, anonymous=True)).get("version")
+        version = self._json(self._public_get(path)).get("version")
         if not isinstance(version, str) or not version:
             raise Unreachable(f"{self.shown} does not answer like Gitea: GET {path} returned no version",
                               hint="check that gitea.url is Gitea's own address")
@@ -142,7 +161,7 @@ class Gitea:
 
     def user_exists(self, login: str) -> bool:
         try:
-            self._request("GET", api_path("users", check_owner(login)), anonymous=True)
+            self._public_get(api_path("users", check_owner(login)))
         except NotFound:
             return False
         return True
@@ -186,13 +205,95 @@ class Gitea:
         return st
 
     # ------------------------------------------------------------------ tokens
-    def create_token(self, user: str, password: str, name: str, scopes: list[str]) -> Token:
+    def list_tokens(self, user: str) -> list[TokenInfo]:
+        """A user's tokens (names, scopes, last eight characters; never the value). Needs Basic auth."""
+        return self._paginate(api_path("users", check_owner(user), "tokens"), TokenInfo.from_api)
+
+    def mint_token(self, user: str, name: str, scopes: list[str]) -> Token:
+        """A token for ``user`` made with this client's Basic credentials (the user's own, or a site admin's)."""
         path = api_path("users", check_owner(user), "tokens")
-        d = self._json(self._request("POST", path, json={"name": name, "scopes": list(scopes)},
-                                     basic=(user, password)))
+        d = self._json(self._request("POST", path, json={"name": name, "scopes": list(scopes)}))
         return _build(lambda d: Token(name=d.get("name", name), scopes=list(d.get("scopes") or scopes),
                                       last_eight=d.get("token_last_eight", ""), value=_str(d["sha1"])),
                       d, f"POST {path}")
+
+    def delete_token(self, user: str, token_id: int) -> None:
+        """Revoke one of ``user``'s tokens by id (DELETE /users/{user}/tokens/{id}, Basic auth)."""
+        self._request("DELETE", api_path("users", check_owner(user), "tokens", str(int(token_id))))
+
+    # ------------------------------------------------------------------ users (site admin)
+    def whoami(self) -> User:
+        """The user the credentials belong to (GET /user; a token needs ``read:user``)."""
+        return self._get(api_path("user"), User.from_api)
+
+    def get_user(self, login: str) -> User | None:
+        try:
+            return self._get(api_path("users", check_owner(login)), User.from_api)
+        except NotFound:
+            return None
+
+    def create_user(self, login: str, *, email: str, password: str) -> User:
+        """POST /admin/users (site admin): a local user that never has to change its password."""
+        path = api_path("admin", "users")
+        body = {"username": check_owner(login), "email": email, "password": password,
+                "must_change_password": False, "send_notify": False, "visibility": "private"}
+        try:
+            d = self._json(self._request("POST", path, json=body))
+        except GiteaError as e:
+            if "already exists" in e.message:
+                raise AlreadyExists(f"Gitea: user {login!r} already exists") from None
+            raise
+        return _build(User.from_api, d, f"POST {path}")
+
+    def edit_user(self, login: str, **fields: Any) -> User:
+        """PATCH /admin/users/{user} (site admin). ``login_name`` and ``source_id`` are sent as Gitea
+        releases that still mark them required expect (a local user: its own name, source 0)."""
+        path = api_path("admin", "users", check_owner(login))
+        body = {"login_name": login, "source_id": 0, **fields}
+        return _build(User.from_api, self._json(self._request("PATCH", path, json=body)), f"PATCH {path}")
+
+    # ------------------------------------------------------------------ teams and collaborators
+    def list_teams(self, org: str) -> list[Team]:
+        return self._paginate(api_path("orgs", check_owner(org), "teams"), Team.from_api)
+
+    def create_team(self, org: str, name: str, **fields: Any) -> Team:
+        path = api_path("orgs", check_owner(org), "teams")
+        return _build(Team.from_api, self._json(self._request("POST", path, json={"name": name, **fields})),
+                      f"POST {path}")
+
+    def edit_team(self, team_id: int, name: str, **fields: Any) -> Team:
+        path = api_path("teams", str(int(team_id)))
+        return _build(Team.from_api, self._json(self._request("PATCH", path, json={"name": name, **fields})),
+                      f"PATCH {path}")
+
+    def team_members(self, team_id: int) -> list[str]:
+        return self._paginate(api_path("teams", str(int(team_id)), "members"), lambda d: _str(d["login"]))
+
+    def add_team_member(self, team_id: int, login: str) -> None:
+        """PUT /teams/{id}/members/{user}: idempotent (Gitea answers 204 for a member already in)."""
+        self._request("PUT", api_path("teams", str(int(team_id)), "members", check_owner(login)))
+
+    def remove_team_member(self, team_id: int, login: str) -> None:
+        self._request("DELETE", api_path("teams", str(int(team_id)), "members", check_owner(login)))
+
+    def collaborator_permission(self, owner: str, name: str, login: str) -> str | None:
+        """``login``'s access to the repository (none, read, write, admin, owner), or None when it is no
+        collaborator (GET .../collaborators/{user} answers 404)."""
+        base = self._repo_path(owner, name, "collaborators", check_owner(login))
+        try:
+            self._request("GET", base)
+        except NotFound:
+            return None
+        return self._get(base + "/permission", lambda d: _str(d["permission"]))
+
+    def add_collaborator(self, owner: str, name: str, login: str, permission: str) -> None:
+        """PUT .../collaborators/{user} with ``permission`` read|write|admin (it also changes an existing one)."""
+        self._request("PUT", self._repo_path(owner, name, "collaborators", check_owner(login)),
+                      json={"permission": permission})
+
+    def search_repos(self) -> list[Repo]:
+        """Every repository the credentials can see (GET /repos/search; for a site admin: all of them)."""
+        return self._paginate(api_path("repos", "search"), Repo.from_api, items_key="data")
 
     # ------------------------------------------------------------------ orgs
     def create_org(self, name: str, *, visibility: str = "public", description: str = "",

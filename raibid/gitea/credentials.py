@@ -62,9 +62,25 @@ def admin_credentials(kube: Kube, namespace: str, default_user: str) -> tuple[st
 
 
 def store_token(kube: Kube, namespace: str, token: str) -> None:
-    """Save the token in the raibid-gitea-token Secret (server-side apply)."""
+    """Save the operator's admin token in the raibid-gitea-token Secret (server-side apply)."""
+    store_secret(kube, namespace, TOKEN_SECRET, token)
+
+
+def store_secret(kube: Kube, namespace: str, name: str, token: str, *, role_name: str = "") -> None:
+    """Keep a token in its own Secret (key ``token``), by server-side apply; kept by `down` and `--prune`."""
+    annotations = {GENERATED: "true"}
+    if role_name:
+        annotations["raibid.dev/gitea-role"] = role_name
     kube.apply({"apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": TOKEN_SECRET, "namespace": namespace, "labels": common_labels("gitea"),
-                             "annotations": {GENERATED: "true"}},
+                "metadata": {"name": name, "namespace": namespace, "labels": common_labels("gitea"),
+                             "annotations": annotations},
                 "type": "Opaque", "data": {"token": b64encode(token)}},
                field_manager=FIELD_MANAGER, force=True)
+
+
+def read_secret_token(kube: Kube, namespace: str, name: str) -> str:
+    """The ``token`` of a Secret ('' when the Secret or the key is missing)."""
+    try:
+        return secret_value(kube.get("v1", "Secret", name, namespace), "token")
+    except NotFound:
+        return ""

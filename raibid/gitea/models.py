@@ -73,6 +73,50 @@ class Token:
 
 
 @dataclass
+class TokenInfo:
+    """A token as Gitea lists it: never the value, only its name, scopes and last eight characters."""
+    id: int
+    name: str
+    scopes: list[str]
+    last_eight: str
+
+    @classmethod
+    def from_api(cls, d: dict) -> TokenInfo:
+        return cls(id=int(d["id"]), name=str(d["name"]), scopes=list(d.get("scopes") or []),
+                   last_eight=d.get("token_last_eight") or "")
+
+
+@dataclass
+class User:
+    login: str
+    is_admin: bool
+    restricted: bool = False
+
+    @classmethod
+    def from_api(cls, d: dict) -> User:
+        login = d["login"]
+        if not isinstance(login, str):
+            raise TypeError(login)
+        return cls(login=login, is_admin=bool(d.get("is_admin")), restricted=bool(d.get("restricted")))
+
+
+@dataclass
+class Team:
+    id: int
+    name: str
+    permission: str
+    units_map: dict[str, str]
+    can_create_org_repo: bool
+    includes_all_repositories: bool
+
+    @classmethod
+    def from_api(cls, d: dict) -> Team:
+        return cls(id=int(d["id"]), name=str(d["name"]), permission=d.get("permission") or "",
+                   units_map=dict(d.get("units_map") or {}), can_create_org_repo=bool(d.get("can_create_org_repo")),
+                   includes_all_repositories=bool(d.get("includes_all_repositories")))
+
+
+@dataclass
 class Status:
     url: str
     reachable: bool

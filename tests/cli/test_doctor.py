@@ -60,3 +60,51 @@ def test_doctor_reports_queue_streams_and_groups(run, redis_url):
     r.xgroup_destroy("raibid:jobs:generic", "raibid-agents")
     broken = {c["name"]: c for c in run("doctor", "--json").json()["checks"]}
     assert broken["queue generic"]["status"] == "fail" and "queue init" in broken["queue generic"]["hint"]
+
+
+def _secret(kube, name: str, key: str, value: str) -> None:
+    import base64
+
+    kube.add_object({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "raibid-ci"},
+                     "data": {key: base64.b64encode(value.encode()).decode()}})
+
+
+def test_doctor_fails_when_a_role_secret_holds_the_admin_token_or_a_pod_reads_an_admin_secret(
+        run, kube, redis_url, gitea):
+    from tests.conftest import GITEA_TOKEN
+
+    kube.add_object(CRD)
+    kube.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "raibid-ci"}})
+    _secret(kube, "raibid-gitea-admin", "password", "admin-pass")
+    assert run("gitea", "bootstrap").code == 0
+    r = run("doctor", "--json")
+    checks = by_name(r.json())
+    assert r.code == 0, checks
+    assert {checks[f"gitea-role {n}"]["status"] for n in ("agent", "mirror", "webhook", "registry")} == {"ok"}
+    assert checks["gitea-admin-in-pods"]["status"] == "ok"
+    # An old install: the webhook's Secret holds the admin's token, a CronJob reads the admin password.
+    kube.objects = {k: v for k, v in kube.objects.items() if v["metadata"]["name"] != "raibid-gitea-webhook"}
+    _secret(kube, "raibid-gitea-webhook", "token", GITEA_TOKEN)
+    kube.add_object({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "raibid-mirror",
+                                                                               "namespace": "raibid-ci"},
+                     "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+                         "restartPolicy": "Never", "containers": [{"name": "m", "image": "x"}],
+                         "volumes": [{"name": "a", "secret": {"secretName": "raibid-gitea-admin"}}]}}}}}})
+    r = run("doctor", "--json")
+    checks = by_name(r.json())
+    assert r.code == 1
+    assert checks["gitea-role webhook"]["status"] == "fail" and "admin" in checks["gitea-role webhook"]["detail"]
+    assert "--rotate webhook" in checks["gitea-role webhook"]["hint"]
+    held = checks["gitea-admin-in-pods"]
+    assert held["status"] == "fail" and "CronJob raibid-ci/raibid-mirror" in held["detail"]
+    assert "raibid-gitea-admin" in held["detail"] and "bootstrap" in held["hint"]
+    assert GITEA_TOKEN not in r.out + r.err
+
+
+def test_doctor_without_role_secrets_warns_and_still_passes(run, kube, redis_url, gitea):
+    kube.add_object(CRD)
+    kube.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "raibid-ci"}})
+    r = run("doctor", "--json")
+    checks = by_name(r.json())
+    assert checks["gitea-role agent"]["status"] == "warn" and "gitea bootstrap" in checks["gitea-role agent"]["hint"]
+    assert r.code == 0

@@ -303,21 +303,44 @@ def test_token_from_cluster_secret_is_used(run, gitea, kube, monkeypatch):
     assert st["token_valid"] and st["token_source"] == "secret raibid-ci/raibid-gitea-token"
 
 
-def test_registry_config_matches_golden_and_is_0600(run, gitea, isolated_env, monkeypatch):
+REGISTRY_TOKEN = "registry-read-package-token-42"
+
+
+@pytest.fixture
+def registry_secret(kube):
+    """The read:package token `gitea bootstrap` keeps for k3s (Secret raibid-gitea-registry)."""
+    kube.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "raibid-ci"}})
+    kube.add_object({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "raibid-gitea-registry",
+                                                                          "namespace": "raibid-ci"},
+                     "data": {"token": base64.b64encode(REGISTRY_TOKEN.encode()).decode()}})
+    return REGISTRY_TOKEN
+
+
+def test_registry_config_matches_golden_and_is_0600(run, gitea, isolated_env, monkeypatch, registry_secret):
     monkeypatch.setenv("RAIBID_GITEA_URL", "http://192.168.1.50:30080")
     out = isolated_env / "etc" / "registries.yaml"
     r = run("gitea", "registry", "config", "--write", str(out))
     assert r.code == 0, r.err
-    assert out.read_text() == (GOLDEN / "registries.yaml").read_text().replace("@TOKEN@", GITEA_TOKEN)
+    assert out.read_text() == (GOLDEN / "registries.yaml").read_text().replace("@TOKEN@", REGISTRY_TOKEN)
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert "systemctl restart k3s" in r.err
-    assert GITEA_TOKEN not in r.out + r.err
+    assert REGISTRY_TOKEN not in r.out + r.err
     shown = run("gitea", "registry", "config")
-    assert GITEA_TOKEN not in shown.out and "<redacted" in shown.out
+    assert REGISTRY_TOKEN not in shown.out and "<redacted" in shown.out
     assert "endpoint:\n    - http://192.168.1.50:30080" in shown.out
 
 
-def test_registry_config_write_never_puts_the_token_in_a_readable_file(run, gitea, isolated_env, monkeypatch):
+def test_registry_config_never_uses_the_admin_token(run, gitea, kube, isolated_env):
+    """registries.yaml held the admin's write:repository token; now only the CI user's read:package one."""
+    kube.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "raibid-ci"}})
+    r = run("gitea", "registry", "config", "--write", str(isolated_env / "registries.yaml"))
+    assert r.code == 4 and "raibid-gitea-registry" in r.err and "gitea bootstrap" in r.err
+    assert not (isolated_env / "registries.yaml").exists()
+    assert GITEA_TOKEN not in r.out + r.err
+
+
+def test_registry_config_write_never_puts_the_token_in_a_readable_file(run, gitea, isolated_env, monkeypatch,
+                                                                        registry_secret):
     """An existing 0644 file was truncated and rewritten in place, then chmodded: readable for a moment."""
     out = isolated_env / "registries.yaml"
     out.write_text("old\n")
@@ -326,16 +349,17 @@ def test_registry_config_write_never_puts_the_token_in_a_readable_file(run, gite
     os.link(out, peek)  # what another reader of the old file would see
     r = run("gitea", "registry", "config", "--write", str(out))
     assert r.code == 0, r.err
-    assert GITEA_TOKEN in out.read_text() and stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert registry_secret in out.read_text() and stat.S_IMODE(out.stat().st_mode) == 0o600
     assert peek.read_text() == "old\n"
     assert [p.name for p in isolated_env.iterdir() if p.name.endswith(".tmp")] == []
 
 
-def test_registry_config_write_into_a_path_that_cannot_be_created_exits_2(run, gitea, isolated_env):
+def test_registry_config_write_into_a_path_that_cannot_be_created_exits_2(run, gitea, isolated_env,
+                                                                          registry_secret):
     (isolated_env / "afile").write_text("")
     r = run("gitea", "registry", "config", "--write", str(isolated_env / "afile" / "registries.yaml"))
     assert r.code == 2 and "cannot write" in r.err and "Traceback" not in r.err
-    assert GITEA_TOKEN not in r.out + r.err
+    assert registry_secret not in r.out + r.err
 
 
 def test_doctor_gitea_checks(run, gitea, monkeypatch):
@@ -401,3 +425,150 @@ def test_doctor_says_version_unknown_when_gitea_fails_its_version_request(run, g
     gitea.fail_next(1, 500, path="/version$")
     check = next(c for c in run("doctor", "--json").json()["checks"] if c["name"] == "gitea")
     assert check["status"] == "fail" and "version unknown" in check["detail"] and "None" not in check["detail"]
+
+
+# ----------------------------------------------------------------------------- identities
+
+import yaml  # noqa: E402
+
+ROLE_SECRETS = ("raibid-gitea-agent", "raibid-gitea-mirror", "raibid-gitea-webhook", "raibid-gitea-registry")
+
+
+def _secret_token(kube, name: str) -> str:
+    return base64.b64decode(kube.get_object("v1", "Secret", name, "raibid-ci")["data"]["token"]).decode()
+
+
+@pytest.fixture
+def admin_secret(kube, gitea):
+    """The chart's admin Secret as `cluster up` left it, holding the fake's admin password."""
+    kube.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "raibid-ci"}})
+    kube.add_object({"apiVersion": "v1", "kind": "Secret", "metadata": {
+        "name": "raibid-gitea-admin", "namespace": "raibid-ci", "annotations": {"raibid.dev/generated": "true"}},
+        "data": {"username": base64.b64encode(b"raibid-admin").decode(),
+                 "password": base64.b64encode(b"admin-pass").decode()}})
+    gitea.require_signin = True
+
+
+def test_bootstrap_stores_four_role_secrets_and_prints_no_token(run, gitea, kube, admin_secret):
+    r = run("-vv", "gitea", "bootstrap")
+    assert r.code == 0, r.err
+    values = [_secret_token(kube, n) for n in ROLE_SECRETS]
+    assert len(set(values)) == 4 and all(gitea.tokens[v][0] == "raibid-ci" for v in values)
+    assert "rollout restart deployment/raibid-webhook" in r.err
+    again = run("-vv", "gitea", "bootstrap", "--json")
+    assert again.code == 0, again.err
+    data = again.json()
+    assert data["ci_user"] == "raibid-ci" and {s["action"] for s in data["steps"]} == {"unchanged"}
+    assert data["secrets"]["agent"] == "raibid-gitea-agent"
+    for out in (r.out, r.err, again.out, again.err):
+        assert not any(v in out for v in values) and "admin-pass" not in out
+    # Tokens only ever in Secrets: no other object the cluster holds carries one.
+    for (_, plural, _, _), obj in kube.objects.items():
+        if plural != "secrets":
+            assert not any(v in yaml.safe_dump(obj) for v in values), obj["metadata"]["name"]
+    applied = [q for q in kube.requests("PATCH") if "secrets" in q.path]
+    assert applied and all(q.content_type == "application/apply-patch+yaml" for q in applied)
+
+
+def test_bootstrap_with_the_admin_password_on_stdin_never_takes_it_as_an_argument(run, gitea, kube):
+    kube.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "raibid-ci"}})
+    r = run("gitea", "bootstrap", "--admin-user", "raibid-admin", input="admin-pass\n")
+    assert r.code == 0, r.err
+    assert _secret_token(kube, "raibid-gitea-agent") in gitea.tokens
+    wrong = run("gitea", "bootstrap", "--admin-user", "raibid-admin", input="not-it-SECRET\n")
+    assert wrong.code == 4 and "not-it-SECRET" not in wrong.out + wrong.err
+
+
+def test_bootstrap_rotate_one_role(run, gitea, kube, admin_secret):
+    assert run("gitea", "bootstrap").code == 0
+    before = {n: _secret_token(kube, n) for n in ROLE_SECRETS}
+    r = run("gitea", "bootstrap", "--rotate", "mirror", "--json")
+    assert r.code == 0, r.err
+    after = {n: _secret_token(kube, n) for n in ROLE_SECRETS}
+    assert after["raibid-gitea-mirror"] != before["raibid-gitea-mirror"]
+    assert before["raibid-gitea-mirror"] not in gitea.tokens
+    assert [n for n in ROLE_SECRETS if after[n] != before[n]] == ["raibid-gitea-mirror"]
+    assert run("gitea", "bootstrap", "--rotate", "admin").code == 2
+
+
+def test_migration_revokes_the_admin_token_pods_held(run, gitea, kube, admin_secret):
+    """An old install: the webhook Deployment reads raibid-gitea-token (the admin's token)."""
+    kube.add_object({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "raibid-gitea-token",
+                                                                          "namespace": "raibid-ci"},
+                     "data": {"token": base64.b64encode(GITEA_TOKEN.encode()).decode()}})
+    dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "raibid-webhook",
+                                                                       "namespace": "raibid-ci"},
+           "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}},
+                    "spec": {"containers": [{"name": "c", "image": "x", "envFrom": [
+                        {"secretRef": {"name": "raibid-gitea-token"}}]}]}}}}
+    kube.add_object(dep)
+    doctor = {c["name"]: c for c in run("doctor", "--json").json()["checks"]}
+    assert doctor["gitea-admin-in-pods"]["status"] == "fail"
+    assert "Deployment raibid-ci/raibid-webhook" in doctor["gitea-admin-in-pods"]["detail"]
+    r = run("gitea", "bootstrap", "--revoke-admin-tokens")
+    assert r.code == 2 and "raibid-webhook" in r.err and "cluster up" in r.err
+    assert GITEA_TOKEN in gitea.tokens
+    kube.objects = {k: v for k, v in kube.objects.items() if v["metadata"]["name"] != "raibid-webhook"
+                    or v["kind"] != "Deployment"}
+    r = run("gitea", "bootstrap", "--revoke-admin-tokens")
+    assert r.code == 0, r.err
+    assert GITEA_TOKEN not in gitea.tokens
+    assert _secret_token(kube, "raibid-gitea-token") not in (GITEA_TOKEN, "")
+
+
+def test_cluster_up_gitea_bootstraps_the_identities_once_gitea_answers(run, gitea, kube, admin_secret):
+    K3sController(kube)
+    r = run("cluster", "up", "-c", "gitea", "--wait-interval", "0.02s", "--timeout", "5s", "--json")
+    assert r.code == 0, r.err
+    data = r.json()
+    assert data["gitea_bootstrap"]["ci_user"] == "raibid-ci"
+    assert all(_secret_token(kube, n) in gitea.tokens for n in ROLE_SECRETS)
+    assert not any(_secret_token(kube, n) in r.out + r.err for n in ROLE_SECRETS)
+    assert not gitea.users["raibid-ci"].is_admin
+
+
+def test_cluster_up_with_gitea_not_answering_says_to_run_bootstrap(run, kube, monkeypatch):
+    K3sController(kube)
+    monkeypatch.setenv("RAIBID_GITEA_URL", "http://127.0.0.1:9")
+    r = run("cluster", "up", "-c", "gitea", "--wait-interval", "0.02s", "--timeout", "5s", "--json")
+    assert r.code == 0, r.err
+    assert "raibid gitea bootstrap" in r.err and "skipped" in r.json()["gitea_bootstrap"]
+    nowait = run("cluster", "up", "-c", "gitea", "--no-wait")
+    assert nowait.code == 0 and "raibid gitea bootstrap" in nowait.err
+
+
+def _gitea_values(run, *env: tuple[str, str], monkeypatch=None) -> dict:
+    r = run("cluster", "render", "-c", "gitea")
+    assert r.code == 0, r.err
+    docs = [d for d in yaml.safe_load_all(r.out) if d and d["kind"] == "HelmChart"]
+    return yaml.safe_load(docs[0]["spec"]["valuesContent"])
+
+
+def test_helmchart_closes_registration_and_anonymous_views_and_names_the_real_host(run, monkeypatch):
+    monkeypatch.setenv("RAIBID_GITEA_URL", "http://192.168.1.50:30080")
+    cfg = _gitea_values(run)["gitea"]["config"]
+    assert cfg["service"] == {"DISABLE_REGISTRATION": True, "REQUIRE_SIGNIN_VIEW": True}
+    assert cfg["server"]["DOMAIN"] == cfg["server"]["SSH_DOMAIN"] == "192.168.1.50"
+    assert cfg["server"]["ROOT_URL"] == "http://192.168.1.50:30080/"
+    assert "git.example.com" not in yaml.safe_dump(cfg)
+    monkeypatch.setenv("RAIBID_GITEA_URL", "https://[fd00::5]:3443/git")
+    monkeypatch.setenv("RAIBID_GITEA_REQUIRE_SIGNIN_VIEW", "false")
+    cfg = _gitea_values(run)["gitea"]["config"]
+    assert cfg["server"]["DOMAIN"] == "[fd00::5]" and cfg["server"]["ROOT_URL"] == "https://[fd00::5]:3443/git/"
+    assert cfg["service"]["REQUIRE_SIGNIN_VIEW"] is False and cfg["service"]["DISABLE_REGISTRATION"] is True
+
+
+def test_status_works_on_a_gitea_that_requires_sign_in(run, gitea):
+    gitea.require_signin = True
+    r = run("gitea", "status", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["version"] == "1.24.5" and r.json()["admin_exists"]
+
+
+def test_cluster_up_with_a_wrong_admin_password_applies_and_says_why_no_identities(run, gitea, kube, admin_secret):
+    K3sController(kube)
+    gitea.users["raibid-admin"].password = "changed-in-gitea"
+    r = run("cluster", "up", "-c", "gitea", "--wait-interval", "0.02s", "--timeout", "5s", "--json")
+    assert r.code == 0, r.err
+    assert "(401)" in r.json()["gitea_bootstrap"]["error"] and "raibid gitea bootstrap" in r.err
+    assert "raibid-ci" not in gitea.users and "changed-in-gitea" not in r.out + r.err

@@ -36,6 +36,11 @@ class User:
     is_org: bool = False
     visibility: str = "public"
     description: str = ""
+    restricted: bool = False
+    allow_create_organization: bool = True
+    max_repo_creation: int = -1
+    must_change_password: bool = False
+    email: str = ""
 
 
 @dataclass
@@ -53,6 +58,61 @@ class Repo:
     archived: bool = False
     created_at: str = field(default_factory=_now)
     auth_token: str = ""  # the source credentials a pull mirror keeps (never returned by the API)
+    collaborators: dict[str, str] = field(default_factory=dict)  # login (lower-case) -> read|write|admin
+
+
+@dataclass
+class Team:
+    id: int
+    org: str  # lower-case
+    name: str
+    permission: str = "read"  # read|write|admin|owner
+    units_map: dict[str, str] = field(default_factory=dict)
+    can_create_org_repo: bool = False
+    includes_all_repositories: bool = False
+    description: str = ""
+    members: set[str] = field(default_factory=set)  # logins, lower-case
+    repos: set[str] = field(default_factory=set)  # "owner/name", lower-case
+
+
+# Gitea's access modes (models/perm/access_mode.go) and token scope categories by route
+# (routers/api/v1/api.go: tokenRequiresScopes); a route of several categories needs all of them.
+MODES = {"none": 0, "read": 1, "write": 2, "admin": 3, "owner": 4}
+MODE_NAMES = {v: k for k, v in MODES.items()}
+SCOPE_CATEGORIES = ("activitypub", "admin", "misc", "notification", "organization", "package", "issue",
+                    "repository", "user")
+
+
+def scope_categories(path: str) -> list[str]:
+    """The token scope categories Gitea's router asks of an /api/v1 path (without the prefix)."""
+    if path in ("/version", "/signing-key.gpg") or path.startswith("/settings"):
+        return []
+    if path.startswith("/admin"):
+        return ["admin"]
+    if path == "/user/repos" or re.fullmatch(r"/users/[^/]+/repos", path):
+        return ["user", "repository"]
+    if path == "/user/orgs" or re.fullmatch(r"/users/[^/]+/orgs(/.*)?", path):
+        return ["user", "organization"]
+    if path.startswith(("/user", "/users")):
+        return ["user"]
+    if path.startswith("/repos"):
+        return ["repository"]
+    if path.startswith(("/orgs", "/teams")):
+        return ["organization"]
+    if path.startswith("/packages"):
+        return ["package"]
+    return []
+
+
+def token_allows(scopes: list[str], category: str, write: bool) -> bool:
+    """Gitea's scope check: ``all``, ``write:X`` (which implies read) or, for reads, ``read:X``."""
+    if "all" in scopes or f"write:{category}" in scopes:
+        return True
+    return not write and f"read:{category}" in scopes
+
+
+def valid_scope(scope: str) -> bool:
+    return scope in ("all", "public-only") or any(scope in (f"read:{c}", f"write:{c}") for c in SCOPE_CATEGORIES)
 
 
 def _auth_env(token: str) -> dict[str, str]:
@@ -93,8 +153,9 @@ class _Segments:
     def __init__(self, m: re.Match) -> None:
         self.m = m
 
-    def group(self, i: int) -> str:
-        return unquote(self.m.group(i))
+    def group(self, i: int) -> Any:
+        value = self.m.group(i)
+        return None if value is None else unquote(value)
 
 
 def _match(pattern: str, path: str) -> _Segments | None:
@@ -125,7 +186,10 @@ class GiteaFake(Served):
         self.delays: list[list[Any]] = []  # [remaining, seconds, method or None, path regex or None, late]
         self.stopping = threading.Event()  # wakes delayed handlers when the fake stops
         self.in_flight = 0  # requests being handled now (a delayed one counts until it is answered)
+        self.teams: dict[int, Team] = {}
+        self.require_signin = False  # [service] REQUIRE_SIGNIN_VIEW: unsigned API calls get 403
         self.add_user(admin, admin_password, is_admin=True)
+        git_server.authorize = self._git_authorize
 
     # ------------------------------------------------------------------ helpers for tests
     def add_user(self, login: str, password: str = "pw", *, is_admin: bool = False) -> User:
@@ -139,6 +203,68 @@ class GiteaFake(Served):
         self.tokens[token] = (login.lower(), rec)
         self.git.tokens.add(token)
         return token
+
+    def add_org(self, name: str, *, owner: str | None = None, visibility: str = "public") -> User:
+        """An organisation with its Owners team (``owner`` in it), as Gitea makes one."""
+        org = User(next(self.ids), name, "", is_org=True, visibility=visibility)
+        self.users[name.lower()] = org
+        team = Team(next(self.ids), name.lower(), "Owners", permission="owner", can_create_org_repo=True,
+                    includes_all_repositories=True)
+        if owner:
+            team.members.add(owner.lower())
+        self.teams[team.id] = team
+        return org
+
+    def org_teams(self, org: str) -> list[Team]:
+        return [t for t in self.teams.values() if t.org == org.lower()]
+
+    def is_org_owner(self, org: str, login: str) -> bool:
+        return any(t.permission == "owner" and login.lower() in t.members for t in self.org_teams(org))
+
+    def is_org_member(self, org: str, login: str) -> bool:
+        return any(login.lower() in t.members for t in self.org_teams(org))
+
+    def access(self, user: User | None, repo: Repo) -> int:
+        """The user's access mode to the code of ``repo``, as Gitea's GetUserRepoPermission decides it."""
+        owner = self.users[repo.owner.lower()]
+        public = not repo.private and not (owner.is_org and owner.visibility != "public")
+        if user is None:
+            return MODES["read"] if public and not self.require_signin else 0
+        if user.is_admin or repo.owner.lower() == user.login.lower():
+            return MODES["owner"]
+        key = f"{repo.owner}/{repo.name}".lower()
+        best = MODES.get(repo.collaborators.get(user.login.lower(), "none"), 0)
+        if owner.is_org:
+            for t in self.org_teams(owner.login):
+                if user.login.lower() not in t.members:
+                    continue
+                if t.permission == "owner":
+                    return MODES["owner"]
+                if t.includes_all_repositories or key in t.repos:
+                    best = max(best, MODES[t.units_map.get("repo.code") or t.permission])
+            if best == 0 and owner.visibility == "limited" and not user.restricted and not repo.private:
+                best = MODES["read"]
+        if best == 0 and not repo.private and owner.visibility == "public" and not user.restricted:
+            best = MODES["read"]  # a signed-in user reads public repositories, unless restricted
+        return best
+
+    def _git_authorize(self, password: str, repo_path: str, write: bool) -> int | None:
+        """Git over HTTP as Gitea checks it: the token's repository scope, then the user's access."""
+        if password not in self.tokens:
+            return None  # the git fixture's own token: not a Gitea identity
+        login, rec = self.tokens[password]
+        user = self.users[login]
+        repo = self.repos.get(repo_path.lower())
+        if repo is None:
+            return 404
+        if not token_allows(rec["scopes"], "repository", write):
+            return 403
+        mode = self.access(user, repo)
+        if mode < MODES["read"]:
+            return 404
+        if write and mode < MODES["write"]:
+            return 403
+        return None
 
     def fail_next(self, count: int, status: int = 503, method: str | None = None, path: str | None = None,
                   headers: dict[str, str] | None = None) -> None:
@@ -177,7 +303,8 @@ class GiteaFake(Served):
     # ------------------------------------------------------------------ shapes
     def user_json(self, u: User) -> dict:
         return {"id": u.id, "login": u.login, "username": u.login, "full_name": "", "email": f"{u.login}@x.local",
-                "avatar_url": "", "is_admin": u.is_admin, "visibility": u.visibility, "created": _now()}
+                "avatar_url": "", "is_admin": u.is_admin, "visibility": u.visibility, "created": _now(),
+                "restricted": u.restricted, "prohibit_login": False}
 
     def org_json(self, u: User) -> dict:
         return {"id": u.id, "name": u.login, "username": u.login, "full_name": "", "avatar_url": "",
@@ -225,9 +352,11 @@ class _Handler(Handler):
     def _caller(self) -> User | None:
         auth = self.headers.get("Authorization") or ""
         fake = self.owner
+        self.token_scopes: list[str] | None = None  # None: not signed in with a token
         if auth.startswith("token ") or auth.startswith("Bearer "):
             tok = auth.split(" ", 1)[1]
             if tok in fake.tokens:
+                self.token_scopes = list(fake.tokens[tok][1]["scopes"])
                 return fake.users[fake.tokens[tok][0]]
             raise GiteaError(401, "token is required")  # Gitea's reply for a bad token
         if auth.startswith("Basic "):
@@ -296,6 +425,29 @@ class _Handler(Handler):
             raise GiteaError(401, "token is required")
         return user
 
+    def _check_scopes(self, method: str, p: str) -> None:
+        """tokenRequiresScopes: a token needs the scope of every category of the route (403 otherwise)."""
+        scopes = getattr(self, "token_scopes", None)
+        if scopes is None:
+            return
+        write = method in ("POST", "PUT", "PATCH", "DELETE")
+        needed = [f"{'write' if write else 'read'}:{c}" for c in scope_categories(p)]
+        if not all(token_allows(scopes, n.split(":", 1)[1], write) for n in needed):
+            raise GiteaError(403, f"token does not have at least one of required scope(s): [{' '.join(needed)}]")
+
+    def _visible(self, owner: str, name: str, caller: User | None) -> Repo:
+        """The repository, or 404 when it does not exist or the caller cannot read it (Gitea hides it)."""
+        repo = self._repo(owner, name)
+        if self.owner.access(caller, repo) < MODES["read"]:
+            raise GiteaError(404, "The target couldn't be found.")
+        return repo
+
+    def _need_mode(self, caller: User | None, repo: Repo, mode: str, message: str) -> User:
+        caller = self._need(caller)
+        if self.owner.access(caller, repo) < MODES[mode]:
+            raise GiteaError(403, message)
+        return caller
+
     def _page(self, items: list, query: dict) -> tuple[int, list, dict]:
         page = max(1, int(query.get("page", 1)))
         limit = max(1, min(50, int(query.get("limit", 30))))
@@ -336,6 +488,9 @@ class _Handler(Handler):
             raise GiteaError(404, "Not found")
         p = path[len("/api/v1"):]
         caller = self._caller()
+        if fake.require_signin and caller is None:
+            raise GiteaError(403, "Only signed in user is allowed to call APIs.")
+        self._check_scopes(method, p)
         if p == "/version" and method == "GET":
             return 200, {"version": fake.version}, {}
         if p == "/user" and method == "GET":
@@ -376,9 +531,10 @@ class _Handler(Handler):
                 raise GiteaError(422, "[Visibility]: invalid")
             if name.lower() in fake.users:
                 raise GiteaError(422, f"user already exists [name: {name}]")
-            org = User(next(fake.ids), name, "", is_org=True, visibility=body.get("visibility", "public"),
-                       description=body.get("description", ""))
-            fake.users[name.lower()] = org
+            if not caller.is_admin and not caller.allow_create_organization:
+                raise GiteaError(403, "user not allowed to create organizations")
+            org = fake.add_org(name, owner=caller.login, visibility=body.get("visibility", "public"))
+            org.description = body.get("description", "")
             return 201, fake.org_json(org), {}
         if p == "/orgs" and method == "GET":
             self._need(caller)
@@ -398,11 +554,19 @@ class _Handler(Handler):
                 return self._page([fake.repo_json(r) for r in fake.repos.values()
                                    if r.owner.lower() == org.login.lower()], q)
             if method == "POST":
-                self._need(caller)
-                return 201, fake.repo_json(self._create_repo(org, body)), {}
+                caller = self._need(caller)
+                if not caller.is_admin and not any(
+                        caller.login.lower() in t.members and t.can_create_org_repo for t in fake.org_teams(org.login)):
+                    raise GiteaError(403, "User is not allowed to create repositories in this organization.")
+                repo = self._create_repo(org, body)
+                if fake.access(caller, repo) < MODES["admin"]:  # "make creator repo admin" (services/repository)
+                    repo.collaborators[caller.login.lower()] = "admin"
+                return 201, fake.repo_json(repo), {}
         if p == "/user/repos":
             caller = self._need(caller)
             if method == "POST":
+                if caller.max_repo_creation == 0 and not caller.is_admin:
+                    raise GiteaError(403, "You have reached your limit of 0 repositories.")
                 return 201, fake.repo_json(self._create_repo(caller, body)), {}
             return self._page([fake.repo_json(r) for r in fake.repos.values()
                                if r.owner.lower() == caller.login.lower()], q)
@@ -417,11 +581,12 @@ class _Handler(Handler):
             return self._migrate(caller, body)
         m = _match(r"/repos/([^/]+)/([^/]+)", p)
         if m:
-            repo = self._repo(m.group(1), m.group(2))
+            repo = self._visible(m.group(1), m.group(2), caller)
             if method == "GET":
                 return 200, fake.repo_json(repo), {}
             if method == "PATCH":
-                self._need(caller)
+                self._need_mode(caller, repo, "admin",
+                                "user should be an owner or a collaborator with admin write of a repository")
                 for key in ("archived", "private"):
                     if key in body:
                         setattr(repo, key, bool(body[key]))
@@ -430,7 +595,7 @@ class _Handler(Handler):
                         setattr(repo, key, str(body[key]))
                 return 200, fake.repo_json(repo), {}
             if method == "DELETE":
-                self._need(caller)
+                self._need_mode(caller, repo, "owner", "user should be the owner of the repo")
                 del fake.repos[f"{repo.owner}/{repo.name}".lower()]
                 import shutil
 
@@ -438,9 +603,7 @@ class _Handler(Handler):
                 return 204, None, {}
         m = _match(r"/repos/([^/]+)/([^/]+)/branches/(.+)", p)
         if m and method == "GET":
-            repo = self._repo(m.group(1), m.group(2))
-            if repo.private and caller is None:
-                raise GiteaError(404, "The target couldn't be found.")  # Gitea hides private repos
+            repo = self._visible(m.group(1), m.group(2), caller)  # Gitea hides what the caller cannot read
             branch = "/".join(unquote(part) for part in m.m.group(3).split("/"))
             sha = fake.git.refs(f"{repo.owner}/{repo.name}").get(f"refs/heads/{branch}")
             if sha is None:
@@ -449,8 +612,8 @@ class _Handler(Handler):
                          "protected": False}, {}
         m = _match(r"/repos/([^/]+)/([^/]+)/mirror-sync", p)
         if m and method == "POST":
-            self._need(caller)
-            repo = self._repo(m.group(1), m.group(2))
+            repo = self._visible(m.group(1), m.group(2), self._need(caller))
+            self._need_mode(caller, repo, "write", "user should have a permission to write to a repo")
             if not repo.mirror:
                 raise GiteaError(400, "Repository is not a mirror")
             git("remote", "update", "--prune", cwd=fake.git.path(f"{repo.owner}/{repo.name}"),
@@ -458,8 +621,9 @@ class _Handler(Handler):
             return 200, None, {}
         m = _match(r"/repos/([^/]+)/([^/]+)/hooks", p)
         if m:
-            repo = self._repo(m.group(1), m.group(2))
-            self._need(caller)
+            repo = self._visible(m.group(1), m.group(2), self._need(caller))
+            self._need_mode(caller, repo, "admin",
+                            "user should be an owner or a collaborator with admin write of a repository")
             if method == "GET":
                 return self._page(repo.hooks, q)
             if method == "POST":
@@ -483,6 +647,11 @@ class _Handler(Handler):
         owner = fake.users.get((body.get("repo_owner") or caller.login).lower())
         if owner is None:
             raise GiteaError(422, "user does not exist")
+        if not caller.is_admin:  # routers/api/v1/repo/migrate.go
+            if not owner.is_org and owner.login.lower() != caller.login.lower():
+                raise GiteaError(403, "Given user is not an organization.")
+            if owner.is_org and not fake.is_org_owner(owner.login, caller.login):
+                raise GiteaError(403, "Given user is not owner of organization.")
         key = f"{owner.login}/{body['repo_name']}".lower()
         if key in fake.repos:
             raise GiteaError(409, "The repository with the same name already exists.")
@@ -566,7 +735,9 @@ def _route_with_webhook_additions(self: _Handler, method: str, path: str, q: dic
         org = fake.users.get(m.group(1).lower())
         if not org or not org.is_org:
             raise GiteaError(404, "GetOrgByName")
-        self._need(self._caller())
+        caller = self._need(self._caller())
+        if not caller.is_admin and not fake.is_org_owner(org.login, caller.login):
+            raise GiteaError(403, "Must be an organization owner")
         if fake.org_hooks is None:
             fake.org_hooks = {}
         hooks = fake.org_hooks.setdefault(org.login.lower(), [])
@@ -579,10 +750,217 @@ def _route_with_webhook_additions(self: _Handler, method: str, path: str, q: dic
         return _one_hook(hooks, int(m.group(2) or -1), method, body)
     m = re.fullmatch(r"/repos/([^/]+)/([^/]+)/hooks/(\d+)", p or "")
     if m and method in ("GET", "PATCH"):
-        repo = self._repo(m.group(1), m.group(2))
-        self._need(self._caller())
+        caller = self._need(self._caller())
+        repo = self._visible(m.group(1), m.group(2), caller)
+        self._need_mode(caller, repo, "admin",
+                        "user should be an owner or a collaborator with admin write of a repository")
         return _one_hook(repo.hooks, int(m.group(3)), method, body)
     return _base_route(self, method, path, q, body)
 
 
 _Handler._route = _route_with_webhook_additions  # type: ignore[method-assign]
+
+
+# ----------------------------------------------------------------------------- identity additions
+# Users made by the site admin (POST/PATCH /admin/users), token lists and revocation, teams and their
+# members, collaborators, and GET /repos/search, wrapping the routers above. Every /api/v1 request
+# first passes REQUIRE_SIGNIN_VIEW and the token scope check, as Gitea's middleware runs before routing.
+
+def _team_json(fake: GiteaFake, t: Team) -> dict:
+    org = fake.users[t.org]
+    return {"id": t.id, "name": t.name, "description": t.description, "organization": fake.org_json(org),
+            "includes_all_repositories": t.includes_all_repositories, "permission": t.permission,
+            "units": sorted(t.units_map), "units_map": dict(t.units_map), "can_create_org_repo": t.can_create_org_repo}
+
+
+def _team_fields(t: Team, body: dict) -> None:
+    perm = body.get("permission")
+    if perm is not None and perm not in ("read", "write", "admin"):
+        raise GiteaError(422, "[Permission]: invalid")
+    if perm:
+        t.permission = perm
+    if "units_map" in body:
+        units = body["units_map"] or {}
+        if any(v not in MODES for v in units.values()):
+            raise GiteaError(422, "[UnitsMap]: invalid access mode")
+        t.units_map = dict(units)
+    elif body.get("units") and perm:
+        t.units_map = {u: perm for u in body["units"]}
+    for key in ("can_create_org_repo", "includes_all_repositories"):
+        if key in body:
+            setattr(t, key, bool(body[key]))
+    if "description" in body:
+        t.description = str(body["description"] or "")
+
+
+_webhook_route = _Handler._route
+
+
+def _route_with_identity_additions(self: _Handler, method: str, path: str, q: dict, body: dict):
+    fake = self.owner
+    if not path.startswith("/api/v1"):
+        return _webhook_route(self, method, path, q, body)
+    p = path[len("/api/v1"):]
+    caller = self._caller()
+    if fake.require_signin and caller is None:
+        raise GiteaError(403, "Only signed in user is allowed to call APIs.")
+    self._check_scopes(method, p)
+    basic = (self.headers.get("Authorization") or "").startswith("Basic ")
+
+    m = _match(r"/users/([^/]+)/tokens(?:/([^/]+))?", p)
+    if m and method in ("GET", "DELETE"):
+        if not basic:
+            raise GiteaError(401, "auth required")  # reqBasicOrRevProxyAuth
+        caller = self._need(caller)
+        login = m.group(1).lower()
+        if login not in fake.users:
+            raise GiteaError(404, f"user redirect does not exist [name: {m.group(1)}]")
+        if caller.login.lower() != login and not caller.is_admin:
+            raise GiteaError(403, "doer should be the site admin or be same as the contextUser")
+        mine = [(tok, rec) for tok, (owner, rec) in fake.tokens.items() if owner == login]
+        if method == "GET" and m.group(2) is None:
+            return self._page([{k: rec[k] for k in ("id", "name", "scopes", "token_last_eight")} for _, rec in mine], q)
+        if method == "DELETE" and m.group(2) is not None:
+            key = m.group(2)
+            hits = [tok for tok, rec in mine if str(rec["id"]) == key or rec["name"] == key]
+            if not hits:
+                raise GiteaError(404, "The target couldn't be found.")
+            del fake.tokens[hits[0]]
+            fake.git.tokens.discard(hits[0])
+            return 204, None, {}
+
+    m = _match(r"/admin/users(?:/([^/]+))?", p)
+    if m and method in ("POST", "PATCH"):
+        caller = self._need(caller)
+        if not caller.is_admin:
+            raise GiteaError(403, "user should be the site admin")  # reqSiteAdmin
+        if method == "POST" and m.group(1) is None:
+            name = body.get("username") or ""
+            if not name or not body.get("email") or not body.get("password"):
+                raise GiteaError(422, "[Username]: Required" if not name else
+                                 "[Email]: Required" if not body.get("email") else "[Password]: Required")
+            if not valid_username(name):
+                raise GiteaError(422, USERNAME_MESSAGE)
+            if name.lower() in fake.users:
+                raise GiteaError(422, f"user already exists [name: {name}]")
+            u = fake.add_user(name, body["password"])
+            u.email = body["email"]
+            # Gitea 1.22+: an admin-made user must change its password unless told otherwise.
+            u.must_change_password = body.get("must_change_password", True) is not False
+            if body.get("visibility") in ("public", "limited", "private"):
+                u.visibility = body["visibility"]
+            return 201, fake.user_json(u), {}
+        if method == "PATCH" and m.group(1) is not None:
+            u = fake.users.get(m.group(1).lower())
+            if u is None or u.is_org:
+                raise GiteaError(404, f"user redirect does not exist [name: {m.group(1)}]")
+            if not body.get("login_name") and "source_id" in body:
+                raise GiteaError(422, "[LoginName]: Required")
+            for key, attr in (("restricted", "restricted"), ("allow_create_organization", "allow_create_organization"),
+                              ("must_change_password", "must_change_password"), ("admin", "is_admin")):
+                if key in body:
+                    setattr(u, attr, bool(body[key]))
+            if "max_repo_creation" in body:
+                u.max_repo_creation = int(body["max_repo_creation"])
+            if body.get("visibility") in ("public", "limited", "private"):
+                u.visibility = body["visibility"]
+            if body.get("password"):
+                u.password = body["password"]
+            return 200, fake.user_json(u), {}
+
+    m = _match(r"/orgs/([^/]+)/teams", p)
+    if m:
+        org = fake.users.get(m.group(1).lower())
+        if not org or not org.is_org:
+            raise GiteaError(404, "GetOrgByName")
+        caller = self._need(caller)
+        if not caller.is_admin and not fake.is_org_member(org.login, caller.login):
+            raise GiteaError(403, "Must be an organization member")
+        if method == "GET":
+            return self._page([_team_json(fake, t) for t in fake.org_teams(org.login)], q)
+        if method == "POST":
+            if not caller.is_admin and not fake.is_org_owner(org.login, caller.login):
+                raise GiteaError(403, "Must be an organization owner")
+            name = body.get("name") or ""
+            if not name:
+                raise GiteaError(422, "[Name]: Required")
+            if any(t.name.lower() == name.lower() for t in fake.org_teams(org.login)):
+                raise GiteaError(422, f"team already exists [org_id: {org.id}, name: {name}]")
+            t = Team(next(fake.ids), org.login.lower(), name)
+            _team_fields(t, {"permission": "read", **body})
+            fake.teams[t.id] = t
+            return 201, _team_json(fake, t), {}
+
+    m = _match(r"/teams/(\d+)(?:/(members|repos)(?:/([^/]+)(?:/([^/]+))?)?)?", p)
+    if m:
+        caller = self._need(caller)
+        t = fake.teams.get(int(m.group(1)))
+        if t is None:
+            raise GiteaError(404, "The target couldn't be found.")
+        owner = caller.is_admin or fake.is_org_owner(t.org, caller.login)
+        if not owner and caller.login.lower() not in t.members:  # reqTeamMembership
+            if fake.is_org_member(t.org, caller.login):
+                raise GiteaError(403, "Must be a team member")
+            raise GiteaError(404, "The target couldn't be found.")
+        sub, who = m.group(2), m.group(3)
+        if sub is None and method == "GET":
+            return 200, _team_json(fake, t), {}
+        if sub is None and method == "PATCH":
+            if not owner:
+                raise GiteaError(403, "Must be an organization owner")
+            _team_fields(t, body)
+            return 200, _team_json(fake, t), {}
+        if sub == "members" and who is None and method == "GET":
+            return self._page([fake.user_json(fake.users[u]) for u in sorted(t.members)], q)
+        if sub == "members" and who is not None and method in ("PUT", "DELETE"):
+            if not owner:
+                raise GiteaError(403, "Must be an organization owner")
+            u = fake.users.get(who.lower())
+            if u is None or u.is_org:
+                raise GiteaError(404, f"user redirect does not exist [name: {who}]")
+            if method == "PUT":
+                t.members.add(u.login.lower())
+            else:
+                if t.permission == "owner" and len(t.members) == 1 and u.login.lower() in t.members:
+                    raise GiteaError(422, "the last owner of an organization cannot leave it")
+                t.members.discard(u.login.lower())
+            return 204, None, {}
+
+    m = _match(r"/repos/([^/]+)/([^/]+)/collaborators/([^/]+)(/permission)?", p)
+    if m:
+        caller = self._need(caller)
+        repo = self._visible(m.group(1), m.group(2), caller)
+        who = m.group(3).lower()
+        if m.group(4) and method == "GET":
+            u = fake.users.get(who)
+            if u is None:
+                raise GiteaError(404, f"user redirect does not exist [name: {m.group(3)}]")
+            mode = MODE_NAMES[fake.access(u, repo)]
+            return 200, {"permission": mode, "role_name": mode, "user": fake.user_json(u)}, {}
+        if not m.group(4) and method == "GET":
+            if who not in repo.collaborators:
+                raise GiteaError(404, "The target couldn't be found.")
+            return 204, None, {}
+        if not m.group(4) and method in ("PUT", "DELETE"):
+            self._need_mode(caller, repo, "admin",
+                            "user should be an owner or a collaborator with admin write of a repository")
+            u = fake.users.get(who)
+            if u is None or u.is_org:
+                raise GiteaError(422, f"user does not exist [name: {m.group(3)}]")
+            if method == "DELETE":
+                repo.collaborators.pop(who, None)
+                return 204, None, {}
+            perm = body.get("permission") or "write"
+            if perm not in ("read", "write", "admin"):
+                raise GiteaError(422, "[Permission]: invalid")
+            repo.collaborators[who] = perm
+            return 204, None, {}
+
+    if p == "/repos/search" and method == "GET":
+        seen = [fake.repo_json(r) for r in fake.repos.values() if fake.access(caller, r) >= MODES["read"]]
+        status, page, headers = self._page(seen, q)
+        return status, {"ok": True, "data": page}, headers
+    return _webhook_route(self, method, path, q, body)
+
+
+_Handler._route = _route_with_identity_additions  # type: ignore[method-assign]

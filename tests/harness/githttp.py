@@ -40,6 +40,10 @@ class GitHTTPServer(Served):
         # Called as on_request(method, path, query) before each authorised request is served, so a test
         # can change a repo between a client's steps (e.g. push to it just before another push starts).
         self.on_request: Callable[[str, str, str], None] | None = None
+        # Called as authorize(password, repo, write) for an authenticated request (repo "owner/name",
+        # write for a push): None lets it through, else the HTTP status to answer (a Gitea fake
+        # enforces its users' permissions and token scopes here).
+        self.authorize: Callable[[str, str, bool], int | None] | None = None
 
     # ------------------------------------------------------------------ server
     def start(self) -> GitHTTPServer:
@@ -121,6 +125,17 @@ class _GitHandler(Handler):
             return
         body, chunked = self.read_body()
         self.owner.chunked_bodies += chunked
+        if self.owner.authorize is not None:
+            repo = split.path.lstrip("/").split(".git/", 1)[0]
+            write = "git-receive-pack" in split.path or "service=git-receive-pack" in split.query
+            password = base64.b64decode(self.headers["Authorization"][6:]).decode().partition(":")[2]
+            refused = self.owner.authorize(password, repo, write)
+            if refused is not None:
+                self.owner.requests.append((method, split.path, refused))
+                self.send_response(refused)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
         if self.owner.on_request is not None:
             self.owner.on_request(method, split.path, split.query)
         env = {
