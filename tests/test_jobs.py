@@ -467,3 +467,32 @@ def test_append_log_trims_to_about_log_maxlen(redis_url):
     q.append_log("j2", [str(i) for i in range(5000)])
     kept = [line for _, line in q.logs("j2")]
     assert 500 <= len(kept) < 1500 and kept[-1] == "4999"
+
+
+def test_trigger_fields_are_stored_and_a_retry_copies_them(q):
+    trigger = {"event": "pull_request", "pipeline": "test", "context": "raibid/test", "pr": "7",
+               "base_ref": "main", "head_ref": "feature/x", "origin": "github:acme/app"}
+    job = q.submit(JobSpec(repo="a/b", ref="refs/pull/7/head", commit="c" * 40, **trigger))
+    stored = q.get(job.id)
+    assert stored.trigger() == trigger and stored.malformed is None
+    claim = q.claim(stored.agent, "w1")
+    q.finish(claim, "failed", exit_code=1)
+    again = q.retry(job.id)
+    assert again.trigger() == trigger and again.commit == "c" * 40 and again.attempt == 2
+
+
+def test_a_job_without_trigger_fields_reads_them_as_unknown(q):
+    job = q.get(q.submit(JobSpec(repo="a/b", ref="main")).id)
+    assert job.trigger() == {} and job.event is None and job.context is None
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("event", "deploy", "invalid event"),
+    ("context", "raibid/x\x1b]52;c;bad\x07", "control character"),
+    ("pr", "", "non-empty"),
+    ("head_ref", "x" * 1025, "longer than"),
+])
+def test_bad_trigger_fields_are_refused_before_anything_is_written(q, field, value, needle):
+    with pytest.raises(UsageError) as e:
+        q.submit(JobSpec(repo="a/b", ref="main", **{field: value}))
+    assert needle in e.value.message and q.r.dbsize() == 0

@@ -14,6 +14,7 @@ from raibid.queue.ids import new_job_id
 from raibid.queue.keys import GROUP
 from raibid.queue.model import (
     STATUSES,
+    TRIGGER_FIELDS,
     ConsumerInfo,
     DeadLetter,
     Job,
@@ -112,7 +113,8 @@ class Admin(Producer, Worker):
         res = self._script("retry")(
             keys=[self.keys.job(job_id), stream, self.keys.index, self.keys.agents,
                   self.keys.job(new_id), self.keys.dead],
-            args=[new_id, now, score, self.keys.job(""), "1" if dlq else "0", pool])
+            args=[new_id, now, score, self.keys.job(""), "1" if dlq else "0", pool, "commit", "command",
+                  *TRIGGER_FIELDS])
         state = res[0]
         if state == "missing":
             raise no_job(job_id)

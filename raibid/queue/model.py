@@ -14,6 +14,10 @@ STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "dead")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "dead"})
 RETRYABLE = frozenset({"failed", "cancelled", "dead"})
 SOURCES = ("cli", "mirror", "webhook", "retry")
+EVENTS = ("push", "pull_request", "tag", "manual")
+# What triggered a job, beyond repo/ref/commit: stored as hash fields of the same names, copied by a retry.
+TRIGGER_FIELDS = ("event", "pipeline", "context", "pr", "base_ref", "head_ref", "origin")
+TRIGGER_MAX = 1024  # characters in one trigger field
 AGENT_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # used with fullmatch: no trailing newline slips through
 REPO_RE = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 DEDUPE_MAX = 512  # characters in a dedupe key
@@ -38,6 +42,17 @@ class JobSpec:
     timeout: int | None = None
     source: str = "cli"
     dedupe: str | None = None  # a job with the same key within queue.dedupe_ttl is not submitted twice
+    # The trigger (TRIGGER_FIELDS): None means not known, e.g. a job submitted before they existed.
+    event: str | None = None  # push | pull_request | tag | manual
+    pipeline: str | None = None  # the `.raibid.yml` pipeline this job runs (None: the file's only one)
+    context: str | None = None  # the commit status context, stable across attempts (raibid/<pipeline>)
+    pr: str | None = None  # the pull request number, for event pull_request
+    base_ref: str | None = None  # the pull request's base branch
+    head_ref: str | None = None  # the pull request's head branch
+    origin: str | None = None  # where the commit came from, e.g. "github:OWNER/NAME" for a mirror
+
+    def trigger(self) -> dict[str, str]:
+        return trigger_fields(self)
 
     def validate(self) -> None:
         """Exact types (``bool`` is not an int, a list is not a string), then the values."""
@@ -60,6 +75,18 @@ class JobSpec:
         if not isinstance(self.env, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                      for k, v in self.env.items()):
             raise UsageError("env must map names to string values")
+        if self.event is not None and self.event not in EVENTS:
+            raise UsageError(f"invalid event {self.event!r}: one of {', '.join(EVENTS)}")
+        for name in TRIGGER_FIELDS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, str) or not value:
+                raise UsageError(f"{name} must be a non-empty string")
+            if len(value) > TRIGGER_MAX:
+                raise UsageError(f"{name} longer than {TRIGGER_MAX} characters")
+            if _CONTROL.search(value):
+                raise UsageError(f"{name} contains a control character")
         if self.dedupe is not None:
             if not isinstance(self.dedupe, str) or not self.dedupe:
                 raise UsageError("dedupe must be a non-empty string")
@@ -67,6 +94,11 @@ class JobSpec:
                 raise UsageError(f"dedupe key longer than {DEDUPE_MAX} characters")
             if _CONTROL.search(self.dedupe):
                 raise UsageError("dedupe contains a control character")
+
+
+def trigger_fields(obj: JobSpec | Job) -> dict[str, str]:
+    """The trigger fields (``TRIGGER_FIELDS``) of a spec or job that are set, as they are stored."""
+    return {k: getattr(obj, k) for k in TRIGGER_FIELDS if getattr(obj, k) is not None}
 
 
 def validate_agent(agent: str) -> None:
@@ -100,7 +132,17 @@ class Job:
     retried_by: str | None = None
     cancel_requested: bool = False
     dedupe: str | None = None
+    event: str | None = None
+    pipeline: str | None = None
+    context: str | None = None
+    pr: str | None = None
+    base_ref: str | None = None
+    head_ref: str | None = None
+    origin: str | None = None
     malformed: str | None = None  # why the stored record could not be read in full (None: it could)
+
+    def trigger(self) -> dict[str, str]:
+        return trigger_fields(self)
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> Job:

@@ -8,7 +8,7 @@ from raibid.errors import UsageError
 from raibid.queue.base import QueueBase
 from raibid.queue.connection import call_retried, mapped
 from raibid.queue.ids import new_job_id, new_job_ids
-from raibid.queue.model import Job, JobSpec, PartialSubmit
+from raibid.queue.model import Job, JobSpec, PartialSubmit, trigger_fields
 from raibid.queue.scripts import source
 from raibid.timeutil import now_rfc3339, parse_time
 
@@ -24,7 +24,7 @@ class Producer(QueueBase):
                    agent=spec.agent or self.default_agent, command=spec.command, env=dict(spec.env),
                    timeout=spec.timeout or self.default_timeout, source=spec.source,
                    submitted_at=submitted_at or now_rfc3339(), status="queued", attempt=attempt, retry_of=retry_of,
-                   dedupe=spec.dedupe)
+                   dedupe=spec.dedupe, **spec.trigger())
 
     def _write(self, jobs: list[Job], *, batch: int = 200) -> dict[str, str]:
         """Persist new jobs (grouped by agent type), one script call per batch, retrying the
@@ -75,7 +75,8 @@ class Producer(QueueBase):
                             + [self.keys.dedupe(j.dedupe) for j in chunk if j.dedupe])
                     args = [_SEP.join((j.id, j.repo, j.ref, j.commit or "", j.command or "",
                                        json.dumps(j.env, sort_keys=True) if j.env else "{}", str(j.timeout),
-                                       str(j.attempt), j.retry_of or "", j.dedupe or "")) for j in chunk]
+                                       str(j.attempt), j.retry_of or "", j.dedupe or "",
+                                       _trigger_json(j))) for j in chunk]
                     conn.send_command("EVALSHA", sha, len(keys), *keys, agent, first.submitted_at, score,
                                       first.source, str(self.dedupe_ttl), *args)
                     sent.append(chunk)
@@ -148,3 +149,9 @@ class Producer(QueueBase):
         jobs = [self._new_job(s, submitted_at=now, job_id=i) for s, i in zip(specs, ids, strict=True)]
         dups = self._write(jobs, batch=batch)
         return [(self._get_job(dups[j.id]), False) if j.id in dups else (j, True) for j in jobs]
+
+
+def _trigger_json(job: Job) -> str:
+    """The job's trigger fields (``TRIGGER_FIELDS``) as one JSON object, "" when none is set."""
+    fields = trigger_fields(job)
+    return json.dumps(fields, sort_keys=True) if fields else ""

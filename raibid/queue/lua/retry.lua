@@ -5,7 +5,8 @@
 -- The new attempt goes to the pool the caller routed it to (ARGV[6]; its stream is KEYS[2]),
 -- which is today's trust decision, not necessarily the old attempt's pool.
 -- KEYS: old job, the new attempt's pool stream, index, agents set, new job, dead-letter stream.
--- ARGV: new id, submitted_at, score (ms), job key prefix, dlq flag, pool.
+-- ARGV: new id, submitted_at, score (ms), job key prefix, dlq flag, pool, then the names of the
+-- optional fields the new attempt copies when set (commit, command and the trigger fields).
 -- Returns {'ok', new stream id} | {'missing'} | {'retried', id} | {'status', status} | {'not-dead'}.
 local h = redis.call('HGETALL', KEYS[1])
 if #h == 0 then return {'missing'} end
@@ -28,7 +29,8 @@ local new = {'id', ARGV[1], 'repo', old['repo'] or '', 'ref', old['ref'] or '', 
              'env', old['env'] or '{}', 'timeout', old['timeout'] or '', 'source', old['source'] or 'cli',
              'submitted_at', ARGV[2], 'status', 'queued', 'attempt', attempt + 1, 'deliveries', '0',
              'stream_id', sid, 'retry_of', old['id'] or ''}
-for _, k in ipairs({'commit', 'command'}) do
+for i = 7, #ARGV do
+  local k = ARGV[i]
   if old[k] and old[k] ~= '' then new[#new + 1] = k; new[#new + 1] = old[k] end
 end
 redis.call('HSET', KEYS[5], unpack(new))

@@ -4,7 +4,8 @@
 -- KEYS: stream, index, agents set, one job key per job, then one dedupe key per job
 -- that has a dedupe key (in job order).
 -- ARGV: agent, submitted_at, score, source, dedupe_ttl, then one string per job: id,
--- repo, ref, commit, command, env, timeout, attempt, retry_of, dedupe joined by \x1f
+-- repo, ref, commit, command, env, timeout, attempt, retry_of, dedupe, trigger (a JSON object of
+-- the trigger fields, or '') joined by \x1f
 -- (one argument per job instead of ten keeps client-side encoding cheap; validation
 -- bans \x1f).
 -- Returns one value per job: its stream id, or '=' .. id of the job already submitted
@@ -56,6 +57,9 @@ for i = 1, n do
     if v[5] ~= '' then h[#h + 1] = 'command'; h[#h + 1] = v[5] end
     if v[9] ~= '' then h[#h + 1] = 'retry_of'; h[#h + 1] = v[9] end
     if v[10] ~= '' then h[#h + 1] = 'dedupe'; h[#h + 1] = v[10] end
+    if v[11] and v[11] ~= '' then
+      for k, val in pairs(cjson.decode(v[11])) do h[#h + 1] = k; h[#h + 1] = val end
+    end
     redis.call('HSET', jobkey, unpack(h))
     scores[#scores + 1] = ARGV[3]
     scores[#scores + 1] = id
