@@ -352,3 +352,23 @@ def test_a_first_fetch_killed_midway_leaves_nothing_the_next_fetch_keeps(git_ser
         assert g.fetch(path, remote) is True
     assert (path / "HEAD").exists() and not leftover.exists() and other.exists()
     assert sorted(p.name for p in path.parent.iterdir()) == [".r.git.lock.abcdefgh", "r.git", "r.git.lock"]
+
+
+def test_a_trailing_newline_is_never_a_name(tmp_path, github):
+    """Each name check matches the whole string: "$" let "acme/app\\n" (and "app\\n") through."""
+    from raibid.errors import UsageError
+    from raibid.mirror.resolve import check_full_name
+
+    with pytest.raises(UsageError):
+        check_full_name("acme/app\n", "--repo")  # the mirror's OWNER/NAME rule
+    with pytest.raises(UsageError):
+        GitHub(github.url, github.token).get_repo("acme", "app\n")  # the GitHub client's path segments
+    with pytest.raises(UsageError):
+        GitHub(github.url, github.token).list_repos("acme\n")
+    # The first fetch's leftover cleanup removes only its own temporary dirs, not ".r.git.abcdefgh\n".
+    path = tmp_path / "o" / "r.git"
+    path.parent.mkdir(parents=True)
+    (path.parent / ".r.git.abcdefgh\n").mkdir()
+    (path.parent / ".r.git.abcdefgh").mkdir()
+    g._remove_leftovers(path)
+    assert [p.name for p in path.parent.iterdir()] == [".r.git.abcdefgh\n"]

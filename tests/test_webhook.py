@@ -331,3 +331,26 @@ def test_create_server_turns_an_unusable_address_into_a_typed_error():
     with pytest.raises(RaibidError) as e:
         create_server(app, "no-such-host.invalid", 8080, max_body=1024)
     assert e.value.exit_code == ExitCode.USAGE and "does not resolve" in e.value.message
+
+
+@pytest.mark.parametrize("field", ["repo", "before", "after"])
+def test_a_trailing_newline_is_not_a_repository_or_a_commit(field):
+    """events.py matched with "$", which lets "mirrors/app\\n" through; names and shas match in full."""
+    from raibid.webhook.events import BadPayload, parse_push
+
+    payload = gitea_payload()
+    if field == "repo":
+        payload["repository"]["full_name"] += "\n"
+    else:
+        payload[field] += "\n"
+    with pytest.raises(BadPayload):
+        parse_push(payload)
+    assert parse_push(gitea_payload()).repo == "mirrors/app"
+
+
+def test_github_hook_calls_refuse_a_name_with_a_trailing_newline():
+    from raibid.errors import UsageError
+    from raibid.webhook.github import GitHubHooks
+
+    with pytest.raises(UsageError, match="invalid GitHub owner or repository name"):
+        GitHubHooks("http://127.0.0.1:1", "token").hooks("acme/app\n")

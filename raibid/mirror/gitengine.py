@@ -269,9 +269,9 @@ def _remove_leftovers(path: Path) -> None:
     """
     if not path.parent.is_dir():
         return
-    mine = re.compile(rf"^\.{re.escape(path.name)}\.[a-z0-9_]{{8}}$")  # tempfile.mkdtemp(prefix=".<name>.")
+    mine = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}")  # tempfile.mkdtemp(prefix=".<name>.")
     for old in path.parent.iterdir():
-        if mine.match(old.name) and old.is_dir():
+        if mine.fullmatch(old.name) and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
 
 
