@@ -354,3 +354,15 @@ def test_github_hook_calls_refuse_a_name_with_a_trailing_newline():
 
     with pytest.raises(UsageError, match="invalid GitHub owner or repository name"):
         GitHubHooks("http://127.0.0.1:1", "token").hooks("acme/app\n")
+
+
+def test_waitress_is_pinned_past_its_known_cves():
+    """waitress 3.0.0 and older: CVE-2024-49768 (pipelined request after an invalid one) and CVE-2024-49769 (DoS)."""
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    [waitress] = [Requirement(d) for d in deps if Requirement(d).name == "waitress"]
+    assert not waitress.specifier.contains("3.0.0") and waitress.specifier.contains("3.0.1")
