@@ -372,3 +372,26 @@ def test_a_trailing_newline_is_never_a_name(tmp_path, github):
     (path.parent / ".r.git.abcdefgh").mkdir()
     g._remove_leftovers(path)
     assert [p.name for p in path.parent.iterdir()] == [".r.git.abcdefgh\n"]
+
+
+HOSTILE_URL = "--upload-pack=touch PWNED; git-upload-pack"  # a clone_url an API answer could carry
+
+
+def test_a_url_that_starts_with_a_dash_is_never_a_git_option(git_server, tmp_path, monkeypatch):
+    """ls-remote, fetch and push put --end-of-options before the URL and the refs."""
+    work = tmp_path / "work"
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    subprocess.run(["git", "-C", str(work), "remote", "add", "origin", git_server.url("o/r")], check=True)
+    git_server.create_repo("o/r", files={"a": "1"})
+    monkeypatch.chdir(work)  # where a bare `git ls-remote --upload-pack=...` would take origin and run it
+    with pytest.raises(g.GitFailed):
+        g.ls_remote(g.Remote(HOSTILE_URL))
+    cache = tmp_path / "cache" / "r.git"
+    with g.repo_lock(cache), pytest.raises(g.GitFailed):
+        g.fetch(cache, g.Remote(HOSTILE_URL))  # first fetch: config and fetch
+    assert g.fetch(cache, g.Remote(git_server.url("o/r"), git_server.token)) is True
+    with pytest.raises(g.GitFailed):
+        g.fetch(cache, g.Remote(HOSTILE_URL))  # a later fetch
+    with pytest.raises(g.GitFailed):
+        g.push(cache, g.Remote(HOSTILE_URL), {"refs/heads/x": (None, "HEAD")})
+    assert not list(tmp_path.rglob("PWNED")) and not (work / "PWNED").exists()
