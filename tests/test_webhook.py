@@ -34,10 +34,10 @@ def sign(body: bytes, secret: str = SECRET) -> str:
 
 
 def call(app, method: str, path: str, body: bytes = b"", headers: dict | None = None,
-         length: bool = True) -> tuple[int, dict]:
+         length: bool = True, extra: dict | None = None) -> tuple[int, dict]:
     environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "wsgi.input": io.BytesIO(body),
                "CONTENT_TYPE": "application/json", "SERVER_NAME": "test", "SERVER_PORT": "80",
-               "wsgi.url_scheme": "http"}
+               "wsgi.url_scheme": "http", **(extra or {})}
     if length:
         environ["CONTENT_LENGTH"] = str(len(body))
     for k, v in (headers or {}).items():
@@ -366,3 +366,58 @@ def test_waitress_is_pinned_past_its_known_cves():
     deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
     [waitress] = [Requirement(d) for d in deps if Requirement(d).name == "waitress"]
     assert not waitress.specifier.contains("3.0.0") and waitress.specifier.contains("3.0.1")
+
+
+def gitea_form_delivery(payload: dict, secret: str = SECRET) -> tuple[bytes, dict]:
+    """A form hook as Gitea sends it (services/webhook/deliver.go): the body is url.Values{"payload":
+    {PayloadContent}}.Encode() (Go's QueryEscape: space is "+"), and X-Gitea-Signature and
+    X-Hub-Signature-256 are the HMAC-SHA256 of PayloadContent, the indented JSON itself."""
+    from urllib.parse import quote_plus
+
+    content = json.dumps(payload, indent=2, ensure_ascii=False).encode()  # json.MarshalIndent(p, "", "  ")
+    body = b"payload=" + quote_plus(content, safe="").encode()
+    digest = sign(content, secret)
+    return body, {"X-Gitea-Event": "push", "X-Gitea-Delivery": "f-1", "X-Gitea-Signature": digest,
+                  "X-Hub-Signature-256": "sha256=" + digest, "X-Hub-Signature": "sha1=unused"}
+
+
+def _form_call(app, body: bytes, headers: dict) -> tuple[int, dict]:
+    environ_ct = {"CONTENT_TYPE": "application/x-www-form-urlencoded"}
+    return call(app, "POST", "/hooks/gitea", body, headers, extra=environ_ct)
+
+
+def test_a_gitea_form_hook_verifies_over_the_json_payload_gitea_signs(receiver, queue):
+    payload = gitea_payload(commits=[{"message": "fix: a+b & c=d 100% ünïcode\n\nbody"}])
+    body, headers = gitea_form_delivery(payload)
+    status, reply = _form_call(receiver, body, headers)
+    assert (status, reply["result"]) == (202, "queued")
+    assert [(j.repo, j.commit) for j in queue.list()] == [("mirrors/app", SHA2)]
+
+
+@pytest.mark.parametrize("case", ["signed raw body", "tampered payload", "two payload fields", "no payload field",
+                                  "other secret"])
+def test_a_gitea_form_hook_with_a_wrong_signature_is_refused(receiver, queue, case):
+    body, headers = gitea_form_delivery(gitea_payload())
+    if case == "signed raw body":  # what Gitea never signs
+        headers["X-Gitea-Signature"] = sign(body)
+    elif case == "tampered payload":
+        body = body.replace(SHA2.encode(), ("3" * 40).encode())
+    elif case == "two payload fields":
+        body += b"&payload=%7B%7D"
+    elif case == "no payload field":
+        body = body.replace(b"payload=", b"data=")
+    else:
+        body, headers = gitea_form_delivery(gitea_payload(), secret="other")
+    status, _ = _form_call(receiver, body, headers)
+    assert status == 401 and queue.list() == []
+
+
+def test_a_github_form_hook_verifies_over_the_body_github_signs(receiver):
+    from urllib.parse import quote_plus
+
+    payload = {"ref": "refs/heads/main", "before": SHA1, "after": SHA2, "repository": {"full_name": "x/y"}}
+    body = b"payload=" + quote_plus(json.dumps(payload)).encode()
+    headers = {"X-GitHub-Event": "push", "X-GitHub-Delivery": "g-f", "X-Hub-Signature-256": "sha256=" + sign(body)}
+    status, reply = call(receiver, "POST", "/hooks/github", body, headers,
+                         extra={"CONTENT_TYPE": "application/x-www-form-urlencoded"})
+    assert (status, reply["result"]) == (202, "ignored") and reply["reason"] == "x/y is not mirrored"

@@ -2,6 +2,13 @@
 
 Every POST is checked in this order: body size (413), signature (401, and nothing else
 happens), event type (``ping`` 200, non-push 202), JSON (400), then the push handler.
+
+What a signature covers depends on the sender. GitHub signs the body as sent, for JSON
+and for form (``application/x-www-form-urlencoded``) hooks alike. Gitea signs the JSON
+payload itself, even for a form hook, whose body is ``payload=<the JSON, form-encoded>``
+(``services/webhook/deliver.go``: the HMAC is taken over ``t.PayloadContent``, the body is
+``url.Values{"payload": ...}.Encode()``). So a Gitea form hook is verified over the
+decoded ``payload`` field, byte for byte, and that same field is what is parsed.
 A request never waits for a sync: GitHub pushes go to the background worker and are
 answered with 202 at once. Log lines name the host, event, delivery id and outcome;
 never a secret, a signature or a token.
@@ -15,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import unquote_to_bytes
 
 from raibid.errors import RaibidError
 from raibid.webhook.events import BadPayload, Push, parse_push
@@ -88,6 +95,7 @@ class Route:
     signature_header: str
     verify: Callable[[bytes, bytes, str | None], bool]
     handle: Callable[[Push], Reply] | None
+    signs_form_payload: bool = False  # Gitea: a form hook's signature covers the payload field, not the body
 
 
 @dataclass
@@ -104,7 +112,7 @@ class Receiver:
         self._key = self.secret.encode()
         self.routes = {
             "/hooks/gitea": Route("gitea", "HTTP_X_GITEA_EVENT", "HTTP_X_GITEA_DELIVERY", "HTTP_X_GITEA_SIGNATURE",
-                                  verify_gitea, self.gitea),
+                                  verify_gitea, self.gitea, signs_form_payload=True),
             "/hooks/github": Route("github", "HTTP_X_GITHUB_EVENT", "HTTP_X_GITHUB_DELIVERY",
                                    "HTTP_X_HUB_SIGNATURE_256", verify_github, self.github),
         }
@@ -141,7 +149,10 @@ class Receiver:
             return body, {"result": "error", "reason": "body too large" if body == 413 else "bad length"}
         event = environ.get(route.event_header) or ""
         delivery = environ.get(route.delivery_header) or "-"
-        if not route.verify(self._key, body, environ.get(route.signature_header)):
+        form = _is_form(environ.get("CONTENT_TYPE") or "")
+        payload = form_payload(body) if form else body  # None: not one payload field
+        signed = payload if form and route.signs_form_payload else body
+        if signed is None or not route.verify(self._key, signed, environ.get(route.signature_header)):
             log.warning("%s delivery %s (%s): missing or wrong signature, rejected", route.name, delivery,
                         event or "no event")
             return 401, {"result": "error", "reason": "missing or wrong signature"}
@@ -150,8 +161,9 @@ class Receiver:
         if event != "push":
             return 202, {"result": "ignored", "reason": f"event {event or '(none)'} is not handled"}
         try:
-            payload = _decode(body, environ.get("CONTENT_TYPE") or "")
-            push = parse_push(payload)
+            if payload is None:
+                raise BadPayload("form body without exactly one payload field")
+            push = parse_push(_decode(payload))
         except BadPayload as e:
             return 400, {"result": "error", "reason": str(e)}
         if route.handle is None:
@@ -179,15 +191,24 @@ class Receiver:
         return 413 if len(data) > self.max_body else data
 
 
-def _decode(body: bytes, content_type: str) -> Any:
+def _is_form(content_type: str) -> bool:
+    return content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded"
+
+
+def form_payload(body: bytes) -> bytes | None:
+    """The exact bytes of the one ``payload`` field of a form body, or None (none, or more than one).
+
+    Decoded as Go's ``url.ParseQuery`` does (``+`` is a space, ``%XX`` a byte), without
+    going through text, so the bytes are the ones the sender signed.
+    """
+    found = [unquote_to_bytes(value.replace(b"+", b" "))
+             for name, _, value in (part.partition(b"=") for part in body.split(b"&"))
+             if unquote_to_bytes(name.replace(b"+", b" ")) == b"payload"]
+    return found[0] if len(found) == 1 else None
+
+
+def _decode(payload: bytes) -> Any:
     try:
-        if content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
-            fields = parse_qs(body.decode(), strict_parsing=False)
-            if "payload" not in fields:
-                raise BadPayload("form body without a payload field")
-            return json.loads(fields["payload"][0])
-        return json.loads(body)
+        return json.loads(payload)
     except (ValueError, UnicodeDecodeError) as e:
-        if isinstance(e, BadPayload):
-            raise
         raise BadPayload(f"malformed JSON: {e}") from None
