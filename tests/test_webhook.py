@@ -421,3 +421,107 @@ def test_a_github_form_hook_verifies_over_the_body_github_signs(receiver):
     status, reply = call(receiver, "POST", "/hooks/github", body, headers,
                          extra={"CONTENT_TYPE": "application/x-www-form-urlencoded"})
     assert (status, reply["result"]) == (202, "ignored") and reply["reason"] == "x/y is not mirrored"
+
+
+# ----------------------------------------------------------------------------- real GitHub payloads, redeliveries
+
+
+def octokit(event: str) -> list[dict]:
+    """The `event` payloads of @octokit/webhooks-examples (tests/fixtures/octokit-webhooks-examples)."""
+    from pathlib import Path
+
+    path = Path(__file__).parent / "fixtures" / "octokit-webhooks-examples" / "push-and-ping.json"
+    return json.loads(path.read_text(encoding="utf-8"))[event]
+
+
+def github_send(app, body: bytes, *, event: str = "push", delivery: str | None = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+                ) -> tuple[int, dict]:
+    headers = {"X-GitHub-Event": event, "X-Hub-Signature-256": "sha256=" + sign(body)}
+    if delivery is not None:
+        headers["X-GitHub-Delivery"] = delivery
+    return call(app, "POST", "/hooks/github", body, headers)
+
+
+def test_every_octokit_push_and_ping_example_is_understood():
+    from raibid.webhook.receiver import Receiver
+
+    pushes = octokit("push")
+    assert len(pushes) >= 5
+    handler = Handler()
+    r = Receiver(SECRET, github=handler)
+    for i, p in enumerate(pushes):
+        assert github_send(r, json.dumps(p).encode(), delivery=f"d-{i}")[0] == 202
+    assert [(h.repo, h.ref, h.before, h.after, h.deleted, h.fork) for h in handler.pushes] == [
+        (p["repository"]["full_name"], p["ref"], p["before"], p["after"], p["deleted"], p["repository"]["fork"])
+        for p in pushes]
+    for p in octokit("ping"):
+        assert github_send(r, json.dumps(p).encode(), event="ping") == (200, {"result": "pong"})
+
+
+class Handler:
+    """The GitHub push handler seam of the Receiver: records pushes, answers what it is told."""
+
+    def __init__(self, *answers: int) -> None:
+        self.pushes: list[Push] = []
+        self.answers = list(answers)
+
+    def __call__(self, push: Push) -> tuple[int, dict]:
+        self.pushes.append(push)
+        status = self.answers.pop(0) if self.answers else 202
+        return status, {"result": "sync scheduled" if status < 300 else "dropped"}
+
+
+def _receiver(handler, client) -> object:
+    from raibid.queue import Keys
+    from raibid.webhook.deliveries import Deliveries
+    from raibid.webhook.receiver import Receiver
+
+    return Receiver(SECRET, github=handler, deliveries=Deliveries(client, Keys("raibid"), url="redis://test"))
+
+
+def test_a_github_redelivery_is_acknowledged_and_does_nothing_even_after_a_restart(redis_url):
+    from raibid.webhook.deliveries import DELIVERY_TTL
+
+    client = connect(redis_url, None)
+    body = json.dumps(octokit("push")[4]).encode()  # a real push: refs/heads/master of Codertocat/Hello-World
+    handler = Handler()
+    first = _receiver(handler, client)
+    assert github_send(first, body)[0] == 202
+    assert github_send(first, body) == (200, {"result": "duplicate delivery",
+                                              "delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958"})
+    restarted = _receiver(handler, connect(redis_url, None))  # a new receiver process, the same Redis
+    assert github_send(restarted, body)[1]["result"] == "duplicate delivery"
+    assert [p.ref for p in handler.pushes] == ["refs/heads/master"]  # one push handled, once
+    assert github_send(restarted, body, delivery="another-guid")[0] == 202  # a new delivery is handled
+    assert len(handler.pushes) == 2
+    ttl = client.ttl("raibid:webhook:delivery:github:72d3162e-cc78-11e3-81ab-4c9367dc0958")
+    assert DELIVERY_TTL - 60 < ttl <= DELIVERY_TTL
+
+
+def test_a_delivery_that_failed_is_handled_when_redelivered(redis_url):
+    handler = Handler(503)
+    r = _receiver(handler, connect(redis_url, None))
+    body = json.dumps(octokit("push")[4]).encode()
+    assert github_send(r, body)[0] == 503  # e.g. the sync backlog was full
+    assert github_send(r, body)[0] == 202  # its redelivery is handled
+    assert github_send(r, body)[1]["result"] == "duplicate delivery"
+    assert len(handler.pushes) == 2
+
+
+@pytest.mark.parametrize("delivery", [None, "", "guid\n", "a:b", "x" * 200])
+def test_a_delivery_without_a_usable_id_is_handled_every_time(redis_url, delivery):
+    client = connect(redis_url, None)
+    handler = Handler()
+    r = _receiver(handler, client)
+    body = json.dumps(octokit("push")[4]).encode()
+    assert [github_send(r, body, delivery=delivery)[0] for _ in range(2)] == [202, 202]
+    assert len(handler.pushes) == 2 and client.keys("raibid:webhook:*") == []
+
+
+def test_redis_down_the_delivery_is_handled_not_dropped(caplog):
+    from tests.harness.redis_server import free_port
+
+    handler = Handler()
+    r = _receiver(handler, connect(f"redis://127.0.0.1:{free_port()}", None, timeout=0.5))
+    assert github_send(r, json.dumps(octokit("push")[4]).encode())[0] == 202
+    assert len(handler.pushes) == 1 and "cannot check for a redelivery" in caplog.text

@@ -139,7 +139,8 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
     service = build(secret=secret, submit=app.worker_queue.submit_deduped, mirrors=mirrors,
                     branches=cfg.mirror.trigger.branches, agent=cfg.mirror.trigger.agent,
                     trigger_enabled=cfg.mirror.trigger.enabled, overrides=w.branches, sync=sync, pull=pull,
-                    engine=engine, max_body=w.max_body, threads=w.sync_workers, max_pending=w.max_pending)
+                    engine=engine, max_body=w.max_body, threads=w.sync_workers, max_pending=w.max_pending,
+                    deliveries=_deliveries(app))
     try:
         server = create_server(service.receiver, host, port, max_body=w.max_body, threads=threads)
     except BaseException:
@@ -159,6 +160,15 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
         server.close()
         service.stop()
     log.info("stopped")
+
+
+def _deliveries(app: Application):
+    """GitHub delivery ids in Redis, through the one-shot client: a check waits at most redis.timeout."""
+    from raibid.queue import Keys
+    from raibid.webhook.deliveries import Deliveries
+
+    url, _ = app.redis_endpoint()
+    return Deliveries(app.redis, Keys(app.cfg.redis.prefix), url=url)
 
 
 def _engine(app: Application):

@@ -9,6 +9,11 @@ payload itself, even for a form hook, whose body is ``payload=<the JSON, form-en
 (``services/webhook/deliver.go``: the HMAC is taken over ``t.PayloadContent``, the body is
 ``url.Values{"payload": ...}.Encode()``). So a Gitea form hook is verified over the
 decoded ``payload`` field, byte for byte, and that same field is what is parsed.
+
+A GitHub push whose ``X-GitHub-Delivery`` id was handled already (a redelivery) is
+answered 200 ``duplicate delivery`` and does nothing (`raibid.webhook.deliveries`); a
+push without a usable id is handled as new.
+
 A request never waits for a sync: GitHub pushes go to the background worker and are
 answered with 202 at once. Log lines name the host, event, delivery id and outcome;
 never a secret, a signature or a token.
@@ -25,6 +30,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from raibid.errors import RaibidError
+from raibid.webhook.deliveries import Deliveries, usable_id
 from raibid.webhook.events import BadPayload, Push, parse_push
 from raibid.webhook.mirrors import MirrorSet
 from raibid.webhook.signature import verify_gitea, verify_github
@@ -96,6 +102,7 @@ class Route:
     verify: Callable[[bytes, bytes, str | None], bool]
     handle: Callable[[Push], Reply] | None
     signs_form_payload: bool = False  # Gitea: a form hook's signature covers the payload field, not the body
+    dedupe_deliveries: bool = False  # GitHub: a redelivery keeps its delivery id
 
 
 @dataclass
@@ -107,6 +114,7 @@ class Receiver:
     github: Callable[[Push], Reply] | None = None
     max_body: int = DEFAULT_MAX_BODY
     health: Callable[[], dict[str, Any]] | None = None
+    deliveries: Deliveries | None = None  # None: no delivery dedupe (a test without Redis)
 
     def __post_init__(self) -> None:
         self._key = self.secret.encode()
@@ -114,7 +122,7 @@ class Receiver:
             "/hooks/gitea": Route("gitea", "HTTP_X_GITEA_EVENT", "HTTP_X_GITEA_DELIVERY", "HTTP_X_GITEA_SIGNATURE",
                                   verify_gitea, self.gitea, signs_form_payload=True),
             "/hooks/github": Route("github", "HTTP_X_GITHUB_EVENT", "HTTP_X_GITHUB_DELIVERY",
-                                   "HTTP_X_HUB_SIGNATURE_256", verify_github, self.github),
+                                   "HTTP_X_HUB_SIGNATURE_256", verify_github, self.github, dedupe_deliveries=True),
         }
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -168,10 +176,39 @@ class Receiver:
             return 400, {"result": "error", "reason": str(e)}
         if route.handle is None:
             return 202, {"result": "ignored", "reason": f"{route.name} pushes are not handled by this receiver"}
+        claimed = self._claim(route, environ.get(route.delivery_header))
+        if claimed is False:
+            log.info("%s delivery %s: handled already (a redelivery), nothing to do", route.name, delivery)
+            return 200, {"result": "duplicate delivery", "delivery": delivery}
         status, reply = route.handle(push)
+        if claimed and status >= 500:  # not handled: let its redelivery through
+            self._release(route, delivery)
         log.info("%s delivery %s: push %s %s -> %s", route.name, delivery, push.repo, push.ref,
                  reply.get("result"))
         return status, reply
+
+    def _claim(self, route: Route, delivery: str | None) -> bool | None:
+        """True: first delivery of this id (claimed); False: seen before; None: not deduplicated."""
+        if not route.dedupe_deliveries or self.deliveries is None:
+            return None
+        usable = usable_id(delivery)
+        if usable is None:
+            log.warning("%s delivery without a usable delivery id: handled, not deduplicated", route.name)
+            return None
+        try:
+            return self.deliveries.claim(route.name, usable)
+        except RaibidError as e:  # a sync is idempotent: handling a delivery twice beats dropping it
+            log.warning("%s delivery %s: cannot check for a redelivery (%s); handled anyway", route.name,
+                        usable, e.message)
+            return None
+
+    def _release(self, route: Route, delivery: str) -> None:
+        assert self.deliveries is not None
+        try:
+            self.deliveries.release(route.name, delivery)
+        except RaibidError as e:
+            log.warning("%s delivery %s failed and its claim stays (%s): a redelivery is ignored until it "
+                        "expires; the cron sync picks the push up", route.name, delivery, e.message)
 
     def _read(self, environ: dict[str, Any]) -> bytes | int:
         """The raw body, or 413 when it is over ``max_body`` (checked before reading when the length is known)."""
