@@ -395,3 +395,50 @@ def test_a_url_that_starts_with_a_dash_is_never_a_git_option(git_server, tmp_pat
     with pytest.raises(g.GitFailed):
         g.push(cache, g.Remote(HOSTILE_URL), {"refs/heads/x": (None, "HEAD")})
     assert not list(tmp_path.rglob("PWNED")) and not (work / "PWNED").exists()
+
+
+def test_a_trigger_owed_by_a_run_is_enqueued_by_the_next_run_in_a_fresh_pod(github, gitea, redis_url, tmp_path):
+    """The pending-trigger state is in Redis, not the cache dir (an emptyDir in the CronJob): a run whose
+    enqueue failed after its push leaves the job owed, and a run with a new, empty cache enqueues it."""
+    import redis
+
+    from raibid.errors import Unreachable
+    from raibid.gitea import Gitea
+    from raibid.mirror import Options, Resolved, Syncer, TargetIndex, Trigger
+    from raibid.mirror.pending import PendingTriggers
+    from raibid.queue import JobSpec, Queue, dedupe_key
+    from tests.conftest import GITEA_TOKEN
+
+    github.add_user("solo")
+    github.add_repo("solo", "one", branches={"main": {"a.txt": "1"}})
+    queue = Queue(redis.Redis.from_url(redis_url, decode_responses=True), url=redis_url)
+    calls = []
+
+    def submit(repo: str, branch: str, commit: str) -> tuple[str, bool]:
+        calls.append((repo, branch, commit))
+        if len(calls) == 1:  # the first pod loses Redis (or is killed) right after its push
+            raise Unreachable("cannot reach Redis at redis://redis:6379: connection refused")
+        job, created = queue.submit_deduped(JobSpec(repo=repo, ref=branch, commit=commit, source="mirror",
+                                                    dedupe=dedupe_key(repo, commit, "generic")))
+        return job.id, created
+
+    def pod(name: str):  # a fresh pod: a new cache dir, new clients, the same Redis
+        client = Gitea(gitea.url, GITEA_TOKEN)
+        opts = Options(cache_dir=tmp_path / name, github_token=github.token, gitea_token=GITEA_TOKEN,
+                       trigger=Trigger("^main$", submit, on_create=False, pending=PendingTriggers(
+                           lambda: Queue(redis.Redis.from_url(redis_url, decode_responses=True), url=redis_url))))
+        return Syncer(client, TargetIndex(client), opts)
+
+    repo = Resolved("solo/one", "mirrors/one", "repos[0]", clone_url=github.git.url("solo/one"))
+    assert pod("pod-0").run([repo]).repos[0].action == "created"  # the first sync triggers nothing
+    sha = github.commit("solo", "one", "main", {"a.txt": "2"})
+    first = pod("pod-1").run([repo]).repos[0]
+    assert first.action == "failed" and "kept for the next run" in first.error and queue.list() == []
+    assert gitea.git.refs("mirrors/one")["refs/heads/main"] == sha  # the push landed
+    assert queue.r.smembers("raibid:mirror:pending:mirrors/one") == {f'["main", "{sha}"]'}
+    second = pod("pod-2").run([repo]).repos[0]  # nothing of pod-1's cache dir is left
+    assert second.action == "unchanged" and len(second.jobs) == 1
+    assert [(j.repo, j.ref, j.commit) for j in queue.list()] == [("mirrors/one", "main", sha)]
+    assert queue.r.exists("raibid:mirror:pending:mirrors/one") == 0  # paid
+    assert pod("pod-3").run([repo]).repos[0].jobs == []
+    assert not (tmp_path / "pod-1" / "pending").exists()

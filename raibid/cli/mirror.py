@@ -40,6 +40,7 @@ def _prepare(app: Application, repos: tuple[str, ...], orgs: tuple[str, ...], jo
     from pathlib import Path
 
     from raibid.mirror import Options, Syncer, TargetIndex, Trigger, resolve
+    from raibid.mirror.pending import PendingTriggers
 
     cfg = app.cfg
     m = cfg.mirror
@@ -55,7 +56,8 @@ def _prepare(app: Application, repos: tuple[str, ...], orgs: tuple[str, ...], jo
     opts = Options(cache_dir=app.mirror_cache_dir, mode=m.mode, jobs=jobs, timeout=float(m.timeout),
                    dry_run=dry_run, allow_delete=allow_delete, github_token=cfg.secret(m.github_token_env),
                    gitea_token=gitea.token,
-                   trigger=Trigger(m.trigger.branches, _submitter(app), m.trigger.on_create) if trigger else None)
+                   trigger=Trigger(m.trigger.branches, _submitter(app), m.trigger.on_create,
+                                   pending=PendingTriggers(lambda: app.worker_queue)) if trigger else None)
     return Syncer(gitea, targets, opts), resolved
 
 

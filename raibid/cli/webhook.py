@@ -174,13 +174,15 @@ def _deliveries(app: Application):
 def _engine(app: Application):
     """Push mode: a factory of the mirror engine's one-repo sync, given the trigger's enqueue function."""
     from raibid.mirror import Options, Trigger
+    from raibid.mirror.pending import PendingTriggers
     from raibid.webhook.sync import EngineSync
 
     cfg = app.cfg
     m = cfg.mirror
 
     def make(submit):
-        trigger = Trigger(m.trigger.branches, submit, m.trigger.on_create) if submit is not None else None
+        trigger = (Trigger(m.trigger.branches, submit, m.trigger.on_create,
+                           pending=PendingTriggers(lambda: app.worker_queue)) if submit is not None else None)
         opts = Options(cache_dir=app.mirror_cache_dir, mode=m.mode, jobs=1, timeout=float(m.timeout),
                        github_token=cfg.secret(m.github_token_env), gitea_token=app.gitea.token, trigger=trigger)
         return EngineSync(app.gitea, app.github, m, opts, base_dir=_base_dir(app))  # a client per sync
