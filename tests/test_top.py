@@ -365,7 +365,7 @@ def test_top_survives_any_log_line_in_rich_views(redis_url, line, size):
     assert "mirrors/app" in drawn
 
 
-@pytest.mark.parametrize("line", HOSTILE_LINES, ids=repr)
+@pytest.mark.parametrize("line", HOSTILE_LINES + ["x" * (1 << 20)], ids=lambda s: repr(s[:24]))
 def test_top_plain_view_shows_control_sequences_escaped(redis_url, line):
     from raibid.top.render import plain
 
@@ -376,3 +376,4 @@ def test_top_plain_view_shows_control_sequences_escaped(redis_url, line):
         assert "\\x1b]52;c;ZWNobyBwd25lZA==\\x07" in text  # visible as text
     if line == "[/x]":
         assert "[/x]" in text  # plain text is not markup: shown as it is
+

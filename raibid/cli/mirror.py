@@ -94,15 +94,17 @@ def _progress(app: Application, total: int) -> Iterator[Callable[[RepoResult], N
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        from raibid.safetext import markup_escaped, printable
+
         console = Console(file=term.stderr, no_color=not term.color, highlight=False)
         with Progress(TextColumn("mirror"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("{task.description}"), console=console, transient=True) as bar:
             task = bar.add_task("", total=total)
 
             def tick(r: RepoResult) -> None:
-                bar.update(task, advance=1, description=r.source)
+                bar.update(task, advance=1, description=markup_escaped(r.source))  # TextColumn reads markup
                 if r.action == "failed":
-                    bar.console.print(line(r), markup=False)
+                    bar.console.print(printable(line(r)), markup=False)  # git's and GitHub's words, escaped
 
             yield tick
         return

@@ -401,3 +401,18 @@ def _on_tty(args, out):
                       terminal=Terminal(stdout=out, stdin=io.StringIO(), stderr=io.StringIO(), color=True))
     result = CliRunner().invoke(cli, args, obj=app, catch_exceptions=False)
     return result.exit_code, out.getvalue()
+
+
+def test_logs_with_bytes_that_are_not_utf8_show_replacement_characters(run, q):
+    job = q.submit(JobSpec(repo="a/b", ref="main"))
+    claim = q.claim("generic", "pod")
+    raw = redis.Redis(connection_pool=redis.ConnectionPool(**{**q.r.connection_pool.connection_kwargs,
+                                                              "decode_responses": False}))
+    raw.xadd(q.keys.log(job.id), {b"line": b"bad \xff\xfe \x1b[2J"})
+    q.finish(claim, "succeeded", exit_code=0)
+    for args in ((), ("--follow",), ("--raw",)):
+        r = run("queue", "logs", job.id, *args)
+        assert r.code == 0, r.err
+        assert r.out.startswith("bad \ufffd\ufffd ")
+    assert run("queue", "logs", job.id).out == "bad \ufffd\ufffd \\x1b[2J\n"
+    assert json.loads(run("queue", "logs", job.id, "--json").out)["line"] == "bad \ufffd\ufffd \x1b[2J"
