@@ -26,6 +26,7 @@ from raibid.safetext import markup_escaped, printable, rich_text
 
 LINE_KEEPS = "\n\t"  # what a line or a message keeps as it is; a table cell shows these escaped too
 
+
 def to_plain(obj: Any) -> Any:
     """Dataclasses, enums, datetimes and paths to JSON-ready data."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

@@ -442,3 +442,45 @@ def test_a_trigger_owed_by_a_run_is_enqueued_by_the_next_run_in_a_fresh_pod(gith
     assert queue.r.exists("raibid:mirror:pending:mirrors/one") == 0  # paid
     assert pod("pod-3").run([repo]).repos[0].jobs == []
     assert not (tmp_path / "pod-1" / "pending").exists()
+
+
+def test_unchanged_repos_are_not_failed_by_a_redis_outage(github, gitea, tmp_path):
+    """Reading what is owed is best effort for an unchanged repo, and asked once per run when Redis is away."""
+    from raibid.gitea import Gitea
+    from raibid.mirror import Options, Resolved, Syncer, TargetIndex, Trigger
+    from raibid.mirror.pending import PendingTriggers
+    from raibid.queue import Queue, connect
+    from tests.conftest import GITEA_TOKEN
+    from tests.harness.redis_server import free_port
+
+    github.add_user("solo")
+    repos = []
+    for name in ("one", "two", "three"):
+        github.add_repo("solo", name, branches={"main": {"a.txt": name}})
+        repos.append(Resolved(f"solo/{name}", f"mirrors/{name}", "repos[0]", clone_url=github.git.url(f"solo/{name}")))
+
+    class Reads:  # the PendingStore protocol around the real store, counting its reads
+        def __init__(self, inner) -> None:
+            self.inner, self.reads = inner, 0
+
+        def add(self, target, owed):
+            self.inner.add(target, owed)
+
+        def items(self, target):
+            self.reads += 1
+            return self.inner.items(target)
+
+        def done(self, target, item):
+            self.inner.done(target, item)
+
+    def syncer(pending) -> Syncer:
+        client = Gitea(gitea.url, GITEA_TOKEN)
+        return Syncer(client, TargetIndex(client), Options(
+            cache_dir=tmp_path / "c", jobs=1, github_token=github.token, gitea_token=GITEA_TOKEN,
+            trigger=Trigger("^main$", lambda *a: ("job", True), pending=pending)))
+
+    assert {r.action for r in syncer(None).run(repos).repos} == {"created"}
+    store = Reads(PendingTriggers(lambda: Queue(connect(f"redis://127.0.0.1:{free_port()}", None, timeout=0.5))))
+    summary = syncer(store).run(repos)
+    assert [r.action for r in summary.repos] == ["unchanged"] * 3 and summary.ok
+    assert store.reads == 1  # a hung Redis would cost one timeout per run, not one per repo

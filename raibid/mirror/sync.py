@@ -74,6 +74,7 @@ class Syncer:
         trigger = opts.trigger
         self._pending: PendingStore = (trigger.pending if trigger is not None and trigger.pending is not None
                                        else LocalPending())
+        self._pending_unreadable = False  # a read failed this run: unchanged repos stop asking (a hung Redis)
 
     # ------------------------------------------------------------------ the run
     def run(self, resolved: list[Resolved],
@@ -182,13 +183,14 @@ class Syncer:
         """Enqueue every job owed to this repo, this run's and any earlier run's (dedupe makes a repeat a
         no-op); each is crossed off once queued, and what cannot be queued stays owed for the next run."""
         t = self.opts.trigger
-        if t is None or self.opts.dry_run:
+        if t is None or self.opts.dry_run or (self._pending_unreadable and not owed_now):
             return
         try:
             owed = self._pending.items(result.target)
         except RaibidError as e:
             if owed_now:
                 raise _Failed(f"could not enqueue the CI jobs (kept for the next run): {e.message}") from None
+            self._pending_unreadable = True
             return  # an unchanged repo: whatever an earlier run owes waits for a run that can read it
         for branch, sha in owed:
             try:
