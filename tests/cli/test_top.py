@@ -299,3 +299,6 @@ def test_top_survives_bytes_that_are_not_utf8_in_a_log(run, busy, q):
     assert "bad \ufffd\ufffd utf-8 \\x1b]52;c;eA==\\x07" in r.out and "\x1b" not in r.out
     code, out = _invoke_on_tty(["top", "--once"])
     assert code == 0 and "\x1b]52" not in out
+    js = run("top", "--once", "--json")  # exact data: JSON escapes the controls itself
+    assert "\x1b" not in js.out
+    assert "bad \ufffd\ufffd utf-8 \x1b]52;c;eA==\x07" in [j["last_log_line"] for j in js.json()["jobs"]]
