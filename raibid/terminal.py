@@ -2,6 +2,13 @@
 
 Rich is imported only when a table or a styled message is actually drawn, so
 `raibid --help` and completion stay fast.
+
+Every text view goes through :func:`raibid.safetext.printable`: a line, a table cell,
+a ``show`` record and a message cannot move the cursor, clear the screen, set a
+hyperlink or the clipboard, or open Rich markup, whatever a repository put in it.
+Lines and messages keep their tabs and newlines; table cells and records show those
+escaped too (one row, one line). JSON is exact data (``json.dumps`` escapes controls),
+and :meth:`Terminal.raw` is the one way to write text unchanged (``queue logs --raw``).
 """
 
 from __future__ import annotations
@@ -14,6 +21,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
+
+from raibid.safetext import markup_escaped, printable, rich_text
+
+LINE_KEEPS = "\n\t"  # what a line or a message keeps as it is; a table cell shows these escaped too
 
 
 def to_plain(obj: Any) -> Any:
@@ -112,11 +123,16 @@ class Terminal:
         self.stdout.flush()
 
     def line(self, text: str = "") -> None:
+        """One line of data; control sequences in it are shown escaped (tabs and newlines pass)."""
+        self.stdout.write(printable(text, keep=LINE_KEEPS) + "\n")
+
+    def raw(self, text: str) -> None:
+        """One line exactly as given, control sequences and all: only for an explicit ``--raw``."""
         self.stdout.write(text + "\n")
 
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None) -> None:
         """A Rich table on a TTY; tab-separated plain text (with a header) when piped."""
-        cells = [["" if c is None else str(c) for c in row] for row in rows]
+        cells = [[printable(c) for c in row] for row in rows]  # one cell, one line, no control sequence
         if self.stdout_is_tty:
             from rich.console import Console
             from rich.table import Table
@@ -126,7 +142,7 @@ class Terminal:
                 # Never ellipsize: the first column (ids, names) stays whole for copy-paste; the rest wrap.
                 t.add_column(c, no_wrap=i == 0, overflow="fold")
             for row in cells:
-                t.add_row(*row)
+                t.add_row(*(rich_text(c) for c in row))  # Text: a cell is never parsed as Rich markup
             Console(file=self.stdout, no_color=not self.color, highlight=False).print(t)
             return
         self.stdout.write("\t".join(c.upper() for c in columns) + "\n")
@@ -140,7 +156,8 @@ class Terminal:
         width = max((len(k) for k in plain), default=0) + 2
         for k, v in plain.items():
             if v not in (None, "", {}, [], False):
-                shown = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+                # json.dumps escapes controls itself; a string (a commit message, an error) shows them escaped.
+                shown = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else printable(v)
                 self.line(f"{k + ':':{width}}{shown}")
 
     def emit(self, data: Any, as_json: bool, render: Callable[[], None]) -> None:
@@ -174,18 +191,17 @@ class Terminal:
         return self._err_console
 
     def _msg(self, prefix: str, style: str, text: str) -> None:
+        # A message may quote a repo name, a ref or git's output: shown escaped, never as markup.
         if self.stderr_is_tty and self.color:
-            from rich.markup import escape
-
-            self._console().print(f"[{style}]{prefix}[/{style}]{escape(text)}")
+            self._console().print(f"[{style}]{prefix}[/{style}]{markup_escaped(text, keep=LINE_KEEPS)}")
         else:
-            self.stderr.write(f"{prefix}{text}\n")
+            self.stderr.write(f"{prefix}{printable(text, keep=LINE_KEEPS)}\n")
             self.stderr.flush()
 
     def info(self, text: str) -> None:
         if self.verbosity >= 0:
             self._msg("", "", text) if not (self.stderr_is_tty and self.color) else self._console().print(
-                text, markup=False)
+                printable(text, keep=LINE_KEEPS), markup=False)
 
     def debug(self, text: str) -> None:
         if self.verbosity > 0:

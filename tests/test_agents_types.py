@@ -63,6 +63,14 @@ def test_entry_point_types_are_a_base_that_config_can_override(tmp_path):
         _base_from({"imgae": "x"})
 
 
+@pytest.mark.parametrize("name", ["zig_x", "zig\n", "zig.x"])
+def test_an_entry_point_type_name_is_checked_in_full(name):
+    # The loader checks configured names; an entry point's name only here, which used re.match ("zig" + junk).
+    plugin = {name: (_base_from({"image": "reg/zig:0.13"}), "entry point raibid-zig")}
+    with pytest.raises(ConfigError, match="invalid type name"):
+        resolve_types(load_config(), plugins=plugin)
+
+
 PIPE_ERRORS = [
     ("steps: [\n", ".raibid.yml:2: invalid YAML"),
     ("", ".raibid.yml: the file is empty"),

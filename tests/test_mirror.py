@@ -354,3 +354,135 @@ def test_a_first_fetch_killed_midway_leaves_nothing_the_next_fetch_keeps(git_ser
         assert g.fetch(path, remote) is True
     assert (path / "HEAD").exists() and not leftover.exists() and other.exists()
     assert sorted(p.name for p in path.parent.iterdir()) == [".r.git.lock.abcdefgh", "r.git", "r.git.lock"]
+
+
+def test_a_trailing_newline_is_never_a_name(tmp_path, github):
+    """Each name check matches the whole string: "$" let "acme/app\\n" (and "app\\n") through."""
+    from raibid.errors import UsageError
+    from raibid.mirror.resolve import check_full_name
+
+    with pytest.raises(UsageError):
+        check_full_name("acme/app\n", "--repo")  # the mirror's OWNER/NAME rule
+    with pytest.raises(UsageError):
+        GitHub(github.url, github.token).get_repo("acme", "app\n")  # the GitHub client's path segments
+    with pytest.raises(UsageError):
+        GitHub(github.url, github.token).list_repos("acme\n")
+    # The first fetch's leftover cleanup removes only its own temporary dirs, not ".r.git.abcdefgh\n".
+    path = tmp_path / "o" / "r.git"
+    path.parent.mkdir(parents=True)
+    (path.parent / ".r.git.abcdefgh\n").mkdir()
+    (path.parent / ".r.git.abcdefgh").mkdir()
+    g._remove_leftovers(path)
+    assert [p.name for p in path.parent.iterdir()] == [".r.git.abcdefgh\n"]
+
+
+HOSTILE_URL = "--upload-pack=touch PWNED; git-upload-pack"  # a clone_url an API answer could carry
+
+
+def test_a_url_that_starts_with_a_dash_is_never_a_git_option(git_server, tmp_path, monkeypatch):
+    """ls-remote, fetch and push put --end-of-options before the URL and the refs."""
+    work = tmp_path / "work"
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    subprocess.run(["git", "-C", str(work), "remote", "add", "origin", git_server.url("o/r")], check=True)
+    git_server.create_repo("o/r", files={"a": "1"})
+    monkeypatch.chdir(work)  # where a bare `git ls-remote --upload-pack=...` would take origin and run it
+    with pytest.raises(g.GitFailed):
+        g.ls_remote(g.Remote(HOSTILE_URL))
+    cache = tmp_path / "cache" / "r.git"
+    with g.repo_lock(cache), pytest.raises(g.GitFailed):
+        g.fetch(cache, g.Remote(HOSTILE_URL))  # first fetch: config and fetch
+    assert g.fetch(cache, g.Remote(git_server.url("o/r"), git_server.token)) is True
+    with pytest.raises(g.GitFailed):
+        g.fetch(cache, g.Remote(HOSTILE_URL))  # a later fetch
+    with pytest.raises(g.GitFailed):
+        g.push(cache, g.Remote(HOSTILE_URL), {"refs/heads/x": (None, "HEAD")})
+    assert not list(tmp_path.rglob("PWNED")) and not (work / "PWNED").exists()
+
+
+def test_a_trigger_owed_by_a_run_is_enqueued_by_the_next_run_in_a_fresh_pod(github, gitea, redis_url, tmp_path):
+    """The pending-trigger state is in Redis, not the cache dir (an emptyDir in the CronJob): a run whose
+    enqueue failed after its push leaves the job owed, and a run with a new, empty cache enqueues it."""
+    import redis
+
+    from raibid.errors import Unreachable
+    from raibid.gitea import Gitea
+    from raibid.mirror import Options, Resolved, Syncer, TargetIndex, Trigger
+    from raibid.mirror.pending import PendingTriggers
+    from raibid.queue import JobSpec, Queue, dedupe_key
+    from tests.conftest import GITEA_TOKEN
+
+    github.add_user("solo")
+    github.add_repo("solo", "one", branches={"main": {"a.txt": "1"}})
+    queue = Queue(redis.Redis.from_url(redis_url, decode_responses=True), url=redis_url)
+    calls = []
+
+    def submit(repo: str, branch: str, commit: str) -> tuple[str, bool]:
+        calls.append((repo, branch, commit))
+        if len(calls) == 1:  # the first pod loses Redis (or is killed) right after its push
+            raise Unreachable("cannot reach Redis at redis://redis:6379: connection refused")
+        job, created = queue.submit_deduped(JobSpec(repo=repo, ref=branch, commit=commit, source="mirror",
+                                                    dedupe=dedupe_key(repo, commit, "generic")))
+        return job.id, created
+
+    def pod(name: str):  # a fresh pod: a new cache dir, new clients, the same Redis
+        client = Gitea(gitea.url, GITEA_TOKEN)
+        opts = Options(cache_dir=tmp_path / name, github_token=github.token, gitea_token=GITEA_TOKEN,
+                       trigger=Trigger("^main$", submit, on_create=False, pending=PendingTriggers(
+                           lambda: Queue(redis.Redis.from_url(redis_url, decode_responses=True), url=redis_url))))
+        return Syncer(client, TargetIndex(client), opts)
+
+    repo = Resolved("solo/one", "mirrors/one", "repos[0]", clone_url=github.git.url("solo/one"))
+    assert pod("pod-0").run([repo]).repos[0].action == "created"  # the first sync triggers nothing
+    sha = github.commit("solo", "one", "main", {"a.txt": "2"})
+    first = pod("pod-1").run([repo]).repos[0]
+    assert first.action == "failed" and "kept for the next run" in first.error and queue.list() == []
+    assert gitea.git.refs("mirrors/one")["refs/heads/main"] == sha  # the push landed
+    assert queue.r.smembers("raibid:mirror:pending:mirrors/one") == {f'["main", "{sha}"]'}
+    second = pod("pod-2").run([repo]).repos[0]  # nothing of pod-1's cache dir is left
+    assert second.action == "unchanged" and len(second.jobs) == 1
+    assert [(j.repo, j.ref, j.commit) for j in queue.list()] == [("mirrors/one", "main", sha)]
+    assert queue.r.exists("raibid:mirror:pending:mirrors/one") == 0  # paid
+    assert pod("pod-3").run([repo]).repos[0].jobs == []
+    assert not (tmp_path / "pod-1" / "pending").exists()
+
+
+def test_unchanged_repos_are_not_failed_by_a_redis_outage(github, gitea, tmp_path):
+    """Reading what is owed is best effort for an unchanged repo, and asked once per run when Redis is away."""
+    from raibid.gitea import Gitea
+    from raibid.mirror import Options, Resolved, Syncer, TargetIndex, Trigger
+    from raibid.mirror.pending import PendingTriggers
+    from raibid.queue import Queue, connect
+    from tests.conftest import GITEA_TOKEN
+    from tests.harness.redis_server import free_port
+
+    github.add_user("solo")
+    repos = []
+    for name in ("one", "two", "three"):
+        github.add_repo("solo", name, branches={"main": {"a.txt": name}})
+        repos.append(Resolved(f"solo/{name}", f"mirrors/{name}", "repos[0]", clone_url=github.git.url(f"solo/{name}")))
+
+    class Reads:  # the PendingStore protocol around the real store, counting its reads
+        def __init__(self, inner) -> None:
+            self.inner, self.reads = inner, 0
+
+        def add(self, target, owed):
+            self.inner.add(target, owed)
+
+        def items(self, target):
+            self.reads += 1
+            return self.inner.items(target)
+
+        def done(self, target, item):
+            self.inner.done(target, item)
+
+    def syncer(pending) -> Syncer:
+        client = Gitea(gitea.url, GITEA_TOKEN)
+        return Syncer(client, TargetIndex(client), Options(
+            cache_dir=tmp_path / "c", jobs=1, github_token=github.token, gitea_token=GITEA_TOKEN,
+            trigger=Trigger("^main$", lambda *a: ("job", True), pending=pending)))
+
+    assert {r.action for r in syncer(None).run(repos).repos} == {"created"}
+    store = Reads(PendingTriggers(lambda: Queue(connect(f"redis://127.0.0.1:{free_port()}", None, timeout=0.5))))
+    summary = syncer(store).run(repos)
+    assert [r.action for r in summary.repos] == ["unchanged"] * 3 and summary.ok
+    assert store.reads == 1  # a hung Redis would cost one timeout per run, not one per repo

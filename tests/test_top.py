@@ -326,3 +326,54 @@ def test_finished_windows_and_success_rate(redis_url):
     now[0] += 10 * 60  # ten minutes later: out of the 5-minute window, still in the hour
     p = dash.refresh().queue.pools[0]
     assert (p.finished_5m, p.success_rate_5m, p.finished_60m, p.success_rate_60m) == (0, None, 4, round(2 / 3, 4))
+
+
+# A build controls its log lines (and, through its repo, step names and refs): every view shows them as text.
+HOSTILE_LINES = [
+    "[/x]", "[bold", "[link=https://evil.example]click[/link]", "[/]",
+    "\x1b]8;;https://evil.example\x1b\\click\x1b]8;;\x1b\\",  # OSC 8 hyperlink
+    "\x1b]52;c;ZWNobyBwd25lZA==\x07",  # OSC 52: write the operator's clipboard
+    "\x1b[2J\x1b[H",  # CSI: clear the screen, cursor home
+    "nul\x00byte", "bad utf-8 \ufffd\ufffd", "\x9b31mC1 CSI", "ok\rFAKE", "back\x08\x08\x08",
+    "\u202egnp.exe",  # bidi override
+]
+
+
+def _hostile_snapshot(redis_url, line: str):
+    q = Queue(redis.Redis.from_url(redis_url, decode_responses=True), url=redis_url)
+    q.r.flushdb()
+    job = q.submit(JobSpec(repo="mirrors/app", ref="main"))
+    claim = q.claim("generic", "raibid-agent-generic-a1-x")
+    q.append_log(claim.job.id, [line])
+    q.r.hset(q.keys.job(job.id), "step", "[/x]\x1b]52;c;eA==\x07")  # what a runtime records from .raibid.yml
+    return make_dashboard(redis.Redis.from_url(redis_url, decode_responses=True), redis_url).refresh()
+
+
+@pytest.mark.parametrize("line", HOSTILE_LINES + ["x" * (1 << 20)], ids=lambda s: repr(s[:24]))
+@pytest.mark.parametrize("size", [(160, 50), (80, 24)], ids=["full", "compact"])
+def test_top_survives_any_log_line_in_rich_views(redis_url, line, size):
+    from rich.console import Console
+
+    snap = _hostile_snapshot(redis_url, line)
+    assert snap.jobs[0].last_log_line == line  # the data stays exact (top --json)
+    out = io.StringIO()
+    console = Console(file=out, width=size[0], height=size[1], force_terminal=True, color_system="truecolor")
+    console.print(dashboard(snap, console))
+    drawn = out.getvalue()
+    for raw in ("\x1b]", "\x1b[2J", "\x00", "\x9b", "\r", "\x08", "\u202e", "\x07"):
+        assert raw not in drawn, f"{raw!r} reached the terminal"
+    assert "mirrors/app" in drawn
+
+
+@pytest.mark.parametrize("line", HOSTILE_LINES + ["x" * (1 << 20)], ids=lambda s: repr(s[:24]))
+def test_top_plain_view_shows_control_sequences_escaped(redis_url, line):
+    from raibid.top.render import plain
+
+    text = plain(_hostile_snapshot(redis_url, line))
+    for raw in ("\x1b", "\x00", "\x9b", "\r", "\x08", "\u202e", "\x07"):
+        assert raw not in text
+    if line.startswith("\x1b]52"):
+        assert "\\x1b]52;c;ZWNobyBwd25lZA==\\x07" in text  # visible as text
+    if line == "[/x]":
+        assert "[/x]" in text  # plain text is not markup: shown as it is
+

@@ -38,10 +38,10 @@ def sign(body: bytes, secret: str = SECRET) -> str:
 
 
 def call(app, method: str, path: str, body: bytes = b"", headers: dict | None = None,
-         length: bool = True) -> tuple[int, dict]:
+         length: bool = True, extra: dict | None = None) -> tuple[int, dict]:
     environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "wsgi.input": io.BytesIO(body),
                "CONTENT_TYPE": "application/json", "SERVER_NAME": "test", "SERVER_PORT": "80",
-               "wsgi.url_scheme": "http"}
+               "wsgi.url_scheme": "http", **(extra or {})}
     if length:
         environ["CONTENT_LENGTH"] = str(len(body))
     for k, v in (headers or {}).items():
@@ -376,3 +376,197 @@ def test_create_server_turns_an_unusable_address_into_a_typed_error():
     with pytest.raises(RaibidError) as e:
         create_server(app, "no-such-host.invalid", 8080, max_body=1024)
     assert e.value.exit_code == ExitCode.USAGE and "does not resolve" in e.value.message
+
+
+@pytest.mark.parametrize("field", ["repo", "before", "after"])
+def test_a_trailing_newline_is_not_a_repository_or_a_commit(field):
+    """events.py matched with "$", which lets "mirrors/app\\n" through; names and shas match in full."""
+    from raibid.webhook.events import BadPayload, parse_push
+
+    payload = gitea_payload()
+    if field == "repo":
+        payload["repository"]["full_name"] += "\n"
+    else:
+        payload[field] += "\n"
+    with pytest.raises(BadPayload):
+        parse_push(payload)
+    assert parse_push(gitea_payload()).repo == "mirrors/app"
+
+
+def test_github_hook_calls_refuse_a_name_with_a_trailing_newline():
+    from raibid.errors import UsageError
+    from raibid.webhook.github import GitHubHooks
+
+    with pytest.raises(UsageError, match="invalid GitHub owner or repository name"):
+        GitHubHooks("http://127.0.0.1:1", "token").hooks("acme/app\n")
+
+
+def test_waitress_is_pinned_past_its_known_cves():
+    """waitress 3.0.0 and older: CVE-2024-49768 (pipelined request after an invalid one) and CVE-2024-49769 (DoS)."""
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    [waitress] = [Requirement(d) for d in deps if Requirement(d).name == "waitress"]
+    assert not waitress.specifier.contains("3.0.0") and waitress.specifier.contains("3.0.1")
+
+
+def gitea_form_delivery(payload: dict, secret: str = SECRET) -> tuple[bytes, dict]:
+    """A form hook as Gitea sends it (services/webhook/deliver.go): the body is url.Values{"payload":
+    {PayloadContent}}.Encode() (Go's QueryEscape: space is "+"), and X-Gitea-Signature and
+    X-Hub-Signature-256 are the HMAC-SHA256 of PayloadContent, the indented JSON itself."""
+    from urllib.parse import quote_plus
+
+    content = json.dumps(payload, indent=2, ensure_ascii=False).encode()  # json.MarshalIndent(p, "", "  ")
+    body = b"payload=" + quote_plus(content, safe="").encode()
+    digest = sign(content, secret)
+    return body, {"X-Gitea-Event": "push", "X-Gitea-Delivery": "f-1", "X-Gitea-Signature": digest,
+                  "X-Hub-Signature-256": "sha256=" + digest, "X-Hub-Signature": "sha1=unused"}
+
+
+def _form_call(app, body: bytes, headers: dict) -> tuple[int, dict]:
+    environ_ct = {"CONTENT_TYPE": "application/x-www-form-urlencoded"}
+    return call(app, "POST", "/hooks/gitea", body, headers, extra=environ_ct)
+
+
+def test_a_gitea_form_hook_verifies_over_the_json_payload_gitea_signs(receiver, queue):
+    payload = gitea_payload(commits=[{"message": "fix: a+b & c=d 100% ünïcode\n\nbody"}])
+    body, headers = gitea_form_delivery(payload)
+    status, reply = _form_call(receiver, body, headers)
+    assert (status, reply["result"]) == (202, "queued")
+    assert [(j.repo, j.commit) for j in queue.list()] == [("mirrors/app", SHA2)]
+
+
+@pytest.mark.parametrize("case", ["signed raw body", "tampered payload", "two payload fields", "no payload field",
+                                  "other secret"])
+def test_a_gitea_form_hook_with_a_wrong_signature_is_refused(receiver, queue, case):
+    body, headers = gitea_form_delivery(gitea_payload())
+    if case == "signed raw body":  # what Gitea never signs
+        headers["X-Gitea-Signature"] = sign(body)
+    elif case == "tampered payload":
+        body = body.replace(SHA2.encode(), ("3" * 40).encode())
+    elif case == "two payload fields":
+        body += b"&payload=%7B%7D"
+    elif case == "no payload field":
+        body = body.replace(b"payload=", b"data=")
+    else:
+        body, headers = gitea_form_delivery(gitea_payload(), secret="other")
+    status, _ = _form_call(receiver, body, headers)
+    assert status == 401 and queue.list() == []
+
+
+def test_a_github_form_hook_verifies_over_the_body_github_signs(receiver):
+    from urllib.parse import quote_plus
+
+    payload = {"ref": "refs/heads/main", "before": SHA1, "after": SHA2, "repository": {"full_name": "x/y"}}
+    body = b"payload=" + quote_plus(json.dumps(payload)).encode()
+    headers = {"X-GitHub-Event": "push", "X-GitHub-Delivery": "g-f", "X-Hub-Signature-256": "sha256=" + sign(body)}
+    status, reply = call(receiver, "POST", "/hooks/github", body, headers,
+                         extra={"CONTENT_TYPE": "application/x-www-form-urlencoded"})
+    assert (status, reply["result"]) == (202, "ignored") and reply["reason"] == "x/y is not mirrored"
+
+
+# ----------------------------------------------------------------------------- real GitHub payloads, redeliveries
+
+
+def octokit(event: str) -> list[dict]:
+    """The `event` payloads of @octokit/webhooks-examples (tests/fixtures/octokit-webhooks-examples)."""
+    from pathlib import Path
+
+    path = Path(__file__).parent / "fixtures" / "octokit-webhooks-examples" / "push-and-ping.json"
+    return json.loads(path.read_text(encoding="utf-8"))[event]
+
+
+def github_send(app, body: bytes, *, event: str = "push", delivery: str | None = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+                ) -> tuple[int, dict]:
+    headers = {"X-GitHub-Event": event, "X-Hub-Signature-256": "sha256=" + sign(body)}
+    if delivery is not None:
+        headers["X-GitHub-Delivery"] = delivery
+    return call(app, "POST", "/hooks/github", body, headers)
+
+
+def test_every_octokit_push_and_ping_example_is_understood():
+    from raibid.webhook.receiver import Receiver
+
+    pushes = octokit("push")
+    assert len(pushes) >= 5
+    handler = Handler()
+    r = Receiver(SECRET, github=handler)
+    for i, p in enumerate(pushes):
+        assert github_send(r, json.dumps(p).encode(), delivery=f"d-{i}")[0] == 202
+    assert [(h.repo, h.ref, h.before, h.after, h.deleted, h.fork) for h in handler.pushes] == [
+        (p["repository"]["full_name"], p["ref"], p["before"], p["after"], p["deleted"], p["repository"]["fork"])
+        for p in pushes]
+    for p in octokit("ping"):
+        assert github_send(r, json.dumps(p).encode(), event="ping") == (200, {"result": "pong"})
+
+
+class Handler:
+    """The GitHub push handler seam of the Receiver: records pushes, answers what it is told."""
+
+    def __init__(self, *answers: int) -> None:
+        self.pushes: list[Push] = []
+        self.answers = list(answers)
+
+    def __call__(self, push: Push) -> tuple[int, dict]:
+        self.pushes.append(push)
+        status = self.answers.pop(0) if self.answers else 202
+        return status, {"result": "sync scheduled" if status < 300 else "dropped"}
+
+
+def _receiver(handler, client) -> object:
+    from raibid.queue import Keys
+    from raibid.webhook.deliveries import Deliveries
+    from raibid.webhook.receiver import Receiver
+
+    return Receiver(SECRET, github=handler, deliveries=Deliveries(client, Keys("raibid"), url="redis://test"))
+
+
+def test_a_github_redelivery_is_acknowledged_and_does_nothing_even_after_a_restart(redis_url):
+    from raibid.webhook.deliveries import DELIVERY_TTL
+
+    client = connect(redis_url, None)
+    body = json.dumps(octokit("push")[4]).encode()  # a real push: refs/heads/master of Codertocat/Hello-World
+    handler = Handler()
+    first = _receiver(handler, client)
+    assert github_send(first, body)[0] == 202
+    assert github_send(first, body) == (200, {"result": "duplicate delivery",
+                                              "delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958"})
+    restarted = _receiver(handler, connect(redis_url, None))  # a new receiver process, the same Redis
+    assert github_send(restarted, body)[1]["result"] == "duplicate delivery"
+    assert [p.ref for p in handler.pushes] == ["refs/heads/master"]  # one push handled, once
+    assert github_send(restarted, body, delivery="another-guid")[0] == 202  # a new delivery is handled
+    assert len(handler.pushes) == 2
+    ttl = client.ttl("raibid:webhook:delivery:github:72d3162e-cc78-11e3-81ab-4c9367dc0958")
+    assert DELIVERY_TTL - 60 < ttl <= DELIVERY_TTL
+
+
+def test_a_delivery_that_failed_is_handled_when_redelivered(redis_url):
+    handler = Handler(503)
+    r = _receiver(handler, connect(redis_url, None))
+    body = json.dumps(octokit("push")[4]).encode()
+    assert github_send(r, body)[0] == 503  # e.g. the sync backlog was full
+    assert github_send(r, body)[0] == 202  # its redelivery is handled
+    assert github_send(r, body)[1]["result"] == "duplicate delivery"
+    assert len(handler.pushes) == 2
+
+
+@pytest.mark.parametrize("delivery", [None, "", "guid\n", "a:b", "x" * 200])
+def test_a_delivery_without_a_usable_id_is_handled_every_time(redis_url, delivery):
+    client = connect(redis_url, None)
+    handler = Handler()
+    r = _receiver(handler, client)
+    body = json.dumps(octokit("push")[4]).encode()
+    assert [github_send(r, body, delivery=delivery)[0] for _ in range(2)] == [202, 202]
+    assert len(handler.pushes) == 2 and client.keys("raibid:webhook:*") == []
+
+
+def test_redis_down_the_delivery_is_handled_not_dropped(caplog):
+    from tests.harness.redis_server import free_port
+
+    handler = Handler()
+    r = _receiver(handler, connect(f"redis://127.0.0.1:{free_port()}", None, timeout=0.5))
+    assert github_send(r, json.dumps(octokit("push")[4]).encode())[0] == 202
+    assert len(handler.pushes) == 1 and "cannot check for a redelivery" in caplog.text

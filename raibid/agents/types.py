@@ -185,7 +185,7 @@ def resolve_types(cfg: Config, *, plugins: dict[str, tuple[_Base, str]] | None =
     out: dict[str, TypeSpec] = {}
     names = list(known) + [n for n in cfg.agents.types if n not in known]
     for name in names:
-        if not AGENT_RE.match(name) or name == "dead":
+        if not AGENT_RE.fullmatch(name) or name == "dead":
             raise ConfigError(f"agents.types.{name}: invalid type name (lower-case letters, digits and '-')")
         override = cfg.agents.types.get(name)
         if name in known:

@@ -40,6 +40,7 @@ def _prepare(app: Application, repos: tuple[str, ...], orgs: tuple[str, ...], jo
     from pathlib import Path
 
     from raibid.mirror import Options, Syncer, TargetIndex, Trigger, resolve
+    from raibid.mirror.pending import PendingTriggers
 
     cfg = app.cfg
     m = cfg.mirror
@@ -55,7 +56,8 @@ def _prepare(app: Application, repos: tuple[str, ...], orgs: tuple[str, ...], jo
     opts = Options(cache_dir=app.mirror_cache_dir, mode=m.mode, jobs=jobs, timeout=float(m.timeout),
                    dry_run=dry_run, allow_delete=allow_delete, github_token=cfg.secret(m.github_token_env),
                    gitea_token=gitea.token,
-                   trigger=Trigger(m.trigger.branches, _submitter(app), m.trigger.on_create) if trigger else None)
+                   trigger=Trigger(m.trigger.branches, _submitter(app), m.trigger.on_create,
+                                   pending=PendingTriggers(lambda: app.worker_queue)) if trigger else None)
     return Syncer(gitea, targets, opts), resolved
 
 
@@ -95,15 +97,17 @@ def _progress(app: Application, total: int) -> Iterator[Callable[[RepoResult], N
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        from raibid.safetext import markup_escaped, printable
+
         console = Console(file=term.stderr, no_color=not term.color, highlight=False)
         with Progress(TextColumn("mirror"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("{task.description}"), console=console, transient=True) as bar:
             task = bar.add_task("", total=total)
 
             def tick(r: RepoResult) -> None:
-                bar.update(task, advance=1, description=r.source)
+                bar.update(task, advance=1, description=markup_escaped(r.source))  # TextColumn reads markup
                 if r.action == "failed":
-                    bar.console.print(line(r), markup=False)
+                    bar.console.print(printable(line(r)), markup=False)  # git's and GitHub's words, escaped
 
             yield tick
         return

@@ -228,22 +228,34 @@ def show(app: Application, job_id: str, as_json: bool) -> None:
 @queue.command()
 @click.argument("job_id")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the job finishes.")
+@click.option("--raw", is_flag=True,
+              help="Print the lines exactly as stored, terminal control sequences included (default: shown escaped).")
 @json_option
 @pass_app
-def logs(app: Application, job_id: str, follow: bool, as_json: bool) -> None:
+def logs(app: Application, job_id: str, follow: bool, raw: bool, as_json: bool) -> None:
     """Print a job's log lines (stdout), optionally following them.
 
-    With --json: one JSON object per line ({"id", "line"}), so --follow streams too.
+    A build writes its log: control and escape sequences in it (colours, cursor
+    moves, OSC 8 links, OSC 52 clipboard writes) are shown escaped, as \\x1b...,
+    unless --raw. With --json: one JSON object per line ({"id", "line"}), the
+    exact text, so --follow streams too.
     """
     import json
 
     from raibid.queue import TERMINAL
 
+    if raw and as_json:
+        raise UsageError("--raw and --json cannot be combined (JSON is always the exact text)")
     q = app.queue
     job = q.get(job_id)
 
     def out(eid: str, line: str) -> None:
-        app.term.line(json.dumps({"id": eid, "line": line}) if as_json else line)
+        if as_json:
+            app.term.line(json.dumps({"id": eid, "line": line}))  # ensure_ascii: every control is \uXXXX
+        elif raw:
+            app.term.raw(line)
+        else:
+            app.term.line(line)
 
     last = "-"
     for eid, line in q.logs(job_id):

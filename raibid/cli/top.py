@@ -70,7 +70,8 @@ def build_dashboard(app: Application, interval: float | None = None) -> Dashboar
 
         url, password = app.redis_endpoint()
         try:
-            client = redis.Redis.from_url(url, password=password, decode_responses=True,
+            # encoding_errors: a log entry that is not UTF-8 shows U+FFFD instead of failing the refresh.
+            client = redis.Redis.from_url(url, password=password, decode_responses=True, encoding_errors="replace",
                                           socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S,
                                           health_check_interval=0)
         except ValueError as e:

@@ -139,7 +139,8 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
     service = build(secret=secret, submit=app.worker_queue.submit_deduped, mirrors=mirrors,
                     branches=cfg.mirror.trigger.branches, agent=cfg.mirror.trigger.agent, policy=app.trust_policy,
                     trigger_enabled=cfg.mirror.trigger.enabled, overrides=w.branches, sync=sync, pull=pull,
-                    engine=engine, max_body=w.max_body, threads=w.sync_workers, max_pending=w.max_pending)
+                    engine=engine, max_body=w.max_body, threads=w.sync_workers, max_pending=w.max_pending,
+                    deliveries=_deliveries(app))
     try:
         server = create_server(service.receiver, host, port, max_body=w.max_body, threads=threads)
     except BaseException:
@@ -161,16 +162,27 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
     log.info("stopped")
 
 
+def _deliveries(app: Application):
+    """GitHub delivery ids in Redis, through the one-shot client: a check waits at most redis.timeout."""
+    from raibid.queue import Keys
+    from raibid.webhook.deliveries import Deliveries
+
+    url, _ = app.redis_endpoint()
+    return Deliveries(app.redis, Keys(app.cfg.redis.prefix), url=url)
+
+
 def _engine(app: Application):
     """Push mode: a factory of the mirror engine's one-repo sync, given the trigger's enqueue function."""
     from raibid.mirror import Options, Trigger
+    from raibid.mirror.pending import PendingTriggers
     from raibid.webhook.sync import EngineSync
 
     cfg = app.cfg
     m = cfg.mirror
 
     def make(submit):
-        trigger = Trigger(m.trigger.branches, submit, m.trigger.on_create) if submit is not None else None
+        trigger = (Trigger(m.trigger.branches, submit, m.trigger.on_create,
+                           pending=PendingTriggers(lambda: app.worker_queue)) if submit is not None else None)
         opts = Options(cache_dir=app.mirror_cache_dir, mode=m.mode, jobs=1, timeout=float(m.timeout),
                        github_token=cfg.secret(m.github_token_env), gitea_token=app.gitea.token, trigger=trigger)
         return EngineSync(app.gitea, app.github, m, opts, base_dir=_base_dir(app))  # a client per sync

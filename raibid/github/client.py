@@ -21,7 +21,7 @@ from urllib.parse import quote
 from raibid.errors import AuthError, NotFound, RaibidError, Unreachable, UsageError, redact_url
 
 API_VERSION = "2022-11-28"
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # with fullmatch: no trailing newline
 
 
 class RateLimited(RaibidError):
@@ -62,7 +62,7 @@ class GitHubRepo:
 
 
 def _segment(value: str, what: str) -> str:
-    if not _NAME.match(value or "") or value in (".", ".."):
+    if not _NAME.fullmatch(value or "") or value in (".", ".."):
         raise UsageError(f"invalid GitHub {what} {value!r}")
     return quote(value, safe="")
 

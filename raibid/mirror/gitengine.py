@@ -8,7 +8,9 @@ process at all. Other URL schemes fall back to ``git ls-remote``.
 Only branches and tags are mirrored (``refs/heads/*``, ``refs/tags/*``), never
 GitHub's ``refs/pull/*``. Tokens reach git only through
 :func:`raibid.gitcreds.git_env`; git's messages pass through
-:func:`raibid.gitcreds.scrub` before they go anywhere.
+:func:`raibid.gitcreds.scrub` before they go anywhere. Every URL and ref comes after
+``--end-of-options``: a URL from an API answer (``clone_url``) that starts with ``-``
+(``--upload-pack=...``) is a repository name to git, never an option.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ def parse_advertisement(data: bytes) -> dict[str, str]:
 def ls_remote(remote: Remote, *, timeout: float = 30.0, deadline: float | None = None) -> dict[str, str]:
     """Every ref of a remote: ``{"refs/heads/main": sha, ...}``."""
     if not remote.url.startswith(("http://", "https://")):
-        out = run_git(["ls-remote", remote.url], remote=remote, deadline=deadline)
+        out = run_git(["ls-remote", "--end-of-options", remote.url], remote=remote, deadline=deadline)
         refs = {}
         for line in out.splitlines():
             sha, _, ref = line.partition("\t")
@@ -142,7 +144,7 @@ def ls_remote(remote: Remote, *, timeout: float = 30.0, deadline: float | None =
     if resp.status_code >= 400:
         raise GitFailed(f"{scrub(url)}: HTTP {resp.status_code} reading refs")
     if "x-git-upload-pack-advertisement" not in resp.headers.get("Content-Type", ""):
-        out = run_git(["ls-remote", url], remote=remote, deadline=deadline)  # a dumb server: let git cope
+        out = run_git(["ls-remote", "--end-of-options", url], remote=remote, deadline=deadline)  # a dumb server: let git cope
         return {ref: sha for sha, _, ref in (line.partition("\t") for line in out.splitlines()) if ref}
     return parse_advertisement(resp.content)
 
@@ -241,17 +243,18 @@ def fetch(path: Path, source: Remote, *, deadline: float | None = None) -> bool:
     refspecs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
     _remove_leftovers(path)
     if (path / "HEAD").exists():
-        run_git(["--git-dir", str(path), "fetch", "--prune", "--quiet", "--no-write-fetch-head", source.url,
-                 *refspecs], remote=source, deadline=deadline)
+        run_git(["--git-dir", str(path), "fetch", "--prune", "--quiet", "--no-write-fetch-head", "--end-of-options",
+                 source.url, *refspecs], remote=source, deadline=deadline)
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         run_git(["init", "--bare", "--quiet", str(tmp)], deadline=deadline)
         # The URL is stored for humans (no credentials in it); fetches name it explicitly.
-        run_git(["--git-dir", str(tmp), "config", "remote.origin.url", source.url], deadline=deadline)
-        run_git(["--git-dir", str(tmp), "fetch", "--prune", "--quiet", "--no-write-fetch-head", source.url,
-                 *refspecs], remote=source, deadline=deadline)
+        run_git(["--git-dir", str(tmp), "config", "--end-of-options", "remote.origin.url", source.url],
+                deadline=deadline)
+        run_git(["--git-dir", str(tmp), "fetch", "--prune", "--quiet", "--no-write-fetch-head", "--end-of-options",
+                 source.url, *refspecs], remote=source, deadline=deadline)
         try:
             os.rename(tmp, path)
         except OSError:  # another process made it first: theirs is as good
@@ -269,9 +272,9 @@ def _remove_leftovers(path: Path) -> None:
     """
     if not path.parent.is_dir():
         return
-    mine = re.compile(rf"^\.{re.escape(path.name)}\.[a-z0-9_]{{8}}$")  # tempfile.mkdtemp(prefix=".<name>.")
+    mine = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}")  # tempfile.mkdtemp(prefix=".<name>.")
     for old in path.parent.iterdir():
-        if mine.match(old.name) and old.is_dir():
+        if mine.fullmatch(old.name) and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
 
 
@@ -307,5 +310,5 @@ def push(path: Path, target: Remote, moves: dict[str, tuple[str | None, str | No
         return
     specs = [f"+{new}:{ref}" if new else f":{ref}" for ref, (_, new) in sorted(moves.items())]
     for i in range(0, len(specs), 500):  # keep argv well below ARG_MAX on repos with many tags
-        run_git(["--git-dir", str(path), "push", "--quiet", "--no-verify", target.url, *specs[i:i + 500]],
-                remote=target, deadline=deadline)
+        run_git(["--git-dir", str(path), "push", "--quiet", "--no-verify", "--end-of-options", target.url,
+                 *specs[i:i + 500]], remote=target, deadline=deadline)

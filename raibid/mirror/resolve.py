@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from raibid.github import GitHub
 
 # OWNER/NAME; "." and ".." are never names (they would walk out of URLs and the cache dir).
-_FULL = re.compile(r"^(?!\.\.?/)[A-Za-z0-9_.-]+/(?!\.\.?$)[A-Za-z0-9_.-]+$")
+# Used with fullmatch (a "$" at the end would let "acme/app\n" through).
+_FULL = re.compile(r"(?!\.\.?/)[A-Za-z0-9_.-]+/(?!\.\.?\Z)[A-Za-z0-9_.-]+")
 _MARKER = re.compile(r"^Mirror of (\S+)")
 
 
@@ -55,7 +56,7 @@ def source_of(repo: GiteaRepo) -> str | None:
 
 
 def check_full_name(value: str, where: str) -> str:
-    if not _FULL.match(value):
+    if not _FULL.fullmatch(value):
         raise UsageError(f"{where}: {value!r} is not OWNER/NAME")
     return value
 
@@ -125,7 +126,7 @@ def read_list(path: Path) -> list[tuple[int, str]]:
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        if not _FULL.match(line):
+        if not _FULL.fullmatch(line):
             raise ConfigError(f"{path}:{n}: {line!r} is not OWNER/NAME")
         out.append((n, line))
     return out
@@ -152,7 +153,7 @@ def resolve(cfg: MirrorConfig, github: GitHub, targets: TargetIndex | None = Non
     for i, item in enumerate(cfg.repos):
         spec = MirrorRepo(source=item) if isinstance(item, str) else item
         for value in (spec.source, spec.target):
-            if value is not None and not _FULL.match(value):  # "." and "..": the config loader lets them by
+            if value is not None and not _FULL.fullmatch(value):  # "." and "..": the config loader lets them by
                 raise ConfigError(f"mirror.repos entry {spec.source!r}: {value!r} is not OWNER/NAME",
                                   hint="'.' and '..' are never owner or repo names")
         name = spec.source.split("/", 1)[1]

@@ -10,7 +10,6 @@ org entry's ``on_missing`` policy. One repository failing never stops the others
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING
 from raibid.errors import NotFound, RaibidError
 from raibid.mirror import gitengine as g
 from raibid.mirror.model import RepoResult, Resolved, StatusRow, Summary, totals
+from raibid.mirror.pending import LocalPending, Owed, PendingStore
 from raibid.mirror.resolve import TargetIndex, description_for, source_of
 from raibid.timeutil import now_rfc3339
 
@@ -39,6 +39,9 @@ class Trigger:
     branches: str
     submit: Submit
     on_create: bool = False
+    # Where owed jobs are written down (`raibid.mirror.pending.PendingTriggers`: Redis, so they outlive the
+    # pod); None keeps them in memory for this process only.
+    pending: PendingStore | None = None
 
 
 @dataclass
@@ -68,6 +71,10 @@ class Syncer:
         self._org_lock = threading.Lock()
         self._org_errors: dict[str, str | None] = {}
         self._unreachable: set[int] = set()  # results that failed because a git server was unreachable
+        trigger = opts.trigger
+        self._pending: PendingStore = (trigger.pending if trigger is not None and trigger.pending is not None
+                                       else LocalPending())
+        self._pending_unreadable = False  # a read failed this run: unchanged repos stop asking (a hung Redis)
 
     # ------------------------------------------------------------------ the run
     def run(self, resolved: list[Resolved],
@@ -153,45 +160,49 @@ class Syncer:
             result.target = found.full_name
         return found
 
-    def _pending_path(self, target: str) -> Path:
-        return self.opts.cache_dir / "pending" / (target.lower().replace("/", "__") + ".json")
-
-    def _trigger(self, r: Resolved, result: RepoResult, moves: dict[str, tuple[str | None, str | None]],
-                 first_time: bool) -> None:
-        """Enqueue one job per moved trigger branch; what cannot be enqueued is kept for the next run."""
+    def _owed(self, moves: dict[str, tuple[str | None, str | None]], first_time: bool) -> list[Owed]:
+        """One job per moved trigger branch (none on a repo's first sync unless on_create)."""
         t = self.opts.trigger
         if t is None or (first_time and not t.on_create):
-            return
+            return []
         rx = re.compile(t.branches)
-        wanted = [(ref[11:], new) for ref, (_, new) in sorted(moves.items())
-                  if new is not None and ref.startswith("refs/heads/") and rx.search(ref[11:])]
-        self._submit_all(result, wanted)
+        return [(ref[11:], new) for ref, (_, new) in sorted(moves.items())
+                if new is not None and ref.startswith("refs/heads/") and rx.search(ref[11:])]
 
-    def _retry_pending(self, result: RepoResult) -> None:
-        """A run whose push landed but whose trigger failed left the commits here; dedupe makes a retry safe."""
-        path = self._pending_path(result.target)
-        if self.opts.trigger is None or self.opts.dry_run or not path.exists():
+    def _owe(self, result: RepoResult, owed: list[Owed]) -> None:
+        """Write down the jobs this push will owe before pushing; when that is impossible, push nothing."""
+        if not owed:
             return
         try:
-            wanted = [tuple(x) for x in json.loads(path.read_text())]
-        except (OSError, ValueError):
-            wanted = []
-        path.unlink(missing_ok=True)
-        self._submit_all(result, wanted)  # type: ignore[arg-type]
+            self._pending.add(result.target, owed)
+        except RaibidError as e:
+            raise _Failed(f"cannot record the CI job(s) this sync would trigger ({e.message}); nothing was "
+                          "pushed, the next run syncs it again") from None
 
-    def _submit_all(self, result: RepoResult, wanted: list[tuple[str, str]]) -> None:
+    def _pay(self, result: RepoResult, *, owed_now: bool) -> None:
+        """Enqueue every job owed to this repo, this run's and any earlier run's (dedupe makes a repeat a
+        no-op); each is crossed off once queued, and what cannot be queued stays owed for the next run."""
         t = self.opts.trigger
-        assert t is not None
-        for i, (branch, sha) in enumerate(wanted):
+        if t is None or self.opts.dry_run or (self._pending_unreadable and not owed_now):
+            return
+        try:
+            owed = self._pending.items(result.target)
+        except RaibidError as e:
+            if owed_now:
+                raise _Failed(f"could not enqueue the CI jobs (kept for the next run): {e.message}") from None
+            self._pending_unreadable = True
+            return  # an unchanged repo: whatever an earlier run owes waits for a run that can read it
+        for branch, sha in owed:
             try:
                 job_id, _ = t.submit(result.target, branch, sha)
             except RaibidError as e:
-                path = self._pending_path(result.target)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(wanted[i:]))
                 raise _Failed(f"could not enqueue the CI job for {branch} (kept for the next run): "
                               f"{e.message}") from None
             result.jobs.append(job_id)
+            try:
+                self._pending.done(result.target, (branch, sha))
+            except RaibidError:
+                pass  # stays owed: the next run enqueues it again and finds the job by its dedupe key
 
     def _push(self, r: Resolved, result: RepoResult, deadline: float) -> None:
         if self.opts.dry_run:  # writes nothing, not even a lock file
@@ -221,7 +232,7 @@ class Syncer:
             have = g.mirrored(g.ls_remote(g.Remote(target.clone_url, opts.gitea_token), deadline=deadline))
             if want == have:
                 result.action = "unchanged"
-                self._retry_pending(result)
+                self._pay(result, owed_now=False)
                 return
         first_time = target is None or not have
         moves = g.changes(want, have)
@@ -247,11 +258,12 @@ class Syncer:
         g.fetch(cache, src, deadline=deadline)
         local = g.mirrored(g.local_refs(cache), branches)
         moves = g.changes(local, have)
+        owed = self._owed(moves, first_time)
+        self._owe(result, owed)  # before the push: a run that dies after it leaves the jobs owed, not lost
         g.push(cache, g.Remote(target.clone_url, opts.gitea_token), moves, deadline=deadline)
         result.refs_changed = len(moves)
         result.action = "created" if created else ("synced" if moves else "unchanged")
-        self._retry_pending(result)
-        self._trigger(r, result, moves, first_time)
+        self._pay(result, owed_now=bool(owed))
 
     def _pull(self, r: Resolved, result: RepoResult, deadline: float) -> None:
         opts = self.opts

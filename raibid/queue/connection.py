@@ -48,12 +48,13 @@ def connect(url: str, password: str | None = None, *, timeout: float = 5.0) -> r
     reads go through ``QueueBase._blocking`` and add only their block time. The client
     itself never retries a command: redis-py's default would resend non-idempotent
     writes after a lost reply. The queue retries whole retry-safe calls instead
-    (``retried``).
+    (``retried``). Bytes that are not UTF-8 (a log entry someone wrote raw) read as U+FFFD
+    instead of raising ``UnicodeDecodeError`` in ``queue logs`` or a list.
     """
     import redis
 
     try:
-        return redis.Redis.from_url(url, password=password, decode_responses=True,
+        return redis.Redis.from_url(url, password=password, decode_responses=True, encoding_errors="replace",
                                     socket_connect_timeout=timeout, socket_timeout=timeout,
                                     health_check_interval=0, retry=no_retry())
     except ValueError as e:

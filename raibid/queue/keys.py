@@ -27,6 +27,15 @@ class Keys:
         """Holds the id of the job submitted under dedupe key ``key`` (expires after queue.dedupe_ttl)."""
         return f"{self.prefix}:dedupe:{key}"
 
+    def webhook_delivery(self, host: str, delivery_id: str) -> str:
+        """Set once a webhook delivery (``X-GitHub-Delivery``) is handled; expires after the redelivery window."""
+        return f"{self.prefix}:webhook:delivery:{host}:{delivery_id}"
+
+    def mirror_pending(self, target: str) -> str:
+        """Set of the ``[branch, commit]`` CI triggers a mirror sync of ``target`` (OWNER/NAME, lower case)
+        owes: kept in Redis so a run in a new pod still enqueues what an earlier run could not."""
+        return f"{self.prefix}:mirror:pending:{target.lower()}"
+
     @property
     def dead(self) -> str:
         return f"{self.prefix}:jobs:dead"

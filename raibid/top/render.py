@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from raibid.safetext import printable, rich_text
 from raibid.top.model import Backend, JobRow, Snapshot
 
 if TYPE_CHECKING:
@@ -21,6 +22,8 @@ STATE_STYLE = {"healthy": "green", "progressing": "yellow", "degraded": "red", "
 VERDICT_STYLE = {"in-sync": "green", "pending": "yellow", "failed": "red", "not-bootstrapped": "yellow",
                  "unknown": "red"}
 COMPACT_WIDTH, COMPACT_HEIGHT = 100, 30
+# A cell never needs more than a wide terminal's width; a 1 MiB log line is cut before it is escaped and drawn.
+CELL_LIMIT = 1000
 
 
 def age(seconds: float | None) -> str:
@@ -77,11 +80,11 @@ def _header(snap: Snapshot, *, compact: bool = False) -> Any:
         b = snap.backends.get(backend) if backend else None
         style = "red" if b is not None and not b.ok else ""
         t.append(("  " if i else "") + f"{label} ", style="dim")
-        t.append(value + (" ✗" if style else ""), style=style)
+        t.append(printable(value, limit=CELL_LIMIT) + (" ✗" if style else ""), style=style)
     for b in snap.backends.values():
         line = backend_problem(b)
         if line:
-            t.append("\n" + line, style="bold red")
+            t.append("\n" + printable(line, limit=CELL_LIMIT), style="bold red")
     return t
 
 
@@ -107,11 +110,16 @@ def _table(*columns: str, **kw: Any) -> Any:
     return t
 
 
+def _add_row(table: Any, *cells: Any) -> None:
+    """A row whose text cells are ``Text``: a repo name, ref, step or log line is never read as Rich markup."""
+    table.add_row(*(c if not isinstance(c, str) else rich_text(c, limit=CELL_LIMIT) for c in cells))
+
+
 def _queue_table(snap: Snapshot) -> Any:
     t = _table("agent", "QUEUED", "RUNNING", "PENDING", "oldest", "DONE 5m", "OK 5m", "DONE 60m", "OK 60m", "keda")
     for p in snap.queue.pools:
         keda = "" if p.keda_desired is None else f"{p.keda_desired}/{p.max_replicas}"
-        t.add_row(p.agent, _num(p.queued), str(p.running), str(p.pending), age(p.oldest_queued_age_s),
+        _add_row(t, p.agent, _num(p.queued), str(p.running), str(p.pending), age(p.oldest_queued_age_s),
                   str(p.finished_5m), pct(p.success_rate_5m), str(p.finished_60m), pct(p.success_rate_60m), keda)
     return t
 
@@ -128,7 +136,7 @@ def _queue_footer(snap: Snapshot) -> str:
 def _pools_table(snap: Snapshot) -> Any:
     t = _table("pool", "type", "ready", "active", "paused", "RUNNING", "PENDING", "MAX")
     for p in snap.agents.pools:
-        t.add_row(p.name, p.agent_type, _yesno(p.ready), _yesno(p.active), _yesno(p.paused), str(p.running),
+        _add_row(t, p.name, p.agent_type, _yesno(p.ready), _yesno(p.active), _yesno(p.paused), str(p.running),
                   str(p.pending), str(p.max_replicas))
     return t
 
@@ -136,15 +144,13 @@ def _pools_table(snap: Snapshot) -> Any:
 def _pods_table(snap: Snapshot) -> Any:
     t = _table("pod", "phase", "job", "repo", "ref", "step", "elapsed")
     for p in snap.agents.pods:
-        t.add_row(p.name, _styled(p.phase, "green" if p.phase == "Running" else "yellow"), p.job_id or "-",
+        _add_row(t, p.name, _styled(p.phase, "green" if p.phase == "Running" else "yellow"), p.job_id or "-",
                   p.repo or "", p.ref or "", p.step or "", age(p.elapsed_s))
     return t
 
 
 def _styled(text: str, style: str) -> Any:
-    from rich.text import Text
-
-    return Text(text, style=style)
+    return rich_text(text, style, limit=CELL_LIMIT)
 
 
 def _jobs_table(jobs: list[JobRow], rows: int, *, compact: bool = False) -> Any:
@@ -157,9 +163,9 @@ def _jobs_table(jobs: list[JobRow], rows: int, *, compact: bool = False) -> Any:
         line = (j.last_log_line or "") if j.status == "running" else (
             "" if j.exit_code is None else f"exit {j.exit_code}")
         if compact:
-            t.add_row(status, j.id[-10:], f"{j.repo}@{j.ref}", j.agent, age(j.duration_s), line)
+            _add_row(t, status, j.id[-10:], f"{j.repo}@{j.ref}", j.agent, age(j.duration_s), line)
         else:
-            t.add_row(status, j.id, j.repo, j.ref, j.agent, age(j.duration_s), line)
+            _add_row(t, status, j.id, j.repo, j.ref, j.agent, age(j.duration_s), line)
     return t
 
 
@@ -168,8 +174,8 @@ def _components_line(snap: Snapshot) -> Any:
 
     t = Text()
     for i, c in enumerate(snap.cluster.components):
-        t.append(("  " if i else "") + f"{c.component} ")
-        t.append(f"{c.ready}/{c.desired} {c.state}", style=STATE_STYLE.get(c.state, ""))
+        t.append(("  " if i else "") + printable(f"{c.component} ", limit=CELL_LIMIT))
+        t.append(printable(f"{c.ready}/{c.desired} {c.state}", limit=CELL_LIMIT), style=STATE_STYLE.get(c.state, ""))
     return t
 
 
@@ -180,16 +186,16 @@ def _extras_lines(snap: Snapshot) -> list[Any]:
     g = snap.cluster.gitops
     if g is not None:
         t = Text("gitops ")
-        t.append(g.verdict, style=VERDICT_STYLE.get(g.verdict, ""))
-        if g.message:
-            t.append(f" {g.message}", style="dim")
+        t.append(printable(g.verdict), style=VERDICT_STYLE.get(g.verdict, ""))
+        if g.message:  # Flux's message quotes the config repo (kustomize errors): repo-controlled text
+            t.append(" " + printable(g.message, limit=CELL_LIMIT), style="dim")
         out.append(t)
     m = snap.cluster.mirror
     if m is not None:
         counts = ", ".join(f"{n} {a}" for a, n in m.counts.items()) or "nothing"
-        t = Text(f"mirror {age(m.age_s)} ago: {counts}")
+        t = Text(printable(f"mirror {age(m.age_s)} ago: {counts}", limit=CELL_LIMIT))
         if m.failed:
-            t.append(f"; failed: {', '.join(m.failed)}", style="red")
+            t.append(printable(f"; failed: {', '.join(m.failed)}", limit=CELL_LIMIT), style="red")
         out.append(t)
     return out
 
@@ -199,7 +205,7 @@ def _cluster_body(snap: Snapshot) -> Any:
 
     t = _table("component", "state", "READY", "version", "problems")
     for c in snap.cluster.components:
-        t.add_row(c.component, _styled(c.state, STATE_STYLE.get(c.state, "")), f"{c.ready}/{c.desired}",
+        _add_row(t, c.component, _styled(c.state, STATE_STYLE.get(c.state, "")), f"{c.ready}/{c.desired}",
                   c.version, "; ".join(c.problems))
     return Group(t, *_extras_lines(snap))
 
@@ -210,7 +216,7 @@ def _agents_body(snap: Snapshot) -> Any:
 
     a = snap.agents
     if not a.keda_installed:
-        return Text(a.message or "KEDA is not installed", style="yellow")
+        return rich_text(a.message or "KEDA is not installed", "yellow", limit=CELL_LIMIT)
     parts: list[Any] = [_pools_table(snap)]
     if a.pods:
         parts += [Text(""), _pods_table(snap)]
@@ -255,19 +261,19 @@ def _compact(snap: Snapshot, console: Console) -> Any:
 
     lines.append(title("Queue", redis))
     for p in snap.queue.pools:
-        lines.append(Text(
+        lines.append(rich_text(
             f"{p.agent:<10} queued {_num(p.queued):>3}  run {p.running:>2}  pend {p.pending:>2}  "
             f"oldest {age(p.oldest_queued_age_s):>3}  5m {p.finished_5m} {pct(p.success_rate_5m)}  "
-            f"60m {p.finished_60m} {pct(p.success_rate_60m)}", no_wrap=True, overflow="ellipsis"))
-    lines.append(Text(_queue_footer(snap), style="dim", no_wrap=True, overflow="ellipsis"))
+            f"60m {p.finished_60m} {pct(p.success_rate_60m)}", limit=CELL_LIMIT, no_wrap=True, overflow="ellipsis"))
+    lines.append(rich_text(_queue_footer(snap), "dim", limit=CELL_LIMIT, no_wrap=True, overflow="ellipsis"))
     lines.append(title("Agents", kube))
     if not snap.agents.keda_installed:
-        lines.append(Text(snap.agents.message or "KEDA is not installed", style="yellow", no_wrap=True,
-                          overflow="ellipsis"))
+        lines.append(rich_text(snap.agents.message or "KEDA is not installed", "yellow", limit=CELL_LIMIT,
+                               no_wrap=True, overflow="ellipsis"))
     for pool in snap.agents.pools:
         flags = "paused" if pool.paused else ("ready" if pool.ready else "not ready")
-        lines.append(Text(f"{pool.name:<16} {flags:<9} running {pool.running}  pending {pool.pending}  "
-                          f"max {pool.max_replicas}", no_wrap=True, overflow="ellipsis"))
+        lines.append(rich_text(f"{pool.name:<16} {flags:<9} running {pool.running}  pending {pool.pending}  "
+                               f"max {pool.max_replicas}", limit=CELL_LIMIT, no_wrap=True, overflow="ellipsis"))
     lines.append(title("Cluster", kube))
     comp = _components_line(snap)
     comp.no_wrap, comp.overflow = True, "ellipsis"
@@ -292,14 +298,15 @@ def plain(snap: Snapshot) -> str:
         out.append("")
         out.append(f"# {title}")
         out.append("\t".join(c.upper() for c in columns))
-        out.extend("\t".join("" if v is None else str(v) for v in row) for row in rows)
+        # Tabs, newlines and every control sequence in a value are shown escaped: one row stays one line.
+        out.extend("\t".join(printable(v) for v in row) for row in rows)
 
     h = snap.header
     out.append(f"raibid top\t{h.refreshed_at}")
-    out.append(f"cluster\t{h.cluster}")
-    out.append(f"namespace\t{h.namespace}")
-    out.append(f"redis\t{h.redis}")
-    out.append(f"gitea\t{h.gitea}" + (f"\t{h.gitea_version}" if h.gitea_version else ""))
+    out.append(f"cluster\t{printable(h.cluster)}")
+    out.append(f"namespace\t{printable(h.namespace)}")
+    out.append(f"redis\t{printable(h.redis)}")
+    out.append(f"gitea\t{printable(h.gitea)}" + (f"\t{printable(h.gitea_version)}" if h.gitea_version else ""))
     table("backends", ["backend", "state", "error"],
           [[b.name, ("stale" if b.stale else "unavailable") if not b.ok else "ok", b.error or ""]
            for b in snap.backends.values()])
@@ -308,7 +315,7 @@ def plain(snap: Snapshot) -> str:
           [[p.agent, _num(p.queued), p.running, p.pending, age(p.oldest_queued_age_s), p.finished_5m,
             pct(p.success_rate_5m), p.finished_60m, pct(p.success_rate_60m),
             "" if p.keda_desired is None else f"{p.keda_desired}/{p.max_replicas}"] for p in snap.queue.pools])
-    out.append(_queue_footer(snap))
+    out.append(printable(_queue_footer(snap)))
     if snap.agents.keda_installed:
         table("agents", ["pool", "type", "ready", "active", "paused", "running", "pending", "max"],
               [[p.name, p.agent_type, _yesno(p.ready), _yesno(p.active), _yesno(p.paused), p.running, p.pending,
@@ -316,7 +323,7 @@ def plain(snap: Snapshot) -> str:
         table("agent pods", ["pod", "phase", "job", "repo", "ref", "step", "elapsed"],
               [[p.name, p.phase, p.job_id, p.repo, p.ref, p.step, age(p.elapsed_s)] for p in snap.agents.pods])
     else:
-        out += ["", "# agents", snap.agents.message or "KEDA is not installed"]
+        out += ["", "# agents", printable(snap.agents.message or "KEDA is not installed")]
     table("jobs", ["status", "job", "repo", "ref", "agent", "duration", "last line"],
           [[j.status, j.id, j.repo, j.ref, j.agent, age(j.duration_s), j.last_log_line or ""] for j in snap.jobs])
     table("cluster", ["component", "state", "ready", "version", "problems"],
@@ -331,9 +338,10 @@ def _extras_lines_plain(snap: Snapshot) -> list[str]:
     out = []
     g = snap.cluster.gitops
     if g is not None:
-        out.append(f"gitops\t{g.verdict}\t{g.message}")
+        out.append(f"gitops\t{printable(g.verdict)}\t{printable(g.message)}")
     m = snap.cluster.mirror
     if m is not None:
         counts = ", ".join(f"{n} {a}" for a, n in m.counts.items()) or "nothing"
-        out.append(f"mirror\t{m.time or '-'}\t{counts}" + (f"\tfailed: {', '.join(m.failed)}" if m.failed else ""))
+        out.append(f"mirror\t{printable(m.time or '-')}\t{printable(counts)}"
+                   + (f"\tfailed: {printable(', '.join(m.failed))}" if m.failed else ""))
     return out

@@ -6,8 +6,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")  # SHA-1, or SHA-256 object format
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+# Used with fullmatch: "$" would let a trailing newline through ("mirrors/app\n" is not a repository).
+_SHA = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")  # SHA-1, or SHA-256 object format
+_NAME = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 
 
 class BadPayload(ValueError):
@@ -35,12 +36,12 @@ def parse_push(payload: Any) -> Push:
         raise BadPayload("the payload is not a JSON object")
     repo = (payload.get("repository") or {}).get("full_name") if isinstance(payload.get("repository"), dict) else None
     ref, before, after = payload.get("ref"), payload.get("before"), payload.get("after")
-    if not isinstance(repo, str) or not _NAME.match(repo):
+    if not isinstance(repo, str) or not _NAME.fullmatch(repo):
         raise BadPayload("repository.full_name is missing or not OWNER/NAME")
     if not isinstance(ref, str) or not ref.startswith("refs/") or any(c in ref for c in "\x00\x1f\n"):
         raise BadPayload("ref is missing or not a full ref name")
     for name, value in (("before", before), ("after", after)):
-        if not isinstance(value, str) or not _SHA.match(value):
+        if not isinstance(value, str) or not _SHA.fullmatch(value):
             raise BadPayload(f"{name} is missing or not a commit id")
     deleted = bool(payload.get("deleted")) or set(after) == {"0"}
     r = payload["repository"]

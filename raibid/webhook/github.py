@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from raibid.errors import AuthError, NotFound, RaibidError, Unreachable, UsageError, redact_url
 
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # with fullmatch: no trailing newline
 
 
 class GitHubError(RaibidError):
@@ -22,7 +22,7 @@ class GitHubError(RaibidError):
 
 
 def _seg(value: str) -> str:
-    if not _NAME.match(value or ""):
+    if not _NAME.fullmatch(value or ""):
         raise UsageError(f"invalid GitHub owner or repository name {value!r}")
     return quote(value, safe="")
 

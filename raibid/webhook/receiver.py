@@ -2,6 +2,18 @@
 
 Every POST is checked in this order: body size (413), signature (401, and nothing else
 happens), event type (``ping`` 200, non-push 202), JSON (400), then the push handler.
+
+What a signature covers depends on the sender. GitHub signs the body as sent, for JSON
+and for form (``application/x-www-form-urlencoded``) hooks alike. Gitea signs the JSON
+payload itself, even for a form hook, whose body is ``payload=<the JSON, form-encoded>``
+(``services/webhook/deliver.go``: the HMAC is taken over ``t.PayloadContent``, the body is
+``url.Values{"payload": ...}.Encode()``). So a Gitea form hook is verified over the
+decoded ``payload`` field, byte for byte, and that same field is what is parsed.
+
+A GitHub push whose ``X-GitHub-Delivery`` id was handled already (a redelivery) is
+answered 200 ``duplicate delivery`` and does nothing (`raibid.webhook.deliveries`); a
+push without a usable id is handled as new.
+
 A request never waits for a sync: GitHub pushes go to the background worker and are
 answered with 202 at once. Log lines name the host, event, delivery id and outcome;
 never a secret, a signature or a token.
@@ -15,9 +27,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import unquote_to_bytes
 
 from raibid.errors import RaibidError
+from raibid.webhook.deliveries import Deliveries, usable_id
 from raibid.webhook.events import BadPayload, Push, parse_push
 from raibid.webhook.mirrors import MirrorSet
 from raibid.webhook.signature import verify_gitea, verify_github
@@ -88,6 +101,8 @@ class Route:
     signature_header: str
     verify: Callable[[bytes, bytes, str | None], bool]
     handle: Callable[[Push], Reply] | None
+    signs_form_payload: bool = False  # Gitea: a form hook's signature covers the payload field, not the body
+    dedupe_deliveries: bool = False  # GitHub: a redelivery keeps its delivery id
 
 
 @dataclass
@@ -99,14 +114,15 @@ class Receiver:
     github: Callable[[Push], Reply] | None = None
     max_body: int = DEFAULT_MAX_BODY
     health: Callable[[], dict[str, Any]] | None = None
+    deliveries: Deliveries | None = None  # None: no delivery dedupe (a test without Redis)
 
     def __post_init__(self) -> None:
         self._key = self.secret.encode()
         self.routes = {
             "/hooks/gitea": Route("gitea", "HTTP_X_GITEA_EVENT", "HTTP_X_GITEA_DELIVERY", "HTTP_X_GITEA_SIGNATURE",
-                                  verify_gitea, self.gitea),
+                                  verify_gitea, self.gitea, signs_form_payload=True),
             "/hooks/github": Route("github", "HTTP_X_GITHUB_EVENT", "HTTP_X_GITHUB_DELIVERY",
-                                   "HTTP_X_HUB_SIGNATURE_256", verify_github, self.github),
+                                   "HTTP_X_HUB_SIGNATURE_256", verify_github, self.github, dedupe_deliveries=True),
         }
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -141,7 +157,10 @@ class Receiver:
             return body, {"result": "error", "reason": "body too large" if body == 413 else "bad length"}
         event = environ.get(route.event_header) or ""
         delivery = environ.get(route.delivery_header) or "-"
-        if not route.verify(self._key, body, environ.get(route.signature_header)):
+        form = _is_form(environ.get("CONTENT_TYPE") or "")
+        payload = form_payload(body) if form else body  # None: not one payload field
+        signed = payload if form and route.signs_form_payload else body
+        if signed is None or not route.verify(self._key, signed, environ.get(route.signature_header)):
             log.warning("%s delivery %s (%s): missing or wrong signature, rejected", route.name, delivery,
                         event or "no event")
             return 401, {"result": "error", "reason": "missing or wrong signature"}
@@ -150,16 +169,46 @@ class Receiver:
         if event != "push":
             return 202, {"result": "ignored", "reason": f"event {event or '(none)'} is not handled"}
         try:
-            payload = _decode(body, environ.get("CONTENT_TYPE") or "")
-            push = parse_push(payload)
+            if payload is None:
+                raise BadPayload("form body without exactly one payload field")
+            push = parse_push(_decode(payload))
         except BadPayload as e:
             return 400, {"result": "error", "reason": str(e)}
         if route.handle is None:
             return 202, {"result": "ignored", "reason": f"{route.name} pushes are not handled by this receiver"}
+        claimed = self._claim(route, environ.get(route.delivery_header))
+        if claimed is False:
+            log.info("%s delivery %s: handled already (a redelivery), nothing to do", route.name, delivery)
+            return 200, {"result": "duplicate delivery", "delivery": delivery}
         status, reply = route.handle(push)
+        if claimed and status >= 500:  # not handled: let its redelivery through
+            self._release(route, delivery)
         log.info("%s delivery %s: push %s %s -> %s", route.name, delivery, push.repo, push.ref,
                  reply.get("result"))
         return status, reply
+
+    def _claim(self, route: Route, delivery: str | None) -> bool | None:
+        """True: first delivery of this id (claimed); False: seen before; None: not deduplicated."""
+        if not route.dedupe_deliveries or self.deliveries is None:
+            return None
+        usable = usable_id(delivery)
+        if usable is None:
+            log.warning("%s delivery without a usable delivery id: handled, not deduplicated", route.name)
+            return None
+        try:
+            return self.deliveries.claim(route.name, usable)
+        except RaibidError as e:  # a sync is idempotent: handling a delivery twice beats dropping it
+            log.warning("%s delivery %s: cannot check for a redelivery (%s); handled anyway", route.name,
+                        usable, e.message)
+            return None
+
+    def _release(self, route: Route, delivery: str) -> None:
+        assert self.deliveries is not None
+        try:
+            self.deliveries.release(route.name, delivery)
+        except RaibidError as e:
+            log.warning("%s delivery %s failed and its claim stays (%s): a redelivery is ignored until it "
+                        "expires; the cron sync picks the push up", route.name, delivery, e.message)
 
     def _read(self, environ: dict[str, Any]) -> bytes | int:
         """The raw body, or 413 when it is over ``max_body`` (checked before reading when the length is known)."""
@@ -179,15 +228,24 @@ class Receiver:
         return 413 if len(data) > self.max_body else data
 
 
-def _decode(body: bytes, content_type: str) -> Any:
+def _is_form(content_type: str) -> bool:
+    return content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded"
+
+
+def form_payload(body: bytes) -> bytes | None:
+    """The exact bytes of the one ``payload`` field of a form body, or None (none, or more than one).
+
+    Decoded as Go's ``url.ParseQuery`` does (``+`` is a space, ``%XX`` a byte), without
+    going through text, so the bytes are the ones the sender signed.
+    """
+    found = [unquote_to_bytes(value.replace(b"+", b" "))
+             for name, _, value in (part.partition(b"=") for part in body.split(b"&"))
+             if unquote_to_bytes(name.replace(b"+", b" ")) == b"payload"]
+    return found[0] if len(found) == 1 else None
+
+
+def _decode(payload: bytes) -> Any:
     try:
-        if content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
-            fields = parse_qs(body.decode(), strict_parsing=False)
-            if "payload" not in fields:
-                raise BadPayload("form body without a payload field")
-            return json.loads(fields["payload"][0])
-        return json.loads(body)
+        return json.loads(payload)
     except (ValueError, UnicodeDecodeError) as e:
-        if isinstance(e, BadPayload):
-            raise
         raise BadPayload(f"malformed JSON: {e}") from None

@@ -475,3 +475,84 @@ def test_doctor_and_top_show_both_pools_of_each_type(run, q):
     pools = {p["agent"]: p for p in top.json()["queue"]["pools"]}
     assert pools["generic-untrusted"]["queued"] == 1 and pools["generic"]["queued"] in (0, None)
     assert {"rust", "rust-untrusted", "python", "python-untrusted"} <= set(pools)
+OSC52 = "\x1b]52;c;ZWNobyBwd25lZA==\x07"  # writes the operator's clipboard
+HOSTILE_LOG = ["[/x] [bold", OSC52, "\x1b]8;;https://evil.example\x1b\\link\x1b]8;;\x1b\\", "\x1b[2J\x1b[Hclear",
+               "tab\there", "ok\rFAKE", "\u202egnp.exe", "\x9b31mC1"]
+
+
+def _hostile_job(q):
+    job = q.submit(JobSpec(repo="a/b", ref="[/x]\x1b[2J", env={"X": OSC52}))
+    claim = q.claim("generic", "pod")
+    q.append_log(job.id, HOSTILE_LOG)
+    q.finish(claim, "failed", exit_code=1, error="step [/x] said \x1b]8;;https://evil.example\x1b\\")
+    return job
+
+
+def test_logs_show_control_sequences_escaped_and_raw_passes_them(run, q):
+    job = _hostile_job(q)
+    for args in ((), ("--follow",)):
+        out = run("queue", "logs", job.id, *args).out
+        assert "\x1b" not in out and "\x07" not in out and "\r" not in out and "\u202e" not in out
+        assert "\x9b" not in out
+        assert "\\x1b]52;c;ZWNobyBwd25lZA==\\x07" in out.splitlines()  # visible as text
+        assert "[/x] [bold" in out and "tab\there" in out and "ok\\rFAKE" in out and "\\u202egnp.exe" in out
+    raw = run("queue", "logs", job.id, "--raw").out
+    assert raw == "\n".join(HOSTILE_LOG) + "\n"  # byte for byte
+    js = run("queue", "logs", job.id, "--json")
+    assert "\x1b" not in js.out and "\u202e" not in js.out  # JSON escapes controls itself
+    assert [json.loads(line)["line"] for line in js.out.splitlines()] == HOSTILE_LOG  # exact data
+    both = run("queue", "logs", job.id, "--raw", "--json")
+    assert both.code == 2 and "--raw" in both.err
+
+
+def test_show_and_list_escape_what_a_repo_controls(run, q):
+    job = _hostile_job(q)
+    shown = run("queue", "show", job.id)
+    assert shown.code == 0 and "\x1b" not in shown.out and "\x07" not in shown.out
+    assert "error:" in shown.out and "step [/x] said \\x1b]8;;https://evil.example\\x1b\\" in shown.out
+    assert run("queue", "show", job.id, "--json").json()["env"] == {"X": OSC52}
+    listed = run("queue", "list")
+    row = listed.out.splitlines()[1].split("\t")
+    assert row[4] == "[/x]\\x1b[2J" and "\x1b" not in listed.out
+
+
+def test_list_and_show_on_a_terminal_draw_markup_as_text(q):
+    from tests.cli.test_top import FakeTTY
+
+    job = _hostile_job(q)
+    for args in (["queue", "list"], ["queue", "show", job.id]):
+        code, out = _on_tty(args, FakeTTY())
+        assert code == 0
+        assert "[/x]" in out and "\x1b]" not in out and "\x1b[2J" not in out and "\x07" not in out
+
+
+def _on_tty(args, out):
+    import io
+    import os
+
+    from click.testing import CliRunner
+
+    from raibid.app import Application
+    from raibid.cli import cli
+    from raibid.settings import Settings
+    from raibid.terminal import Terminal
+
+    app = Application(settings=Settings(kubeconfig=os.environ.get("KUBECONFIG", "/nonexistent")),
+                      terminal=Terminal(stdout=out, stdin=io.StringIO(), stderr=io.StringIO(), color=True))
+    result = CliRunner().invoke(cli, args, obj=app, catch_exceptions=False)
+    return result.exit_code, out.getvalue()
+
+
+def test_logs_with_bytes_that_are_not_utf8_show_replacement_characters(run, q):
+    job = q.submit(JobSpec(repo="a/b", ref="main"))
+    claim = q.claim("generic", "pod")
+    raw = redis.Redis(connection_pool=redis.ConnectionPool(**{**q.r.connection_pool.connection_kwargs,
+                                                              "decode_responses": False}))
+    raw.xadd(q.keys.log(job.id), {b"line": b"bad \xff\xfe \x1b[2J"})
+    q.finish(claim, "succeeded", exit_code=0)
+    for args in ((), ("--follow",), ("--raw",)):
+        r = run("queue", "logs", job.id, *args)
+        assert r.code == 0, r.err
+        assert r.out.startswith("bad \ufffd\ufffd ")
+    assert run("queue", "logs", job.id).out == "bad \ufffd\ufffd \\x1b[2J\n"
+    assert json.loads(run("queue", "logs", job.id, "--json").out)["line"] == "bad \ufffd\ufffd \x1b[2J"

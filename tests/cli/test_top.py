@@ -286,3 +286,19 @@ def test_once_on_a_terminal_draws_rich_panels(busy):
     assert "── Queue" in out and "\x1b[" in out and "unavailable" not in out  # compact (80 columns), coloured
     assert "\x1b[?1049h" not in out  # one snapshot, not the alternate screen
     assert "q+Enter quits" not in out and "every 2s" not in out  # it neither refreshes nor reads keys
+
+
+def test_top_survives_bytes_that_are_not_utf8_in_a_log(run, busy, q):
+    """A log entry written as raw bytes (not UTF-8) is shown with U+FFFD, never a UnicodeDecodeError."""
+    job = busy["running"][0]
+    redis.Redis(connection_pool=redis.ConnectionPool(**{**q.r.connection_pool.connection_kwargs,
+                                                        "decode_responses": False})).xadd(
+        q.keys.log(job), {b"line": b"bad \xff\xfe utf-8 \x1b]52;c;eA==\x07"})
+    r = run("top", "--once")
+    assert r.code == 0, r.err
+    assert "bad \ufffd\ufffd utf-8 \\x1b]52;c;eA==\\x07" in r.out and "\x1b" not in r.out
+    code, out = _invoke_on_tty(["top", "--once"])
+    assert code == 0 and "\x1b]52" not in out
+    js = run("top", "--once", "--json")  # exact data: JSON escapes the controls itself
+    assert "\x1b" not in js.out
+    assert "bad \ufffd\ufffd utf-8 \x1b]52;c;eA==\x07" in [j["last_log_line"] for j in js.json()["jobs"]]

@@ -244,6 +244,18 @@ def test_serve_runs_as_a_process_queues_a_signed_push_and_stops_on_sigterm(redis
                                                   "Content-Type": "application/json"})
             with urllib.request.urlopen(req, timeout=5) as resp:
                 assert resp.status == 202 and json.loads(resp.read())["result"] == "queued"
+        # A GitHub redelivery (the same X-GitHub-Delivery) is acknowledged and does nothing.
+        gh = json.dumps({"ref": "refs/heads/main", "before": "1" * 40, "after": "2" * 40,
+                         "repository": {"full_name": "acme/app"}}).encode()
+        answers = []
+        for _ in range(2):
+            req = urllib.request.Request(f"{base}/hooks/github", data=gh, method="POST", headers={
+                "X-GitHub-Event": "push", "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+                "X-Hub-Signature-256": "sha256=" + hmac.new(SECRET.encode(), gh, hashlib.sha256).hexdigest(),
+                "Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                answers.append((resp.status, json.loads(resp.read())["result"]))
+        assert answers == [(202, "ignored"), (200, "duplicate delivery")]
         # An announced body over the limit is refused before it is sent.
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         conn.putrequest("POST", "/hooks/gitea")
