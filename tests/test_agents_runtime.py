@@ -45,6 +45,7 @@ def argv_log(tmp_path: Path) -> Path:
 def agent_env(redis_url: str, git_server, tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {**os.environ, "RAIBID_REDIS_URL": redis_url, "RAIBID_GITEA_URL": git_server.base_url,
            "RAIBID_GITEA_TOKEN": TOKEN, "RAIBID_QUEUE_HEARTBEAT": "1", "RAIBID_QUEUE_MIN_IDLE": "30",
+           "RAIBID_AGENTS_TRUSTED_OWNERS": "[acme]",
            "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     env.update(extra)
     return env
@@ -86,10 +87,10 @@ steps:
   - name: build
     run: |
       echo "$GREETING from $RAIBID_REPO at $RAIBID_COMMIT"
-      echo "job=$RAIBID_JOB_ID registry=$RAIBID_REGISTRY user=$RAIBID_REGISTRY_USER"
-      test -n "$RAIBID_REGISTRY_TOKEN"
+      echo "job=$RAIBID_JOB_ID registry=$RAIBID_REGISTRY type=$RAIBID_AGENT_TYPE ci=$CI raibid=$RAIBID"
+      test -z "${RAIBID_REGISTRY_TOKEN:-}${RAIBID_GITEA_TOKEN:-}${RAIBID_REDIS_URL:-}${AGENT_ONLY:-}"
       test -z "${RAIBID_REDIS_PASSWORD:-}" && test -z "${GIT_CONFIG_COUNT:-}" && echo "no private env"
-      for f in /proc/[0-9]*/cmdline; do { tr '\\0' ' ' < "$f"; } 2>/dev/null || true; echo; done > "$ARGV_DUMP"
+      for f in /proc/[0-9]*/cmdline; do { tr '\\0' ' ' < "$f"; } 2>/dev/null || true; echo; done > {dump}
   - name: test
     timeout: 30
     env:
@@ -100,17 +101,19 @@ steps:
 
 def test_job_runs_to_success_and_the_token_leaks_nowhere(q, git, redis_url, tmp_path, argv_log):
     git.create_repo("acme/app")
-    sha = git.commit("acme/app", "main", {".raibid.yml": PIPELINE, "data.txt": "payload\n"})
+    dump = tmp_path / "argv-dump.txt"
+    sha = git.commit("acme/app", "main", {".raibid.yml": PIPELINE.replace("{dump}", str(dump)),
+                                          "data.txt": "payload\n"})
     job_id = submit(q, "acme/app")
     work = tmp_path / "w"
-    dump = tmp_path / "argv-dump.txt"
-    code, out, err = finish(start_agent(agent_env(redis_url, git, tmp_path, ARGV_DUMP=str(dump)), work))
+    code, out, err = finish(start_agent(agent_env(redis_url, git, tmp_path, AGENT_ONLY="x"), work))
     assert code == 0, err
     job = q.get(job_id)
     assert job.status == "succeeded" and job.exit_code == 0, (job, err, log_text(q, job_id))
     log = log_text(q, job_id)
     assert f"hello from acme/app at {sha}" in log
-    assert f"job={job_id} registry=" in log and "no private env" in log
+    registry = git.base_url.split("//", 1)[1].rstrip("/")
+    assert f"job={job_id} registry={registry} type=generic ci=true raibid=1" in log and "no private env" in log
     assert "step-two ran" in log and "payload" in log
     assert "raibid: step build (1/2)" in log and "raibid: step test exited 0" in log
     forms = [TOKEN, base64.b64encode(f"raibid:{TOKEN}".encode()).decode()]
@@ -210,13 +213,12 @@ def test_sigkilled_agent_is_reclaimed_after_min_idle(q, git, redis_url, tmp_path
     job_id = submit(q, "acme/app")
     env = agent_env(redis_url, git, tmp_path, RAIBID_QUEUE_MIN_IDLE="2")
     proc = start_agent(env, tmp_path / "w1")
-    try:
-        wait_for(lambda: "started" in log_text(q, job_id), 30, "step output")
-        proc.kill()
-        proc.communicate(timeout=10)
-    finally:
-        if pidfile.exists():  # the step is its own session: SIGKILL of the agent leaves it running
-            os.killpg(int(pidfile.read_text()), signal.SIGKILL)
+    wait_for(lambda: "started" in log_text(q, job_id), 30, "step output")
+    proc.kill()
+    proc.communicate(timeout=10)
+    # The step runner sees the agent's end of the socket close and kills the step's group.
+    pid = int(pidfile.read_text())
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in _proc_state(pid), 20, "the step killed")
     assert q.get(job_id).status == "running"
     code, _, err = finish(start_agent(env, tmp_path / "w2", "--wait", "10"))
     assert code == 0, err
