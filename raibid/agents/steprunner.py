@@ -48,7 +48,8 @@ PROTOCOL = 1
 KILL_GRACE_S = 5.0
 SMALL_READ = 16 << 10
 COALESCE_S = 0.002
-READ_SIZE = 1 << 16
+READ_SIZE = 1 << 20
+PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ of the step's output pipe: fewer, larger reads under a flood
 MAX_FRAME = 64 << 20  # a request (script and env) or an output chunk; anything bigger is a protocol error
 _HEADER = struct.Struct(">cI")
 
@@ -80,29 +81,29 @@ class FrameReader:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self._buf = bytearray()
 
-    def _fill(self, n: int) -> bool:
-        while len(self._buf) < n:
-            chunk = self.sock.recv(max(READ_SIZE, n - len(self._buf)))
-            if not chunk:
-                if self._buf:
-                    raise ProtocolError("the connection closed in the middle of a frame")
-                return False
-            self._buf += chunk
-        return True
+    def _exactly(self, n: int, *, at_start: bool = False) -> bytearray | None:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = self.sock.recv_into(view[got:], n - got)
+            if not k:
+                if at_start and not got:
+                    return None
+                raise ProtocolError("the connection closed in the middle of a frame")
+            got += k
+        return buf
 
     def read(self) -> tuple[bytes, bytes] | None:
-        if not self._fill(_HEADER.size):
+        header = self._exactly(_HEADER.size, at_start=True)
+        if header is None:
             return None
-        kind, length = _HEADER.unpack_from(self._buf)
+        kind, length = _HEADER.unpack(header)
         if length > MAX_FRAME:
             raise ProtocolError(f"frame of {length} bytes is larger than {MAX_FRAME}")
-        if not self._fill(_HEADER.size + length):
-            raise ProtocolError("the connection closed in the middle of a frame")
-        payload = bytes(self._buf[_HEADER.size:_HEADER.size + length])
-        del self._buf[:_HEADER.size + length]
-        return kind, payload
+        payload = self._exactly(length) if length else bytearray()
+        return kind, bytes(payload) if length < 4096 else payload  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------- the runner
@@ -193,6 +194,10 @@ class Runner:
             self._proc = proc
         if self.terminated:
             _kill_group(proc)
+        with contextlib.suppress(OSError, AttributeError):  # Linux; the default 64 KiB elsewhere
+            import fcntl
+
+            fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)  # type: ignore[union-attr]
         return proc
 
     def _finish(self, proc: subprocess.Popen) -> None:
