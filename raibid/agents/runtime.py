@@ -331,9 +331,12 @@ class Agent:
                 self.runner = StepRunnerClient.start(self.s.step_runner, self.s.env, timeout=self.s.step_runner_timeout,
                                                      stop=self.terminating.is_set)
             except (TimeoutError, RunnerGone, OSError) as e:
-                where = self.s.step_runner or "a local child process"
-                msg = (f"no step runner at {where} within {self.s.step_runner_timeout:g}s ({e}); the build "
-                       "container must run `raibid agents step-runner --socket <path>` on the shared volume")
+                if self.s.step_runner is None:
+                    msg = f"cannot start the local step runner: {e}"
+                else:
+                    msg = (f"no step runner at {self.s.step_runner} within {self.s.step_runner_timeout:g}s ({e}); "
+                           "the build container must run `raibid agents step-runner --socket "
+                           f"{self.s.step_runner.partition(':')[2]}`")
                 self.log(msg)
                 return Outcome(AgentExit.UNREACHABLE, error=msg)
         try:

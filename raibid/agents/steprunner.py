@@ -324,11 +324,17 @@ def scrubbed_env(env: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k in SAFE_ENV or k.startswith("LC_")}
 
 
+# The local runner imports this module from where the agent found it (an install or a checkout),
+# with nothing from the agent's environment (no PYTHONPATH), and the standard library only.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_BOOT = "import sys; sys.path.insert(0, sys.argv.pop(1)); from raibid.agents.steprunner import main; sys.exit(main())"
+
+
 def spawn_local(env: Mapping[str, str]) -> tuple[subprocess.Popen, socket.socket]:
     """Start this module as a child with a scrubbed environment; the agent's end of the socketpair."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "raibid.agents.steprunner", "--fd", str(theirs.fileno())],
+        proc = subprocess.Popen([sys.executable, "-c", _BOOT, _PACKAGE_ROOT, "--fd", str(theirs.fileno())],
                                 env=scrubbed_env(env), stdin=subprocess.DEVNULL, close_fds=True,
                                 pass_fds=(theirs.fileno(),), start_new_session=True)
     except BaseException:
