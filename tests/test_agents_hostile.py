@@ -98,7 +98,7 @@ def locked_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 def hostile_pipeline(loot: Path, redis_port: int, config_url: str) -> str:
     steps = {
-        "env": f"env > {loot}/env.txt; env",
+        "env": f"env > {loot}/env.txt; env; echo \"nproc limit: $(ulimit -u)\"",
         "proc": f"""
             for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline /proc/1/environ; do
               {{ tr '\\0' '\\n' < "$f"; }} >> {loot}/proc.txt 2>/dev/null || echo "unreadable $f" >> {loot}/denied.txt
@@ -177,7 +177,7 @@ def hostile_pipeline(loot: Path, redis_port: int, config_url: str) -> str:
             printf '\033]8;;http://evil.invalid/\033\\link\033]8;;\033\\ osc8\n'
         """,
         "flood": f"yes \"$(printf '%01000d' 0)\" | head -c {FLOOD} || true",
-        "after": "echo still running after the flood; echo \"nproc limit: $(ulimit -u)\"",
+        "after": "echo this line is not stored: the log is full",
     }
     out = ["secrets: [DEPLOY_KEY]", "steps:"]
     for name, script in steps.items():
@@ -254,7 +254,8 @@ def _hostile_run(base: Path, server: RedisServer, git: GitHTTPServer, tmp_path: 
     assert "secret DEPLOY_KEY withheld: this build runs in the untrusted pool generic-untrusted" in log
     assert "[/x] [bold]markup[/bold]" in log  # stored as data; views escape it
     assert "\x1b]52;c;cHduZWQ=\x07 osc52" in log and "\x1b]8;;http://evil.invalid/" in log
-    assert "still running after the flood" in log and "nproc limit: 2048" in log  # agents.max_pids
+    assert "nproc limit: 2048" in entries  # agents.max_pids
+    assert "raibid: step after exited 0" in log and "this line is not stored: the log is full" not in entries
 
     # The flood: capped in bytes with a marker, the rest drained.
     assert "[log truncated: this job's log reached 67108864 bytes (agents.log_max_bytes)" in log
