@@ -328,8 +328,10 @@ class Agent:
 
         if self.runner is None:
             try:
+                # A local runner starts while the agent claims and clones (its hello is awaited before
+                # the first step); the build container's must answer before a job is claimed.
                 self.runner = StepRunnerClient.start(self.s.step_runner, self.s.env, timeout=self.s.step_runner_timeout,
-                                                     stop=self.terminating.is_set)
+                                                     stop=self.terminating.is_set, wait=self.s.step_runner is not None)
             except (TimeoutError, RunnerGone, OSError) as e:
                 if self.s.step_runner is None:
                     msg = f"cannot start the local step runner: {e}"
@@ -476,6 +478,11 @@ class Agent:
         if secrets:
             cutter.set_forms(mask_forms([*self._secrets, *secrets.values()], self.s.git_user))
 
+        try:
+            self.runner.ready()  # type: ignore[union-attr]
+        except RunnerGone as e:
+            say(f"{e}; the job is released")
+            return Outcome(AgentExit.UNREACHABLE, status="released", error=str(e))
         env = self._step_env(job, sha, agent_type)
         steps = pipeline.steps
         for i, step in enumerate(steps, 1):

@@ -383,12 +383,14 @@ class StepRunnerClient:
         self.where = where
         self._reader = FrameReader(sock)
         self._send_lock = threading.Lock()
+        self._timeout = 60.0
         self.hello: dict[str, Any] = {}
 
     @classmethod
     def start(cls, url: str | None, env: Mapping[str, str], *, timeout: float,
-              stop: Callable[[], bool] = lambda: False) -> StepRunnerClient:
-        """``unix:PATH`` (the pod's build container), or None for a local child process. Waits for the hello."""
+              stop: Callable[[], bool] = lambda: False, wait: bool = True) -> StepRunnerClient:
+        """``unix:PATH`` (the pod's build container), or None for a local child process. With ``wait``,
+        waits for the hello; else :meth:`ready` does, before the first step."""
         if url is None:
             proc, sock = spawn_local(env)
             client = cls(sock, proc)
@@ -397,22 +399,32 @@ class StepRunnerClient:
             if scheme != "unix" or not path:
                 raise ValueError(f"--step-runner must be unix:PATH, not {url!r}")
             client = cls(connect_unix(path, timeout, stop), where=url)
-        client.sock.settimeout(timeout)
-        try:
-            frame = client._reader.read()
-        except (OSError, ProtocolError) as e:
-            client.close()
-            raise RunnerGone(f"the step runner ({client.where}) did not say hello: {e}") from None
-        if frame is None or frame[0] != b"H":
-            client.close()
-            raise RunnerGone(f"the step runner ({client.where}) did not say hello")
-        client.sock.settimeout(None)
-        client.hello = json.loads(frame[1])
-        if client.hello.get("protocol") != PROTOCOL:
-            client.close()
-            raise RunnerGone(f"the step runner speaks protocol {client.hello.get('protocol')!r}, "
-                             f"this agent {PROTOCOL}: use the same raibid version in both containers")
+        client._timeout = timeout
+        if wait:
+            try:
+                client.ready()
+            except RunnerGone:
+                client.close()
+                raise
         return client
+
+    def ready(self) -> None:
+        """Wait for the runner's hello (once). RunnerGone when it does not come within the timeout."""
+        if self.hello:
+            return
+        self.sock.settimeout(self._timeout)
+        try:
+            frame = self._reader.read()
+        except (OSError, ProtocolError) as e:
+            raise RunnerGone(f"the step runner ({self.where}) did not say hello: {e}") from None
+        if frame is None or frame[0] != b"H":
+            raise RunnerGone(f"the step runner ({self.where}) did not say hello")
+        self.sock.settimeout(None)
+        hello = json.loads(frame[1])
+        if hello.get("protocol") != PROTOCOL:
+            raise RunnerGone(f"the step runner speaks protocol {hello.get('protocol')!r}, "
+                             f"this agent {PROTOCOL}: use the same raibid version in both containers")
+        self.hello = hello
 
     def _send(self, kind: bytes, obj: Mapping[str, Any]) -> None:
         with self._send_lock:

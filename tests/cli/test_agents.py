@@ -338,3 +338,18 @@ def test_cluster_down_keeps_the_cache_pvcs_unless_purged(run, kube):
     assert kube.get_object("v1", "PersistentVolumeClaim", "raibid-agent-cache-rust", NS) is not None
     run("cluster", "down", "--yes", "--purge", "-c", "agents")
     assert kube.get_object("v1", "PersistentVolumeClaim", "raibid-agent-cache-rust", NS) is None
+
+
+# ----------------------------------------------------------------------------- the runtime's commands
+
+
+def test_run_refuses_a_step_runner_that_is_not_a_unix_socket(run, redis_url):
+    r = run("agents", "run", "--wait", "0", "--step-runner", "tcp://10.0.0.1:9")
+    assert r.code == 2 and "--step-runner must be unix:PATH, not 'tcp://10.0.0.1:9'" in r.err
+
+
+def test_step_runner_with_no_agent_exits_5_and_leaves_no_socket(run, tmp_path):
+    sock = tmp_path / "steps.sock"
+    r = run("agents", "step-runner", "--socket", str(sock), "--accept-timeout", "0.2")
+    assert r.code == 5 and f"no agent connected to {sock} within 0.2s" in r.err
+    assert "agents run --step-runner unix:" in r.err and not sock.exists()
