@@ -121,13 +121,6 @@ def no_dump() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
 
 
-def dumpable() -> bool:
-    """This process's dumpable flag (``prctl(PR_GET_DUMPABLE)``)."""
-    import ctypes
-
-    return bool(ctypes.CDLL(None, use_errno=True).prctl(3, 0, 0, 0, 0))  # PR_GET_DUMPABLE
-
-
 class Runner:
     """Serves one agent connection: one step at a time."""
 
