@@ -75,17 +75,45 @@ def strip_git_auth(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def secret_forms(token: str | None, username: str = "raibid") -> list[str]:
-    """Every form in which a token could appear in git's output: plain, and inside a Basic header."""
+    """Every form in which a secret could appear in output: plain, URL-encoded, base64 (also where the
+    value sits at any offset in a longer base64 text), each line of a multi-line value, and inside a
+    Basic header. Longest first, so a longer form is masked before a shorter one inside it."""
     if not token:
         return []
-    return [token, *(base64.b64encode(f"{u}:{token}".encode()).decode() for u in dict.fromkeys((username,
-                                                                                               *_USERNAMES)))]
+    from urllib.parse import quote, quote_plus
+
+    raw = token.encode()
+    forms = {token, quote(token, safe=""), quote_plus(token)}
+    forms |= {line for line in token.splitlines() if len(line.strip()) >= 4}
+    for enc in (base64.b64encode, base64.urlsafe_b64encode):
+        forms.add(enc(raw).decode())
+        forms.add(enc(raw).decode().rstrip("="))
+        for offset in (0, 1, 2):  # the value after 0, 1 or 2 other bytes: the groups it fills encode the same
+            text = enc(b"\0" * offset + raw).decode()
+            stable = text[4 if offset else 0:(offset + len(raw)) // 3 * 4]
+            if len(stable) >= 8:
+                forms.add(stable)
+    forms |= {base64.b64encode(f"{u}:{token}".encode()).decode() for u in dict.fromkeys((username, *_USERNAMES))}
+    return sorted((f for f in forms if f and "\n" not in f), key=len, reverse=True)
+
+
+def mask_forms(secrets: Iterable[str | None], username: str = "raibid") -> list[bytes]:
+    """:func:`secret_forms` of every secret as bytes, longest first: what :func:`mask` replaces."""
+    forms = {f.encode() for s in secrets if s for f in secret_forms(s, username)}
+    return sorted(forms, key=len, reverse=True)
+
+
+def mask(data: bytes, forms: list[bytes]) -> bytes:
+    """``data`` with every form replaced by ``***`` (the stored log's masker; forms from :func:`mask_forms`)."""
+    for form in forms:
+        if form in data:
+            data = data.replace(form, b"***")
+    return data
 
 
 def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """Remove tokens (plain and in Basic form), URL userinfo and Authorization values from git's output."""
+    """Remove secrets (every form of :func:`secret_forms`), URL userinfo and Authorization values from text."""
     out = redact_urls_in(text)
-    forms = {f for s in secrets if s for f in secret_forms(s)}
-    for form in sorted(forms, key=len, reverse=True):
-        out = out.replace(form, "***")
+    for form in mask_forms(secrets):
+        out = out.replace(form.decode(), "***")
     return re.sub(r"(Authorization:\s*\w+\s+)\S+", r"\1***", out, flags=re.I)

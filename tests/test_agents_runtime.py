@@ -45,6 +45,7 @@ def argv_log(tmp_path: Path) -> Path:
 def agent_env(redis_url: str, git_server, tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {**os.environ, "RAIBID_REDIS_URL": redis_url, "RAIBID_GITEA_URL": git_server.base_url,
            "RAIBID_GITEA_TOKEN": TOKEN, "RAIBID_QUEUE_HEARTBEAT": "1", "RAIBID_QUEUE_MIN_IDLE": "30",
+           "RAIBID_AGENTS_TRUSTED_OWNERS": "[acme]",
            "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     env.update(extra)
     return env
@@ -86,10 +87,10 @@ steps:
   - name: build
     run: |
       echo "$GREETING from $RAIBID_REPO at $RAIBID_COMMIT"
-      echo "job=$RAIBID_JOB_ID registry=$RAIBID_REGISTRY user=$RAIBID_REGISTRY_USER"
-      test -n "$RAIBID_REGISTRY_TOKEN"
+      echo "job=$RAIBID_JOB_ID registry=$RAIBID_REGISTRY type=$RAIBID_AGENT_TYPE ci=$CI raibid=$RAIBID"
+      test -z "${RAIBID_REGISTRY_TOKEN:-}${RAIBID_GITEA_TOKEN:-}${RAIBID_REDIS_URL:-}${AGENT_ONLY:-}"
       test -z "${RAIBID_REDIS_PASSWORD:-}" && test -z "${GIT_CONFIG_COUNT:-}" && echo "no private env"
-      for f in /proc/[0-9]*/cmdline; do { tr '\\0' ' ' < "$f"; } 2>/dev/null || true; echo; done > "$ARGV_DUMP"
+      for f in /proc/[0-9]*/cmdline; do { tr '\\0' ' ' < "$f"; } 2>/dev/null || true; echo; done > {dump}
   - name: test
     timeout: 30
     env:
@@ -100,17 +101,19 @@ steps:
 
 def test_job_runs_to_success_and_the_token_leaks_nowhere(q, git, redis_url, tmp_path, argv_log):
     git.create_repo("acme/app")
-    sha = git.commit("acme/app", "main", {".raibid.yml": PIPELINE, "data.txt": "payload\n"})
+    dump = tmp_path / "argv-dump.txt"
+    sha = git.commit("acme/app", "main", {".raibid.yml": PIPELINE.replace("{dump}", str(dump)),
+                                          "data.txt": "payload\n"})
     job_id = submit(q, "acme/app")
     work = tmp_path / "w"
-    dump = tmp_path / "argv-dump.txt"
-    code, out, err = finish(start_agent(agent_env(redis_url, git, tmp_path, ARGV_DUMP=str(dump)), work))
+    code, out, err = finish(start_agent(agent_env(redis_url, git, tmp_path, AGENT_ONLY="x"), work))
     assert code == 0, err
     job = q.get(job_id)
     assert job.status == "succeeded" and job.exit_code == 0, (job, err, log_text(q, job_id))
     log = log_text(q, job_id)
     assert f"hello from acme/app at {sha}" in log
-    assert f"job={job_id} registry=" in log and "no private env" in log
+    registry = git.base_url.split("//", 1)[1].rstrip("/")
+    assert f"job={job_id} registry={registry} type=generic ci=true raibid=1" in log and "no private env" in log
     assert "step-two ran" in log and "payload" in log
     assert "raibid: step build (1/2)" in log and "raibid: step test exited 0" in log
     forms = [TOKEN, base64.b64encode(f"raibid:{TOKEN}".encode()).decode()]
@@ -210,13 +213,12 @@ def test_sigkilled_agent_is_reclaimed_after_min_idle(q, git, redis_url, tmp_path
     job_id = submit(q, "acme/app")
     env = agent_env(redis_url, git, tmp_path, RAIBID_QUEUE_MIN_IDLE="2")
     proc = start_agent(env, tmp_path / "w1")
-    try:
-        wait_for(lambda: "started" in log_text(q, job_id), 30, "step output")
-        proc.kill()
-        proc.communicate(timeout=10)
-    finally:
-        if pidfile.exists():  # the step is its own session: SIGKILL of the agent leaves it running
-            os.killpg(int(pidfile.read_text()), signal.SIGKILL)
+    wait_for(lambda: "started" in log_text(q, job_id), 30, "step output")
+    proc.kill()
+    proc.communicate(timeout=10)
+    # The step runner sees the agent's end of the socket close and kills the step's group.
+    pid = int(pidfile.read_text())
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in _proc_state(pid), 20, "the step killed")
     assert q.get(job_id).status == "running"
     code, _, err = finish(start_agent(env, tmp_path / "w2", "--wait", "10"))
     assert code == 0, err
@@ -331,3 +333,210 @@ def test_processes_a_step_leaves_behind_are_killed_when_it_ends(q, git, redis_ur
     assert q.get(job_id).status == "succeeded" and "left it running" in log_text(q, job_id)
     pid = int(pidfile.read_text())
     wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in _proc_state(pid), 10, "leftover sleep killed")
+
+
+# ----------------------------------------------------------------------------- trust, secrets, caps
+
+SECRET = "s3cr3t-deploy-value/with+chars=&more"
+SECRETS_ENV = '[{name: DEPLOY_KEY, secret: deploy, repos: ["acme/.*"]}, {name: OTHER, secret: o, repos: ["x/y"]}]'
+
+
+@pytest.fixture
+def secrets_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "secrets"
+    d.mkdir()
+    (d / "DEPLOY_KEY").write_text(SECRET)
+    (d / "OTHER").write_text("other-value-123456")
+    return d
+
+
+def test_a_trusted_build_gets_its_secret_and_every_form_is_masked_in_the_log(q, git, redis_url, tmp_path,
+                                                                              argv_log, secrets_dir):
+    git.create_repo("acme/app", files={".raibid.yml": (
+        "secrets: [DEPLOY_KEY]\nsteps:\n  - name: use\n    run: |\n"
+        '      test "$DEPLOY_KEY" = \'' + SECRET + '\' && echo "got it"\n'
+        '      echo "plain $DEPLOY_KEY end"\n'
+        '      printf %s "$DEPLOY_KEY" | base64 -w0; echo\n'
+        '      printf "ab%s" "$DEPLOY_KEY" | base64 -w0; echo\n'
+        '      python3 -c \'import os, urllib.parse; print(urllib.parse.quote(os.environ["DEPLOY_KEY"], safe=""))\'\n'
+        '      python3 -c \'import os, urllib.parse; print(urllib.parse.quote_plus(os.environ["DEPLOY_KEY"]))\'\n'
+        '      python3 long.py\n'  # a line longer than the cap, the value across the cut, in small pieces
+        '      echo after\n'),
+        "long.py": ("import os, sys\nline = 'x' * 16370 + os.environ['DEPLOY_KEY'] + 'y' * 100\n"
+                    "for i in range(0, len(line), 7):\n    sys.stdout.write(line[i:i + 7]); sys.stdout.flush()\n"
+                    "print()\n")})
+    job_id = submit(q, "acme/app")
+    env = agent_env(redis_url, git, tmp_path, RAIBID_AGENTS_SECRETS=SECRETS_ENV)
+    code, out, err = finish(start_agent(env, tmp_path / "w", "--secrets-dir", str(secrets_dir)))
+    assert code == 0, err
+    log = log_text(q, job_id)
+    assert q.get(job_id).status == "succeeded", log
+    assert "got it" in log and "plain *** end" in log and "after" in log
+    assert "x" * 16370 + "***" + "y" * 11 + " [log truncated: line longer than 16384 bytes]" in log  # masked, then cut
+    from raibid.gitcreds import secret_forms
+
+    for form in secret_forms(SECRET):
+        assert form not in log + out + err, form
+    assert base64.b64encode(SECRET.encode()).decode() in secret_forms(SECRET)
+
+
+@pytest.mark.parametrize(("pipeline_secret", "repo", "message"), [
+    ("NOPE", "acme/app", "asks for secret NOPE, but no agents.secrets entry is named NOPE (configured: DEPLOY_KEY, "
+                         "OTHER)"),
+    ("OTHER", "acme/app", "asks for secret OTHER, but the agents.secrets entry OTHER does not allow acme/app "
+                          "(repos: x/y)"),
+])
+def test_a_trusted_build_asking_for_a_secret_it_may_not_have_fails_naming_it(q, git, redis_url, tmp_path, argv_log,
+                                                                             secrets_dir, pipeline_secret, repo,
+                                                                             message):
+    marker = tmp_path / "ran"
+    git.create_repo(repo, files={".raibid.yml": f"secrets: [{pipeline_secret}]\nsteps:\n  - run: touch {marker}\n"})
+    job_id = submit(q, repo)
+    env = agent_env(redis_url, git, tmp_path, RAIBID_AGENTS_SECRETS=SECRETS_ENV)
+    code, _, err = finish(start_agent(env, tmp_path / "w", "--secrets-dir", str(secrets_dir)))
+    assert code == 0, err
+    job = q.get(job_id)
+    assert job.status == "failed" and message in job.error, job.error
+    assert not marker.exists() and "other-value-123456" not in log_text(q, job_id)
+
+
+def test_an_untrusted_build_runs_without_the_secret_and_says_why(q, git, redis_url, tmp_path, argv_log, secrets_dir):
+    git.create_repo("stranger/app", files={".raibid.yml": (
+        "secrets: [DEPLOY_KEY]\nsteps:\n  - run: echo \"key=${DEPLOY_KEY:-none}\"\n")})
+    job_id = q.submit(JobSpec(repo="stranger/app", ref="main", agent="generic-untrusted")).id
+    env = agent_env(redis_url, git, tmp_path, RAIBID_AGENTS_SECRETS=SECRETS_ENV)
+    code, _, err = finish(start_agent(env, tmp_path / "w", "--type", "generic-untrusted",
+                                      "--secrets-dir", str(secrets_dir)))
+    assert code == 0, err
+    log = log_text(q, job_id)
+    assert q.get(job_id).status == "succeeded" and "key=none" in log
+    assert ("secret DEPLOY_KEY withheld: this build runs in the untrusted pool generic-untrusted (stranger/app is "
+            "not in agents.trusted)") in log
+
+
+def test_a_trusted_pool_refuses_an_untrusted_repo_and_runs_nothing(q, git, redis_url, tmp_path, argv_log):
+    git.create_repo("stranger/app", files={"x": "x\n"})
+    job_id = submit(q, "stranger/app", command=f"touch {tmp_path / 'ran'}")
+    code, _, err = finish(start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w"))
+    assert code == 0, err
+    job = q.get(job_id)
+    assert job.status == "failed" and job.error.startswith(
+        "stranger/app is not trusted (agents.trusted) but its job is in the trusted pool generic; nothing was run")
+    assert not (tmp_path / "ran").exists() and "fetch" not in (argv_log.read_text() if argv_log.exists() else "")
+
+
+def test_a_ref_that_looks_like_an_option_is_a_ref(q, git, redis_url, tmp_path, argv_log):
+    marker = tmp_path / "pwned"
+    git.create_repo("acme/app", files={"x": "x\n"})
+    job_id = submit(q, "acme/app", ref=f"--upload-pack=touch {marker}", command="true")
+    code, _, err = finish(start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w"))
+    assert code == 0, err
+    job = q.get(job_id)
+    assert job.status == "failed" and job.error.startswith("clone failed: git fetch"), job.error
+    assert not marker.exists()
+    assert f"--end-of-options origin --upload-pack=touch {marker}" in argv_log.read_text()
+
+
+def test_the_job_log_is_capped_in_bytes_and_the_step_is_drained_not_blocked(q, git, redis_url, tmp_path, argv_log):
+    git.create_repo("acme/app", files={"x": "x\n"})
+    job_id = submit(q, "acme/app", command="seq 1 200000; head -c 300000 /dev/zero | tr '\\0' z; echo; echo done")
+    env = agent_env(redis_url, git, tmp_path, RAIBID_AGENTS_LOG_MAX_BYTES="100000",
+                    RAIBID_AGENTS_LOG_LINE_MAX_BYTES="1000")
+    code, _, err = finish(start_agent(env, tmp_path / "w"))
+    assert code == 0, err
+    lines = [line for _, line in q.logs(job_id)]
+    assert q.get(job_id).status == "succeeded"
+    output = [line for line in lines if not line.startswith("raibid: ")]
+    assert sum(len(line) + 1 for line in output) <= 100_000 and output[-1] != "done"
+    assert any("[log truncated: this job's log reached 100000 bytes (agents.log_max_bytes)" in line for line in lines)
+    assert any(line.startswith("raibid: [log truncated: ") and "bytes of output were not stored" in line
+               for line in lines)
+    assert "raibid: step command exited 0" in "\n".join(lines)
+
+
+def test_steps_run_in_a_step_runner_over_a_unix_socket(q, git, redis_url, tmp_path, argv_log):
+    sock = tmp_path / "run" / "steps.sock"
+    runner_env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "BUILD_ONLY": "from-the-build-container"}
+    runner = subprocess.Popen([sys.executable, "-m", "raibid", "agents", "step-runner", "--socket", str(sock)],
+                              env=runner_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    git.create_repo("acme/app", files={"x": "x\n"})
+    job_id = submit(q, "acme/app", command='echo "runner pid $PPID, $BUILD_ONLY, token=${RAIBID_GITEA_TOKEN:-none}"')
+    code, _, err = finish(start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w",
+                                      "--step-runner", f"unix:{sock}", "--step-runner-timeout", "30"))
+    assert code == 0, err
+    assert f"runner pid {runner.pid}, from-the-build-container, token=none" in log_text(q, job_id)
+    assert runner.wait(20) == 0  # the agent hung up: the runner is done
+    assert not sock.exists()
+
+
+def test_no_step_runner_on_the_socket_is_exit_5_with_a_clear_message(redis_url, git, tmp_path, argv_log):
+    code, _, err = finish(start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w", "--step-runner",
+                                      f"unix:{tmp_path / 'none.sock'}", "--step-runner-timeout", "0.5"))
+    assert code == 5
+    assert f"no step runner at unix:{tmp_path / 'none.sock'} within 0.5s" in err
+    assert f"raibid agents step-runner --socket {tmp_path / 'none.sock'}" in err
+
+
+def _cutter(**kw):
+    from raibid.agents.runtime import LogCutter, LogSink
+    from raibid.gitcreds import mask_forms
+
+    stored: list[str] = []
+    sink = LogSink(stored.extend)
+    return LogCutter(sink, mask_forms([SECRET]), **kw), sink, stored
+
+
+@pytest.mark.parametrize("piece", [1, 7, 4096])
+def test_the_log_masks_a_secret_split_across_reads_and_across_the_line_cut(piece):
+    cutter, sink, stored = _cutter(job_max=1 << 20, line_max=100)
+    data = (f"a {SECRET} b\n" + "x" * 90 + SECRET + "y" * 50 + "\n" + "tail " + SECRET).encode()
+    for i in range(0, len(data), piece):
+        cutter.feed(data[i:i + piece])
+    cutter.end_step()
+    sink.close()
+    assert stored == ["a *** b", "x" * 90 + "***" + "y" * 7 + " [log truncated: line longer than 100 bytes]",
+                      "tail ***"]
+
+
+def test_the_log_cap_counts_bytes_and_drops_the_rest():
+    cutter, sink, stored = _cutter(job_max=1000, line_max=100)
+    cutter.feed(b"0123456789\n" * 200)
+    cutter.note("step exited 0")
+    sink.close()
+    assert stored[:90] == ["0123456789"] * 90 and stored[90].startswith("raibid: [log truncated: this job's log "
+                                                                         "reached 1000 bytes")
+    assert stored[-1] == "raibid: step exited 0" and cutter.dropped == 110 * 11
+
+
+def test_pipeline_secrets_are_names_with_file_and_line_errors():
+    from raibid.agents.pipeline import PipelineError, parse_pipeline
+
+    p = parse_pipeline("secrets: [A, B_2]\nsteps:\n  - run: make\n")
+    assert p.secrets == ["A", "B_2"] and [s.run for s in p.steps] == ["make"]
+    for text, message in [
+        ("secrets: A\nsteps:\n  - run: x\n", ".raibid.yml:1: `secrets` must be a list of names"),
+        ("secrets:\n  - A\n  - 1x\nsteps:\n  - run: x\n", ".raibid.yml:3: `secrets`: '1x' is not a secret name"),
+        ("secrets:\n  - A\n  - A\nsteps:\n  - run: x\n", ".raibid.yml:3: `secrets`: A is listed twice"),
+        ("steps:\n  - run: x\nsecrets: [{a: b}]\n", ".raibid.yml:3: `secrets`: an item is not a secret name"),
+    ]:
+        with pytest.raises(PipelineError) as e:
+            parse_pipeline(text)
+        assert e.value.message.startswith(message), e.value.message
+
+
+def test_a_symlinked_pipeline_is_refused_before_the_agent_reads_it(q, git, redis_url, tmp_path, argv_log):
+    from tests.harness.githttp import git as run_git
+
+    git.create_repo("acme/app")
+    work = tmp_path / "src"
+    run_git("clone", "-q", git.url("acme/app").replace("://", f"://x:{TOKEN}@"), str(work))
+    (work / ".raibid.yml").symlink_to("/proc/self/environ")
+    run_git("add", ".raibid.yml", cwd=work)
+    run_git("commit", "-qm", "link", cwd=work)
+    run_git("push", "-q", "origin", "HEAD:refs/heads/main", cwd=work)
+    job_id = submit(q, "acme/app")
+    code, _, err = finish(start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w"))
+    assert code == 0, err
+    job = q.get(job_id)
+    assert job.status == "failed" and job.error == ".raibid.yml is a symbolic link; it must be a regular file"
+    assert TOKEN not in log_text(q, job_id)

@@ -46,3 +46,24 @@ def test_scrub_removes_plain_base64_and_userinfo():
     clean = scrub(text, forms)
     assert "s3cret" not in clean and base64.b64encode(b"raibid:s3cret").decode() not in clean
     assert "https://***@host/x.git/" in clean
+
+
+@pytest.mark.parametrize("value", ["hunter2-secret-value", "hunter2-secret-valu", "a/b+c=d&e f:g@h", "line one\nline two"])
+def test_every_form_of_a_secret_is_masked_in_text_around_it(value):
+    from urllib.parse import quote, quote_plus
+
+    from raibid.gitcreds import mask, mask_forms
+
+    forms = mask_forms([value])
+    raw = value.encode()
+    texts = [raw, quote(value, safe="").encode(), quote_plus(value).encode()]
+    for before in (b"", b"a", b"ab", b"abc"):  # base64 of the value inside a longer text, at each alignment
+        for after in (b"", b"x", b"xy"):
+            for enc in (base64.b64encode, base64.urlsafe_b64encode):
+                texts.append(enc(before + raw + after))
+    for text in texts:
+        masked = mask(b"<" + text + b">", forms)
+        assert b"***" in masked and raw not in masked, (text, masked)
+    if "\n" in value:  # each line of a multi-line value on its own (a log stores lines)
+        assert mask(b"line two, alone", forms) == b"***, alone"
+    assert scrub(f"x {value} y", [value]).count("***") >= 1

@@ -4,6 +4,7 @@
 
     env:                 # optional, for every step
       CARGO_TERM_COLOR: never
+    secrets: [CRATES_TOKEN]  # optional: job secrets (agents.secrets), trusted builds only
     steps:
       - name: test
         run: cargo test --locked
@@ -23,7 +24,8 @@ from raibid.errors import RaibidError
 
 FILE_NAME = ".raibid.yml"
 _STEP_KEYS = {"name", "run", "timeout", "env"}
-_TOP_KEYS = {"steps", "env"}
+_TOP_KEYS = {"steps", "env", "secrets"}
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 
 
 class PipelineError(RaibidError):
@@ -38,6 +40,12 @@ class Step:
     env: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass
+class Pipeline:
+    steps: list[Step]
+    secrets: list[str] = field(default_factory=list)  # names of agents.secrets entries, in file order
+
+
 def command_step(command: str) -> list[Step]:
     """A job's ``command`` as the single step it runs."""
     return [Step("command", command)]
@@ -45,6 +53,11 @@ def command_step(command: str) -> list[Step]:
 
 def parse(text: str, source: str = FILE_NAME) -> list[Step]:
     """The steps of a ``.raibid.yml``, or PipelineError naming ``source:line``."""
+    return parse_pipeline(text, source).steps
+
+
+def parse_pipeline(text: str, source: str = FILE_NAME) -> Pipeline:
+    """A ``.raibid.yml``: its steps and the secrets it asks for, or PipelineError naming ``source:line``."""
     import yaml
 
     try:
@@ -64,6 +77,7 @@ def parse(text: str, source: str = FILE_NAME) -> list[Step]:
         if key not in _TOP_KEYS:
             raise fail(top[key][0], f"unknown key {key!r} (expected {', '.join(sorted(_TOP_KEYS))})")
     common = _env(top["env"][1], "env", fail) if "env" in top else {}
+    secrets = _secrets(top["secrets"][1], fail) if "secrets" in top else []
     if "steps" not in top:
         raise fail(root, "no `steps:` list")
     steps_node = top["steps"][1]
@@ -86,7 +100,27 @@ def parse(text: str, source: str = FILE_NAME) -> list[Step]:
         timeout = _timeout(m["timeout"][1], f"step {name!r}: `timeout`", fail) if "timeout" in m else None
         env = {**common, **(_env(m["env"][1], f"step {name!r}: `env`", fail) if "env" in m else {})}
         steps.append(Step(name, run, timeout, env))
-    return steps
+    return Pipeline(steps, secrets)
+
+
+def _secrets(node: Any, fail: Any) -> list[str]:
+    import re
+
+    import yaml
+
+    if not isinstance(node, yaml.SequenceNode):
+        raise fail(node, "`secrets` must be a list of names, e.g. [CRATES_TOKEN]")
+    out: list[str] = []
+    for item in node.value:
+        if not isinstance(item, yaml.ScalarNode) or item.tag.endswith((":null", ":bool", ":int", ":float")) \
+                or not re.fullmatch(_NAME, item.value):
+            what = repr(item.value[:60]) if isinstance(item, yaml.ScalarNode) else "an item"
+            raise fail(item, f"`secrets`: {what} is not a secret name (letters, digits and _, not starting "
+                             "with a digit)")
+        if item.value in out:
+            raise fail(item, f"`secrets`: {item.value} is listed twice")
+        out.append(item.value)
+    return out
 
 
 def _mapping(node: Any, what: str, fail: Any) -> dict[str, tuple[Any, Any]]:
@@ -135,7 +169,7 @@ def _env(node: Any, what: str, fail: Any) -> dict[str, str]:
     m = _mapping(node, what, fail)
     out = {}
     for key, (knode, vnode) in m.items():
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+        if not re.fullmatch(_NAME, key):
             raise fail(knode, f"{what}: invalid variable name {key!r}")
         if not isinstance(vnode, yaml.ScalarNode):
             raise fail(vnode, f"{what}: {key} must be a string")

@@ -1,10 +1,12 @@
 """The one-job agent runtime: what `raibid agents run` does inside a KEDA-started pod.
 
 Claim one job (stale ones first), heartbeat it from a background thread, clone
-the repo from Gitea with the token passed through env-injected git config, run
-the job's command or its ``.raibid.yml`` steps (each in its own process group
-under ``bash -eo pipefail``), stream the combined output to the job's log in
-pipelined batches, record the result and exit.
+the repo from Gitea with the token passed through env-injected git config, have
+the step runner (raibid/agents/steprunner.py: the pod's ``build`` container, or
+a local child process with a scrubbed environment) run the job's command or its
+``.raibid.yml`` steps, stream the combined output, masked and capped in bytes,
+to the job's log in pipelined batches, record the result and exit. The agent
+holds the credentials and never runs a step itself.
 
 A failed build is a processed job (exit 0). SIGTERM (eviction, node drain)
 stops the step and releases the job for redelivery without acking it. The exit
@@ -13,7 +15,6 @@ codes are in ``AgentExit`` and docs/agents.md.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -26,8 +27,10 @@ from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from raibid.agents.pipeline import FILE_NAME, PipelineError, Step, command_step, parse
-from raibid.gitcreds import git_env, scrub, secret_forms, strip_git_auth
+from raibid.agents.pipeline import FILE_NAME, Pipeline, PipelineError, Step, command_step, parse_pipeline
+from raibid.agents.steprunner import RunnerGone, StepRunnerClient, StepStartFailed
+from raibid.agents.trust import TrustPolicy, secret_allowed, split_pool
+from raibid.gitcreds import git_env, mask, mask_forms, scrub
 
 if TYPE_CHECKING:
     from raibid.queue import Claim, Queue
@@ -42,11 +45,11 @@ class AgentExit(IntEnum):
     TERMINATED = 143  # SIGTERM: the step was stopped and the job released for redelivery
 
 
-# Environment an agent passes on to nothing it runs: the step gets the token as RAIBID_REGISTRY_TOKEN only.
+# Environment an agent passes on to nothing it runs (git gets the token through its own config only).
 _PRIVATE_ENV = ("RAIBID_REDIS_PASSWORD", "RAIBID_GITEA_TOKEN", "RAIBID_REDIS_URL")
-KILL_GRACE_S = 5.0
-SMALL_READ = 16 << 10
-COALESCE_S = 0.002
+DEFAULT_SECRETS_DIR = Path("/var/run/raibid/secrets")
+NOTE_RESERVE = 1 << 20  # raibid's own lines are stored past agents.log_max_bytes, up to this much more
+MAX_PIPELINE_BYTES = 1 << 20  # a larger .raibid.yml is refused before it is parsed
 
 
 @dataclass
@@ -59,12 +62,20 @@ class AgentSettings:
     wait_s: float = 0.0
     heartbeat_s: float = 30.0
     registry: str = ""
-    registry_user: str = ""
     git_user: str = "raibid"
     max_timeout: float | None = None
     log_batch: int = 5000
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
-    private_env: tuple[str, ...] = ()  # more env names no step may see (the configured secret vars)
+    private_env: tuple[str, ...] = ()  # more env names git and the local step runner never get
+    masked: tuple[str, ...] = ()  # other secret values the agent holds (the Redis password): masked in the log
+    step_runner: str | None = None  # unix:PATH of the build container's runner; None: a local child process
+    step_runner_timeout: float = 300.0
+    policy: TrustPolicy = field(default_factory=TrustPolicy)  # agents.trusted
+    job_secrets: dict[str, tuple[str, ...]] = field(default_factory=dict)  # agents.secrets: name -> repos
+    secrets_dir: Path = DEFAULT_SECRETS_DIR
+    max_pids: int | None = 4096
+    log_max_bytes: int = 64 << 20
+    log_line_max_bytes: int = 16 << 10
 
 
 @dataclass
@@ -137,6 +148,104 @@ class LogSink:
         self._thread.join(timeout)
 
 
+class LogCutter:
+    """Step output (bytes, in any pieces) to masked log lines, capped in bytes per line and per job.
+
+    Secrets are masked on whole lines (a line is assembled before it is masked), and a line cut
+    for length is masked with enough of what follows to catch a value across the cut. Once the
+    job's log holds ``job_max`` bytes, further output is counted and dropped: the step is never
+    held up by it. raibid's own lines (:meth:`note`) get a small reserve past the cap.
+    """
+
+    def __init__(self, sink: LogSink, forms: list[bytes], *, job_max: int, line_max: int) -> None:
+        self.sink = sink
+        self.job_max = job_max
+        self.line_max = line_max
+        self.set_forms(forms)
+        self.stored = 0
+        self.dropped = 0
+        self.full = False
+        self._rest = b""
+        self._skip_line = False  # inside a line already cut: drop until its newline
+
+    def set_forms(self, forms: list[bytes]) -> None:
+        """What is masked (longest first); a cut line keeps enough after the cut to mask the longest."""
+        self.forms = forms
+        self._keep = max((len(f) for f in forms), default=1) - 1
+
+    def note(self, msg: str) -> None:
+        """A ``raibid: ...`` line (truncated and masked like output; within the reserve past the cap)."""
+        data = mask(msg.encode(), self.forms)
+        line = self._cut(data) if len(data) > self.line_max else data
+        if self.stored + len(line) + 1 > self.job_max + NOTE_RESERVE:
+            return
+        self.stored += len(line) + 1
+        self.sink.add(["raibid: " + line.decode("utf-8", "replace")])
+
+    def feed(self, data: bytes) -> None:
+        if self.full:
+            self.dropped += len(data)
+            return
+        if self._skip_line:
+            nl = data.find(b"\n")
+            if nl < 0:
+                self.dropped += len(data)
+                return
+            self.dropped += nl + 1
+            data = data[nl + 1:]
+            self._skip_line = False
+        data = self._rest + data if self._rest else data
+        cut = data.rfind(b"\n")
+        if cut >= 0:
+            self._lines(data[:cut])
+            data = data[cut + 1:]
+        if len(data) > self.line_max + self._keep and not self.full:
+            self.dropped += len(data) - self.line_max
+            self._store([self._cut(mask(data, self.forms))])
+            self._skip_line = True
+            data = b""
+        self._rest = data if not self.full else b""
+
+    def end_step(self) -> None:
+        """The step's output ended: store its unterminated last line."""
+        if self._rest and not self.full:
+            self._lines(self._rest)
+        self._rest, self._skip_line = b"", False
+
+    def _cut(self, line: bytes) -> bytes:
+        return line[:self.line_max] + f" [log truncated: line longer than {self.line_max} bytes]".encode()
+
+    def _lines(self, block: bytes) -> None:
+        """Complete lines joined by newlines (no trailing one): masked, cut, stored."""
+        if self.full:
+            self.dropped += len(block) + 1
+            return
+        block = mask(block, self.forms)
+        lines = block.split(b"\n")
+        if self.stored + len(block) + 1 <= self.job_max and max(map(len, lines)) <= self.line_max:
+            self.stored += len(block) + 1  # the common case: one decode, no per-line work
+            self.sink.add(block.decode("utf-8", "replace").replace("\r\n", "\n").split("\n"))
+            return
+        for i, line in enumerate(lines):
+            if len(line) > self.line_max:
+                self.dropped += len(line) - self.line_max
+                lines[i] = self._cut(line)
+        self._store(lines)
+
+    def _store(self, lines: list[bytes]) -> None:
+        out: list[str] = []
+        for i, line in enumerate(lines):
+            if self.stored + len(line) + 1 > self.job_max:
+                self.full = True
+                self.dropped += sum(len(rest) + 1 for rest in lines[i:])
+                out.append(f"raibid: [log truncated: this job's log reached {self.job_max} bytes "
+                           "(agents.log_max_bytes); further output is not stored]")
+                break
+            self.stored += len(line) + 1
+            out.append(line.rstrip(b"\r").decode("utf-8", "replace"))
+        self.sink.add(out)
+
+
 class Heartbeat:
     """Heartbeats from a background thread; sets ``cancelled`` or ``lost`` and calls ``on_stop``."""
 
@@ -185,48 +294,69 @@ class Heartbeat:
 
 
 class Agent:
-    """One agent process: claims and runs at most one job."""
+    """One agent process: claims and runs at most one job, its steps in the step runner."""
 
-    def __init__(self, queue: Queue, settings: AgentSettings, *, log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, queue: Queue, settings: AgentSettings, *, log: Callable[[str], None] | None = None,
+                 runner: StepRunnerClient | None = None) -> None:
         self.q = queue
         self.s = settings
         self.log = log or (lambda msg: None)
         self.terminating = threading.Event()
-        self._proc: subprocess.Popen | None = None
+        self.runner = runner
+        self._running = False  # a step is running in the runner
         self._stop_reason: str | None = None
-        self._lock = threading.RLock()  # the SIGTERM handler may run while the main thread holds it
-        self._secrets = secret_forms(settings.token, settings.git_user)
+        self._lock = threading.Lock()
+        self._secrets = [settings.token, *settings.masked]
 
     # ------------------------------------------------------------------ signals
     def on_sigterm(self, *_: object) -> None:
         self.terminating.set()
-        self._kill_step("terminated")
+        # The handler runs on the main thread, maybe in the middle of a frame to the runner: the
+        # kill frame goes from another thread, after it.
+        threading.Thread(target=self._kill_step, args=("terminated",), name="raibid-sigterm", daemon=True).start()
 
     def _kill_step(self, reason: str) -> None:
         with self._lock:
             if self._stop_reason is None:
                 self._stop_reason = reason
-            proc = self._proc
-        if proc is not None and proc.poll() is None:
-            _kill_group(proc)
+            if self._running and self.runner is not None:
+                self.runner.kill()
 
     # ------------------------------------------------------------------ main
     def run(self) -> Outcome:
         from raibid.errors import Unreachable
 
+        if self.runner is None:
+            try:
+                # A local runner starts while the agent claims and clones (its hello is awaited before
+                # the first step); the build container's must answer before a job is claimed.
+                self.runner = StepRunnerClient.start(self.s.step_runner, self.s.env, timeout=self.s.step_runner_timeout,
+                                                     stop=self.terminating.is_set, wait=self.s.step_runner is not None)
+            except (TimeoutError, RunnerGone, OSError) as e:
+                if self.s.step_runner is None:
+                    msg = f"cannot start the local step runner: {e}"
+                else:
+                    msg = (f"no step runner at {self.s.step_runner} within {self.s.step_runner_timeout:g}s ({e}); "
+                           "the build container must run `raibid agents step-runner --socket "
+                           f"{self.s.step_runner.partition(':')[2]}`")
+                self.log(msg)
+                return Outcome(AgentExit.UNREACHABLE, error=msg)
         try:
-            claim = self._claim()
-        except Unreachable as e:
-            self.log(f"cannot claim: {e.message}")
-            return Outcome(AgentExit.UNREACHABLE, error=e.message)
-        if claim is None:
-            if self.terminating.is_set():
-                self.log("terminated while waiting for a job; nothing was claimed")
-            else:
-                self.log(f"no {self.s.agent} job within {self.s.wait_s:g}s; exiting")
-            return Outcome(AgentExit.OK)
-        self.log(f"claimed job {claim.job.id} ({claim.job.repo}@{claim.job.ref}, delivery {claim.job.deliveries})")
-        return self._run_claimed(claim)
+            try:
+                claim = self._claim()
+            except Unreachable as e:
+                self.log(f"cannot claim: {e.message}")
+                return Outcome(AgentExit.UNREACHABLE, error=e.message)
+            if claim is None:
+                if self.terminating.is_set():
+                    self.log("terminated while waiting for a job; nothing was claimed")
+                else:
+                    self.log(f"no {self.s.agent} job within {self.s.wait_s:g}s; exiting")
+                return Outcome(AgentExit.OK)
+            self.log(f"claimed job {claim.job.id} ({claim.job.repo}@{claim.job.ref}, delivery {claim.job.deliveries})")
+            return self._run_claimed(claim)
+        finally:
+            self.runner.close()
 
     def _claim(self) -> Claim | None:
         deadline = time.monotonic() + self.s.wait_s
@@ -247,6 +377,8 @@ class Agent:
         job = claim.job
         t_claim = time.monotonic()
         sink = LogSink(lambda lines: self.q.append_log(job.id, lines), batch=self.s.log_batch)
+        cutter = LogCutter(sink, mask_forms(self._secrets, self.s.git_user), job_max=self.s.log_max_bytes,
+                           line_max=self.s.log_line_max_bytes)
         hb = Heartbeat(self.q, claim, self.s.heartbeat_s, lambda: self._kill_step("heartbeat"), self.log)
         first_output: list[float] = []
         outcome: Outcome
@@ -254,13 +386,17 @@ class Agent:
             hb.check_now()
             hb.start()
             try:
-                outcome = self._execute(claim, sink, hb, first_output, t_claim)
+                outcome = self._execute(claim, cutter, hb, first_output, t_claim)
             except Exception as e:  # a bug or a broken workdir: fail the job with a message, not silently
                 import traceback
 
-                self.log("agent error:\n" + traceback.format_exc())
-                sink.add([f"raibid: agent error: {e}"])
-                outcome = Outcome(AgentExit.OK, status="failed", error=f"agent error: {e}")
+                self.log("agent error:\n" + scrub(traceback.format_exc(), self._secrets))
+                cutter.note(f"agent error: {e}")
+                outcome = Outcome(AgentExit.OK, status="failed", error=scrub(f"agent error: {e}", self._secrets))
+            if cutter.dropped:
+                cutter.note(f"[log truncated: {cutter.dropped} bytes of output were not stored "
+                            f"(agents.log_max_bytes {self.s.log_max_bytes}, agents.log_line_max_bytes "
+                            f"{self.s.log_line_max_bytes})]")
         finally:
             hb.stop()
             sink.close()
@@ -302,15 +438,21 @@ class Agent:
         return outcome
 
     # ------------------------------------------------------------------ the job
-    def _execute(self, claim: Claim, sink: LogSink, hb: Heartbeat, first_output: list[float],
+    def _execute(self, claim: Claim, cutter: LogCutter, hb: Heartbeat, first_output: list[float],
                  t_claim: float) -> Outcome:
         job = claim.job
+        agent_type, trusted_pool = split_pool(self.s.agent)
         timeout = float(job.timeout or 3600)
         if self.s.max_timeout:
             timeout = min(timeout, self.s.max_timeout)
         deadline = t_claim + timeout
-        say = lambda msg: sink.add([f"raibid: {msg}"])  # noqa: E731
+        say = cutter.note
         say(f"agent {self.s.consumer} ({self.s.agent}) running job {job.id}, delivery {job.deliveries}")
+        if not self.s.policy.admits(job.repo, self.s.agent):
+            msg = (f"{job.repo} is not trusted (agents.trusted) but its job is in the trusted pool {self.s.agent}; "
+                   f"nothing was run: untrusted repos build in {agent_type}-untrusted")
+            say(msg)
+            return Outcome(AgentExit.OK, status="failed", error=msg)
 
         stopped = self._stopped_outcome(hb)
         if stopped:
@@ -327,27 +469,38 @@ class Agent:
         if stopped:
             return stopped
 
-        if job.command:
-            steps = command_step(job.command)
-        else:
-            path = src / FILE_NAME
-            if not path.is_file():
-                msg = f"the job has no command and {job.repo} has no {FILE_NAME} at {sha[:12]}"
-                say(msg)
-                return Outcome(AgentExit.OK, status="failed", error=msg)
-            try:
-                steps = parse(path.read_text(encoding="utf-8", errors="replace"), FILE_NAME)
-            except PipelineError as e:
-                say(e.message)
-                return Outcome(AgentExit.OK, status="failed", error=e.message)
+        try:
+            pipeline = Pipeline(command_step(job.command)) if job.command else _read_pipeline(src, job.repo, sha)
+            secrets = self._job_secrets(job.repo, pipeline.secrets, trusted_pool, say)
+        except PipelineError as e:
+            say(e.message)
+            return Outcome(AgentExit.OK, status="failed", error=e.message)
+        if secrets:
+            cutter.set_forms(mask_forms([*self._secrets, *secrets.values()], self.s.git_user))
 
-        env = self._step_env(job, sha)
+        try:
+            self.runner.ready()  # type: ignore[union-attr]
+        except RunnerGone as e:
+            say(f"{e}; the job is released")
+            return Outcome(AgentExit.UNREACHABLE, status="released", error=str(e))
+        env = self._step_env(job, sha, agent_type)
+        steps = pipeline.steps
         for i, step in enumerate(steps, 1):
             remaining = deadline - time.monotonic()
             step_timeout = min(step.timeout, remaining) if step.timeout else remaining
             say(f"step {step.name} ({i}/{len(steps)}): {step.run.splitlines()[0] if step.run else ''}")
-            code, why, elapsed = self._run_step(step, {**env, **step.env}, src, max(step_timeout, 0.0), sink,
-                                                first_output)
+            try:
+                code, why, elapsed = self._run_step(step, {**env, **step.env, **secrets}, src,
+                                                    max(step_timeout, 0.0), cutter, first_output)
+            except (RunnerGone, StepStartFailed) as e:
+                stopped = self._stopped_outcome(hb)
+                if stopped:
+                    return stopped
+                msg = f"step {step.name}: {e}"
+                if isinstance(e, RunnerGone):
+                    msg += " (the build container stopped: out of memory?)"
+                say(msg)
+                return Outcome(AgentExit.OK, status="failed", error=msg)
             if why == "timeout":
                 limit = step.timeout if step.timeout and step.timeout <= remaining else timeout
                 what = f"step {step.name}" if step.timeout and step.timeout <= remaining else "job"
@@ -372,55 +525,88 @@ class Agent:
             return Outcome(AgentExit.OK, status="cancelled", error="cancelled while running")
         return None
 
-    def _step_env(self, job: object, sha: str) -> dict[str, str]:
-        private = set(_PRIVATE_ENV) | set(self.s.private_env)
-        env = {k: v for k, v in strip_git_auth(self.s.env).items() if k not in private}
-        env.update(job.env or {})  # type: ignore[attr-defined]
+    def _job_secrets(self, repo: str, names: list[str], trusted_pool: bool,
+                     say: Callable[[str], None]) -> dict[str, str]:
+        """The values of the secrets a ``.raibid.yml`` asks for: none for an untrusted build (the log
+        says which were withheld); PipelineError naming the secret for a trusted build that may not have it."""
+        if not names:
+            return {}
+        if not trusted_pool:
+            for name in names:
+                say(f"secret {name} withheld: this build runs in the untrusted pool {self.s.agent} ({repo} is not "
+                    "in agents.trusted); job secrets go to trusted builds only")
+            return {}
+        out: dict[str, str] = {}
+        for name in names:
+            repos = self.s.job_secrets.get(name)
+            if repos is None:
+                known = ", ".join(sorted(self.s.job_secrets)) or "none"
+                raise PipelineError(f"{FILE_NAME} asks for secret {name}, but no agents.secrets entry is named "
+                                    f"{name} (configured: {known}); nothing was run")
+            if not secret_allowed(repos, repo):
+                raise PipelineError(f"{FILE_NAME} asks for secret {name}, but the agents.secrets entry {name} does "
+                                    f"not allow {repo} (repos: {', '.join(repos)}); nothing was run")
+            path = self.s.secrets_dir / name
+            try:
+                value = path.read_bytes().decode("utf-8")
+            except FileNotFoundError:
+                raise PipelineError(f"secret {name}: {path} does not exist (the trusted pool's pod mounts each "
+                                    "agents.secrets entry there); nothing was run") from None
+            except (OSError, UnicodeDecodeError) as e:
+                raise PipelineError(f"secret {name}: cannot read {path}: {e}; nothing was run") from None
+            if "\0" in value or not value:
+                raise PipelineError(f"secret {name}: {path} is empty or holds a NUL byte; nothing was run")
+            out[name] = value
+        return out
+
+    def _step_env(self, job: object, sha: str, agent_type: str) -> dict[str, str]:
+        """What a step sees besides the runner's own environment: no credential, ever."""
+        env = dict(job.env or {})  # type: ignore[attr-defined]
         env.update({
             "CI": "true", "RAIBID": "1",
             "RAIBID_JOB_ID": job.id, "RAIBID_REPO": job.repo, "RAIBID_REF": job.ref,  # type: ignore[attr-defined]
-            "RAIBID_COMMIT": sha, "RAIBID_AGENT_TYPE": self.s.agent,
-            "RAIBID_REGISTRY": self.s.registry, "RAIBID_REGISTRY_USER": self.s.registry_user,
-            "RAIBID_REGISTRY_TOKEN": self.s.token or "",
+            "RAIBID_COMMIT": sha, "RAIBID_AGENT_TYPE": agent_type, "RAIBID_REGISTRY": self.s.registry,
         })
         return env
 
-    def _run_step(self, step: Step, env: dict[str, str], cwd: Path, timeout: float, sink: LogSink,
+    def _run_step(self, step: Step, env: dict[str, str], cwd: Path, timeout: float, cutter: LogCutter,
                   first_output: list[float]) -> tuple[int, str | None, float]:
-        """(exit code, why it was stopped or None, seconds). Output streams to ``sink`` as it comes."""
+        """(exit code, why it was stopped or None, seconds). Output streams to ``cutter`` as it comes."""
+        assert self.runner is not None
         t0 = time.monotonic()
-        with self._lock:
+        with self._lock:  # a kill frame (timeout, cancel, SIGTERM) can only follow the run frame
             if self._stop_reason is not None:
-                return -1, self._stop_reason, 0.0
-            proc = subprocess.Popen(["bash", "-eo", "pipefail", "-c", step.run], cwd=cwd, env=env,
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-            self._proc = proc
-        if self._stop_reason is not None:  # stopped (e.g. SIGTERM) while the step was starting
-            _kill_group(proc)
+                why, self._stop_reason = self._stop_reason, None
+                return -1, why, 0.0
+            self.runner.begin(step.run, cwd, env, max_pids=self.s.max_pids)
+            self._running = True
         timer = threading.Timer(timeout, self._kill_step, args=("timeout",))
         timer.daemon = True
         timer.start()
-        # When the step's shell exits, what it left running in its group (a daemon holding the
-        # output pipe open) is killed, so the step ends with its shell, as on hosted CI runners.
-        reaper = threading.Thread(target=_reap_group, args=(proc,), name="raibid-reaper", daemon=True)
-        reaper.start()
+
+        def output(chunk: bytes) -> None:
+            if not first_output:
+                first_output.append(time.monotonic())
+            cutter.feed(chunk)
+
         try:
-            _pump(proc.stdout, sink, first_output)  # type: ignore[arg-type]
-            code = proc.wait()
+            code, runner_terminated = self.runner.wait(output)
         finally:
             timer.cancel()
             with self._lock:
-                self._proc = None
+                self._running = False
                 why, self._stop_reason = self._stop_reason, None
-            if proc.stdout:
-                proc.stdout.close()
+            cutter.end_step()
+        if runner_terminated:  # the pod is shutting down: our own SIGTERM is on its way
+            self.terminating.set()
         if why is None and self.terminating.is_set():
             why = "terminated"
         return code, why, time.monotonic() - t0
 
     # ------------------------------------------------------------------ git
     def _clone(self, repo: str, ref: str, commit: str | None, dest: Path, say: Callable[[str], None]) -> str:
+        """Fetch one commit into ``dest``. git is the only process that gets the token (in its env, for
+        the clone's duration, before any step runs); ``--end-of-options`` keeps a ref from being an option."""
         url = f"{self.s.gitea_url.rstrip('/')}/{repo}.git"
         private = set(_PRIVATE_ENV) | set(self.s.private_env)
         env = git_env({url: self.s.token}, username=self.s.git_user,
@@ -433,16 +619,17 @@ class Agent:
         self._git(["init", "-q"], dest, env)
         self._git(["remote", "add", "origin", url], dest, env)
         try:
-            self._git(["fetch", "-q", "--no-tags", "--depth", "1", "origin", want], dest, env)
+            self._git(["fetch", "-q", "--no-tags", "--depth", "1", "--end-of-options", "origin", want], dest, env)
             target = "FETCH_HEAD"
         except _CloneFailed as e:
             if not commit or e.transient:
                 raise
             # Servers that refuse a fetch by sha: fetch the ref, then find the commit in it.
-            self._git(["fetch", "-q", "--no-tags", "origin", ref], dest, env)
+            self._git(["fetch", "-q", "--no-tags", "--end-of-options", "origin", ref], dest, env)
             target = commit
-        self._git(["checkout", "-q", "--detach", target], dest, env)
-        sha = self._git(["rev-parse", "HEAD"], dest, env).strip()
+        # Resolved first: checkout takes no --end-of-options, and a sha cannot be an option.
+        sha = self._git(["rev-parse", "-q", "--verify", "--end-of-options", f"{target}^{{commit}}"], dest, env).strip()
+        self._git(["checkout", "-q", "--detach", sha], dest, env)
         say(f"checked out {sha}")
         return sha
 
@@ -459,6 +646,30 @@ class Agent:
         return p.stdout
 
 
+def _read_pipeline(src: Path, repo: str, sha: str) -> Pipeline:
+    """The checkout's ``.raibid.yml``, read by the agent before any step runs: a regular file only (a
+    symlink could point the agent at a file only it may read), and at most MAX_PIPELINE_BYTES."""
+    import errno
+    import stat
+
+    path = src / FILE_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise PipelineError(f"the job has no command and {repo} has no {FILE_NAME} at {sha[:12]}") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise PipelineError(f"{FILE_NAME} is a symbolic link; it must be a regular file") from None
+        raise PipelineError(f"cannot read {FILE_NAME}: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PipelineError(f"{FILE_NAME} is not a regular file")
+        data = f.read(MAX_PIPELINE_BYTES + 1)
+    if len(data) > MAX_PIPELINE_BYTES:
+        raise PipelineError(f"{FILE_NAME} is larger than {MAX_PIPELINE_BYTES} bytes")
+    return parse_pipeline(data.decode("utf-8", errors="replace"), FILE_NAME)
+
+
 _TRANSIENT = ("Could not resolve host", "Failed to connect", "Connection refused", "Connection timed out",
               "The requested URL returned error: 502", "The requested URL returned error: 503",
               "The requested URL returned error: 504", "Operation timed out", "Empty reply from server")
@@ -469,54 +680,6 @@ class _CloneFailed(Exception):
         super().__init__(message)
         self.message = message
         self.transient = transient
-
-
-def _pump(stream: object, sink: LogSink, first_output: list[float]) -> None:
-    """Read the step's combined output until EOF; hand complete lines to the sink."""
-    fd = stream.fileno()  # type: ignore[attr-defined]
-    rest = b""
-    while True:
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
-            break
-        if not first_output:
-            first_output.append(time.monotonic())
-        if len(chunk) < SMALL_READ:
-            # A step that writes line by line would cost one read (and one hand-over) per line; a
-            # short pause lets the pipe gather a batch. At most COALESCE_S of added latency.
-            time.sleep(COALESCE_S)
-        data = rest + chunk
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            rest = data
-            if len(rest) > 1 << 16:  # a very long line: store it in pieces
-                sink.add([rest.decode("utf-8", "replace")])
-                rest = b""
-            continue
-        rest = data[cut + 1:]
-        sink.add(data[:cut].decode("utf-8", "replace").replace("\r\n", "\n").split("\n"))
-    if rest:
-        sink.add([rest.decode("utf-8", "replace")])
-
-
-def _reap_group(proc: subprocess.Popen) -> None:
-    proc.wait()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the step's process group, then SIGKILL it after a grace period."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
-
-    def hard() -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-    t = threading.Timer(KILL_GRACE_S, hard)
-    t.daemon = True
-    t.start()
 
 
 def default_consumer() -> str:

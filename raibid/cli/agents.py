@@ -24,43 +24,70 @@ def agents() -> None:
 
 @agents.command("run")
 @click.option("--type", "agent_type", metavar="TYPE", envvar="RAIBID_AGENT_TYPE", show_envvar=True,
-              help="Agent type (its stream). Default: agents.default_type.")
+              help="Agent pool (its stream): a type, or TYPE-untrusted. Default: agents.default_type.")
 @click.option("--wait", "wait_s", type=float, metavar="SECONDS",
               help="How long to wait for a job before exiting 0. Default: agents.wait.")
 @click.option("--workdir", type=click.Path(file_okay=False), metavar="DIR", envvar="RAIBID_AGENT_WORKDIR",
               show_envvar=True, help="Where the repo is cloned. Default: a temporary directory.")
+@click.option("--step-runner", "step_runner", metavar="unix:PATH", envvar="RAIBID_AGENT_STEP_RUNNER",
+              show_envvar=True, help="The build container's step runner. Default: a local child process "
+              "with a scrubbed environment.")
+@click.option("--step-runner-timeout", type=click.FloatRange(min=0), default=300.0, show_default=True,
+              metavar="SECONDS", help="How long to wait for --step-runner's socket.")
+@click.option("--secrets-dir", type=click.Path(file_okay=False), metavar="DIR", envvar="RAIBID_AGENT_SECRETS_DIR",
+              show_envvar=True, default=str(Path("/var/run/raibid/secrets")), show_default=True,
+              help="Where job secrets are files named after their agents.secrets entry (trusted pools only).")
 @json_option
 @pass_app
-def run(app: Application, agent_type: str | None, wait_s: float | None, workdir: str | None, as_json: bool) -> None:
+def run(app: Application, agent_type: str | None, wait_s: float | None, workdir: str | None,
+        step_runner: str | None, step_runner_timeout: float, secrets_dir: str, as_json: bool) -> None:
     """Claim one job, clone its repo, run its steps, stream the log, record the result, exit.
 
-    This is what each agent pod runs. Exit codes: 0 the job ran to a result
+    This is what each agent pod's `agent` container runs. Steps run in the step
+    runner (--step-runner, or a local child process), never in this process,
+    which holds the credentials. Exit codes: 0 the job ran to a result
     (succeeded, failed or cancelled) or none came within --wait; 1 the job was
-    taken over by another agent; 5 Redis or Gitea unreachable; 143 SIGTERM (the
-    job was released for redelivery).
+    taken over by another agent; 5 Redis, Gitea or the step runner unreachable;
+    143 SIGTERM (the job was released for redelivery).
     """
     import os
     import shutil
     import tempfile
 
     from raibid.agents.runtime import AgentSettings, default_consumer, run_agent
+    from raibid.agents.steprunner import no_dump
+    from raibid.agents.trust import TrustPolicy
     from raibid.agents.types import default_registry
+    from raibid.errors import UsageError
     from raibid.queue import validate_agent
 
+    no_dump()  # before anything reads a secret: /proc/<pid>/environ and mem become root's
     cfg = app.cfg
     name = agent_type or cfg.agents.default_type
     validate_agent(name)  # the type's image, env and caches come with the pod; only its stream matters here
+    if step_runner is not None and not (step_runner.startswith("unix:") and len(step_runner) > 5):
+        raise UsageError(f"--step-runner must be unix:PATH, not {step_runner!r}")
+    queue = app.worker_queue
+    _, redis_password = app.redis_endpoint()
+    token, _ = app.gitea_token()
+    # Read once, then gone from the environment: nothing this process starts inherits them.
+    private = (cfg.redis.password_env, cfg.gitea.token_env, "RAIBID_REDIS_URL")
+    for key in private:
+        os.environ.pop(key, None)
     made = workdir is None
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="raibid-agent-"))
     work.mkdir(parents=True, exist_ok=True)
-    token, _ = app.gitea_token()
+    a = cfg.agents
     settings = AgentSettings(
         agent=name, consumer=default_consumer(), workdir=work, gitea_url=cfg.gitea.url, token=token,
-        wait_s=cfg.agents.wait if wait_s is None else wait_s, heartbeat_s=float(cfg.queue.heartbeat),
-        registry=default_registry(cfg), registry_user=cfg.gitea.admin_user, max_timeout=cfg.agents.max_timeout,
-        env=dict(os.environ), private_env=(cfg.redis.password_env, cfg.gitea.token_env))
+        wait_s=a.wait if wait_s is None else wait_s, heartbeat_s=float(cfg.queue.heartbeat),
+        registry=default_registry(cfg), max_timeout=a.max_timeout, env=dict(os.environ), private_env=private,
+        masked=(redis_password,) if redis_password else (), step_runner=step_runner,
+        step_runner_timeout=step_runner_timeout, policy=TrustPolicy.from_config(a.trusted),
+        job_secrets={s.name: tuple(s.repos) for s in a.secrets}, secrets_dir=Path(secrets_dir),
+        max_pids=a.max_pids, log_max_bytes=a.log_max_bytes, log_line_max_bytes=a.log_line_max_bytes)
     try:
-        outcome = run_agent(app.worker_queue, settings, log=app.term.info)
+        outcome = run_agent(queue, settings, log=app.term.info)
     finally:
         if made:
             shutil.rmtree(work, ignore_errors=True)
@@ -68,6 +95,31 @@ def run(app: Application, agent_type: str | None, wait_s: float | None, workdir:
         app.term.json(outcome)
     if outcome.exit != 0:
         raise Exit(outcome.exit)  # type: ignore[arg-type]
+
+
+@agents.command("step-runner")
+@click.option("--socket", "socket_path", type=click.Path(dir_okay=False), required=True, metavar="PATH",
+              help="Unix socket to listen on, in a volume shared with the agent container.")
+@click.option("--accept-timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              metavar="SECONDS", help="Exit 5 when no agent connects within this long.")
+def step_runner(socket_path: str, accept_timeout: float) -> None:
+    """Run the steps an agent sends over --socket; what the pod's `build` container runs.
+
+    It holds no secret and needs no config: it serves one agent connection and
+    exits when the agent hangs up (0), or when none connects in time (5).
+    """
+    from raibid.agents.steprunner import ProtocolError, serve_socket
+    from raibid.errors import Unreachable
+
+    try:
+        code = serve_socket(Path(socket_path), accept_timeout=accept_timeout or None)
+    except ProtocolError as e:
+        raise Unreachable(str(e), hint="the agent container runs `raibid agents run --step-runner "
+                          f"unix:{socket_path}`") from None
+    except OSError as e:
+        raise Unreachable(f"cannot listen on {socket_path}: {e.strerror or e}") from None
+    if code:
+        raise Exit(code)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- types

@@ -185,6 +185,12 @@ class AgentsConfig:
     max_timeout: int = _f(6 * 3600, "Longest job an agent runs, in seconds; the Job's activeDeadlineSeconds is above it",
                          min=1)
     wait: int = _f(30, "Seconds a started agent waits for a job before exiting", min=0)
+    max_pids: int = _f(4096, "RLIMIT_NPROC of the step runner and its steps (counts every process of the UID)",
+                       min=16)
+    log_max_bytes: int = _f(64 << 20, "Bytes of output stored per job; the rest is drained, not stored, "
+                            "after a [log truncated] line", min=1024)
+    log_line_max_bytes: int = _f(16 << 10, "Bytes stored per log line; a longer line is cut with a "
+                                 "[log truncated] marker", min=80)
     job_ttl: int = _f(3600, "Seconds a finished agent Job is kept (ttlSecondsAfterFinished)", min=0)
     history_limit: int = _f(3, "Finished and failed agent Jobs KEDA keeps per pool", min=0)
     types: dict[str, AgentType] = _f({}, "Agent types: override a built-in or define a new one")

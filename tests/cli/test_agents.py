@@ -383,3 +383,18 @@ def test_top_shows_both_pools_of_each_type_with_their_queues(run, keda, q, gitea
     assert pools["raibid-agent-rust-untrusted"]["agent_type"] == pools["raibid-agent-rust"]["agent_type"] == "rust"
     queues = {p["agent"]: p for p in snap["queue"]["pools"]}
     assert {"rust", "rust-untrusted"} <= set(queues) and queues["rust-untrusted"]["queued"] == 1
+
+
+# ----------------------------------------------------------------------------- the runtime's commands
+
+
+def test_run_refuses_a_step_runner_that_is_not_a_unix_socket(run, redis_url):
+    r = run("agents", "run", "--wait", "0", "--step-runner", "tcp://10.0.0.1:9")
+    assert r.code == 2 and "--step-runner must be unix:PATH, not 'tcp://10.0.0.1:9'" in r.err
+
+
+def test_step_runner_with_no_agent_exits_5_and_leaves_no_socket(run, tmp_path):
+    sock = tmp_path / "steps.sock"
+    r = run("agents", "step-runner", "--socket", str(sock), "--accept-timeout", "0.2")
+    assert r.code == 5 and f"no agent connected to {sock} within 0.2s" in r.err
+    assert "agents run --step-runner unix:" in r.err and not sock.exists()
