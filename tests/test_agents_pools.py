@@ -213,6 +213,28 @@ def test_the_settings_env_is_read_back_by_the_config_loader(tmp_path):
             ("NPM_TOKEN", "npm-publish", "token", ["me/.*"]), ("PYPI", "pypi", "PYPI", ["me/lib"])]
 
 
+def test_every_setting_agents_run_reads_reaches_the_agent_container(tmp_path):
+    """What `raibid agents run` reads from the config must be what the operator configured, not a default."""
+    text = ("agents:\n  max_pids: 77\n  log_max_bytes: 1048576\n  log_line_max_bytes: 4096\n  max_timeout: 600\n"
+            "  wait: 7\nqueue:\n  heartbeat: 11\n  min_idle: 99\n  max_deliveries: 5\n  log_maxlen: 1234\n"
+            "redis:\n  prefix: ci2\n")
+    want = load_config(_write(tmp_path, text))
+    for sj in scaled_jobs(pools(tmp_path, text)).values():
+        env = {e["name"]: e["value"] for e in containers(sj)["agent"]["env"] if "value" in e}
+        got = load_config(None, env={k: v for k, v in env.items() if k.startswith("RAIBID_")})
+        for section, key in [("agents", "max_pids"), ("agents", "log_max_bytes"), ("agents", "log_line_max_bytes"),
+                             ("agents", "max_timeout"), ("agents", "wait"), ("queue", "heartbeat"),
+                             ("queue", "min_idle"), ("queue", "max_deliveries"), ("queue", "log_maxlen"),
+                             ("redis", "prefix")]:
+            assert getattr(getattr(got, section), key) == getattr(getattr(want, section), key), (section, key)
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "want.yaml"
+    p.write_text(text)
+    return p
+
+
 def test_caches_are_per_trust_level_and_mounted_in_the_build_container_only():
     ms = pools()
     pvcs = {m.name: m.obj for m in ms if m.kind == "PersistentVolumeClaim"}

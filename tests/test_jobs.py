@@ -496,3 +496,18 @@ def test_bad_trigger_fields_are_refused_before_anything_is_written(q, field, val
     with pytest.raises(UsageError) as e:
         q.submit(JobSpec(repo="a/b", ref="main", **{field: value}))
     assert needle in e.value.message and q.r.dbsize() == 0
+
+
+def test_reading_a_whole_log_pages_through_it(q, monkeypatch):
+    import raibid.queue.admin as admin
+
+    monkeypatch.setattr(admin, "LOG_PAGE", 1000)
+    job = q.submit(spec())
+    lines = [f"line {i}" for i in range(2500)]
+    q.append_log(job.id, lines)
+    q.r.config_resetstat()
+    got = q.logs(job.id)
+    assert [line for _, line in got] == lines
+    calls = int(q.r.info("commandstats")["cmdstat_xrange"]["calls"])
+    assert calls == 3  # 1000 + 1000 + 500: no reply holds the whole log
+    assert [line for _, line in q.logs(job.id, after=got[1499][0], count=1200)] == lines[1500:2500]

@@ -61,7 +61,9 @@ def template_context(cfg: Config, namespace: str) -> dict[str, Any]:
         "RAIBID_QUEUE_MAX_DELIVERIES": str(q.max_deliveries), "RAIBID_QUEUE_LOG_TTL": str(q.log_ttl),
         "RAIBID_QUEUE_LOG_MAXLEN": str(q.log_maxlen), "RAIBID_QUEUE_DEFAULT_TIMEOUT": str(q.default_timeout),
         "RAIBID_AGENTS_MAX_TIMEOUT": str(cfg.agents.max_timeout), "RAIBID_AGENTS_WAIT": str(cfg.agents.wait),
-        "RAIBID_AGENTS_REGISTRY": default_registry(cfg),
+        "RAIBID_AGENTS_REGISTRY": default_registry(cfg), "RAIBID_AGENTS_MAX_PIDS": str(cfg.agents.max_pids),
+        "RAIBID_AGENTS_LOG_MAX_BYTES": str(cfg.agents.log_max_bytes),
+        "RAIBID_AGENTS_LOG_LINE_MAX_BYTES": str(cfg.agents.log_line_max_bytes),
         # JSON is YAML: the config loader reads these lists back (docs/config.md, env overrides).
         "RAIBID_AGENTS_TRUSTED_OWNERS": json.dumps(list(cfg.agents.trusted.owners)),
         "RAIBID_AGENTS_TRUSTED_REPOS": json.dumps(list(cfg.agents.trusted.repos)),

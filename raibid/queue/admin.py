@@ -27,6 +27,8 @@ from raibid.queue.producer import Producer
 from raibid.queue.worker import Worker
 from raibid.timeutil import now_rfc3339, parse_time
 
+LOG_PAGE = 10_000  # log entries per XRANGE
+
 
 class Admin(Producer, Worker):
     """Reads and maintenance. Retry submits and reap requeues, so this side builds on the other two."""
@@ -67,9 +69,22 @@ class Admin(Producer, Worker):
     @mapped
     @retried
     def logs(self, job_id: str, after: str = "-", count: int | None = None) -> list[tuple[str, str]]:
-        """(entry id, line) pairs after ``after`` (exclusive unless '-')."""
+        """(entry id, line) pairs after ``after`` (exclusive unless '-'), all of them without ``count``.
+
+        Read in pages of ``LOG_PAGE`` entries: one XRANGE of a whole 64 MiB log makes Redis build a
+        reply as large as the log, doubling its memory for a moment (a flooding build could then push
+        a near-full Redis over ``maxmemory`` just by being read).
+        """
+        out: list[tuple[str, str]] = []
         start = "-" if after == "-" else f"({after}"
-        return [(eid, f.get("line", "")) for eid, f in self.r.xrange(self.keys.log(job_id), start, "+", count=count)]
+        while count is None or len(out) < count:
+            want = LOG_PAGE if count is None else min(LOG_PAGE, count - len(out))
+            page = self.r.xrange(self.keys.log(job_id), start, "+", count=want)
+            out.extend((eid, f.get("line", "")) for eid, f in page)
+            if len(page) < want:
+                break
+            start = f"({page[-1][0]}"
+        return out
 
     @mapped
     @retried
