@@ -511,3 +511,15 @@ def test_reading_a_whole_log_pages_through_it(q, monkeypatch):
     calls = int(q.r.info("commandstats")["cmdstat_xrange"]["calls"])
     assert calls == 3  # 1000 + 1000 + 500: no reply holds the whole log
     assert [line for _, line in q.logs(job.id, after=got[1499][0], count=1200)] == lines[1500:2500]
+
+
+def test_post_status_adds_one_status_event_in_order(q):
+    first = q.post_status("a/b", "c" * 40, "raibid/test", "error", ".raibid.yml:3: bad", origin="github:a/b")
+    second = q.post_status("a/b", "d" * 40, "raibid/test", "pending", "x" * 500)
+    entries = q.r.xrange(q.keys.events)
+    assert [eid for eid, _ in entries] == [first, second]
+    assert entries[0][1] == {"kind": "status", "repo": "a/b", "commit": "c" * 40, "context": "raibid/test",
+                             "state": "error", "description": ".raibid.yml:3: bad", "origin": "github:a/b"}
+    assert len(entries[1][1]["description"]) == 140 and "origin" not in entries[1][1]
+    with pytest.raises(UsageError):
+        q.post_status("a/b", "c" * 40, "raibid/test", "queued", "not a forge state")

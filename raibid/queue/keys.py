@@ -37,6 +37,11 @@ class Keys:
         return f"{self.prefix}:mirror:pending:{target.lower()}"
 
     @property
+    def events(self) -> str:
+        """Stream of state changes (``raibid.queue.events``): what the reporter turns into commit statuses."""
+        return f"{self.prefix}:events"
+
+    @property
     def dead(self) -> str:
         return f"{self.prefix}:jobs:dead"
 

@@ -106,6 +106,24 @@ class Producer(QueueBase):
         return self.r.script_load(source("submit"))
 
     @mapped
+    def post_status(self, repo: str, commit: str, context: str, state: str, description: str, *,
+                    origin: str | None = None) -> str:
+        """Add a commit status with no job behind it to the event stream (``kind=status``); its entry id.
+
+        For what an enqueuer decides without queueing anything, e.g. ``error`` for a malformed
+        ``.raibid.yml``. The reporter posts it like a job's states, in stream order.
+        """
+        from raibid.queue.events import EVENTS_MAXLEN, FORGE_STATES, StatusEvent
+        from raibid.queue.model import REPO_RE
+
+        if state not in FORGE_STATES:
+            raise UsageError(f"invalid status state {state!r}: one of {', '.join(FORGE_STATES)}")
+        if not REPO_RE.fullmatch(repo) or not commit or not context:
+            raise UsageError("a status needs a repo (OWNER/NAME), a commit and a context")
+        event = StatusEvent(repo, commit, context, state, description, origin)
+        return self.r.xadd(self.keys.events, event.fields(), maxlen=EVENTS_MAXLEN, approximate=True)
+
+    @mapped
     def submit(self, spec: JobSpec, *, job_id: str | None = None) -> Job:
         """Queue one job; with ``spec.dedupe`` set and taken, the job already submitted under it."""
         return self.submit_deduped(spec, job_id=job_id)[0]
