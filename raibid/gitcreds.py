@@ -74,6 +74,14 @@ def strip_git_auth(env: Mapping[str, str]) -> dict[str, str]:
             if not (k.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_")) or k == "GIT_CONFIG_COUNT")}
 
 
+_URI_SAFE = ";,/?:@&=+$-_.!~*'()#"  # what encodeURI leaves as it is
+_BASE64_WRAPS = (76, 64)
+
+
+def _lower_hex(text: str) -> str:
+    return re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), text)
+
+
 def secret_forms(token: str | None, username: str = "raibid") -> list[str]:
     """Every form in which a secret could appear in output: plain, URL-encoded, base64 (also where the
     value sits at any offset in a longer base64 text), each line of a multi-line value, and inside a
@@ -83,11 +91,19 @@ def secret_forms(token: str | None, username: str = "raibid") -> list[str]:
     from urllib.parse import quote, quote_plus
 
     raw = token.encode()
-    forms = {token, quote(token, safe=""), quote_plus(token)}
+    # URL encodings: JavaScript's encodeURIComponent/encodeURI, Python's quote (safe "/" by default) and
+    # quote_plus, each with upper- and lower-case hex digits (both are valid percent-encodings).
+    encoded = {quote(token, safe=""), quote(token), quote(token, safe=_URI_SAFE), quote_plus(token),
+               quote(token, safe="-_.!~*'()")}
+    forms = {token, *encoded, *(_lower_hex(e) for e in encoded)}
     forms |= {line for line in token.splitlines() if len(line.strip()) >= 4}
     for enc in (base64.b64encode, base64.urlsafe_b64encode):
-        forms.add(enc(raw).decode())
-        forms.add(enc(raw).decode().rstrip("="))
+        text = enc(raw).decode()
+        forms.add(text)
+        forms.add(text.rstrip("="))
+        for width in _BASE64_WRAPS:  # `base64` wraps at 76 columns, PEM and openssl at 64: each line is a form
+            if len(text) > width:
+                forms |= {text[i:i + width] for i in range(0, len(text), width) if len(text[i:i + width]) >= 8}
         for offset in (0, 1, 2):  # the value after 0, 1 or 2 other bytes: the groups it fills encode the same
             text = enc(b"\0" * offset + raw).decode()
             stable = text[4 if offset else 0:(offset + len(raw)) // 3 * 4]

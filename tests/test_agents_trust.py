@@ -62,6 +62,11 @@ def test_config_reads_trusted_and_secrets(tmp_path):
     ("agents:\n  secrets:\n    - {name: X, secret: s}\n", "'repos'"),
     ("agents:\n  secrets:\n    - {name: 'a-b', secret: s, repos: ['.*']}\n", "env var name"),
     ("agents:\n  types:\n    rust-untrusted: {extends: rust}\n", "untrusted builds"),
+    ("agents:\n  secrets:\n    - {name: A, secret: 'Bad Name!', repos: ['.*']}\n", "not a Kubernetes object name"),
+    ("agents:\n  secrets:\n    - {name: A, secret: s, key: '../x', repos: ['.*']}\n", "not a Secret key"),
+    ("agents:\n  secrets:\n    - {name: A, secret: s, repos: ['.*']}\n    - {name: A, secret: t, repos: ['.*']}\n",
+     "named twice"),
+    ("agents:\n  workspace_size: lots\n", "agents.workspace_size"),
 ])
 def test_bad_trust_config_names_the_entry(tmp_path, text, needle):
     with pytest.raises(ConfigError) as e:
@@ -84,3 +89,9 @@ def test_a_type_name_leaves_room_for_its_untrusted_pool(tmp_path):
         load_config(_write(tmp_path, f"agents:\n  types:\n    {name}: {{extends: generic}}\n"), env={})
     assert "longer than 53" in e.value.message
     load_config(_write(tmp_path, f"agents:\n  types:\n    {name[:53]}: {{extends: generic}}\n"), env={})
+
+
+def test_trusted_regexes_and_secret_patterns_ignore_case_as_gitea_names_do():
+    p = TrustPolicy.of(repos=[r"acme/app-.*"])
+    assert p.is_trusted("ACME/App-1") and p.is_trusted("acme/app-1")
+    assert secret_allowed([r"acme/.*"], "ACME/x")  # a repo trusted as ACME/x is not refused its secret

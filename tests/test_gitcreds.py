@@ -67,3 +67,33 @@ def test_every_form_of_a_secret_is_masked_in_text_around_it(value):
     if "\n" in value:  # each line of a multi-line value on its own (a log stores lines)
         assert mask(b"line two, alone", forms) == b"***, alone"
     assert scrub(f"x {value} y", [value]).count("***") >= 1
+
+
+@pytest.mark.parametrize("value", ["a/b+c=d&e f:g@h~x", "p@ss/w0rd:with;many?chars#" * 4])
+def test_url_encodings_of_every_common_kind_are_masked(value):
+    """Python's quote (safe '/'), quote_plus, encodeURIComponent and encodeURI, with either case of hex digit."""
+    from urllib.parse import quote, quote_plus
+
+    from raibid.gitcreds import mask, mask_forms
+
+    forms = mask_forms([value])
+    encodings = {quote(value), quote(value, safe=""), quote_plus(value), quote(value, safe="-_.!~*'()"),
+                 quote(value, safe=";,/?:@&=+$-_.!~*'()#")}
+    for enc in encodings | {e.lower() for e in encodings}:
+        if enc == value:
+            continue
+        masked = mask(f"<{enc}>".encode(), forms)
+        assert masked == b"<***>", (enc, masked)
+
+
+def test_base64_wrapped_at_76_or_64_columns_is_masked_line_by_line():
+    """`base64` (coreutils, Python's encodebytes) wraps at 76 columns and PEM at 64: a log holds each line."""
+    from raibid.gitcreds import mask, mask_forms
+
+    value = "a-long-deploy-key-" * 8  # 144 bytes: 192 base64 characters, over two wrap widths
+    forms = mask_forms([value])
+    for wrapped in (base64.encodebytes(value.encode()).decode(),
+                    "\n".join(base64.b64encode(value.encode()).decode()[i:i + 64] for i in range(0, 192, 64))):
+        for line in wrapped.splitlines():
+            masked = mask(line.encode(), forms)
+            assert len(line) < 8 or masked == b"***", (line, masked)

@@ -39,7 +39,7 @@ class TrustPolicy:
 
     @classmethod
     def of(cls, owners: Iterable[str] = (), repos: Iterable[str] = ()) -> TrustPolicy:
-        return cls(frozenset(o.lower() for o in owners), tuple(re.compile(rx) for rx in repos))
+        return cls(frozenset(o.lower() for o in owners), tuple(re.compile(rx, re.IGNORECASE) for rx in repos))
 
     @classmethod
     def from_config(cls, trusted: object) -> TrustPolicy:
@@ -47,7 +47,8 @@ class TrustPolicy:
         return cls.of(getattr(trusted, "owners", ()), getattr(trusted, "repos", ()))
 
     def is_trusted(self, repo: str) -> bool:
-        """Gitea owner names compare case-insensitively, as Gitea does; regexes match the whole name."""
+        """Gitea names compare case-insensitively, as Gitea does (owners and regexes alike); regexes match the
+        whole name."""
         owner, sep, name = repo.partition("/")
         if not sep or not owner or not name or "/" in name or "\n" in repo:
             return False
@@ -68,5 +69,7 @@ def route(agent_type: str, repo: str, policy: TrustPolicy) -> str:
 
 
 def secret_allowed(patterns: Iterable[str], repo: str) -> bool:
-    """Does a job secret's ``repos`` list (regexes, matched in full) allow ``repo``?"""
-    return any(re.fullmatch(rx, repo) for rx in patterns)
+    """Does a job secret's ``repos`` list (regexes, matched in full, ignoring case as Gitea names do)
+    allow ``repo``? The same rule as :meth:`TrustPolicy.is_trusted`, so a trusted repo is never refused a
+    secret for the case it is written in."""
+    return any(re.fullmatch(rx, repo, re.IGNORECASE) for rx in patterns)

@@ -97,6 +97,11 @@ def _check_values(cfg: Config) -> None:
         if name.endswith(UNTRUSTED_SUFFIX):
             raise ConfigError(f"{where}: {name!r} ends in {UNTRUSTED_SUFFIX!r}, the name of a type's pool for "
                               "untrusted builds", hint="choose another name; see docs/security.md")
+    seen: set[str] = set()
+    for entry in cfg.agents.secrets:
+        if entry.name in seen:
+            raise ConfigError(f"agents.secrets: {entry.name!r} is named twice", hint="one entry per secret name")
+        seen.add(entry.name)
     _check_sizes_and_networks(cfg)
     # Ranges (timeouts, counts) are checked per field from their metadata, by value_problem.
 
@@ -107,6 +112,10 @@ def _check_sizes_and_networks(cfg: Config) -> None:
 
     from raibid.units import quantity_bytes, redis_bytes
 
+    try:
+        quantity_bytes(cfg.agents.workspace_size)
+    except ValueError as e:
+        raise ConfigError(f"agents.workspace_size: {e}") from None
     try:
         limit = quantity_bytes(cfg.redis.memory)
     except ValueError as e:

@@ -164,8 +164,15 @@ class JobSecret:
             raise ConfigError(f"agents.secrets entry {self.name!r}: 'name' must be an env var name")
         if not self.secret:
             raise ConfigError(f"agents.secrets entry {self.name!r}: 'secret' (a Kubernetes Secret name) is required")
+        if len(self.secret) > 253 or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*",
+                                                      self.secret):
+            raise ConfigError(f"agents.secrets entry {self.name!r}: secret {self.secret!r} is not a Kubernetes "
+                              "object name (lower-case letters, digits, '-' and '.')")
         if not self.key:
             self.key = self.name
+        if len(self.key) > 253 or not re.fullmatch(r"[-._a-zA-Z0-9]+", self.key) or self.key in (".", ".."):
+            raise ConfigError(f"agents.secrets entry {self.name!r}: key {self.key!r} is not a Secret key "
+                              "(letters, digits, '-', '_' and '.')")
         if not self.repos:
             raise ConfigError(f"agents.secrets entry {self.name!r}: 'repos' must name at least one repo pattern",
                               hint="a secret no repo may use is a mistake; use '.*' for every trusted repo")
