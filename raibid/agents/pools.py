@@ -355,6 +355,28 @@ def node_gpus(kube: Kube) -> int | None:
     return total
 
 
+def exposed_node_addresses(cfg: Config, nodes: list[KubeObject]) -> list[str]:
+    """Node addresses (IPv4) the agents' internet rule lets a build reach: the API server (6443) and the
+    kubelet (10250) listen there. Empty when ``agents.internet`` is off or every address is excluded."""
+    import ipaddress
+
+    if not cfg.agents.internet:
+        return []
+    excluded = [ipaddress.ip_network(n) for n in egress_except(cfg)]
+    out = []
+    for node in nodes:
+        for addr in (node.get("status") or {}).get("addresses") or []:
+            if addr.get("type") not in ("InternalIP", "ExternalIP"):
+                continue
+            try:
+                ip = ipaddress.ip_address(addr.get("address") or "")
+            except ValueError:
+                continue
+            if ip.version == 4 and not ip.is_loopback and not any(ip in net for net in excluded):
+                out.append(str(ip))
+    return sorted(set(out))
+
+
 KEDA_CRDS = ("scaledjobs.keda.sh", "triggerauthentications.keda.sh")
 
 

@@ -47,6 +47,25 @@ def cluster_checks(app: Application) -> Iterable[Check]:
         if comp.crds:
             yield from crd_check(app, comp.crd_label, list(comp.crds), comp.crd_hint)
     yield gpu_check(app)
+    yield node_egress_check(app)
+
+
+def node_egress_check(app: Application) -> Check:
+    """Agent pods must never reach the node's API server or kubelet: is every node address outside their
+    internet rule? A public node address with the default loopback ``cluster.node_ip`` is not."""
+    from raibid.agents.pools import exposed_node_addresses
+
+    try:
+        nodes = app.kube.list("v1", "Node")
+    except RaibidError as e:
+        return Check("agent egress", Status.SKIP, f"cannot list nodes: {e.message}", required=False)
+    exposed = exposed_node_addresses(app.cfg, nodes)
+    if exposed:
+        return Check("agent egress", Status.FAIL,
+                     f"agent pods can reach node address {', '.join(exposed)} (API server, kubelet)",
+                     f"set cluster.node_ip: {exposed[0]} and run `raibid cluster up -c agents`, "
+                     "or agents.egress_allow only what builds need with agents.internet: false")
+    return Check("agent egress", Status.OK, "no node address is reachable from agent pods", required=False)
 
 
 def gpu_check(app: Application) -> Check:

@@ -108,3 +108,24 @@ def test_doctor_without_role_secrets_warns_and_still_passes(run, kube, redis_url
     checks = by_name(r.json())
     assert checks["gitea-role agent"]["status"] == "warn" and "gitea bootstrap" in checks["gitea-role agent"]["hint"]
     assert r.code == 0
+
+
+def _node(kube, *addresses):
+    kube.add_object({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "spark"}, "spec": {}})
+    kube.set_status("v1", "Node", "spark", "", {"addresses": [
+        {"type": t, "address": a} for t, a in (("InternalIP", addresses[0]), ("Hostname", "spark"),
+                                               *(("ExternalIP", a) for a in addresses[1:]))]})
+
+
+def test_doctor_fails_when_agent_pods_can_reach_a_public_node_address(run, kube, redis_url, monkeypatch):
+    kube.add_object(CRD)
+    _node(kube, "192.168.1.20", "203.0.113.7")  # a LAN address (excluded) and a public one (not)
+    checks = by_name(run("doctor", "--json").json())
+    assert checks["agent egress"]["status"] == "fail"
+    assert "203.0.113.7" in checks["agent egress"]["detail"] and "192.168" not in checks["agent egress"]["detail"]
+    assert "cluster.node_ip: 203.0.113.7" in checks["agent egress"]["hint"]
+    monkeypatch.setenv("RAIBID_CLUSTER_NODE_IP", "203.0.113.7")
+    assert by_name(run("doctor", "--json").json())["agent egress"]["status"] == "ok"
+    monkeypatch.delenv("RAIBID_CLUSTER_NODE_IP")
+    monkeypatch.setenv("RAIBID_AGENTS_INTERNET", "false")
+    assert by_name(run("doctor", "--json").json())["agent egress"]["status"] == "ok"
