@@ -14,6 +14,7 @@ far below the ``maxmemory`` set on it.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -65,9 +66,11 @@ if not os.access(sys.executable, os.X_OK):
 sys.argv = ["raibid", *sys.argv[2:]]
 raibid.cli.main()
 """
-TOKEN = "gitea-agent-token-7d1f0c2b9e"
-REDIS_PASSWORD = "redis-password-91ac44e0f3"
-DEPLOY_KEY = "deploy-key-value-5b2e8f1a77"
+# Made anew for each run, never written in this file: the build searches readable files for them, and a copy
+# of this source (a checkout under /tmp, a log of an earlier run) must not count as a leak.
+TOKEN = "gitea-agent-token-" + secrets.token_hex(8)
+REDIS_PASSWORD = "redis-password-" + secrets.token_hex(8)
+DEPLOY_KEY = "deploy-key-value-" + secrets.token_hex(8)
 MAXMEMORY = 256 << 20
 FLOOD = 1 << 30
 
