@@ -74,10 +74,10 @@ def _secret(app: Application) -> str:
 
 
 def _github(app: Application):
-    from raibid.webhook.github import GitHubHooks
+    from raibid.github import GitHub
 
     m = app.cfg.mirror
-    return GitHubHooks(m.github_api, app.cfg.secret(m.github_token_env), timeout=app.cfg.gitea.timeout)
+    return GitHub(m.github_api, app.cfg.secret(m.github_token_env), timeout=app.cfg.gitea.timeout)
 
 
 def _github_repos(app: Application, extra: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
