@@ -37,7 +37,7 @@ class Keys:
         return f"{self.prefix}:mirror:pending:{target.lower()}"
 
     def job_statuses(self, job_id: str) -> str:
-        """Hash of what the reporter posted for one job, per forge (dropped with the job by retention)."""
+        """List of what the reporter posted for one job, where (JSON entries, capped; dropped with the job by retention)."""
         return f"{self.prefix}:job:{job_id}:statuses"
 
     def commit_checks(self, repo: str, commit: str) -> str:

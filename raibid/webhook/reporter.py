@@ -23,7 +23,7 @@ build.
 - **Newest wins.** A commit's checks (``Keys.commit_checks``) hold, per context, the newest job
   (job ids are time-ordered ULIDs, so a retry sorts after what it retries). An event of an older
   job for a context a newer job holds is not posted: it would overwrite a newer state.
-- **Records.** What was posted where, per job (``Keys.job_statuses``: per forge, the last
+- **Records.** What was posted where, per job (``Keys.job_statuses``, a list: the last 2 ×
   ``HISTORY`` posts) and per commit, for ``raibid queue show`` and ``raibid status``.
 """
 
@@ -146,6 +146,9 @@ class _Entry:
     check: Check | None  # None: nothing to post (the reason is in ``skip``)
     skip: str = ""
     done: set[str] = field(default_factory=set)  # forges that took it (or refused it for good)
+    retrying: set[str] = field(default_factory=set)  # forges a "retrying" record was written for
+    new: bool = True  # its decision is not yet recorded
+    superseded: Check | None = None  # what would have been posted, had a newer job not held the context
 
 
 def permanent(e: Exception) -> bool:
@@ -168,7 +171,8 @@ class Reporter:
 
     def __init__(self, r: Any, keys: Keys, *, gitea: Any = None, github: Forge | None = None,
                  link: Callable[[str], str | None] | None = None, consumer: str = "reporter",
-                 batch: int = 100, block_ms: int = 500, clock: Callable[[], float] = time.time) -> None:
+                 batch: int = 100, block_ms: int = 500, workers: int = 8,
+                 clock: Callable[[], float] = time.time) -> None:
         self.r = r
         self.keys = keys
         self.forges: dict[str, Forge] = {}
@@ -185,6 +189,12 @@ class Reporter:
         self._retry_at: dict[tuple, float] = {}  # (forge, repo, sha, context) -> when to post again
         self._backoff: dict[tuple, float] = {}
         self._forge_at: dict[str, float] = {}  # forge -> not before (a rate limit)
+        self._decided: dict[tuple, str] = {}  # (repo, sha, context) -> the event its check shows
+        self._holder: dict[tuple, str] = {}  # (repo, sha, context) -> the newest job decided for it
+        self._pending = True  # entries read but not acked may exist (at start: an earlier run's)
+        self.workers = workers  # commits posted at once (each commit's states stay in order)
+        self._pool: Any = None
+        self._records: dict[str, dict] = {}  # job records read ahead for one round
         self._group_ok = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -201,6 +211,8 @@ class Reporter:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     def run(self) -> None:
         """Until stopped: a Redis or forge failure is logged and tried again, never raised."""
@@ -232,7 +244,7 @@ class Reporter:
     def run_once(self, block_ms: int | None = None) -> int:
         """One round: this consumer's pending entries (in order), then new ones. How many were acked."""
         self.ensure_group()
-        pending = self._read("0", count=self.batch * 10)
+        pending = self._read("0", count=self.batch * 10) if self._pending or self._entries else []
         now = self.clock()
         waiting = [self._next_try(eid) for eid, _ in pending]
         if pending and min(waiting) <= now:
@@ -242,12 +254,41 @@ class Reporter:
             block = max(1, int(min(self.block_ms if block_ms is None else block_ms, due)))
         fresh = self._read(">", block=block) if len(pending) < self.batch * 10 else []
         self.idle = not pending and not fresh
-        blocked: set[tuple] = set()
-        acked = 0
-        for eid, data in pending + fresh:
-            if self._handle(eid, data, blocked):
-                acked += 1
+        entries = pending + fresh
+        self._decide_all([(eid, data) for eid, data in entries if eid not in self._entries])
+        lanes: dict[tuple, list[str]] = {}  # one lane per (repo, commit, context): in order within, parallel across
+        for eid, _ in entries:
+            check = self._entries[eid].check or self._entries[eid].superseded
+            lanes.setdefault(self._ck(check) if check else ("", eid, ""), []).append(eid)
+        if len(lanes) <= 1 or self.workers <= 1:
+            acked = sum(self._lane(eids) for eids in lanes.values())
+        else:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="raibid-reporter-post")
+            acked = sum(self._pool.map(self._lane, lanes.values()))
+        self._pending = bool(self._entries)
         return acked
+
+    def _lane(self, eids: list[str]) -> int:
+        blocked: set[tuple] = set()
+        return sum(1 for eid in eids if self._handle(eid, blocked))
+
+    def _decide_all(self, items: list[tuple[str, dict]]) -> None:
+        """Decide new entries in stream order, their job records and earlier decisions read in two round trips."""
+        jobs = [data["job"] for _, data in items if data.get("kind") == "job" and data.get("job")]
+        if jobs:
+            pipe = self.r.pipeline(transaction=False)
+            for job_id in jobs:
+                pipe.hgetall(self.keys.job(job_id))
+            self._records = dict(zip(jobs, pipe.execute(), strict=True))
+        try:
+            decided = [(eid, self._decide(eid, data)) for eid, data in items]
+        finally:
+            self._records = {}
+        for eid, entry in decided:
+            self._entries[eid] = entry
 
     def drain(self, timeout: float = 10.0) -> None:
         """Run rounds until nothing is pending for this consumer and nothing new came (tests, the benchmark)."""
@@ -280,11 +321,19 @@ class Reporter:
         return min(times, default=0.0)
 
     # ------------------------------------------------------------------ one entry
-    def _handle(self, eid: str, data: dict, blocked: set[tuple]) -> bool:
-        entry = self._entries.get(eid)
-        if entry is None:
-            entry = self._entries[eid] = self._decide(eid, data)
+    def _handle(self, eid: str, blocked: set[tuple]) -> bool:
+        """Post one entry where it is due; its records and its ack go in one pipeline (one round trip)."""
+        pipe = self.r.pipeline(transaction=False)
+        entry = self._entries[eid]
+        if entry.new:
+            entry.new = False
+            if entry.check is not None:
+                self._record_commit(pipe, entry.check, eid)
+            elif entry.superseded is not None:
+                for forge, _ in entry.superseded.targets():
+                    self._record_job(pipe, entry.superseded, forge, None, f"not posted: {entry.skip}", eid)
         check = entry.check
+        done = True
         if check is not None:
             for forge, repo in check.targets():
                 if forge in entry.done:
@@ -297,19 +346,21 @@ class Reporter:
                 if key in blocked or self._retry_at.get(key, 0.0) > now or self._forge_at.get(forge, 0.0) > now:
                     blocked.add(key)  # later entries of this commit and context wait behind it
                     continue
-                if self._post(forge, repo, check, eid):
+                if self._post(pipe, forge, repo, check, entry):
                     entry.done.add(forge)
                     self._retry_at.pop(key, None)
                     self._backoff.pop(key, None)
                 else:
                     blocked.add(key)
-            if not all(f in entry.done for f, _ in check.targets()):
-                return False
+            done = all(f in entry.done for f, _ in check.targets())
         elif entry.skip:
             log.info("reporter: event %s not posted: %s", eid, entry.skip)
-        self.r.xack(self.keys.events, GROUP, eid)
-        self._entries.pop(eid, None)
-        return True
+        if done:
+            pipe.xack(self.keys.events, GROUP, eid)
+            self._entries.pop(eid, None)
+        if len(pipe):
+            pipe.execute()
+        return done
 
     def _key(self, forge: str, check: Check, repo: str) -> tuple:
         return (forge, repo.lower(), check.commit, check.context)
@@ -322,12 +373,12 @@ class Reporter:
                           origin=data.get("origin"))
             if not (check.repo and check.commit and check.context):
                 return _Entry(eid, None, "a status event without repo, commit or context")
-            self._record_commit(check, eid)
             return _Entry(eid, check)
         if kind != "job":
             return _Entry(eid, None, f"unknown event kind {kind!r}")
         job_id = data.get("job") or ""
-        h = self.r.hgetall(self.keys.job(job_id)) if job_id else {}
+        h = self._records.get(job_id) if job_id in self._records else (
+            self.r.hgetall(self.keys.job(job_id)) if job_id else {})
         if not h:
             return _Entry(eid, None, f"job {job_id} has no record (expired or purged)")
         job = Job.from_hash(h)
@@ -339,24 +390,24 @@ class Reporter:
                       agent=job.agent, target_url=self.link(job.id) if self.link else None)
         newer = self._newer_job(check)
         if newer:
-            why = f"superseded by job {newer}"
-            for forge, _ in check.targets():
-                self._record_job(check, forge, None, f"not posted: {why}", eid)
-            return _Entry(eid, None, f"job {job_id} {data.get('status')}: {why}")
-        self._record_commit(check, eid)
+            return _Entry(eid, None, f"superseded by job {newer}", superseded=check)
+        self._holder[self._ck(check)] = job.id  # decided in stream order: a later, older job's event sees it
         return _Entry(eid, check)
 
     def _newer_job(self, check: Check) -> str | None:
-        raw = self.r.hget(self.keys.commit_checks(check.repo, check.commit), check.context)
-        if not raw:
-            return None
-        try:
-            held = json.loads(raw).get("job")
-        except ValueError:
-            return None
+        held = self._holder.get(self._ck(check))
+        if held is None:  # not decided by this process: what an earlier reporter decided
+            raw = self.r.hget(self.keys.commit_checks(check.repo, check.commit), check.context)
+            try:
+                held = (json.loads(raw) or {}).get("job") if raw else None
+            except (ValueError, AttributeError):
+                held = None
         return held if held and check.job and held > check.job else None
 
-    def _post(self, forge: str, repo: str, check: Check, eid: str) -> bool:
+    def _ck(self, check: Check) -> tuple[str, str, str]:
+        return (check.repo.lower(), check.commit, check.context)
+
+    def _post(self, pipe: Any, forge: str, repo: str, check: Check, entry: _Entry) -> bool:
         """Post to one forge: True when it is done with (posted, or refused for good)."""
         client = self.forges[forge]
         key = self._key(forge, check, repo)
@@ -367,7 +418,7 @@ class Reporter:
             if isinstance(e, RaibidError) and permanent(e):
                 log.warning("reporter: %s %s@%s %s: gave up: %s", forge, repo, check.commit[:12], check.context,
                             e.message)
-                self._record_job(check, forge, client, f"gave up: {e.message}", eid)
+                self._record_job(pipe, check, forge, client, f"gave up: {e.message}", entry.eid)
                 return True
             message = e.message if isinstance(e, RaibidError) else f"{type(e).__name__}: {e}"
             retry_at = getattr(e, "retry_at", None)
@@ -376,65 +427,59 @@ class Reporter:
                 self._forge_at[forge] = float(retry_at)
                 wait = float(retry_at) - now
             else:
-                wait = self._backoff.get(key, BACKOFF_MIN / 2) * 2
-                wait = min(wait, BACKOFF_MAX)
+                wait = min(self._backoff.get(key, BACKOFF_MIN / 2) * 2, BACKOFF_MAX)
                 self._backoff[key] = wait
                 self._retry_at[key] = now + wait
             log.warning("reporter: %s %s@%s %s: %s; posting again in %.0fs", forge, repo, check.commit[:12],
                         check.context, message, max(wait, 0))
-            self._record_job(check, forge, client, f"retrying: {message}", eid, final=False)
+            if forge not in entry.retrying:  # one "retrying" line per post, not one per try
+                entry.retrying.add(forge)
+                self._record_job(pipe, check, forge, client, f"retrying: {message}", entry.eid)
             return False
         self.posted += 1
-        self._record_job(check, forge, client, "posted", eid)
+        self._record_job(pipe, check, forge, client, "posted", entry.eid)
         return True
 
-    # ------------------------------------------------------------------ records
-    def _record_job(self, check: Check, forge: str, client: Forge | None, result: str, eid: str, *,
-                    final: bool = True) -> None:
+    # ------------------------------------------------------------------ records (added to the entry's pipeline)
+    def _record_job(self, pipe: Any, check: Check, forge: str, client: Forge | None, result: str, eid: str) -> None:
         url = client.commit_url(_repo_on(check, forge), check.commit) if client is not None else None
-        entry = {"forge": forge, "state": check.state, "context": check.context, "description": check.description,
-                 "target_url": check.target_url, "url": url, "result": result, "at": now_rfc3339()}
         if check.job:
+            entry = {"forge": forge, "state": check.state, "context": check.context,
+                     "description": check.description, "target_url": check.target_url, "url": url,
+                     "result": result, "at": now_rfc3339()}
             key = self.keys.job_statuses(check.job)
-            history = _loads_list(self.r.hget(key, forge))
-            if history and not final and history[-1].get("result", "").startswith("retrying"):
-                history[-1] = entry  # one "retrying" line per post, not one per try
-            else:
-                history.append(entry)
-            pipe = self.r.pipeline(transaction=False)
-            pipe.hset(key, forge, json.dumps(history[-HISTORY:]))
-            pipe.execute()
-        ck = self.keys.commit_checks(check.repo, check.commit)
-        raw = self.r.hget(ck, check.context)
-        if raw:
-            try:
-                held = json.loads(raw)
-            except ValueError:
-                held = None
-            if isinstance(held, dict) and held.get("event") == eid:
-                held.setdefault("forges", {})[forge] = {"result": result, "url": url}
-                self.r.hset(ck, check.context, json.dumps(held))
+            pipe.rpush(key, json.dumps(entry))
+            pipe.ltrim(key, -HISTORY * 2, -1)
+        if self._decided.get(self._ck(check)) == eid:  # the commit's check still shows this event
+            ck = self.keys.commit_checks(check.repo, check.commit)
+            pipe.hset(ck, f"{check.context}{_SEP}{forge}", json.dumps({"result": result, "url": url}))
 
-    def _record_commit(self, check: Check, eid: str) -> None:
+    def _record_commit(self, pipe: Any, check: Check, eid: str) -> None:
         ck = self.keys.commit_checks(check.repo, check.commit)
-        value = {**asdict(check), "event": eid, "at": now_rfc3339(),
-                 "forges": {f: {"result": "queued for posting", "url": None} for f, _ in check.targets()}}
-        pipe = self.r.pipeline(transaction=False)
-        pipe.hset(ck, check.context, json.dumps(value))
+        value = {**asdict(check), "event": eid, "at": now_rfc3339()}
+        pipe.hset(ck, mapping={check.context: json.dumps(value),
+                               **{f"{check.context}{_SEP}{f}": json.dumps({"result": "to be posted", "url": None})
+                                  for f, _ in check.targets()}})
         pipe.expire(ck, CHECKS_TTL)
-        pipe.execute()
+        self._decided[self._ck(check)] = eid
+        if len(self._decided) > 10_000:  # a cache: Redis holds the truth
+            self._decided.clear()
+            self._holder.clear()
+            self._decided[self._ck(check)] = eid
+
+
+_SEP = "\x1f"  # commit checks: "<context>" holds the decision, "<context>\x1f<forge>" what that forge said
 
 
 def _repo_on(check: Check, forge: str) -> str:
     return dict(check.targets()).get(forge, check.repo)
 
 
-def _loads_list(raw: str | None) -> list[dict]:
+def _loads(raw: str | None) -> Any:
     try:
-        value = json.loads(raw) if raw else []
+        return json.loads(raw) if raw else None
     except ValueError:
-        return []
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+        return None
 
 
 # ---------------------------------------------------------------------- readers (queue show, status)
@@ -452,14 +497,16 @@ class PostedStatus:
 
 def job_statuses(r: Any, keys: Keys, job_id: str) -> list[PostedStatus]:
     """What the reporter posted for one job, oldest first, per forge (gitea, then github)."""
-    h = r.hgetall(keys.job_statuses(job_id)) or {}
     out = []
-    for forge in sorted(h, key=lambda f: (f != "gitea", f)):
-        for d in _loads_list(h[forge]):
-            out.append(PostedStatus(forge=forge, state=str(d.get("state", "")), context=str(d.get("context", "")),
-                                    description=str(d.get("description", "")), result=str(d.get("result", "")),
-                                    at=d.get("at"), url=d.get("url"), target_url=d.get("target_url")))
-    return out
+    for raw in r.lrange(keys.job_statuses(job_id), 0, -1) or []:
+        d = _loads(raw)
+        if not isinstance(d, dict):
+            continue
+        out.append(PostedStatus(forge=str(d.get("forge", "")), state=str(d.get("state", "")),
+                                context=str(d.get("context", "")), description=str(d.get("description", "")),
+                                result=str(d.get("result", "")), at=d.get("at"), url=d.get("url"),
+                                target_url=d.get("target_url")))
+    return sorted(out, key=lambda p: p.forge != "gitea")
 
 
 @dataclass
@@ -477,15 +524,17 @@ class CommitCheck:
 
 def commit_checks(r: Any, keys: Keys, repo: str, commit: str) -> list[CommitCheck]:
     """A commit's checks, by context, as the reporter last decided them (no forge is asked)."""
+    h = r.hgetall(keys.commit_checks(repo, commit)) or {}
     out = []
-    for context, raw in sorted((r.hgetall(keys.commit_checks(repo, commit)) or {}).items()):
-        try:
-            d = json.loads(raw)
-        except ValueError:
-            continue
+    for context in sorted(k for k in h if _SEP not in k):
+        d = _loads(h[context])
         if not isinstance(d, dict):
             continue
-        forges = d.get("forges") if isinstance(d.get("forges"), dict) else {}
+        forges = {}
+        for k, v in h.items():
+            ctx, sep, forge = k.partition(_SEP)
+            if sep and ctx == context and isinstance(_loads(v), dict):
+                forges[forge] = _loads(v)
         out.append(CommitCheck(context=context, state=str(d.get("state", "")),
                                description=str(d.get("description", "")), job=d.get("job"),
                                attempt=d.get("attempt"), agent=d.get("agent"), target_url=d.get("target_url"),
