@@ -325,3 +325,67 @@ def test_the_reporter_killed_mid_run_catches_up_with_nothing_lost_or_reordered(q
             # a post that landed just before the kill may be posted again (harmless); the order holds
             once = [p for i, p in enumerate(pairs) if i == 0 or pairs[i - 1] != p]
             assert [state for state, _ in once] == want, (sha, posted)
+
+
+# ---------------------------------------------------------------------- the pod: manifests and `webhook serve`
+def test_only_the_receiver_pod_holds_the_github_status_token():
+    from raibid.cluster.components import COMPONENTS
+    from raibid.cluster.render import render
+    from raibid.config import load_config
+
+    secrets = {"redis_password": "r", "gitea_admin_password": "g", "webhook_secret": "w"}
+    holders = []
+    for m in render(load_config(), list(COMPONENTS), secrets=secrets):
+        if "'name': 'raibid-github-status'" in repr(m.obj):  # a secretKeyRef or a volume of that Secret
+            holders.append(m.ref)
+    assert holders == ["Deployment/raibid-ci/raibid-webhook"]
+    dep = next(m.obj for m in render(load_config(), ["webhook"], secrets=secrets) if m.ref == holders[0])
+    [c] = dep["spec"]["template"]["spec"]["containers"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
+    assert refs["RAIBID_GITHUB_STATUS_TOKEN"] == {"name": "raibid-github-status", "key": "token", "optional": True}
+
+
+def test_webhook_serve_posts_pending_for_a_gitea_push(forges, redis_url, isolated_env):
+    """The pod's command for real: a signed Gitea push to `raibid webhook serve` becomes `pending` on the commit."""
+    import hashlib
+    import hmac
+    import json
+    import socket
+    import urllib.request
+
+    gitea, github = forges
+    sha = commit_both(gitea, github, {"a.txt": "1"})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RAIBID_WEBHOOK_SECRET": "s3cret", "RAIBID_MIRROR_MODE": "pull",
+           "RAIBID_GITEA_URL": gitea.url, "RAIBID_GITEA_TOKEN": GITEA_TOKEN,
+           "RAIBID_AGENTS_TRUSTED_OWNERS": "[acme]"}
+    proc = subprocess.Popen([sys.executable, "-m", "raibid", "webhook", "serve", "--listen", f"127.0.0.1:{port}"],
+                            cwd=isolated_env, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        body = json.dumps({"ref": "refs/heads/main", "before": "0" * 40, "after": sha,
+                           "repository": {"full_name": "acme/app"}}).encode()
+        sig = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+        while True:
+            try:
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/hooks/gitea", data=body, method="POST",
+                                             headers={"X-Gitea-Event": "push", "X-Gitea-Signature": sig,
+                                                      "Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=5) as resp:
+                    assert json.loads(resp.read())["result"] == "queued"
+                break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()[1]
+                assert time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.05)
+        while not posted_statuses(gitea, "acme/app", sha):
+            assert time.monotonic() < deadline, "no status was posted"
+            time.sleep(0.02)
+        assert states(posted_statuses(gitea, "acme/app", sha)) == [("pending", "queued")]
+        assert github.posted_statuses("acme", "app", sha) == []  # no status token: Gitea only
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
