@@ -389,3 +389,13 @@ def test_webhook_serve_posts_pending_for_a_gitea_push(forges, redis_url, isolate
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
     assert proc.returncode == 0
+
+
+def test_without_a_github_status_token_a_mirror_job_posts_to_gitea_and_says_why_not_github(q, forges):
+    gitea, github = forges
+    sha = commit_both(gitea, github, {"a.txt": "1"})
+    job = q.submit(spec(sha))
+    Reporter(q.r, q.keys, gitea=Gitea(gitea.url, GITEA_TOKEN, retries=0)).drain()
+    assert [(p.forge, p.result) for p in job_statuses(q.r, q.keys, job.id)] == [
+        ("gitea", "posted"), ("github", "not posted: no github token")]
+    assert github.posted_statuses("acme", "app", sha) == []

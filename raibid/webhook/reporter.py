@@ -228,6 +228,10 @@ class Reporter:
                 self._group_ok = False
                 self._stop.wait(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
+            except Exception:  # a bug must not end statuses for good: say so, and go on after a pause
+                log.exception("reporter: unexpected error; trying again in %.0fs", delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
 
     def ensure_group(self) -> None:
         import redis
@@ -340,6 +344,7 @@ class Reporter:
                     continue
                 if forge not in self.forges:
                     entry.done.add(forge)
+                    self._record_job(pipe, check, forge, None, f"not posted: no {forge} token", eid)
                     continue
                 key = self._key(forge, check, repo)
                 now = self.clock()
