@@ -8,6 +8,10 @@ Usage: python benchmarks/bench_webhook.py [--requests N] [--clients C]
    (the enqueue alone, no HTTP), and `GET /healthz` on the same server (HTTP alone).
 2. Throughput with C concurrent clients (threads, one keep-alive connection each), against
    C threads calling `Queue.submit_deduped` directly.
+3. Push webhook -> `pending` posted on the commit (docs/statuses.md): a second receiver whose reporter
+   posts to the Gitea fake (tests/harness/giteafake.py) on loopback; C concurrent clients, each push a
+   new commit; p50/p99 of push sent -> 202 (the bare enqueue) and push sent -> the fake holding the
+   `pending` status, in the same run, plus the fake's own status POST latency.
 """
 
 from __future__ import annotations
@@ -117,10 +121,97 @@ def throughput(make, fn, clients: int, per_client: int) -> float:
     return clients * per_client / elapsed
 
 
+def start_receiver(env: dict[str, str], tmp: str, port: int) -> tuple[subprocess.Popen, http.client.HTTPConnection]:
+    server = subprocess.Popen([sys.executable, "-m", "raibid", "webhook", "serve", "--listen",
+                               f"127.0.0.1:{port}", "--threads", "8"], cwd=tmp, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            get_health(conn)
+            return server, conn
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise SystemExit("the receiver did not start") from None
+            time.sleep(0.1)
+
+
+def bench_statuses(env: dict[str, str], tmp: str, clients: int, per_client: int) -> None:
+    """Section 3: push -> 202 and push -> `pending` on the Gitea fake, C concurrent clients."""
+    from raibid.gitea import Gitea
+    from tests.harness.giteafake import GiteaFake
+    from tests.harness.githttp import GitHTTPServer
+
+    git = GitHTTPServer(Path(tmp) / "git").start()
+    fake = GiteaFake(git).start()
+    token = fake.add_token("raibid-admin", "bench-gitea-token-0123456789")
+    admin = Gitea(fake.url, token, retries=0)
+    admin.create_org("mirrors")
+    admin.create_repo("mirrors", "app")
+    port = free_port()
+    server, conn = start_receiver({**env, "RAIBID_GITEA_URL": fake.url, "RAIBID_GITEA_TOKEN": token}, tmp, port)
+    seen: dict[str, float] = {}
+    landed: dict[str, threading.Event] = {}
+
+    class Landing(dict):  # the fake's per-commit shelf: notes when each commit's first status lands
+        def setdefault(self, sha, default=None):
+            if sha not in self:
+                seen[sha] = time.perf_counter()
+                landed.setdefault(sha, threading.Event()).set()
+            return super().setdefault(sha, default)
+
+    fake.statuses = {"mirrors/app": Landing()}
+
+    sent: dict[str, float] = {}
+    acked: list[float] = []
+    lock = threading.Lock()
+
+    def client(c: http.client.HTTPConnection) -> None:
+        for _ in range(per_client):
+            body = push_body()
+            sha = json.loads(body)["after"]
+            sig = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+            t0 = time.perf_counter()
+            c.request("POST", "/hooks/gitea", body, {"Content-Type": "application/json", "X-Gitea-Event": "push",
+                                                     "X-Gitea-Signature": sig})
+            resp = c.getresponse()
+            resp.read()
+            with lock:
+                sent[sha] = t0
+                acked.append(time.perf_counter() - t0)
+                event = landed.setdefault(sha, threading.Event())
+            if not event.wait(10):  # one push in flight per client: C concurrent pushes in all
+                raise SystemExit(f"no status for {sha} within 10 s")
+
+    try:
+        timed(lambda: post_push(conn), 20)  # warm up (their statuses land too)
+        conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(clients)]
+        threads = [threading.Thread(target=client, args=(c,)) for c in conns]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        posted = [seen[sha] - t0 for sha, t0 in sent.items()]
+        own = timed(lambda: admin.post_status("mirrors", "app", "f" * 40, state="pending", context="bench"), 200)
+        print(f"push -> pending posted, {clients} concurrent clients x {per_client} pushes (ms)")
+        print(f"  {'':38} {'p50':>7} {'p99':>7}")
+        for name, values in (("push -> 202 (the bare enqueue)", acked), ("push -> pending on the Gitea fake", posted),
+                             ("Gitea fake's own status POST", own)):
+            print(f"  {name:38} {pct(values, 50):7.2f} {pct(values, 99):7.2f}")
+    finally:
+        server.terminate()
+        server.wait(10)
+        fake.stop()
+        git.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--statuses-only", action="store_true", help="Only section 3 (push -> pending posted).")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         redis_server = RedisServer(Path(tmp) / "redis").start()
@@ -128,6 +219,12 @@ def main() -> None:
         env = {**os.environ, "RAIBID_REDIS_URL": redis_server.url, "RAIBID_WEBHOOK_SECRET": SECRET,
                "RAIBID_MIRROR_MODE": "pull", "HOME": tmp, "XDG_CONFIG_HOME": f"{tmp}/cfg"}
         env.pop("RAIBID_CONFIG", None)
+        if args.statuses_only:
+            try:
+                bench_statuses(env, tmp, args.clients, max(1, args.requests // args.clients))
+            finally:
+                redis_server.stop()
+            return
         server = subprocess.Popen([sys.executable, "-m", "raibid", "webhook", "serve", "--listen",
                                    f"127.0.0.1:{port}", "--threads", "8"], cwd=tmp, env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -167,6 +264,9 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(10)
+        try:
+            bench_statuses(env, tmp, args.clients, max(1, args.requests // args.clients))
+        finally:
             redis_server.stop()
 
 

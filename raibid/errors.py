@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     AUTH = 4
     UNREACHABLE = 5
     LOCKED = 6
+    PENDING = 8  # `raibid status`: a check is still pending (as `gh pr checks`)
 
 
 class RaibidError(Exception):

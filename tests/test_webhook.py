@@ -395,10 +395,10 @@ def test_a_trailing_newline_is_not_a_repository_or_a_commit(field):
 
 def test_github_hook_calls_refuse_a_name_with_a_trailing_newline():
     from raibid.errors import UsageError
-    from raibid.webhook.github import GitHubHooks
+    from raibid.github.client import GitHub
 
-    with pytest.raises(UsageError, match="invalid GitHub owner or repository name"):
-        GitHubHooks("http://127.0.0.1:1", "token").hooks("acme/app\n")
+    with pytest.raises(UsageError, match="invalid GitHub repository name"):
+        GitHub("http://127.0.0.1:1", "token").hooks("acme/app\n")
 
 
 def test_waitress_is_pinned_past_its_known_cves():

@@ -10,8 +10,8 @@ import pytest
 
 from raibid.agents.trust import TrustPolicy
 from raibid.gitea import Gitea
+from raibid.github.client import GitHub
 from raibid.queue import Queue, connect
-from raibid.webhook.github import GitHubHooks
 from raibid.webhook.mirrors import MirrorSet
 from raibid.webhook.register import register_github
 from raibid.webhook.server import build, start_server
@@ -58,7 +58,7 @@ def test_github_push_through_a_real_server_syncs_the_repo_then_queues_one_job(gi
     server, thread = start_server(service.receiver)
     try:
         url = f"http://127.0.0.1:{server.effective_port}/hooks/github"
-        [hook] = register_github(GitHubHooks(github.url, github.token), ["acme/app"], url=url, secret=SECRET)
+        [hook] = register_github(GitHub(github.url, github.token), ["acme/app"], url=url, secret=SECRET)
         assert hook.action == "created"
         before = github.heads("acme", "app")["refs/heads/main"]
         after = github.commit("acme", "app", "main", {"app.py": "print(1)\n"})

@@ -218,11 +218,24 @@ def list_(app: Application, status: str | None, agent: str | None, limit: int, a
 @json_option
 @pass_app
 def show(app: Application, job_id: str, as_json: bool) -> None:
-    """One job's full record."""
-    job = app.queue.get(job_id)
+    """One job's full record, and the commit statuses posted for it (where, and the commit's URL)."""
+    from raibid.terminal import to_plain
+    from raibid.webhook.reporter import job_statuses
+
+    q = app.queue
+    job = q.get(job_id)
     if job.malformed:
         app.term.warn(f"job {job_id}: malformed record ({job.malformed})")
-    app.term.emit(job, as_json, lambda: app.term.record(job))
+    posted = job_statuses(q.r, q.keys, job_id)
+
+    def render() -> None:
+        app.term.record(job)
+        for url in dict.fromkeys(p.url for p in posted if p.url):
+            app.term.record({"status_url": url})
+        for p in posted:
+            app.term.record({f"status {p.forge}": f"{p.state} \"{p.description}\" ({p.context}): {p.result}, {p.at}"})
+
+    app.term.emit({**to_plain(job), "commit_statuses": to_plain(posted)}, as_json, render)
 
 
 @queue.command()

@@ -74,10 +74,10 @@ def _secret(app: Application) -> str:
 
 
 def _github(app: Application):
-    from raibid.webhook.github import GitHubHooks
+    from raibid.github import GitHub
 
     m = app.cfg.mirror
-    return GitHubHooks(m.github_api, app.cfg.secret(m.github_token_env), timeout=app.cfg.gitea.timeout)
+    return GitHub(m.github_api, app.cfg.secret(m.github_token_env), timeout=app.cfg.gitea.timeout)
 
 
 def _github_repos(app: Application, extra: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
@@ -146,6 +146,7 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
     except BaseException:
         service.stop()
         raise
+    reporter = _reporter(app).start() if w.report else None
     log.info("listening on %s:%s (Gitea: /hooks/gitea, GitHub: /hooks/github)", host, server.effective_port)
 
     def terminate(signum: int, frame: object) -> None:
@@ -159,7 +160,32 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
     finally:
         server.close()
         service.stop()
+        if reporter is not None:
+            reporter.stop()
     log.info("stopped")
+
+
+def _reporter(app: Application):
+    """The status reporter (docs/statuses.md): the receiver's Gitea token, and GitHub's status token when set.
+
+    One consumer name, ``reporter``: the Deployment has one replica, and a new pod takes over what the
+    old one had read but not yet posted. ``link=None``: no ``target_url`` until the job page is wired in.
+    """
+    import logging
+
+    from raibid.github import GitHub
+    from raibid.queue import Keys
+    from raibid.webhook.reporter import Reporter
+
+    cfg = app.cfg
+    token = cfg.secret(cfg.webhook.github_status_token_env)
+    if not token:
+        logging.getLogger("raibid.webhook").info("no GitHub status token (%s): statuses go to Gitea only",
+                                                 cfg.webhook.github_status_token_env)
+    github = GitHub(cfg.mirror.github_api, token, timeout=cfg.gitea.timeout, max_wait=0) if token else None
+    block_ms = max(50, min(1000, int(cfg.redis.timeout * 500)))  # a blocking read stays within the socket timeout
+    return Reporter(app.redis, Keys(cfg.redis.prefix), gitea=app.gitea if app.gitea.token else None, github=github,
+                    link=None, consumer="reporter", block_ms=block_ms)
 
 
 def _deliveries(app: Application):

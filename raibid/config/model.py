@@ -363,6 +363,11 @@ class WebhookConfig:
                           min=1)
     gitea_repos: list[str] = _f([], "Gitea repos (OWNER/NAME) that get their own hook besides the mirror org's")
     branches: dict[str, str] = _f({}, "Per-repo branch regex overriding mirror.trigger.branches, by Gitea OWNER/NAME")
+    report: bool = _f(True, "Post commit statuses (Gitea, and GitHub for mirrors) from the event stream, in the "
+                            "receiver pod (docs/statuses.md)")
+    github_status_token_env: str = _f("RAIBID_GITHUB_STATUS_TOKEN",
+                                      "Env var holding the GitHub token commit statuses are posted with (classic "
+                                      "repo:status, or fine-grained Commit statuses: write); Secret raibid-github-status")
 
 
 @dataclass

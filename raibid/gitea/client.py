@@ -444,6 +444,28 @@ class Gitea:
         body = _hook_body(url, secret, events, content_type, branch_filter)
         return _build(Hook.from_api, self._json(self._request("PATCH", path, json=body)), f"PATCH {path}")
 
+    # Commit statuses (the reporter): a write route, so the token needs write:repository.
+    def post_status(self, owner: str, name: str, sha: str, *, state: str, context: str, description: str = "",
+                    target_url: str | None = None) -> dict:
+        """``POST /repos/{owner}/{repo}/statuses/{sha}`` (``CreateStatusOption``); the created status.
+
+        Not replayed after a timeout (a POST); posting the same state again is harmless, so the
+        reporter itself tries again later.
+        """
+        import re
+
+        if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha or ""):
+            raise UsageError(f"invalid commit sha {sha!r}: 40 (or 64) lower-case hex digits")
+        body: dict[str, Any] = {"state": state, "context": context, "description": description}
+        if target_url:
+            body["target_url"] = target_url
+        path = self._repo_path(owner, name, "statuses", sha)
+        return self._json(self._request("POST", path, json=body))
+
+    def commit_url(self, owner: str, name: str, sha: str) -> str:
+        """The commit's web page, where its statuses show (no credentials)."""
+        return f"{self.shown}/{owner}/{name}/commit/{sha}"
+
     def _repo_path(self, owner: str, name: str, *rest: str) -> str:
         return api_path("repos", check_owner(owner), check_repo(name), *rest)
 

@@ -1,4 +1,9 @@
-"""A small GitHub REST client: repository lookup and listing, with Link pagination and rate limits.
+"""The one GitHub REST client: repositories (lookup, listing), repository hooks and commit statuses.
+
+Every GitHub call raibid makes is a method here, on one ``raibid.http.make_session`` session.
+Retries: GETs are tried again after a connection error or a 502/503/504; a POST or PATCH is
+never replayed here (the server may have acted: ``webhook register`` reads first, and the status
+reporter posts again itself, a status being the same whichever post lands).
 
 Clone URLs are taken from each repository's ``clone_url`` in the API's answer,
 never built from a host name, so GitHub Enterprise (``https://HOST/api/v3``)
@@ -25,11 +30,20 @@ _NAME = re.compile(r"[A-Za-z0-9_.-]+")  # with fullmatch: no trailing newline
 
 
 class RateLimited(RaibidError):
-    """GitHub's rate limit would make us wait longer than allowed."""
+    """GitHub's rate limit would make us wait longer than allowed; ``retry_at`` (epoch seconds) is when to
+    try again, from ``Retry-After`` or ``X-RateLimit-Reset``."""
+
+    def __init__(self, message: str, *, hint: str | None = None, retry_at: float | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_at = retry_at
 
 
 class GitHubError(RaibidError):
-    pass
+    """An answer GitHub gave that is none of the typed ones; ``status`` is its HTTP status."""
+
+    def __init__(self, message: str, *, hint: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
 
 
 class Forbidden(AuthError):
@@ -61,6 +75,9 @@ class GitHubRepo:
                    default_branch=d.get("default_branch") or "main", description=d.get("description") or "")
 
 
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
 def _segment(value: str, what: str) -> str:
     if not _NAME.fullmatch(value or "") or value in (".", ".."):
         raise UsageError(f"invalid GitHub {what} {value!r}")
@@ -71,7 +88,7 @@ class GitHub:
     def __init__(self, api: str = "https://api.github.com", token: str | None = None, *, timeout: float = 15.0,
                  max_wait: float = 300.0, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.time) -> None:
-        import requests
+        from raibid.http import make_session
 
         self.api = api.rstrip("/")
         self.shown = redact_url(self.api)
@@ -83,58 +100,73 @@ class GitHub:
         self.waited = 0.0  # seconds spent waiting for rate limits, for the summary
         self.requests = 0
         self._reset_at: float | None = None  # set when the last answer said no requests remain
-        self.session = requests.Session()
-        self.session.headers.update({"Accept": "application/vnd.github+json", "User-Agent": "raibid",
-                                     "X-GitHub-Api-Version": API_VERSION})
+        # retries=0: the loop in _send retries (with self.sleep, so tests wait on a fake clock) and
+        # knows GitHub's rate limits, which urllib3's Retry does not.
+        self.session = make_session(retries=0, backoff=0.0, headers={
+            "Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION})
 
     # ------------------------------------------------------------------ transport
     def _get(self, url: str, params: dict | None = None) -> Any:
+        return self._send("GET", url, params=params)
+
+    def _send(self, method: str, url: str, *, params: dict | None = None, json: Any = None,
+              need_token: bool = False) -> Any:
         import requests
 
+        if need_token and not self.token:
+            raise AuthError("no GitHub token", hint="set the env var named by mirror.github_token_env (GITHUB_TOKEN)")
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         shown = redact_url(url.split("?", 1)[0])
+        if shown.startswith(self.shown):
+            shown = shown[len(self.shown):] or "/"
+        what = f"{method} {shown}"
         attempts = 0
         while True:
             if self._reset_at is not None:
-                self._wait(self._reset_at - self.clock(), shown, "primary rate limit exhausted")
+                self._wait(self._reset_at - self.clock(), what, "primary rate limit exhausted", self._reset_at)
                 self._reset_at = None
             try:
-                resp = self.session.get(url, params=params, headers=headers, timeout=self.timeout)
+                resp = self.session.request(method, url, params=params, json=json, headers=headers,
+                                            timeout=self.timeout)
             except (requests.ConnectionError, requests.Timeout) as e:
                 attempts += 1
-                if attempts <= 2:
+                if method == "GET" and attempts <= 2:
                     self.sleep(0.5 * attempts)
                     continue
                 kind = "timed out" if isinstance(e, requests.Timeout) else "connection failed"
-                raise Unreachable(f"cannot reach the GitHub API at {self.shown} (GET {shown}: {kind})",
+                raise Unreachable(f"cannot reach the GitHub API at {self.shown} ({what}: {kind})",
                                   hint="check mirror.github_api and the network") from None
             self.requests += 1
             remaining = resp.headers.get("X-RateLimit-Remaining")
             reset = resp.headers.get("X-RateLimit-Reset")
             if resp.status_code in (403, 429) and (resp.headers.get("Retry-After") or remaining == "0"):
                 attempts += 1
-                if attempts > 5:
-                    raise RateLimited(f"GitHub kept answering {resp.status_code} (rate limit) for GET {shown}")
                 retry_after = resp.headers.get("Retry-After")
-                delay = float(retry_after) if retry_after else float(reset or 0) - self.clock()
-                self._wait(delay, shown, "secondary rate limit" if retry_after else "primary rate limit exhausted")
+                delay = _seconds(retry_after) if retry_after else _seconds(reset) - self.clock()
+                if attempts > 5:
+                    raise RateLimited(f"GitHub kept answering {resp.status_code} (rate limit) for {what}",
+                                      retry_at=self.clock() + max(delay, 1.0))
+                # A refused request did nothing, so any method may be sent again after the wait.
+                self._wait(delay, what, "secondary rate limit" if retry_after else "primary rate limit exhausted",
+                           self.clock() + delay)
                 continue
-            if resp.status_code in (502, 503, 504) and attempts < 2:
+            if resp.status_code in (502, 503, 504) and method == "GET" and attempts < 2:
                 attempts += 1
                 self.sleep(0.5 * attempts)
                 continue
             if remaining == "0" and reset:
-                self._reset_at = float(reset)
-            return self._check(resp, shown)
+                self._reset_at = _seconds(reset)
+            return self._check(resp, what)
 
-    def _wait(self, seconds: float, what: str, why: str) -> None:
+    def _wait(self, seconds: float, what: str, why: str, until: float) -> None:
         seconds = max(0.0, math.ceil(seconds * 10) / 10) + (0.5 if seconds > 0 else 0.0)
         if seconds <= 0:
             return
         if self.waited + seconds > self.max_wait:
-            raise RateLimited(f"GitHub {why} (GET {what}); it resets in {seconds:.0f}s, more than --max-wait "
+            raise RateLimited(f"GitHub {why} ({what}); it resets in {seconds:.0f}s, more than --max-wait "
                               f"allows ({self.max_wait:.0f}s)",
-                              hint="run again later, raise --max-wait, or set a token (mirror.github_token_env)")
+                              hint="run again later, raise --max-wait, or set a token (mirror.github_token_env)",
+                              retry_at=until)
         self.waited += seconds
         self.sleep(seconds)
 
@@ -146,15 +178,15 @@ class GitHub:
         except ValueError:
             msg = (resp.text or "")[:300]
         if resp.status_code == 401:
-            raise AuthError(f"GitHub refused GET {what} (401): {msg}",
+            raise AuthError(f"GitHub refused {what} (401): {msg}",
                             hint="check the token in the env var named by mirror.github_token_env")
         if resp.status_code == 404:
-            raise NotFound(f"GitHub: GET {what}: not found")
+            raise NotFound(f"GitHub: {what}: not found")
         if resp.status_code == 403:
-            raise Forbidden(f"GitHub refused GET {what} (403): {msg}",
-                            hint="the token may not read this repo or org: check its scopes, repo access "
-                                 "and SAML SSO authorization")
-        raise GitHubError(f"GitHub: GET {what} failed ({resp.status_code}): {msg}")
+            raise Forbidden(f"GitHub refused {what} (403): {msg}",
+                            hint="the token may not reach this repo or org: check its scopes (hooks: admin:repo_hook; "
+                                 "statuses: repo:status or Commit statuses: write), repo access and SAML SSO")
+        raise GitHubError(f"GitHub: {what} failed ({resp.status_code}): {msg}", status=resp.status_code)
 
     # ------------------------------------------------------------------ API
     def get_repo(self, owner: str, name: str) -> GitHubRepo:
@@ -181,3 +213,42 @@ class GitHub:
             raise NotFound(f"GitHub: no {'organization' if kind == 'org' else 'user'} {owner!r}",
                            hint="check the entry's name and kind (org or user) in mirror.orgs") from None
         return out
+
+    def _repo_url(self, full_name: str, *rest: str) -> str:
+        owner, _, name = full_name.partition("/")
+        return "/".join([f"{self.api}/repos", _segment(owner, "owner"), _segment(name, "repository name"), *rest])
+
+    # Repository hooks (`webhook register` and `webhook status`): the token needs admin:repo_hook.
+    def hooks(self, full_name: str) -> list[dict]:
+        resp = self._send("GET", self._repo_url(full_name, "hooks"), params={"per_page": 100}, need_token=True)
+        return list(resp.json())
+
+    def create_hook(self, full_name: str, body: dict) -> dict:
+        return self._send("POST", self._repo_url(full_name, "hooks"), json=body, need_token=True).json()
+
+    def edit_hook(self, full_name: str, hook_id: int, body: dict) -> dict:
+        return self._send("PATCH", self._repo_url(full_name, "hooks", str(int(hook_id))), json=body,
+                          need_token=True).json()
+
+    def commit_url(self, full_name: str, sha: str) -> str:
+        """The commit's web page, where its checks show: github.com for api.github.com, HOST for HOST/api/v3."""
+        web = "https://github.com" if self.api == "https://api.github.com" else self.api.removesuffix("/api/v3")
+        return f"{web}/{full_name}/commit/{sha}"
+
+    # Commit statuses (the reporter): the token needs repo:status, or "Commit statuses: write".
+    def post_status(self, full_name: str, sha: str, *, state: str, context: str, description: str = "",
+                    target_url: str | None = None) -> dict:
+        """``POST /repos/{owner}/{repo}/statuses/{sha}``; the created status (its ``url``, ``id``)."""
+        if not _SHA.fullmatch(sha or ""):
+            raise UsageError(f"invalid commit sha {sha!r}: 40 (or 64) lower-case hex digits")
+        body: dict[str, Any] = {"state": state, "context": context, "description": description}
+        if target_url:
+            body["target_url"] = target_url
+        return self._send("POST", self._repo_url(full_name, "statuses", sha), json=body, need_token=True).json()
+
+
+def _seconds(value: str | None) -> float:
+    try:
+        return float(value or 0)
+    except ValueError:
+        return 0.0

@@ -98,7 +98,7 @@ class Admin(Producer, Worker):
     @mapped
     def cancel(self, job_id: str) -> str:
         """'cancelled' for a queued job; 'requested' for a running one (the agent polls)."""
-        res = self._script("cancel")(keys=[self.keys.job(job_id)], args=[now_rfc3339(), self.log_ttl])
+        res = self._script("cancel")(keys=[self.keys.job(job_id), self.keys.events], args=[now_rfc3339(), self.log_ttl])
         if res == "missing":
             raise no_job(job_id)
         if not res.startswith("+"):
@@ -127,7 +127,7 @@ class Admin(Producer, Worker):
         score = str(int(parse_time(now).timestamp() * 1000))  # type: ignore[union-attr]
         res = self._script("retry")(
             keys=[self.keys.job(job_id), stream, self.keys.index, self.keys.agents,
-                  self.keys.job(new_id), self.keys.dead],
+                  self.keys.job(new_id), self.keys.dead, self.keys.events],
             args=[new_id, now, score, self.keys.job(""), "1" if dlq else "0", pool, "commit", "command",
                   *TRIGGER_FIELDS])
         state = res[0]

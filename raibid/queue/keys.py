@@ -36,6 +36,14 @@ class Keys:
         owes: kept in Redis so a run in a new pod still enqueues what an earlier run could not."""
         return f"{self.prefix}:mirror:pending:{target.lower()}"
 
+    def job_statuses(self, job_id: str) -> str:
+        """List of what the reporter posted for one job, where (JSON entries, capped; dropped with the job by retention)."""
+        return f"{self.prefix}:job:{job_id}:statuses"
+
+    def commit_checks(self, repo: str, commit: str) -> str:
+        """Hash of a commit's checks, context -> the newest attempt's state (``raibid status``)."""
+        return f"{self.prefix}:checks:{repo.lower()}@{commit}"
+
     @property
     def events(self) -> str:
         """Stream of state changes (``raibid.queue.events``): what the reporter turns into commit statuses."""

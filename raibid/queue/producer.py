@@ -72,7 +72,7 @@ class Producer(QueueBase):
                     first = chunk[0]
                     score = str(int(parse_time(first.submitted_at).timestamp() * 1000))  # type: ignore[union-attr]
                     keys = (head + [self.keys.job(j.id) for j in chunk]
-                            + [self.keys.dedupe(j.dedupe) for j in chunk if j.dedupe])
+                            + [self.keys.dedupe(j.dedupe) for j in chunk if j.dedupe] + [self.keys.events])
                     args = [_SEP.join((j.id, j.repo, j.ref, j.commit or "", j.command or "",
                                        json.dumps(j.env, sort_keys=True) if j.env else "{}", str(j.timeout),
                                        str(j.attempt), j.retry_of or "", j.dedupe or "",

@@ -1,6 +1,6 @@
 """The Lua scripts (``lua/*.lua``), one per state change, loaded with importlib.resources.
 
-A script may start with shared fragments (``owns``, ``trim``, ``expire_log``, ``retain``): Redis runs each
+A script may start with shared fragments (``owns``, ``trim``, ``expire_log``, ``retain``, ``event``): Redis runs each
 whole script atomically, so a check and the change it guards cannot race.
 """
 
@@ -12,10 +12,12 @@ from importlib import resources
 # script -> the fragments it is prefixed with
 _FRAGMENTS: dict[str, tuple[str, ...]] = {
     "heartbeat": ("owns",),
-    "finish": ("owns", "trim", "expire_log", "retain"),
-    "requeue": ("trim", "expire_log"),
-    "start": ("expire_log",),
-    "cancel": ("expire_log",),
+    "submit": ("event",),
+    "finish": ("owns", "trim", "expire_log", "retain", "event"),
+    "requeue": ("trim", "expire_log", "event"),
+    "start": ("expire_log", "event"),
+    "cancel": ("expire_log", "event"),
+    "retry": ("event",),
     "retain_run": ("retain",),
 }
 

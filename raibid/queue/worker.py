@@ -87,7 +87,7 @@ class Worker(QueueBase):
             self.r.xack(stream, GROUP, sid)
             return None
         state = self._script("start")(
-            keys=[stream, self.keys.job(job_id), self.keys.dead],
+            keys=[stream, self.keys.job(job_id), self.keys.dead, self.keys.events],
             args=[GROUP, sid, consumer, now_rfc3339(), self.max_deliveries, job_id, self.claim_token, self.log_ttl])
         if state in ("ok", "resumed"):
             return Claim(self._get_job(job_id), stream, sid, consumer, resumed=state == "resumed")
@@ -163,7 +163,8 @@ class Worker(QueueBase):
         if status not in TERMINAL - {"dead"}:
             raise UsageError(f"cannot finish a job as {status!r}")
         res = self._script("finish")(
-            keys=[claim.stream, self.keys.job(claim.job.id), self.keys.log(claim.job.id), self.keys.index],
+            keys=[claim.stream, self.keys.job(claim.job.id), self.keys.log(claim.job.id), self.keys.index,
+                  self.keys.events],
             args=[GROUP, claim.stream_id, claim.consumer, now_rfc3339(), status,
                   "" if exit_code is None else str(exit_code), error or "", self.log_ttl,
                   self._retention_cutoff(), self.keys.job("")])
@@ -188,6 +189,6 @@ class Worker(QueueBase):
         holds the entry and that it has been idle ``min_idle_ms``: 'requeued', 'dead', 'acked' (the job
         had moved on) or 'skipped' (held by another consumer, or not idle: nothing written)."""
         return self._script("requeue")(
-            keys=[stream, self.keys.job(job_id), self.keys.dead],
+            keys=[stream, self.keys.job(job_id), self.keys.dead, self.keys.events],
             args=[GROUP, sid, reason, now_rfc3339(), self.max_deliveries, job_id, consumer, int(min_idle_ms),
                   self.log_ttl])

@@ -17,7 +17,7 @@ from raibid.errors import AuthError, NotFound, RaibidError
 if TYPE_CHECKING:
     from raibid.gitea import Gitea
     from raibid.gitea.models import Hook
-    from raibid.webhook.github import GitHubHooks
+    from raibid.github.client import GitHub
 
 EVENTS = ["push"]
 
@@ -87,7 +87,7 @@ def _github_same(h: dict) -> bool:
         and str(cfg.get("insecure_ssl", "0")) == "0" and bool(cfg.get("secret"))
 
 
-def register_github(gh: GitHubHooks, repos: Iterable[str], *, url: str, secret: str,
+def register_github(gh: GitHub, repos: Iterable[str], *, url: str, secret: str,
                     dry_run: bool = False) -> list[HookResult]:
     """One hook on each mirrored source repository; a repo without admin rights is skipped and reported."""
     out = []

@@ -11,7 +11,7 @@ from raibid.errors import AuthError, NotFound, RaibidError
 if TYPE_CHECKING:
     from raibid.cluster.client import Kube
     from raibid.gitea import Gitea
-    from raibid.webhook.github import GitHubHooks
+    from raibid.github.client import GitHub
 
 DEPLOYMENT = "raibid-webhook"
 
@@ -79,7 +79,7 @@ def gitea_hooks(gitea: Gitea, *, org: str | None, repos: Iterable[str], url: str
     return out
 
 
-def github_hooks(gh: GitHubHooks, repos: Iterable[str], *, url: str) -> list[HookStatus]:
+def github_hooks(gh: GitHub, repos: Iterable[str], *, url: str) -> list[HookStatus]:
     out = []
     for full in repos:
         try:

@@ -964,3 +964,68 @@ def _route_with_identity_additions(self: _Handler, method: str, path: str, q: di
 
 
 _Handler._route = _route_with_identity_additions  # type: ignore[method-assign]
+
+
+# ----------------------------------------------------------------------------- commit statuses
+# POST /repos/{owner}/{repo}/statuses/{sha} checked against the swagger's CreateStatusOption (every field a
+# string, ``state`` one of the CommitStatusState values of this Gitea version), after the router's
+# write:repository scope check; write access to the repo is required. GET .../commits/{ref}/statuses lists
+# them newest first, as Gitea does.
+STATUS_FIELDS = ("context", "description", "state", "target_url")
+STATUS_STATES = ("pending", "success", "error", "failure", "warning")  # Gitea 1.22's CommitStatusState
+
+GiteaFake.statuses = None  # type: ignore[attr-defined]  # "owner/name" (lower) -> sha -> [status, ...]
+_identity_route = _Handler._route
+
+
+def _status_problem(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return "body must be a CreateStatusOption object"
+    for k in STATUS_FIELDS:
+        if k in body and not isinstance(body[k], str):
+            return f"[{k.capitalize()}]: must be a string"
+    if body.get("state") not in STATUS_STATES:
+        return f"invalid state {body.get('state')!r}"
+    return None
+
+
+def _route_with_statuses(self: _Handler, method: str, path: str, q: dict, body: dict):
+    fake = self.owner
+    p = path[len("/api/v1"):] if path.startswith("/api/v1") else ""
+    m = re.fullmatch(r"/repos/([^/]+)/([^/]+)/statuses/([^/]+)", p)
+    if m and method == "POST":
+        caller = self._caller()
+        if fake.require_signin and caller is None:
+            raise GiteaError(403, "Only signed in user is allowed to call APIs.")
+        self._check_scopes(method, p)
+        repo = self._visible(m.group(1), m.group(2), caller)
+        caller = self._need_mode(caller, repo, "write", "user should have write permission on the repository")
+        problem = _status_problem(body)
+        if problem:
+            raise GiteaError(422, problem)
+        if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", m.group(3)):
+            raise GiteaError(404, "The target couldn't be found.")
+        if fake.statuses is None:
+            fake.statuses = {}
+        shelf = fake.statuses.setdefault(f"{repo.owner}/{repo.name}".lower(), {}).setdefault(m.group(3), [])
+        status = {"id": next(fake.ids), "state": body["state"], "context": body.get("context", ""),
+                  "description": body.get("description", ""), "target_url": body.get("target_url", ""),
+                  "url": f"{fake.url}/api/v1/repos/{repo.owner}/{repo.name}/statuses/{m.group(3)}",
+                  "created_at": _now(), "updated_at": _now(), "creator": fake.user_json(caller)}
+        shelf.append(status)
+        return 201, status, {}
+    m = re.fullmatch(r"/repos/([^/]+)/([^/]+)/commits/([^/]+)/statuses", p)
+    if m and method == "GET":
+        repo = self._visible(m.group(1), m.group(2), self._caller())
+        found = ((fake.statuses or {}).get(f"{repo.owner}/{repo.name}".lower()) or {}).get(m.group(3), [])
+        return self._page(list(reversed(found)), q)
+    return _identity_route(self, method, path, q, body)
+
+
+_Handler._route = _route_with_statuses  # type: ignore[method-assign]
+
+
+def posted_statuses(fake: GiteaFake, repo: str, sha: str) -> list[dict]:
+    """The statuses posted on one commit, oldest first (what a test asserts on)."""
+    with fake.lock:
+        return list(((fake.statuses or {}).get(repo.lower()) or {}).get(sha, []))

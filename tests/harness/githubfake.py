@@ -178,6 +178,8 @@ class GitHubFake(Served):
         self.tokens: set[str] = {token}
         self.clock = clock
         self.scopes = "admin:repo_hook, repo"  # X-OAuth-Scopes of a classic token
+        self.token_scopes: dict[str, str] = {}  # other tokens (add_token) -> their scopes
+        self.statuses: dict[str, dict[str, list[dict]]] = {}  # "owner/name" (lower) -> sha -> statuses, oldest first
         self.lock = threading.RLock()
         self.ids = itertools.count(1001)
         self.owners: dict[str, Owner] = {}  # login (lower-case) -> Owner
@@ -191,6 +193,17 @@ class GitHubFake(Served):
         self._released = threading.Event()  # ends hangs on stop()
         self.git: GitHTTPServer = _GitServer(root / "git", token, self)
         self.viewer = self.add_user(login)
+
+    def add_token(self, token: str, scopes: str) -> str:
+        """Another classic token of the viewer, with its own ``X-OAuth-Scopes`` (e.g. "repo:status")."""
+        with self.lock:
+            self.tokens.add(token)
+            self.token_scopes[token] = scopes
+        return token
+
+    def posted_statuses(self, owner: str, name: str, sha: str) -> list[dict]:
+        with self.lock:
+            return list(self.statuses.get(f"{owner}/{name}".lower(), {}).get(sha, []))
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> GitHubFake:
@@ -597,6 +610,7 @@ class _Handler(Handler):
         elif scheme.lower() not in ("bearer", "token"):
             token = ""
         if token and token in self.owner.tokens:
+            self._token = token
             return True
         raise GitHubError(401, "Bad credentials")
 
@@ -610,7 +624,7 @@ class _Handler(Handler):
         bucket = fake._bucket(authenticated)
         headers: dict[str, str] = {}
         if authenticated:
-            headers["X-OAuth-Scopes"] = fake.scopes
+            headers["X-OAuth-Scopes"] = self._scopes()
         try:
             if path != "/rate_limit":
                 if bucket.remaining == 0:
@@ -664,11 +678,54 @@ class _Handler(Handler):
         if m and method == "GET":
             return 200, fake.repo_json(self._repo(m.group(1), m.group(2), authenticated),
                                        authenticated=authenticated), {}
+        m = re.fullmatch(r"/repos/([^/]+)/([^/]+)/statuses/([^/]+)", path)
+        if m and method == "POST":
+            return self._post_status(self._repo(m.group(1), m.group(2), authenticated), m.group(3), body,
+                                     authenticated)
+        m = re.fullmatch(r"/repos/([^/]+)/([^/]+)/commits/([^/]+)/statuses", path)
+        if m and method == "GET":
+            repo = self._repo(m.group(1), m.group(2), authenticated)
+            return 200, list(reversed(fake.statuses.get(repo.full_name.lower(), {}).get(m.group(3), []))), {}
         m = re.fullmatch(r"/repos/([^/]+)/([^/]+)/hooks(?:/([^/]+))?", path)
         if m:
             return self._hooks(method, self._repo(m.group(1), m.group(2), authenticated), m.group(3), body,
                                authenticated)
         raise _not_found()
+
+    def _scopes(self) -> str:
+        return self.owner.token_scopes.get(getattr(self, "_token", ""), self.owner.scopes)
+
+    def _post_status(self, repo: Repo, sha: str, body: Any, authenticated: bool) -> tuple[int, Any, dict[str, str]]:
+        """POST /repos/{o}/{r}/statuses/{sha}: a classic token needs ``repo`` or ``repo:status``; states
+        error|failure|pending|success; description at most 140 characters; the commit must exist."""
+        fake = self.owner
+        if not authenticated:
+            raise GitHubError(401, "Requires authentication")
+        scopes = {x.strip() for x in self._scopes().split(",")}
+        if not scopes & {"repo", "repo:status"}:
+            raise GitHubError(403, "Resource not accessible by personal access token",
+                              headers={"X-Accepted-OAuth-Scopes": "repo, repo:status"})
+        if not isinstance(body, dict) or body.get("state") not in ("error", "failure", "pending", "success"):
+            raise GitHubError(422, "Validation Failed",
+                              errors=[{"resource": "Status", "code": "custom", "field": "state",
+                                       "message": "state is not included in the list"}])
+        for k in ("target_url", "description", "context"):
+            if body.get(k) is not None and not isinstance(body[k], str):
+                raise GitHubError(422, "Validation Failed", errors=[{"resource": "Status", "code": "invalid",
+                                                                      "field": k}])
+        if len(body.get("description") or "") > 140:
+            raise GitHubError(422, "Validation Failed",
+                              errors=[{"resource": "Status", "code": "custom", "field": "description",
+                                       "message": "description is too long (maximum is 140 characters)"}])
+        if not re.fullmatch(r"[0-9a-f]{40}", sha) or not _has_commit(fake, repo, sha):
+            raise GitHubError(422, f"No commit found for SHA: {sha}")
+        now = _iso(fake.clock())
+        status = {"url": f"{fake.url}/repos/{repo.full_name}/statuses/{sha}", "id": next(fake.ids),
+                  "state": body["state"], "description": body.get("description"),
+                  "target_url": body.get("target_url"), "context": body.get("context") or "default",
+                  "created_at": now, "updated_at": now, "creator": fake.owner_json(fake.viewer)}
+        fake.statuses.setdefault(repo.full_name.lower(), {}).setdefault(sha, []).append(status)
+        return 201, status, {}
 
     def _owner(self, login: str, *, org: bool) -> Owner:
         owner = self.owner.owners.get(login.lower())
@@ -794,3 +851,11 @@ def _hook_config(value: Any) -> dict[str, str]:
     if value.get("secret"):
         config["secret"] = str(value["secret"])
     return config
+
+
+def _has_commit(fake: GitHubFake, repo: Repo, sha: str) -> bool:
+    import subprocess
+
+    path = fake.git.path(repo.full_name)
+    return subprocess.run(["git", "-C", str(path), "cat-file", "-e", f"{sha}^{{commit}}"],
+                          capture_output=True).returncode == 0

@@ -22,6 +22,9 @@ local function used_and_high()
   return tonumber(string.match(info, 'used_memory:(%d+)')) or 0, math.floor(max * frac)
 end
 
+-- Once a job's log was refused it stays refused, even when room comes back (a lazily freed DEL):
+-- the marker is the last line, never a gap in the middle of the log.
+if redis.call('HGET', KEYS[2], 'log_full') == '1' then return -1 end
 local used, high = used_and_high()
 if high > 0 and used > high then
   local terminal = {succeeded = true, failed = true, cancelled = true, dead = true}

@@ -3,6 +3,7 @@
 -- Used by release and reap. It first re-checks, in this same step, that the entry is
 -- still pending for the consumer the caller saw (ARGV[7]) and has been idle at least
 -- ARGV[8] ms: a worker that heartbeated or reclaimed it in between keeps its job.
+-- KEYS: stream, job, dead-letter stream, event stream.
 -- ARGV: group, sid, reason, now, max_deliveries, job id, consumer, min idle ms, log ttl.
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[8], ARGV[2], ARGV[2], 1)
 if #p == 0 or p[1][2] ~= ARGV[7] then return 'skipped' end
@@ -20,10 +21,12 @@ if d >= tonumber(ARGV[5]) then
   redis.call('HSET', KEYS[2], 'status', 'dead', 'error', reason, 'finished_at', ARGV[4], 'dead_id', did)
   expire_log(KEYS[2], ARGV[9])
   trim(KEYS[1], ARGV[1])
+  job_event(KEYS[4], ARGV[6], 'dead')
   return 'dead'
 end
 local sid = redis.call('XADD', KEYS[1], '*', 'job', ARGV[6])
 redis.call('HSET', KEYS[2], 'status', 'queued', 'stream_id', sid, 'error', ARGV[3], 'agent_pod', '')
 redis.call('HDEL', KEYS[2], 'started_at', 'heartbeat_at', 'claim_token')
+job_event(KEYS[4], ARGV[6], 'queued')
 trim(KEYS[1], ARGV[1])
 return 'requeued'

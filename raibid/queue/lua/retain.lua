@@ -8,7 +8,7 @@ local function retain(index, prefix, cutoff, limit)
     local key = prefix .. id
     local status = redis.call('HGET', key, 'status')
     if (not status) or TERMINAL[status] then
-      redis.call('DEL', key, key .. ':log')
+      redis.call('DEL', key, key .. ':log', key .. ':statuses')
       redis.call('ZREM', index, id)
       n = n + 1
     end

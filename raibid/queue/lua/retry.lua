@@ -4,7 +4,7 @@
 -- the dead-letter stream (its entry id is in the record's dead_id) and leaves it.
 -- The new attempt goes to the pool the caller routed it to (ARGV[6]; its stream is KEYS[2]),
 -- which is today's trust decision, not necessarily the old attempt's pool.
--- KEYS: old job, the new attempt's pool stream, index, agents set, new job, dead-letter stream.
+-- KEYS: old job, the new attempt's pool stream, index, agents set, new job, dead-letter stream, event stream.
 -- ARGV: new id, submitted_at, score (ms), job key prefix, dlq flag, pool, then the names of the
 -- optional fields the new attempt copies when set (commit, command and the trigger fields).
 -- Returns {'ok', new stream id} | {'missing'} | {'retried', id} | {'status', status} | {'not-dead'}.
@@ -37,4 +37,5 @@ redis.call('HSET', KEYS[5], unpack(new))
 redis.call('HSET', KEYS[1], 'retried_by', ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[6])
+job_event(KEYS[7], ARGV[1], 'queued')
 return {'ok', sid}

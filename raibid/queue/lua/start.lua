@@ -1,6 +1,7 @@
 -- start: called right after a worker received an entry (or found it already pending
 -- for itself). Skips cancelled, finished, stale or missing jobs (acking them) and
 -- dead-letters jobs delivered too often.
+-- KEYS: stream, job, dead-letter stream, event stream.
 -- ARGV: group, sid, consumer, now, max_deliveries, job id, claim token, log ttl.
 -- Returns 'ok', 'resumed' (this very worker object had started it already: its reply
 -- was lost, so no second delivery is counted), 'dead', 'taken' (the entry is no longer
@@ -30,9 +31,11 @@ if d >= tonumber(ARGV[5]) then
   redis.call('HSET', KEYS[2], 'status', 'dead', 'error', reason, 'finished_at', ARGV[4], 'dead_id', did)
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
   expire_log(KEYS[2], ARGV[8])
+  job_event(KEYS[4], ARGV[6], 'dead')
   return 'dead'
 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
 redis.call('HSET', KEYS[2], 'status', 'running', 'agent_pod', ARGV[3], 'started_at', ARGV[4],
            'heartbeat_at', ARGV[4], 'deliveries', d + 1, 'claim_token', ARGV[7])
+job_event(KEYS[4], ARGV[6], 'running')
 return 'ok'

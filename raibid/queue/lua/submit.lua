@@ -2,7 +2,7 @@
 -- step, so no worker ever sees an entry without its job and bulk submit costs one
 -- round trip per batch.
 -- KEYS: stream, index, agents set, one job key per job, then one dedupe key per job
--- that has a dedupe key (in job order).
+-- that has a dedupe key (in job order), then the event stream (last).
 -- ARGV: agent, submitted_at, score, source, dedupe_ttl, then one string per job: id,
 -- repo, ref, commit, command, env, timeout, attempt, retry_of, dedupe, trigger (a JSON object of
 -- the trigger fields, or '') joined by \x1f
@@ -23,6 +23,7 @@ local function split(s)
   end
 end
 local n = #ARGV - 5
+local events = KEYS[#KEYS]
 local ttl = tonumber(ARGV[5])
 local d = 3 + n
 local out, scores = {}, {}
@@ -61,6 +62,7 @@ for i = 1, n do
       for k, val in pairs(cjson.decode(v[11])) do h[#h + 1] = k; h[#h + 1] = val end
     end
     redis.call('HSET', jobkey, unpack(h))
+    job_event(events, id, 'queued')
     scores[#scores + 1] = ARGV[3]
     scores[#scores + 1] = id
     out[i] = sid
