@@ -353,6 +353,15 @@ class WebhookConfig:
                           min=1)
     gitea_repos: list[str] = _f([], "Gitea repos (OWNER/NAME) that get their own hook besides the mirror org's")
     branches: dict[str, str] = _f({}, "Per-repo branch regex overriding mirror.trigger.branches, by Gitea OWNER/NAME")
+    page_url: str | None = _f(None, "Base URL of the job page links in commit statuses (<page_url>/jobs/<id>?k=...); "
+                                    "default: webhook.public_url, else webhook.internal_url, else the in-cluster "
+                                    "Service URL", url=("http", "https"))
+    page_key_env: str = _f("RAIBID_WEBHOOK_PAGE_KEY",
+                           "Env var holding the key that signs job page links (Secret raibid-webhook, key page-key)")
+    max_followers: int = _f(2, "Job logs followed at once (GET /jobs/<id>/log?follow=1); more get 503. Each holds "
+                               "one of the receiver's HTTP threads, so keep it below `webhook serve --threads`",
+                            min=0)
+    follow_max: float = _f(600.0, "Seconds a followed job log stays open before the server ends it", gt=0)
 
 
 @dataclass
