@@ -308,6 +308,22 @@ def test_the_page_key_is_read_back_from_the_live_secret_and_an_older_secret_gets
     assert generated_secrets_from([older], "ns") == {"webhook_secret": "hooks"}  # `up` generates the page key
 
 
+def test_links_point_at_page_url_else_public_else_internal_else_the_service(monkeypatch):
+    from raibid.app import Application
+    from raibid.cli.webhook import job_links
+
+    assert job_links(Application()) is None  # no key in the env: no pages, no links
+    monkeypatch.setenv("RAIBID_WEBHOOK_PAGE_KEY", KEY)
+    assert job_links(Application()).url("J1").startswith("http://raibid-webhook.raibid-ci.svc:8080/jobs/J1?k=")
+    monkeypatch.setenv("RAIBID_WEBHOOK_INTERNAL_URL", "http://hooks.internal:9000/")
+    assert job_links(Application()).base_url == "http://hooks.internal:9000"
+    monkeypatch.setenv("RAIBID_WEBHOOK_PUBLIC_URL", "https://ci.example.org")
+    assert job_links(Application()).base_url == "https://ci.example.org"
+    monkeypatch.setenv("RAIBID_WEBHOOK_PAGE_URL", "https://logs.example.org/ci")
+    links = job_links(Application())
+    assert links.url("J1") == f"https://logs.example.org/ci/jobs/J1?k={capability(KEY.encode(), 'J1')}"
+
+
 def test_serve_refuses_as_many_followers_as_threads(run, monkeypatch):
     monkeypatch.setenv("RAIBID_WEBHOOK_SECRET", SECRET)
     monkeypatch.setenv("RAIBID_WEBHOOK_MAX_FOLLOWERS", "2")
@@ -468,7 +484,7 @@ def test_chromium_gets_the_404_without_the_capability(served, q, tmp_path):
 def test_a_running_jobs_page_reloads_itself_and_offers_follow(served, q, tmp_path):
     job, _ = run_job(q, ["raibid: step build (1/1): make", "working"], status=None)
     dom = parse_dom(chromium(tmp_path, served.links.url(job.id)))
-    assert dom.text["status"] == "running" and "running" in dom.text["steps"]
+    assert dom.text["status"] == "running" and "running" in dom.text["steps"] and "so far" in dom.text["steps"]
     assert ("meta", {"http-equiv": "refresh", "content": "5"}) in dom.tags
     cap = served.links.capability(job.id)
     assert [a["href"] for tag, a in dom.tags if tag == "a"] == [f"{job.id}/log?k={cap}",

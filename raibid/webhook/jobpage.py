@@ -141,13 +141,11 @@ class LogView:
         self.tail_bytes = tail_bytes
         self.steps: list[Step] = []
         self.lines = 0
-        self.last_ms = 0
 
     def feed(self, entries: Iterable[tuple[str, str]]) -> None:
         for entry_id, line in entries:
             self.lines += 1
             self.tail.append(line)
-            self.last_ms = _entry_ms(entry_id) or self.last_ms
             if line.startswith("raibid: step "):
                 self._step(entry_id, line)
 
@@ -232,7 +230,7 @@ def render_page(job: Job, view: LogView, links: JobLinks, *, now: float, refresh
         ("Error", job.error or ""),
     ]
     table = "".join(f"<tr><th>{escape(k)}</th><td>{_h(v)}</td></tr>" for k, v in rows if v)
-    steps = "".join(_step_row(s, i == len(view.steps) - 1, job, view) for i, s in enumerate(view.steps))
+    steps = "".join(_step_row(s, i == len(view.steps) - 1, job, now) for i, s in enumerate(view.steps))
     tail = view.tail_lines()
     shown = (f"the last {len(tail)} of {view.lines} lines" if len(tail) < view.lines
              else f"all {view.lines} lines")
@@ -254,14 +252,14 @@ def render_page(job: Job, view: LogView, links: JobLinks, *, now: float, refresh
     )
 
 
-def _step_row(step: Step, last: bool, job: Job, view: LogView) -> str:
+def _step_row(step: Step, last: bool, job: Job, now: float) -> str:
     if step.exit_code is not None:
         result = f"exit {step.exit_code}"
         css = "ok" if step.exit_code == 0 else "bad"
         took = format_seconds(step.seconds)
     elif last and job.status == "running":
         result, css = "running", ""
-        took = format_seconds(max(0, view.last_ms - step.started_ms) / 1000) + " so far"
+        took = format_seconds(max(0.0, now - step.started_ms / 1000)) + " so far"
     else:
         result, css = "did not finish", "bad"
         took = ""
