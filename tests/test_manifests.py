@@ -145,7 +145,8 @@ ADMIN_SECRETS = ("raibid-gitea-token", "raibid-gitea-admin")
 
 def everything(**env: str) -> list:
     cfg = load_config(None, env={"RAIBID_WEBHOOK_INGRESS_HOST": "ci.example.org", **env})
-    return render(cfg, ALL, secrets={**SECRETS, "webhook_secret": "WEBHOOK-sentinel"})
+    return render(cfg, ALL, secrets={**SECRETS, "webhook_secret": "WEBHOOK-sentinel",
+                                               "webhook_page_key": "PAGEKEY-sentinel"})
 
 
 def pod_templates(manifests) -> list[tuple[str, str, dict, dict]]:

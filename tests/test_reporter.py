@@ -333,7 +333,7 @@ def test_only_the_receiver_pod_holds_the_github_status_token():
     from raibid.cluster.render import render
     from raibid.config import load_config
 
-    secrets = {"redis_password": "r", "gitea_admin_password": "g", "webhook_secret": "w"}
+    secrets = {"redis_password": "r", "gitea_admin_password": "g", "webhook_secret": "w", "webhook_page_key": "p"}
     holders = []
     for m in render(load_config(), list(COMPONENTS), secrets=secrets):
         if "'name': 'raibid-github-status'" in repr(m.obj):  # a secretKeyRef or a volume of that Secret
@@ -360,7 +360,8 @@ def test_webhook_serve_posts_pending_for_a_gitea_push(forges, redis_url, isolate
         port = s.getsockname()[1]
     env = {**os.environ, "RAIBID_WEBHOOK_SECRET": "s3cret", "RAIBID_MIRROR_MODE": "pull",
            "RAIBID_GITEA_URL": gitea.url, "RAIBID_GITEA_TOKEN": GITEA_TOKEN,
-           "RAIBID_AGENTS_TRUSTED_OWNERS": "[acme]"}
+           "RAIBID_AGENTS_TRUSTED_OWNERS": "[acme]", "RAIBID_WEBHOOK_PAGE_KEY": "page-key-for-the-test",
+           "RAIBID_WEBHOOK_PAGE_URL": f"http://127.0.0.1:{port}"}
     proc = subprocess.Popen([sys.executable, "-m", "raibid", "webhook", "serve", "--listen", f"127.0.0.1:{port}"],
                             cwd=isolated_env, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -385,6 +386,14 @@ def test_webhook_serve_posts_pending_for_a_gitea_push(forges, redis_url, isolate
             time.sleep(0.02)
         assert states(posted_statuses(gitea, "acme/app", sha)) == [("pending", "queued")]
         assert github.posted_statuses("acme", "app", sha) == []  # no status token: Gitea only
+        # The status links to the job's page, with the capability the same receiver checks.
+        from raibid.webhook.jobpage import JobLinks
+
+        [status] = posted_statuses(gitea, "acme/app", sha)
+        job_id = status["target_url"].split("/jobs/", 1)[1].split("?", 1)[0]
+        assert status["target_url"] == JobLinks(f"http://127.0.0.1:{port}", "page-key-for-the-test").url(job_id)
+        with urllib.request.urlopen(status["target_url"], timeout=5) as page:
+            assert page.status == 200 and job_id in page.read().decode()
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)

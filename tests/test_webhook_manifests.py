@@ -14,7 +14,7 @@ from raibid.cluster.secrets import generated_secrets_from
 from raibid.config import load_config
 
 SECRETS = {"redis_password": "REDIS-PW-sentinel", "gitea_admin_password": "GITEA-PW-sentinel",
-           "webhook_secret": "WEBHOOK-sentinel"}
+           "webhook_secret": "WEBHOOK-sentinel", "webhook_page_key": "PAGEKEY-sentinel"}
 
 
 @pytest.fixture
@@ -56,19 +56,23 @@ def test_secrets_reach_the_pod_only_through_secret_refs(objects):
     [c] = objects["Deployment/raibid-ci/raibid-webhook"]["spec"]["template"]["spec"]["containers"]
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
     assert refs["RAIBID_WEBHOOK_SECRET"] == {"name": "raibid-webhook", "key": "secret"}
+    assert refs["RAIBID_WEBHOOK_PAGE_KEY"] == {"name": "raibid-webhook", "key": "page-key", "optional": True}
     assert refs["RAIBID_REDIS_PASSWORD"] == {"name": "raibid-redis", "key": "password"}
     assert refs["RAIBID_GITEA_TOKEN"] == {"name": "raibid-gitea-webhook", "key": "token", "optional": True}
     for ref, obj in objects.items():
         text = yaml.safe_dump(obj)
         if obj["kind"] == "Secret":
             assert base64.b64decode(obj["data"]["secret"]).decode() == "WEBHOOK-sentinel"
+            assert base64.b64decode(obj["data"]["page-key"]).decode() == "PAGEKEY-sentinel"
         else:
-            assert "WEBHOOK-sentinel" not in text and base64.b64encode(b"WEBHOOK-sentinel").decode() not in text, ref
+            for sentinel in (b"WEBHOOK-sentinel", b"PAGEKEY-sentinel"):
+                assert sentinel.decode() not in text and base64.b64encode(sentinel).decode() not in text, ref
 
 
 def test_the_generated_secret_is_read_back_so_a_reapply_keeps_it(objects):
     live = [objects["Secret/raibid-ci/raibid-webhook"]]
-    assert generated_secrets_from(live, "raibid-ci") == {"webhook_secret": "WEBHOOK-sentinel"}
+    assert generated_secrets_from(live, "raibid-ci") == {"webhook_secret": "WEBHOOK-sentinel",
+                                                         "webhook_page_key": "PAGEKEY-sentinel"}
     assert objects["Secret/raibid-ci/raibid-webhook"]["metadata"]["annotations"]["raibid.dev/generated"] == "true"
 
 
@@ -86,7 +90,7 @@ def test_the_pod_config_loads_with_the_config_loader(objects, tmp_path):
     assert cfg.webhook.listen == "0.0.0.0:8080" and cfg.mirror.trigger.branches == "^(main|master)$"
 
 
-def test_an_ingress_exposes_only_the_github_path_when_a_host_is_set(monkeypatch):
+def test_an_ingress_exposes_only_the_github_hook_and_the_job_pages_when_a_host_is_set(monkeypatch):
     monkeypatch.setenv("RAIBID_WEBHOOK_INGRESS_HOST", "ci.example.org")
     monkeypatch.setenv("RAIBID_WEBHOOK_LISTEN", "0.0.0.0:9000")
     objs = {m.ref: m.obj for m in render(load_config(), ["webhook"], secrets=SECRETS)}
@@ -94,7 +98,8 @@ def test_an_ingress_exposes_only_the_github_path_when_a_host_is_set(monkeypatch)
     kubernetes_validate.validate(ing, "1.31", strict=True)
     [rule] = ing["spec"]["rules"]
     assert rule["host"] == "ci.example.org" and ing["spec"]["ingressClassName"] == "traefik"
-    assert [p["path"] for p in rule["http"]["paths"]] == ["/hooks/github"]
+    assert [(p["path"], p["pathType"]) for p in rule["http"]["paths"]] == [("/hooks/github", "Exact"),
+                                                                          ("/jobs/", "Prefix")]
     assert objs["Service/raibid-ci/raibid-webhook"]["spec"]["ports"][0]["port"] == 9000
 
 

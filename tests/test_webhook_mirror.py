@@ -108,7 +108,7 @@ def test_the_cronjob_and_the_receiver_read_the_clis_agents_trusted(isolated_env,
     cli = load_config()
     objs = {m.ref: m.obj for m in render(cli, ["mirror", "webhook"],
                                          secrets={"redis_password": "r", "gitea_admin_password": "g",
-                                                  "webhook_secret": "w"})}
+                                                  "webhook_secret": "w", "webhook_page_key": "p"})}
     pods = {"mirror": objs["ConfigMap/raibid-ci/raibid-mirror-config"]["data"]["raibid.yaml"],
             "webhook": objs["ConfigMap/raibid-ci/raibid-webhook-config"]["data"]["config.yaml"]}
     monkeypatch.delenv("RAIBID_AGENTS_TRUSTED_OWNERS")  # the pods have no such env

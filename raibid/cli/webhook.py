@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from raibid.app import Application
+    from raibid.webhook.jobpage import JobLinks
     from raibid.webhook.mirrors import MirrorSet
 
 
@@ -53,6 +54,21 @@ def github_hook_url(app: Application, *, required: bool) -> str | None:
                               hint="set webhook.public_url (RAIBID_WEBHOOK_PUBLIC_URL); see docs/webhooks.md")
         return None
     return base.rstrip("/") + "/hooks/github"
+
+
+def page_base_url(app: Application) -> str:
+    """Where job page links point: webhook.page_url, else public_url, else internal_url, else the Service."""
+    w = app.cfg.webhook
+    base = w.page_url or w.public_url or w.internal_url or f"http://raibid-webhook.{app.namespace}.svc:{_port(app)}"
+    return base.rstrip("/")
+
+
+def job_links(app: Application) -> JobLinks | None:
+    """The job page links (``JobLinks``), or None when the page key env var (webhook.page_key_env) is unset."""
+    from raibid.webhook.jobpage import JobLinks
+
+    key = app.cfg.secret(app.cfg.webhook.page_key_env)
+    return JobLinks(page_base_url(app), key) if key else None
 
 
 def _secret(app: Application) -> str:
@@ -106,8 +122,9 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
     """Run the receiver (long-running; meant for the raibid-webhook pod).
 
     This is raibid's one long-running command: `cluster up -c webhook` runs it in the
-    Deployment raibid-webhook. POST /hooks/gitea and /hooks/github, GET /healthz.
-    The shared secret comes from the env var named by webhook.secret_env.
+    Deployment raibid-webhook. POST /hooks/gitea and /hooks/github, GET /healthz, and the
+    job pages GET /jobs/ID and /jobs/ID/log (when the env var named by webhook.page_key_env
+    holds the page key). The shared secret comes from the env var named by webhook.secret_env.
     """
     import logging
     import signal
@@ -122,6 +139,10 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
         raise ConfigError(f"{w.secret_env} is unset: the receiver will not run without a secret",
                           hint="in the cluster it comes from Secret raibid-webhook; locally, export it")
     host, port = parse_listen(listen or w.listen)
+    if w.max_followers >= threads:
+        raise UsageError(f"webhook.max_followers ({w.max_followers}) must be below --threads ({threads}): "
+                         "followed logs would hold every HTTP thread and no webhook would be answered",
+                         hint="raise --threads or lower webhook.max_followers")
     logging.basicConfig(stream=sys.stderr, level=logging.INFO if app.settings.verbosity >= 0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     log = logging.getLogger("raibid.webhook")
@@ -136,17 +157,25 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
         sync = pull = GiteaPullSync(gitea, mirrors)
     else:
         engine = _engine(app)
+    links = job_links(app)
+    if links is None:
+        log.warning("no job page key (%s): GET /jobs/... answers 404", w.page_key_env)
+    pages = None
+    if links is not None:
+        from raibid.webhook.jobpage import JobPages
+
+        pages = JobPages(app.worker_queue, links, max_followers=w.max_followers, follow_max=w.follow_max)
     service = build(secret=secret, submit=app.worker_queue.submit_deduped, mirrors=mirrors,
                     branches=cfg.mirror.trigger.branches, agent=cfg.mirror.trigger.agent, policy=app.trust_policy,
                     trigger_enabled=cfg.mirror.trigger.enabled, overrides=w.branches, sync=sync, pull=pull,
                     engine=engine, max_body=w.max_body, threads=w.sync_workers, max_pending=w.max_pending,
-                    deliveries=_deliveries(app))
+                    deliveries=_deliveries(app), pages=pages)
     try:
         server = create_server(service.receiver, host, port, max_body=w.max_body, threads=threads)
     except BaseException:
         service.stop()
         raise
-    reporter = _reporter(app).start() if w.report else None
+    reporter = _reporter(app, links).start() if w.report else None
     log.info("listening on %s:%s (Gitea: /hooks/gitea, GitHub: /hooks/github)", host, server.effective_port)
 
     def terminate(signum: int, frame: object) -> None:
@@ -165,11 +194,12 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
     log.info("stopped")
 
 
-def _reporter(app: Application):
+def _reporter(app: Application, links: JobLinks | None):
     """The status reporter (docs/statuses.md): the receiver's Gitea token, and GitHub's status token when set.
 
     One consumer name, ``reporter``: the Deployment has one replica, and a new pod takes over what the
-    old one had read but not yet posted. ``link=None``: no ``target_url`` until the job page is wired in.
+    old one had read but not yet posted. Each status links to its job's page (``links``: the same
+    capability-carrying links the receiver serves); without a page key, statuses carry no ``target_url``.
     """
     import logging
 
@@ -185,7 +215,7 @@ def _reporter(app: Application):
     github = GitHub(cfg.mirror.github_api, token, timeout=cfg.gitea.timeout, max_wait=0) if token else None
     block_ms = max(50, min(1000, int(cfg.redis.timeout * 500)))  # a blocking read stays within the socket timeout
     return Reporter(app.redis, Keys(cfg.redis.prefix), gitea=app.gitea if app.gitea.token else None, github=github,
-                    link=None, consumer="reporter", block_ms=block_ms)
+                    link=links.url if links is not None else None, consumer="reporter", block_ms=block_ms)
 
 
 def _deliveries(app: Application):

@@ -6,15 +6,17 @@ import secrets as _secrets
 from collections.abc import Iterable
 from typing import Any
 
-# Secret name -> (data key, template variable) for every password raibid generates.
-GENERATED_SECRETS = {"raibid-redis": ("password", "redis_password"),
-                     "raibid-gitea-admin": ("password", "gitea_admin_password"),
-                     "raibid-webhook": ("secret", "webhook_secret")}
+# (Secret name, data key, template variable) for every password and key raibid generates. One
+# Secret may hold several: raibid-webhook has the hooks' HMAC secret and the job pages' key.
+GENERATED_SECRETS = (("raibid-redis", "password", "redis_password"),
+                     ("raibid-gitea-admin", "password", "gitea_admin_password"),
+                     ("raibid-webhook", "secret", "webhook_secret"),
+                     ("raibid-webhook", "page-key", "webhook_page_key"))
 
 
 def generate_secrets() -> dict[str, str]:
-    """Fresh values for every generated password (used only for Secrets that do not exist yet)."""
-    return {var: _secrets.token_urlsafe(24) for _, var in GENERATED_SECRETS.values()}
+    """Fresh values for every generated password (used only for the values no live Secret holds yet)."""
+    return {var: _secrets.token_urlsafe(32 if var == "webhook_page_key" else 24) for _, _, var in GENERATED_SECRETS}
 
 
 def b64decode(value: str | None) -> str:
@@ -36,14 +38,18 @@ def secret_value(secret: dict | None, key: str) -> str:
 
 
 def generated_secrets_from(objects: Iterable[dict[str, Any]], namespace: str) -> dict[str, str]:
-    """Passwords raibid generated earlier, from live Secrets, so `up` keeps instead of rotating them."""
+    """Passwords raibid generated earlier, from live Secrets, so `up` keeps instead of rotating them.
+
+    A key a live Secret does not hold yet (the page key, added to an older raibid-webhook) is
+    left out, so `up` generates it once and keeps it from then on.
+    """
     out = {}
     for obj in objects:
         meta = obj.get("metadata") or {}
         if obj.get("kind", "Secret") != "Secret" or meta.get("namespace") != namespace:
             continue
-        spec = GENERATED_SECRETS.get(meta.get("name"))
-        value = (obj.get("data") or {}).get(spec[0]) if spec else None
-        if spec and value:
-            out[spec[1]] = b64decode(value)
+        data = obj.get("data") or {}
+        for name, key, var in GENERATED_SECRETS:
+            if name == meta.get("name") and data.get(key):
+                out[var] = b64decode(data[key])
     return out

@@ -368,6 +368,15 @@ class WebhookConfig:
     github_status_token_env: str = _f("RAIBID_GITHUB_STATUS_TOKEN",
                                       "Env var holding the GitHub token commit statuses are posted with (classic "
                                       "repo:status, or fine-grained Commit statuses: write); Secret raibid-github-status")
+    page_url: str | None = _f(None, "Base URL of the job page links in commit statuses (<page_url>/jobs/<id>?k=...); "
+                                    "default: webhook.public_url, else webhook.internal_url, else the in-cluster "
+                                    "Service URL", url=("http", "https"))
+    page_key_env: str = _f("RAIBID_WEBHOOK_PAGE_KEY",
+                           "Env var holding the key that signs job page links (Secret raibid-webhook, key page-key)")
+    max_followers: int = _f(2, "Job logs followed at once (GET /jobs/<id>/log?follow=1); more get 503. Each holds "
+                               "one of the receiver's HTTP threads, so keep it below `webhook serve --threads`",
+                            min=0)
+    follow_max: float = _f(600.0, "Seconds a followed job log stays open before the server ends it", gt=0)
 
 
 @dataclass

@@ -14,6 +14,9 @@ A GitHub push whose ``X-GitHub-Delivery`` id was handled already (a redelivery) 
 answered 200 ``duplicate delivery`` and does nothing (`raibid.webhook.deliveries`); a
 push without a usable id is handled as new.
 
+``GET /jobs/...`` (the job pages, `raibid.webhook.jobpage`) goes to ``pages`` when this
+receiver serves them; they answer HTML or text, with their own headers.
+
 A request never waits for a sync: GitHub pushes go to the background worker and are
 answered with 202 at once. Log lines name the host, event, delivery id and outcome;
 never a secret, a signature or a token.
@@ -115,6 +118,7 @@ class Receiver:
     max_body: int = DEFAULT_MAX_BODY
     health: Callable[[], dict[str, Any]] | None = None
     deliveries: Deliveries | None = None  # None: no delivery dedupe (a test without Redis)
+    pages: Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]] | None = None  # GET /jobs/...
 
     def __post_init__(self) -> None:
         self._key = self.secret.encode()
@@ -129,6 +133,8 @@ class Receiver:
         started = time.perf_counter()
         path = environ.get("PATH_INFO") or "/"
         method = environ.get("REQUEST_METHOD", "GET")
+        if self.pages is not None and path.startswith("/jobs/"):
+            return self._page(environ, start_response, path, method, started)
         try:
             status, body = self._dispatch(environ, path, method)
         except Exception:  # a bug: answer 500, keep serving, log the traceback (it holds no secret)
@@ -141,6 +147,25 @@ class Receiver:
         start_response(f"{status} {_REASONS.get(status, '')}".strip(),
                        [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
         return [data]
+
+    def _page(self, environ: dict[str, Any], start_response: Callable[..., Any], path: str, method: str,
+              started: float) -> Iterable[bytes]:
+        """A job page; logged without its query string (the capability)."""
+        assert self.pages is not None
+
+        def record(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
+            log.info("%s %s -> %s (%.1f ms)", method, path, status.split()[0],
+                     (time.perf_counter() - started) * 1000)
+            return start_response(status, headers, *exc)
+
+        try:
+            return self.pages(environ, record)
+        except Exception:  # a bug: answer 500, keep serving
+            log.exception("unexpected error handling %s %s", method, path)
+            data = b"internal error\n"
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain; charset=utf-8"),
+                                                         ("Content-Length", str(len(data)))])
+            return [data]
 
     def _dispatch(self, environ: dict[str, Any], path: str, method: str) -> Reply:
         if path == "/healthz":

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from raibid.mirror.sync import Submit as EngineSubmit
     from raibid.queue import Job, JobSpec
     from raibid.webhook.deliveries import Deliveries
+    from raibid.webhook.jobpage import JobPages
 
 log = logging.getLogger("raibid.webhook")
 
@@ -44,14 +45,16 @@ def build(*, secret: str, submit: Callable[[JobSpec], tuple[Job, bool]], mirrors
           sync: SyncFn | None = None, pull: GiteaPullSync | None = None,
           engine: Callable[[EngineSubmit | None], SyncFn] | None = None, unavailable: str = "no sync configured",
           max_body: int = 1 << 20, threads: int = 2, max_pending: int = 256,
-          deliveries: Deliveries | None = None) -> Service:
+          deliveries: Deliveries | None = None,
+          pages: JobPages | None = None) -> Service:
     """The receiver and its started background worker (none without a way to sync).
 
     GitHub pushes sync through ``engine`` (given the enqueue function for its trigger, None
     when triggers are off: it builds what it moves), or through ``sync`` followed by
     ``BuildAfterSync`` (pull mode: ``pull`` waits for Gitea to have the commit). Every job goes
     to the pool ``policy`` (``agents.trusted``; None trusts nothing) picks for its repo.
-    ``deliveries`` dedupes GitHub deliveries by id (a redelivery does nothing).
+    ``deliveries`` dedupes GitHub deliveries by id (a redelivery does nothing). ``pages`` serves
+    GET /jobs/... (none: those paths answer 404).
     """
     if not secret:
         raise UsageError("the webhook secret is empty")
@@ -70,7 +73,7 @@ def build(*, secret: str, submit: Callable[[JobSpec], tuple[Job, bool]], mirrors
         return {"sync": vars(worker.stats) if worker else None}
 
     receiver = Receiver(secret, gitea=gitea, github=GitHubPushes(mirrors, worker, unavailable=unavailable),
-                        max_body=max_body, health=health, deliveries=deliveries)
+                        max_body=max_body, health=health, deliveries=deliveries, pages=pages)
     return Service(receiver, worker)
 
 
