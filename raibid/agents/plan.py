@@ -28,6 +28,7 @@ from raibid.agents.pipeline import (
 __all__ = ["DEFAULT_AGENT", "PlannedJob", "PipelineError", "TriggerInfo", "context_for", "matches", "plan"]
 
 DEFAULT_AGENT = "generic"  # agents.default_type's and mirror.trigger.agent's default
+MAX_CHANGED = 2000  # changed files an enqueuer keeps for `path:`; more is unknown (every `path:` matches)
 
 
 @dataclass(frozen=True)

@@ -316,7 +316,6 @@ def push(path: Path, target: Remote, moves: dict[str, tuple[str | None, str | No
 
 # ----------------------------------------------------------------------------- reading a commit (no checkout)
 
-MAX_CHANGED = 2000  # changed files listed for `path:` conditions; more is "unknown" (every path matches)
 
 
 @dataclass
@@ -360,7 +359,7 @@ def read_file_at(path: Path, commit: str, name: str, *, max_bytes: int) -> FileA
     return FileAt("file", blob.stdout, n)
 
 
-def changed_files(path: Path, before: str | None, after: str, *, limit: int = MAX_CHANGED) -> tuple[str, ...] | None:
+def changed_files(path: Path, before: str | None, after: str, *, limit: int = 2000) -> tuple[str, ...] | None:
     """Files that differ between the trees of ``before`` and ``after`` (``git diff --name-only``,
     renames as a delete plus an add), or None when that cannot be told: no ``before`` (a new
     branch), ``before`` not in the cache, or more than ``limit`` files. A force push compares the two

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from raibid.agents.plan import MAX_CHANGED
 from raibid.errors import NotFound, RaibidError
 from raibid.mirror import gitengine as g
 from raibid.mirror.model import RepoResult, Resolved, StatusRow, Summary, totals
@@ -214,6 +215,8 @@ class Syncer:
                 raise _Failed(f"could not enqueue the CI jobs (kept for the next run): {e.message}") from None
             self._pending_unreadable = True
             return  # an unchanged repo: whatever an earlier run owes waits for a run that can read it
+        if not owed:
+            return
         cache = g.cache_path(self.opts.cache_dir, r.clone_url, r.source) if r is not None else None
         if cache is not None and not (cache / "HEAD").exists():
             cache = None
@@ -225,8 +228,8 @@ class Syncer:
             try:
                 commit = g.peel(cache, sha) if tag and cache is not None else sha
                 old = (moves or {}).get(ref, (None, None))[0]
-                changed = (g.changed_files(cache, old, commit) if cache is not None and not tag and old is not None
-                           else None)
+                changed = (g.changed_files(cache, old, commit, limit=MAX_CHANGED)
+                           if cache is not None and not tag and old is not None else None)
                 job_ids = t.submit(Build(result.target, name, commit, "tag" if tag else "push", old, changed,
                                          origin, cache))
             except RaibidError as e:

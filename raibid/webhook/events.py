@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from raibid.agents.plan import MAX_CHANGED
+
 # Used with fullmatch: "$" would let a trailing newline through ("mirrors/app\n" is not a repository).
 _SHA = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")  # SHA-1, or SHA-256 object format
 _NAME = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
@@ -33,9 +35,6 @@ class Push:
     @property
     def tag(self) -> str | None:
         return self.ref[len("refs/tags/"):] if self.ref.startswith("refs/tags/") else None
-
-
-MAX_CHANGED = 2000  # changed files kept from a payload; more is "unknown" (every `path:` condition matches)
 
 
 def changed_files(payload: dict[str, Any], before: str) -> tuple[str, ...] | None:
