@@ -416,13 +416,14 @@ def test_a_trigger_owed_by_a_run_is_enqueued_by_the_next_run_in_a_fresh_pod(gith
     queue = Queue(redis.Redis.from_url(redis_url, decode_responses=True), url=redis_url)
     calls = []
 
-    def submit(repo: str, branch: str, commit: str) -> tuple[str, bool]:
+    def submit(build) -> list[str]:
+        repo, branch, commit = build.repo, build.ref, build.commit
         calls.append((repo, branch, commit))
         if len(calls) == 1:  # the first pod loses Redis (or is killed) right after its push
             raise Unreachable("cannot reach Redis at redis://redis:6379: connection refused")
         job, created = queue.submit_deduped(JobSpec(repo=repo, ref=branch, commit=commit, source="mirror",
                                                     dedupe=dedupe_key(repo, commit, "generic")))
-        return job.id, created
+        return [job.id]
 
     def pod(name: str):  # a fresh pod: a new cache dir, new clients, the same Redis
         client = Gitea(gitea.url, GITEA_TOKEN)

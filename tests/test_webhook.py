@@ -260,8 +260,10 @@ def test_cron_and_webhook_dedupe_on_the_untrusted_pool_too(queue):
 
     policy = TrustPolicy()
     cron = BuildTrigger(queue.submit_deduped, branches="^main$", agent="generic", policy=policy, source="mirror")
-    job_id, created = cron.submit_for_engine("mirrors/app", "main", SHA2)
-    assert created and queue.get(job_id).agent == "generic-untrusted"
+    from raibid.mirror.sync import Build
+
+    (job_id,) = cron.submit_for_engine(Build("mirrors/app", "main", SHA2))
+    assert queue.get(job_id).agent == "generic-untrusted"
     service = build(secret=SECRET, submit=queue.submit_deduped, mirrors=MirrorSet.of("mirrors"),
                     branches="^main$", agent="generic", policy=policy)
     status, reply = gitea_post(service.receiver, gitea_payload())

@@ -1,7 +1,11 @@
-"""A repository's ``.raibid.yml``: the steps an agent runs when a job names no command.
+"""A repository's ``.raibid.yml``: which pipelines it has, when each runs, on which agent, and their steps.
 
-::
+The one-pipeline format (a pipeline named after the repo)::
 
+    agent: rust          # optional: the agent type (default: mirror.trigger.agent / agents.default_type)
+    when:                # optional: Woodpecker's conditions (see below)
+      - event: push
+        branch: main
     env:                 # optional, for every step
       CARGO_TERM_COLOR: never
     secrets: [CRATES_TOKEN]  # optional: job secrets (agents.secrets), trusted builds only
@@ -12,20 +16,50 @@
         env:             # optional, for this step
           RUST_LOG: debug
 
-A malformed file is a failed job whose message names the file and line.
+Several named pipelines, each its own job and commit status context (``raibid/<name>``)::
+
+    pipelines:
+      - name: test
+        agent: rust
+        steps: [{run: cargo test}]
+      - name: docs
+        when: {path: ["docs/**", "*.md"]}
+        steps: [{run: make docs}]
+
+``when`` is a list of conditions (one mapping is a one-item list), OR between items and AND
+inside one, as Woodpecker's (``pipeline/frontend/yaml/constraint``): ``event`` (push,
+pull_request, tag, manual; a string or a list), ``branch`` and ``path`` (a glob, a list of
+globs, or ``{include: [...], exclude: [...]}``; globs are doublestar's: ``*`` stops at ``/``,
+``**`` crosses it). Matching is `raibid.agents.plan`'s.
+
+A malformed file is a `PipelineError` whose message names the file and line: at enqueue an
+``error`` status and no job, at run time a failed job.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from raibid.errors import RaibidError
 
 FILE_NAME = ".raibid.yml"
+MAX_BYTES = 256 << 10  # a bigger file is refused before YAML sees it
+MAX_PIPELINES = 32
+MAX_STEPS = 100  # per pipeline
+MAX_CONDITIONS = 16  # items of one `when`
+MAX_PATTERNS = 64  # globs in one branch or path filter
+EVENTS = ("push", "pull_request", "tag", "manual")
 _STEP_KEYS = {"name", "run", "timeout", "env"}
-_TOP_KEYS = {"steps", "env", "secrets"}
+_BODY_KEYS = {"agent", "when", "env", "secrets", "steps"}
+_TOP_KEYS = _BODY_KEYS | {"pipelines"}
+_PIPELINE_KEYS = _BODY_KEYS | {"name"}
+_WHEN_KEYS = {"event", "branch", "path"}
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+PIPELINE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # fullmatch; it becomes raibid/<name>
+_AGENT_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 class PipelineError(RaibidError):
@@ -40,10 +74,82 @@ class Step:
     env: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Globs:
+    """An include/exclude filter of doublestar globs (Woodpecker's ``List``)."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def match(self, value: str) -> bool:
+        """Excluded loses; then included, or no include list at all."""
+        if any(glob_match(p, value) for p in self.exclude):
+            return False
+        return not self.include or any(glob_match(p, value) for p in self.include)
+
+
+@dataclass(frozen=True)
+class PathGlobs(Globs):
+    """Woodpecker's ``Path``: matched against the changed files, not one value."""
+
+    on_empty: bool = True  # what an empty change set gives (Woodpecker's on_empty, default true)
+
+    def match_files(self, files: Sequence[str] | None) -> bool:
+        """Unknown files (None) match, as an empty set does by default: a build is not skipped on a guess.
+        Excluded when every file matches an exclude glob; included when any file matches an include glob."""
+        if files is None:
+            return True
+        if not files:
+            return self.on_empty
+        if self.exclude and all(any(glob_match(p, f) for p in self.exclude) for f in files):
+            return False
+        return not self.include or any(glob_match(p, f) for p in self.include for f in files)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One item of ``when``: every key it sets must hold."""
+
+    events: tuple[str, ...] = ()  # empty: every event
+    branch: Globs | None = None
+    path: PathGlobs | None = None
+    line: int = 0
+
+
 @dataclass
 class Pipeline:
     steps: list[Step]
     secrets: list[str] = field(default_factory=list)  # names of agents.secrets entries, in file order
+    name: str = ""
+    agent: str | None = None  # the agent type the file names; None: the enqueuer's default
+    when: list[Condition] = field(default_factory=list)  # empty: always
+    env: dict[str, str] = field(default_factory=dict)  # the pipeline's env (already merged into each step's)
+    line: int = 1  # where the pipeline starts in the file
+
+
+@dataclass
+class PipelineFile:
+    pipelines: list[Pipeline]
+    named: bool  # True: the file has a `pipelines:` list; False: the one-pipeline format
+    source: str = FILE_NAME
+
+    def names(self) -> list[str]:
+        return [p.name for p in self.pipelines]
+
+    def select(self, name: str | None) -> Pipeline:
+        """The pipeline a job names; None is allowed only when the file has exactly one."""
+        if name is None:
+            if len(self.pipelines) == 1:
+                return self.pipelines[0]
+            raise PipelineError(f"{self.source}: the job names no pipeline and the file has "
+                                f"{len(self.pipelines)} ({', '.join(self.names())})")
+        for p in self.pipelines:
+            if p.name == name:
+                return p
+        if not self.named and len(self.pipelines) == 1:
+            return self.pipelines[0]  # the one-pipeline format: its name is the repo's, whatever it was then
+        raise PipelineError(f"{self.source}: no pipeline named {name[:80]!r} in this commit's file "
+                            f"(it has: {', '.join(self.names())})")
 
 
 def command_step(command: str) -> list[Step]:
@@ -52,14 +158,24 @@ def command_step(command: str) -> list[Step]:
 
 
 def parse(text: str, source: str = FILE_NAME) -> list[Step]:
-    """The steps of a ``.raibid.yml``, or PipelineError naming ``source:line``."""
+    """The steps of a one-pipeline ``.raibid.yml``, or PipelineError naming ``source:line``."""
     return parse_pipeline(text, source).steps
 
 
-def parse_pipeline(text: str, source: str = FILE_NAME) -> Pipeline:
-    """A ``.raibid.yml``: its steps and the secrets it asks for, or PipelineError naming ``source:line``."""
+def parse_pipeline(text: str, source: str = FILE_NAME, name: str | None = None) -> Pipeline:
+    """One pipeline of a ``.raibid.yml`` (``name``; None: the file's only one), or PipelineError."""
+    return parse_file(text, source).select(name)
+
+
+def parse_file(text: str, source: str = FILE_NAME, *, default_name: str = "default") -> PipelineFile:
+    """Every pipeline of a ``.raibid.yml``, validated, or PipelineError naming ``source:line``.
+
+    ``default_name`` names the pipeline of the one-pipeline format (the enqueuer passes the repo's name).
+    """
     import yaml
 
+    if len(text.encode("utf-8", errors="replace")) > MAX_BYTES:
+        raise PipelineError(f"{source}: the file is larger than {MAX_BYTES >> 10} KiB")
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
@@ -76,49 +192,279 @@ def parse_pipeline(text: str, source: str = FILE_NAME) -> Pipeline:
     for key in top:
         if key not in _TOP_KEYS:
             raise fail(top[key][0], f"unknown key {key!r} (expected {', '.join(sorted(_TOP_KEYS))})")
-    common = _env(top["env"][1], "env", fail) if "env" in top else {}
-    secrets = _secrets(top["secrets"][1], fail) if "secrets" in top else []
-    if "steps" not in top:
-        raise fail(root, "no `steps:` list")
-    steps_node = top["steps"][1]
+    if "pipelines" not in top:
+        return PipelineFile([_body(root, top, default_name, "", fail)], named=False, source=source)
+    for key in _BODY_KEYS:
+        if key in top:
+            raise fail(top[key][0], f"{key!r} cannot stand beside `pipelines:`; put it inside each pipeline")
+    seq = top["pipelines"][1]
+    if not isinstance(seq, yaml.SequenceNode) or not seq.value:
+        raise fail(seq, "`pipelines` must be a non-empty list of pipelines, each with a `name`")
+    if len(seq.value) > MAX_PIPELINES:
+        raise fail(seq, f"`pipelines` has {len(seq.value)} entries; at most {MAX_PIPELINES}")
+    out: list[Pipeline] = []
+    seen: set[str] = set()
+    for i, node in enumerate(seq.value, 1):
+        m = _mapping(node, f"pipeline {i}", fail)
+        for key in m:
+            if key not in _PIPELINE_KEYS:
+                raise fail(m[key][0], f"pipeline {i}: unknown key {key!r} "
+                                      f"(expected {', '.join(sorted(_PIPELINE_KEYS))})")
+        if "name" not in m:
+            raise fail(node, f"pipeline {i}: `name` is required")
+        name_node = m["name"][1]
+        name = _string(name_node, f"pipeline {i}: `name`", fail)
+        if not PIPELINE_NAME_RE.fullmatch(name):
+            raise fail(name_node, f"pipeline {i}: name {name[:80]!r} is not a safe name (letters, digits, "
+                                  "'_', '.', '-', starting with a letter or digit, at most 63)")
+        if name in seen:
+            raise fail(name_node, f"pipeline {i}: duplicate pipeline name {name!r}")
+        seen.add(name)
+        out.append(_body(node, m, name, f"pipeline {name!r}: ", fail))
+    return PipelineFile(out, named=True, source=source)
+
+
+def _body(node: Any, m: dict[str, tuple[Any, Any]], name: str, prefix: str, fail: Any) -> Pipeline:
+    """agent, when, env, secrets and steps of one pipeline (the top level, or one `pipelines:` item)."""
+    import yaml
+
+    agent = _agent(m["agent"][1], f"{prefix}`agent`", fail) if "agent" in m else None
+    when = _when(m["when"][1], f"{prefix}`when`", fail) if "when" in m else []
+    common = _env(m["env"][1], f"{prefix}`env`", fail) if "env" in m else {}
+    secrets = _secrets(m["secrets"][1], f"{prefix}`secrets`", fail) if "secrets" in m else []
+    if "steps" not in m:
+        raise fail(node, f"{prefix}no `steps:` list")
+    steps_node = m["steps"][1]
     if not isinstance(steps_node, yaml.SequenceNode) or not steps_node.value:
-        raise fail(steps_node, "`steps` must be a non-empty list")
+        raise fail(steps_node, f"{prefix}`steps` must be a non-empty list")
+    if len(steps_node.value) > MAX_STEPS:
+        raise fail(steps_node, f"{prefix}`steps` has {len(steps_node.value)} entries; at most {MAX_STEPS}")
     steps: list[Step] = []
     names: set[str] = set()
-    for i, node in enumerate(steps_node.value, 1):
-        m = _mapping(node, f"step {i}", fail)
-        for key in m:
+    for i, snode in enumerate(steps_node.value, 1):
+        s = _mapping(snode, f"{prefix}step {i}", fail)
+        for key in s:
             if key not in _STEP_KEYS:
-                raise fail(m[key][0], f"step {i}: unknown key {key!r} (expected {', '.join(sorted(_STEP_KEYS))})")
-        if "run" not in m:
-            raise fail(node, f"step {i}: `run` is required")
-        run = _string(m["run"][1], f"step {i}: `run`", fail)
-        name = _string(m["name"][1], f"step {i}: `name`", fail) if "name" in m else f"step-{i}"
-        if name in names:
-            raise fail(m["name"][1], f"step {i}: duplicate step name {name!r}")
-        names.add(name)
-        timeout = _timeout(m["timeout"][1], f"step {name!r}: `timeout`", fail) if "timeout" in m else None
-        env = {**common, **(_env(m["env"][1], f"step {name!r}: `env`", fail) if "env" in m else {})}
-        steps.append(Step(name, run, timeout, env))
-    return Pipeline(steps, secrets)
+                raise fail(s[key][0], f"{prefix}step {i}: unknown key {key!r} "
+                                      f"(expected {', '.join(sorted(_STEP_KEYS))})")
+        if "run" not in s:
+            raise fail(snode, f"{prefix}step {i}: `run` is required")
+        run = _string(s["run"][1], f"{prefix}step {i}: `run`", fail)
+        step_name = _string(s["name"][1], f"{prefix}step {i}: `name`", fail) if "name" in s else f"step-{i}"
+        if step_name in names:
+            raise fail(s["name"][1], f"{prefix}step {i}: duplicate step name {step_name!r}")
+        names.add(step_name)
+        timeout = (_timeout(s["timeout"][1], f"{prefix}step {step_name!r}: `timeout`", fail)
+                   if "timeout" in s else None)
+        env = {**common, **(_env(s["env"][1], f"{prefix}step {step_name!r}: `env`", fail) if "env" in s else {})}
+        steps.append(Step(step_name, run, timeout, env))
+    return Pipeline(steps, secrets, name=name, agent=agent, when=when, env=common,
+                    line=node.start_mark.line + 1)
 
 
-def _secrets(node: Any, fail: Any) -> list[str]:
+def _agent(node: Any, what: str, fail: Any) -> str:
+    value = _string(node, what, fail)
+    if not _AGENT_RE.fullmatch(value) or value == "dead" or value.endswith("-untrusted"):
+        raise fail(node, f"{what}: {value[:60]!r} is not an agent type (lower-case letters, digits and '-'; "
+                         "the trust level is the config's, not the file's)")
+    return value
+
+
+def _when(node: Any, what: str, fail: Any) -> list[Condition]:
+    import yaml
+
+    items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+    if not items:
+        raise fail(node, f"{what} is an empty list; leave it out to run on every event")
+    if len(items) > MAX_CONDITIONS:
+        raise fail(node, f"{what} has {len(items)} conditions; at most {MAX_CONDITIONS}")
+    out: list[Condition] = []
+    for i, item in enumerate(items, 1):
+        where = f"{what}[{i}]" if isinstance(node, yaml.SequenceNode) else what
+        m = _mapping(item, where, fail)
+        for key in m:
+            if key not in _WHEN_KEYS:
+                raise fail(m[key][0], f"{where}: unsupported condition {key!r} "
+                                      f"(raibid supports {', '.join(sorted(_WHEN_KEYS))})")
+        events: tuple[str, ...] = ()
+        if "event" in m:
+            events = tuple(_strings(m["event"][1], f"{where}: `event`", fail))
+            for ev, enode in zip(events, _items(m["event"][1]), strict=True):
+                if ev not in EVENTS:
+                    raise fail(enode, f"{where}: unknown event {ev[:40]!r} (expected {', '.join(EVENTS)})")
+        branch = _globs(m["branch"][1], f"{where}: `branch`", fail) if "branch" in m else None
+        path = None
+        if "path" in m:
+            g = _globs(m["path"][1], f"{where}: `path`", fail, path=True)
+            path = g if isinstance(g, PathGlobs) else PathGlobs(g.include, g.exclude)
+        out.append(Condition(events, branch, path, item.start_mark.line + 1))
+    return out
+
+
+def _globs(node: Any, what: str, fail: Any, *, path: bool = False) -> Globs:
+    """A glob, a list of globs, or {include, exclude} (and, for `path`, on_empty)."""
+    import yaml
+
+    on_empty = True
+    if isinstance(node, yaml.MappingNode):
+        m = _mapping(node, what, fail)
+        allowed = {"include", "exclude"} | ({"on_empty"} if path else set())
+        for key in m:
+            if key not in allowed:
+                raise fail(m[key][0], f"{what}: unknown key {key!r} (expected {', '.join(sorted(allowed))})")
+        if not ({"include", "exclude"} & set(m)):
+            raise fail(node, f"{what} needs `include` or `exclude`")
+        include = _patterns(m["include"][1], f"{what}.include", fail) if "include" in m else ()
+        exclude = _patterns(m["exclude"][1], f"{what}.exclude", fail) if "exclude" in m else ()
+        if "on_empty" in m:
+            v = m["on_empty"][1]
+            if not isinstance(v, yaml.ScalarNode) or not v.tag.endswith(":bool"):
+                raise fail(v, f"{what}.on_empty must be true or false")
+            on_empty = v.value.lower() in ("true", "yes", "on")
+    else:
+        include, exclude = _patterns(node, what, fail), ()
+    return PathGlobs(include, exclude, on_empty) if path else Globs(include, exclude)
+
+
+def _patterns(node: Any, what: str, fail: Any) -> tuple[str, ...]:
+    values = _strings(node, what, fail)
+    if len(values) > MAX_PATTERNS:
+        raise fail(node, f"{what} has {len(values)} globs; at most {MAX_PATTERNS}")
+    for value, vnode in zip(values, _items(node), strict=True):
+        try:
+            glob_regex(value)
+        except ValueError as e:
+            raise fail(vnode, f"{what}: invalid glob {value[:80]!r}: {e}") from None
+    return tuple(values)
+
+
+def _items(node: Any) -> list[Any]:
+    import yaml
+
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else [node]
+
+
+def _strings(node: Any, what: str, fail: Any) -> list[str]:
+    """A string or a non-empty list of strings (Woodpecker's StringOrSlice)."""
+    import yaml
+
+    if isinstance(node, yaml.SequenceNode) and not node.value:
+        raise fail(node, f"{what} is an empty list")
+    if not isinstance(node, yaml.SequenceNode | yaml.ScalarNode):
+        raise fail(node, f"{what} must be a string or a list of strings")
+    return [_string(item, what, fail) for item in _items(node)]
+
+
+# ---------------------------------------------------------------------- globs
+_GLOB_CACHE: dict[str, re.Pattern[str]] = {}
+
+
+def glob_match(pattern: str, value: str) -> bool:
+    """doublestar's ``Match``: ``*`` and ``?`` stay inside one path segment, ``**`` as a whole segment
+    spans any number of them (zero included), ``[...]``/``[!...]`` classes, ``{a,b}`` alternatives,
+    ``\\`` escapes. The whole value must match."""
+    rx = _GLOB_CACHE.get(pattern)
+    if rx is None:
+        rx = glob_regex(pattern)
+        if len(_GLOB_CACHE) < 4096:
+            _GLOB_CACHE[pattern] = rx
+    return rx.fullmatch(value) is not None
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """The regex of a doublestar glob, or ValueError saying what is wrong with it."""
+    if len(pattern) > 1024:
+        raise ValueError("longer than 1024 characters")
+    out: list[str] = []
+    i, n, depth = 0, len(pattern), 0
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            j = i
+            while j < n and pattern[j] == "*":
+                j += 1
+            whole = (i == 0 or pattern[i - 1] == "/") and (j == n or pattern[j] == "/")
+            if j - i >= 2 and whole:
+                if j == n:  # trailing **: everything below, and the directory itself ("a/**" matches "a")
+                    if out and out[-1] == "/":
+                        out[-1] = "(?:/.*)?"
+                    else:
+                        out.append(".*")
+                    i = j
+                else:  # **/ : zero or more directories
+                    out.append("(?:[^/]*/)*")
+                    i = j + 1
+                continue
+            out.append("[^/]*")
+            i = j
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "\\":
+            if i + 1 >= n:
+                raise ValueError("it ends with a lone '\\'")
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+        elif c == "[":
+            j = i + 1
+            negate = j < n and pattern[j] in "!^"
+            if negate:
+                j += 1
+            start = j
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            if j >= n:
+                raise ValueError("a '[' has no closing ']'")
+            body = pattern[start:j]
+            if not body:
+                raise ValueError("an empty character class '[]'")
+            cls = "".join("\\" + ch if ch in "\\^[]" else ch for ch in body.replace("\\", ""))
+            out.append(f"[^/{cls}]" if negate else f"(?!/)[{cls}]")
+            i = j + 1
+        elif c == "{":
+            depth += 1
+            out.append("(?:")
+            i += 1
+        elif c == "}" and depth:
+            depth -= 1
+            out.append(")")
+            i += 1
+        elif c == "," and depth:
+            out.append("|")
+            i += 1
+        elif c == "/":
+            out.append("/")
+            i += 1
+        else:
+            out.append(re.escape(c))
+            i += 1
+    if depth:
+        raise ValueError("a '{' has no closing '}'")
+    try:
+        return re.compile("".join(out), re.DOTALL)
+    except re.error as e:
+        raise ValueError(str(e)) from None
+
+
+# ---------------------------------------------------------------------- scalars
+def _secrets(node: Any, what: str, fail: Any) -> list[str]:
     import re
 
     import yaml
 
     if not isinstance(node, yaml.SequenceNode):
-        raise fail(node, "`secrets` must be a list of names, e.g. [CRATES_TOKEN]")
+        raise fail(node, f"{what} must be a list of names, e.g. [CRATES_TOKEN]")
     out: list[str] = []
     for item in node.value:
         if not isinstance(item, yaml.ScalarNode) or item.tag.endswith((":null", ":bool", ":int", ":float")) \
                 or not re.fullmatch(_NAME, item.value):
-            what = repr(item.value[:60]) if isinstance(item, yaml.ScalarNode) else "an item"
-            raise fail(item, f"`secrets`: {what} is not a secret name (letters, digits and _, not starting "
+            shown = repr(item.value[:60]) if isinstance(item, yaml.ScalarNode) else "an item"
+            raise fail(item, f"{what}: {shown} is not a secret name (letters, digits and _, not starting "
                              "with a digit)")
         if item.value in out:
-            raise fail(item, f"`secrets`: {item.value} is listed twice")
+            raise fail(item, f"{what}: {item.value} is listed twice")
         out.append(item.value)
     return out
 

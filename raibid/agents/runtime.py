@@ -27,7 +27,15 @@ from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from raibid.agents.pipeline import FILE_NAME, Pipeline, PipelineError, Step, command_step, parse_pipeline
+from raibid.agents.pipeline import (
+    FILE_NAME,
+    MAX_BYTES,
+    Pipeline,
+    PipelineError,
+    Step,
+    command_step,
+    parse_pipeline,
+)
 from raibid.agents.steprunner import RunnerGone, StepRunnerClient, StepStartFailed
 from raibid.agents.trust import TrustPolicy, secret_allowed, split_pool
 from raibid.gitcreds import git_env, mask, mask_forms, scrub
@@ -49,7 +57,7 @@ class AgentExit(IntEnum):
 _PRIVATE_ENV = ("RAIBID_REDIS_PASSWORD", "RAIBID_GITEA_TOKEN", "RAIBID_REDIS_URL")
 DEFAULT_SECRETS_DIR = Path("/var/run/raibid/secrets")
 NOTE_RESERVE = 1 << 20  # raibid's own lines are stored past agents.log_max_bytes, up to this much more
-MAX_PIPELINE_BYTES = 1 << 20  # a larger .raibid.yml is refused before it is parsed
+MAX_PIPELINE_BYTES = MAX_BYTES  # a larger .raibid.yml is refused before it is parsed (as at enqueue)
 
 
 @dataclass
@@ -470,7 +478,8 @@ class Agent:
             return stopped
 
         try:
-            pipeline = Pipeline(command_step(job.command)) if job.command else _read_pipeline(src, job.repo, sha)
+            pipeline = (Pipeline(command_step(job.command)) if job.command
+                        else _read_pipeline(src, job.repo, sha, job.pipeline))
             secrets = self._job_secrets(job.repo, pipeline.secrets, trusted_pool, say)
         except PipelineError as e:
             say(e.message)
@@ -646,9 +655,11 @@ class Agent:
         return p.stdout
 
 
-def _read_pipeline(src: Path, repo: str, sha: str) -> Pipeline:
+def _read_pipeline(src: Path, repo: str, sha: str, name: str | None = None) -> Pipeline:
     """The checkout's ``.raibid.yml``, read by the agent before any step runs: a regular file only (a
-    symlink could point the agent at a file only it may read), and at most MAX_PIPELINE_BYTES."""
+    symlink could point the agent at a file only it may read), and at most MAX_PIPELINE_BYTES. The
+    job's ``pipeline`` picks one of its pipelines (None: the file's only one); what runs is what the
+    commit holds, so a pipeline renamed or removed since the job was queued fails it by name."""
     import errno
     import stat
 
@@ -667,7 +678,7 @@ def _read_pipeline(src: Path, repo: str, sha: str) -> Pipeline:
         data = f.read(MAX_PIPELINE_BYTES + 1)
     if len(data) > MAX_PIPELINE_BYTES:
         raise PipelineError(f"{FILE_NAME} is larger than {MAX_PIPELINE_BYTES} bytes")
-    return parse_pipeline(data.decode("utf-8", errors="replace"), FILE_NAME)
+    return parse_pipeline(data.decode("utf-8", errors="replace"), FILE_NAME, name)
 
 
 _TRANSIENT = ("Could not resolve host", "Failed to connect", "Connection refused", "Connection timed out",

@@ -17,6 +17,7 @@ from raibid.errors import Exit, ExitCode, RaibidError
 if TYPE_CHECKING:
     from raibid.app import Application
     from raibid.mirror import RepoResult, Resolved, Syncer
+    from raibid.mirror.sync import Build
 
 
 @click.group()
@@ -61,25 +62,32 @@ def _prepare(app: Application, repos: tuple[str, ...], orgs: tuple[str, ...], jo
     return Syncer(gitea, targets, opts), resolved
 
 
-def _submitter(app: Application) -> Callable[[str, str, str], tuple[str, bool]]:
-    """Enqueue one CI job per (target repo, commit, pool), routed by ``agents.trusted`` and deduped
-    exactly as the webhook receiver does (`raibid.webhook.trigger.BuildTrigger`), so a cron run and
-    a webhook for the same commit make one job."""
+def _submitter(app: Application) -> Callable[[Build], list[str]]:
+    """Plan and enqueue the CI jobs of one moved ref (`raibid.webhook.trigger.BuildTrigger`): the
+    `.raibid.yml` at the commit, read from the bare cache (Gitea's contents API when the cache lacks
+    the commit), one job per matching pipeline, routed by ``agents.trusted`` and deduped exactly as
+    the webhook receiver does, so a cron run and a webhook for the same commit make one job each."""
     import threading
 
     from raibid.queue import Job, JobSpec
-    from raibid.webhook.trigger import BuildTrigger
+    from raibid.webhook.trigger import BuildTrigger, gitea_reader
 
     m = app.cfg.mirror
     first_use = threading.Lock()  # repos finish in parallel; the Queue (and its Redis client) is built once
 
-    def submit(spec: JobSpec) -> tuple[Job, bool]:
+    def queue():  # noqa: ANN202 - the Queue type is imported lazily
         with first_use:
-            queue = app.worker_queue
-        return queue.submit_deduped(spec)
+            return app.worker_queue
+
+    def submit(spec: JobSpec) -> tuple[Job, bool]:
+        return queue().submit_deduped(spec)
+
+    def post_status(repo: str, commit: str, context: str, state: str, description: str, *,
+                    origin: str | None = None) -> object:
+        return queue().post_status(repo, commit, context, state, description, origin=origin)
 
     trigger = BuildTrigger(submit, branches=m.trigger.branches, agent=m.trigger.agent, policy=app.trust_policy,
-                           source="mirror")
+                           source="mirror", read=gitea_reader(app.gitea), post_status=post_status)
     return trigger.submit_for_engine
 
 

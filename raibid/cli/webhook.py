@@ -131,6 +131,7 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
     import sys
 
     from raibid.webhook.server import build, create_server, parse_listen
+    from raibid.webhook.trigger import gitea_reader
 
     cfg = app.cfg
     w = cfg.webhook
@@ -149,7 +150,8 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
     mirrors = _mirrors(app)
     gitea = app.gitea
     if not gitea.token:
-        log.warning("no Gitea token (%s): syncs after GitHub pushes will fail", cfg.gitea.token_env)
+        log.warning("no Gitea token (%s): syncs after GitHub pushes will fail, and Gitea pushes are queued "
+                    "without reading .raibid.yml (one job each, no `when:`/`agent:`)", cfg.gitea.token_env)
     sync = pull = engine = None
     if cfg.mirror.mode == "pull":
         from raibid.webhook.sync import GiteaPullSync
@@ -169,7 +171,8 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
                     branches=cfg.mirror.trigger.branches, agent=cfg.mirror.trigger.agent, policy=app.trust_policy,
                     trigger_enabled=cfg.mirror.trigger.enabled, overrides=w.branches, sync=sync, pull=pull,
                     engine=engine, max_body=w.max_body, threads=w.sync_workers, max_pending=w.max_pending,
-                    deliveries=_deliveries(app), pages=pages)
+                    deliveries=_deliveries(app), pages=pages, read=gitea_reader(gitea) if gitea.token else None,
+                    post_status=app.worker_queue.post_status)
     try:
         server = create_server(service.receiver, host, port, max_body=w.max_body, threads=threads)
     except BaseException:

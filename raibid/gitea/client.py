@@ -14,6 +14,7 @@ contains the token or a URL with credentials.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -366,6 +367,38 @@ class Gitea:
         except NotFound:
             return None
 
+    def file_at(self, owner: str, name: str, path: str, ref: str) -> Contents | None:
+        """One file of a commit without a clone (GET /repos/{owner}/{repo}/contents/{path}?ref=, one request).
+
+        None when the repository, the ref or the path does not exist (Gitea answers 404); a
+        directory is ``type`` "dir" (Gitea answers a list). The path keeps its slashes, each part
+        percent-encoded; ``content`` is Gitea's base64, decoded.
+        """
+        import base64
+        import binascii
+
+        url = self._repo_path(owner, name, "contents") + "/" + "/".join(
+            quote(part, safe="") for part in path.split("/"))
+        try:
+            resp = self._request("GET", url, params={"ref": ref})
+        except NotFound:
+            return None
+        data = self._json(resp, (dict, list))
+        if isinstance(data, list):
+            return Contents("dir")
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+            raise GiteaError(f"unexpected answer from Gitea: GET {url} returned no contents object")
+        size = data.get("size") if isinstance(data.get("size"), int) else 0
+        if data["type"] != "file":
+            return Contents(data["type"], None, size)
+        content = data.get("content")
+        if data.get("encoding") != "base64" or not isinstance(content, str):
+            return Contents("file", None, size)  # Gitea leaves out the content of a file too large to send
+        try:
+            return Contents("file", base64.b64decode(content, validate=False), size)
+        except (binascii.Error, ValueError):
+            raise GiteaError(f"unexpected answer from Gitea: GET {url} returned content that is not base64") from None
+
     def list_repos(self, owner: str | None = None) -> list[Repo]:
         if owner is None:
             return self._paginate(api_path("user", "repos"), Repo.from_api)
@@ -468,6 +501,15 @@ class Gitea:
 
     def _repo_path(self, owner: str, name: str, *rest: str) -> str:
         return api_path("repos", check_owner(owner), check_repo(name), *rest)
+
+
+@dataclass
+class Contents:
+    """A path of a commit as Gitea's contents API describes it."""
+
+    type: str  # "file", "dir", "symlink", "submodule"
+    content: bytes | None = None  # a file's bytes; None when Gitea did not send them
+    size: int = 0
 
 
 def _build(build: Callable[[Any], T], data: Any, what: str) -> T:

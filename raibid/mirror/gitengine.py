@@ -312,3 +312,61 @@ def push(path: Path, target: Remote, moves: dict[str, tuple[str | None, str | No
     for i in range(0, len(specs), 500):  # keep argv well below ARG_MAX on repos with many tags
         run_git(["--git-dir", str(path), "push", "--quiet", "--no-verify", "--end-of-options", target.url,
                  *specs[i:i + 500]], remote=target, deadline=deadline)
+
+
+# ----------------------------------------------------------------------------- reading a commit (no checkout)
+
+
+
+@dataclass
+class FileAt:
+    """A file of a commit, read from the bare cache: a regular file's bytes, or what else the path is."""
+
+    kind: str  # "file", "symlink", "dir", "submodule"
+    data: bytes | None = None  # a file's content (None when it is larger than the limit asked for)
+    size: int = 0
+
+
+def peel(path: Path, sha: str) -> str:
+    """The commit a ref's object is (an annotated tag's target; a commit is itself)."""
+    return run_git(["--git-dir", str(path), "rev-parse", "--verify", "--quiet", "--end-of-options",
+                    f"{sha}^{{commit}}"]).strip()
+
+
+def read_file_at(path: Path, commit: str, name: str, *, max_bytes: int) -> FileAt | None:
+    """``name`` at ``commit`` in the bare repo ``path`` (``git ls-tree`` then ``git cat-file blob``):
+    None when the commit has no such path. Two git processes, and only for a commit being planned."""
+    out = run_git(["--git-dir", str(path), "ls-tree", "-l", "--full-tree", "--end-of-options", commit, "--",
+                   name])
+    line = out.splitlines()[0] if out else ""
+    if not line:
+        return None
+    meta, _, _ = line.partition("\t")
+    mode, otype, oid, size = (meta.split() + ["", "", "", ""])[:4]
+    if otype == "tree":
+        return FileAt("dir")
+    if otype == "commit":
+        return FileAt("submodule")
+    if mode == "120000":
+        return FileAt("symlink")
+    n = int(size) if size.isdigit() else 0
+    if n > max_bytes:
+        return FileAt("file", None, n)
+    blob = subprocess.run(["git", "--git-dir", str(path), "cat-file", "blob", oid], capture_output=True,
+                          env=git_env(), stdin=subprocess.DEVNULL, timeout=60)
+    if blob.returncode != 0:
+        raise GitFailed(f"git cat-file failed reading {name} at {commit[:12]}")
+    return FileAt("file", blob.stdout, n)
+
+
+def changed_files(path: Path, before: str | None, after: str, *, limit: int = 2000) -> tuple[str, ...] | None:
+    """Files that differ between the trees of ``before`` and ``after`` (``git diff --name-only``,
+    renames as a delete plus an add), or None when that cannot be told: no ``before`` (a new
+    branch), ``before`` not in the cache, or more than ``limit`` files. A force push compares the two
+    tips' trees, which is what changed on the branch."""
+    if not before or set(before) == {"0"} or not has_object(path, before):
+        return None
+    out = run_git(["--git-dir", str(path), "-c", "core.quotePath=false", "diff", "--name-only", "--no-renames",
+                   "-z", "--end-of-options", before, after, "--"])
+    files = tuple(f for f in out.split("\0") if f)
+    return None if len(files) > limit else files

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from raibid.agents.plan import MAX_CHANGED
 from raibid.errors import NotFound, RaibidError
 from raibid.mirror import gitengine as g
 from raibid.mirror.model import RepoResult, Resolved, StatusRow, Summary, totals
@@ -30,8 +31,23 @@ if TYPE_CHECKING:
     from raibid.gitea import Gitea
     from raibid.gitea.models import Repo as GiteaRepo
 
-# (target repo, branch, commit) -> (job id, created); created False: the dedupe key found an existing job.
-Submit = Callable[[str, str, str], tuple[str, bool]]
+@dataclass
+class Build:
+    """One moved ref the engine asks its trigger to build."""
+
+    repo: str  # the Gitea target, as Gitea spells it
+    ref: str  # the branch name, or the tag name for event "tag"
+    commit: str  # the commit (an annotated tag peeled)
+    event: str = "push"  # push | tag
+    before: str | None = None  # the target's old tip, when this run moved it
+    changed: tuple[str, ...] | None = None  # files changed since ``before``; None: unknown
+    origin: str | None = None  # "github:OWNER/NAME" of the source
+    cache: Path | None = None  # the bare cache holding the commit (push mode), for reading .raibid.yml
+
+
+# A moved ref -> the ids of its jobs (new, or found by their dedupe keys).
+Submit = Callable[[Build], list[str]]
+TAG_PREFIX = "refs/tags/"  # an owed tag is written down as its full ref; an owed branch by its name
 
 
 @dataclass
@@ -161,13 +177,15 @@ class Syncer:
         return found
 
     def _owed(self, moves: dict[str, tuple[str | None, str | None]], first_time: bool) -> list[Owed]:
-        """One job per moved trigger branch (none on a repo's first sync unless on_create)."""
+        """One build per moved trigger branch and per new or moved tag (none on a repo's first sync unless
+        on_create); `.raibid.yml` then says which pipelines each gets. A deleted ref builds nothing."""
         t = self.opts.trigger
         if t is None or (first_time and not t.on_create):
             return []
         rx = re.compile(t.branches)
-        return [(ref[11:], new) for ref, (_, new) in sorted(moves.items())
-                if new is not None and ref.startswith("refs/heads/") and rx.search(ref[11:])]
+        return [(ref[11:] if ref.startswith("refs/heads/") else ref, new) for ref, (_, new) in sorted(moves.items())
+                if new is not None and ((ref.startswith("refs/heads/") and rx.search(ref[11:]))
+                                        or ref.startswith(TAG_PREFIX))]
 
     def _owe(self, result: RepoResult, owed: list[Owed]) -> None:
         """Write down the jobs this push will owe before pushing; when that is impossible, push nothing."""
@@ -179,9 +197,14 @@ class Syncer:
             raise _Failed(f"cannot record the CI job(s) this sync would trigger ({e.message}); nothing was "
                           "pushed, the next run syncs it again") from None
 
-    def _pay(self, result: RepoResult, *, owed_now: bool) -> None:
+    def _pay(self, result: RepoResult, *, owed_now: bool, r: Resolved | None = None,
+             moves: dict[str, tuple[str | None, str | None]] | None = None) -> None:
         """Enqueue every job owed to this repo, this run's and any earlier run's (dedupe makes a repeat a
-        no-op); each is crossed off once queued, and what cannot be queued stays owed for the next run."""
+        no-op); each is crossed off once queued, and what cannot be queued stays owed for the next run.
+
+        In push mode the trigger reads `.raibid.yml` from the bare cache, and the changed files of a ref
+        this run moved are ``git diff --name-only old new`` there (bounded; a new branch, a ref an
+        earlier run moved, or a diff too long: unknown, and every `path:` condition matches)."""
         t = self.opts.trigger
         if t is None or self.opts.dry_run or (self._pending_unreadable and not owed_now):
             return
@@ -192,13 +215,27 @@ class Syncer:
                 raise _Failed(f"could not enqueue the CI jobs (kept for the next run): {e.message}") from None
             self._pending_unreadable = True
             return  # an unchanged repo: whatever an earlier run owes waits for a run that can read it
+        if not owed:
+            return
+        cache = g.cache_path(self.opts.cache_dir, r.clone_url, r.source) if r is not None else None
+        if cache is not None and not (cache / "HEAD").exists():
+            cache = None
+        origin = f"github:{r.source}" if r is not None else None
         for branch, sha in owed:
+            tag = branch.startswith(TAG_PREFIX)
+            ref = f"refs/tags/{branch[len(TAG_PREFIX):]}" if tag else f"refs/heads/{branch}"
+            name = branch[len(TAG_PREFIX):] if tag else branch
             try:
-                job_id, _ = t.submit(result.target, branch, sha)
+                commit = g.peel(cache, sha) if tag and cache is not None else sha
+                old = (moves or {}).get(ref, (None, None))[0]
+                changed = (g.changed_files(cache, old, commit, limit=MAX_CHANGED)
+                           if cache is not None and not tag and old is not None else None)
+                job_ids = t.submit(Build(result.target, name, commit, "tag" if tag else "push", old, changed,
+                                         origin, cache))
             except RaibidError as e:
-                raise _Failed(f"could not enqueue the CI job for {branch} (kept for the next run): "
+                raise _Failed(f"could not enqueue the CI job for {name} (kept for the next run): "
                               f"{e.message}") from None
-            result.jobs.append(job_id)
+            result.jobs.extend(job_ids)
             try:
                 self._pending.done(result.target, (branch, sha))
             except RaibidError:
@@ -232,7 +269,7 @@ class Syncer:
             have = g.mirrored(g.ls_remote(g.Remote(target.clone_url, opts.gitea_token), deadline=deadline))
             if want == have:
                 result.action = "unchanged"
-                self._pay(result, owed_now=False)
+                self._pay(result, owed_now=False, r=r)
                 return
         first_time = target is None or not have
         moves = g.changes(want, have)
@@ -263,7 +300,7 @@ class Syncer:
         g.push(cache, g.Remote(target.clone_url, opts.gitea_token), moves, deadline=deadline)
         result.refs_changed = len(moves)
         result.action = "created" if created else ("synced" if moves else "unchanged")
-        self._pay(result, owed_now=bool(owed))
+        self._pay(result, owed_now=bool(owed), r=r, moves=moves)
 
     def _pull(self, r: Resolved, result: RepoResult, deadline: float) -> None:
         opts = self.opts

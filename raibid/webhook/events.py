@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from raibid.agents.plan import MAX_CHANGED
+
 # Used with fullmatch: "$" would let a trailing newline through ("mirrors/app\n" is not a repository).
 _SHA = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")  # SHA-1, or SHA-256 object format
 _NAME = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
@@ -24,10 +26,41 @@ class Push:
     deleted: bool
     fork: bool = False  # GitHub's repository.fork / .archived (the mirror skips those unless asked)
     archived: bool = False
+    changed: tuple[str, ...] | None = None  # files the pushed commits touch (`changed_files`); None: unknown
 
     @property
     def branch(self) -> str | None:
         return self.ref[len("refs/heads/"):] if self.ref.startswith("refs/heads/") else None
+
+    @property
+    def tag(self) -> str | None:
+        return self.ref[len("refs/tags/"):] if self.ref.startswith("refs/tags/") else None
+
+
+def changed_files(payload: dict[str, Any], before: str) -> tuple[str, ...] | None:
+    """The union of the pushed commits' ``added``, ``modified`` and ``removed`` (Gitea and GitHub), or
+    None when the payload cannot tell: no ``commits`` list, a new branch (``before`` all zeros: the
+    list is not relative to anything), a force push (``forced``: the list misses what was dropped), a
+    list the sender cut (Gitea's ``total_commits`` above its length; GitHub's 2048-commit cap), a
+    malformed entry, or more than MAX_CHANGED files."""
+    commits = payload.get("commits")
+    if not isinstance(commits, list) or set(before) == {"0"} or payload.get("forced") is True:
+        return None
+    total = payload.get("total_commits")
+    if (isinstance(total, int) and total > len(commits)) or len(commits) >= 2048:
+        return None
+    files: dict[str, None] = {}
+    for c in commits:
+        if not isinstance(c, dict):
+            return None
+        for key in ("added", "modified", "removed"):
+            names = c.get(key) or []
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                return None
+            files.update(dict.fromkeys(names))
+            if len(files) > MAX_CHANGED:
+                return None
+    return tuple(files)
 
 
 def parse_push(payload: Any) -> Push:
@@ -46,4 +79,4 @@ def parse_push(payload: Any) -> Push:
     deleted = bool(payload.get("deleted")) or set(after) == {"0"}
     r = payload["repository"]
     return Push(repo=repo, ref=ref, before=before, after=after, deleted=deleted, fork=r.get("fork") is True,
-                archived=r.get("archived") is True)
+                archived=r.get("archived") is True, changed=changed_files(payload, before))

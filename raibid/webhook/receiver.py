@@ -37,7 +37,7 @@ from raibid.webhook.deliveries import Deliveries, usable_id
 from raibid.webhook.events import BadPayload, Push, parse_push
 from raibid.webhook.mirrors import MirrorSet
 from raibid.webhook.signature import verify_gitea, verify_github
-from raibid.webhook.trigger import BuildTrigger
+from raibid.webhook.trigger import BuildTrigger, Triggered
 from raibid.webhook.worker import SyncWorker
 
 log = logging.getLogger("raibid.webhook")
@@ -51,7 +51,8 @@ _REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized",
 
 
 class GiteaPushes:
-    """A Gitea push to a matching branch becomes one deduplicated job for ``after``."""
+    """A Gitea push to a matching branch, or of a tag, becomes one deduplicated job per pipeline that
+    `.raibid.yml` at ``after`` plans for it (read through Gitea's contents API)."""
 
     def __init__(self, trigger: BuildTrigger) -> None:
         self.trigger = trigger
@@ -59,15 +60,31 @@ class GiteaPushes:
     def __call__(self, push: Push) -> Reply:
         if push.deleted:
             return 202, {"result": "ignored", "reason": "branch deletion"}
-        if not self.trigger.wants(push.repo, push.branch):
+        tag = push.tag
+        if tag is None and not self.trigger.wants(push.repo, push.branch):
             return 202, {"result": "ignored", "reason": f"{push.ref} does not match the trigger branches"}
         try:
-            e = self.trigger.enqueue(push.repo, push.branch or "", push.after)
+            t = self.trigger.enqueue(push.repo, tag or push.branch or "", push.after,
+                                     event="tag" if tag is not None else "push", before=push.before,
+                                     changed=push.changed)
         except RaibidError as err:
             log.warning("gitea push %s@%s: enqueue failed: %s", push.repo, push.after[:12], err.message)
             return 503, {"result": "error", "reason": "the job queue is unavailable"}
-        return 202, {"result": "queued" if e.created else "duplicate", "job": e.job_id, "repo": e.repo,
-                     "ref": e.ref, "commit": e.commit, "agent": e.agent}
+        return triggered_reply(t)
+
+
+def triggered_reply(t: Triggered) -> Reply:
+    """The answer to a push that was planned: its jobs, or why there are none."""
+    if t.error is not None:
+        return 202, {"result": "invalid pipeline file", "reason": t.error, "repo": t.repo, "commit": t.commit}
+    if not t.jobs:
+        return 202, {"result": "ignored", "reason": "no pipeline of .raibid.yml matches", "repo": t.repo,
+                     "ref": t.ref, "commit": t.commit}
+    first = t.jobs[0]
+    return 202, {"result": "queued" if t.created else "duplicate", "job": first.job_id, "repo": t.repo,
+                 "ref": t.ref, "commit": t.commit, "agent": first.agent,
+                 "jobs": [{"job": j.job_id, "pipeline": j.pipeline, "agent": j.agent, "created": j.created}
+                          for j in t.jobs]}
 
 
 class GitHubPushes:

@@ -16,7 +16,7 @@ from raibid.errors import RaibidError, UsageError
 from raibid.webhook.mirrors import MirrorSet
 from raibid.webhook.receiver import GiteaPushes, GitHubPushes, Receiver
 from raibid.webhook.sync import BuildAfterSync, GiteaPullSync
-from raibid.webhook.trigger import BuildTrigger
+from raibid.webhook.trigger import BuildTrigger, PostStatus, Reader
 from raibid.webhook.worker import SyncFn, SyncWorker
 
 if TYPE_CHECKING:
@@ -45,8 +45,8 @@ def build(*, secret: str, submit: Callable[[JobSpec], tuple[Job, bool]], mirrors
           sync: SyncFn | None = None, pull: GiteaPullSync | None = None,
           engine: Callable[[EngineSubmit | None], SyncFn] | None = None, unavailable: str = "no sync configured",
           max_body: int = 1 << 20, threads: int = 2, max_pending: int = 256,
-          deliveries: Deliveries | None = None,
-          pages: JobPages | None = None) -> Service:
+          deliveries: Deliveries | None = None, pages: JobPages | None = None, read: Reader | None = None,
+          post_status: PostStatus | None = None) -> Service:
     """The receiver and its started background worker (none without a way to sync).
 
     GitHub pushes sync through ``engine`` (given the enqueue function for its trigger, None
@@ -54,11 +54,14 @@ def build(*, secret: str, submit: Callable[[JobSpec], tuple[Job, bool]], mirrors
     ``BuildAfterSync`` (pull mode: ``pull`` waits for Gitea to have the commit). Every job goes
     to the pool ``policy`` (``agents.trusted``; None trusts nothing) picks for its repo.
     ``deliveries`` dedupes GitHub deliveries by id (a redelivery does nothing). ``pages`` serves
-    GET /jobs/... (none: those paths answer 404).
+    GET /jobs/... (none: those paths answer 404). ``read`` reads
+    ``.raibid.yml`` at a commit (`raibid.webhook.trigger.gitea_reader`; the push-mode engine reads its
+    bare cache), ``post_status`` is `Queue.post_status` for a malformed file's ``error`` status.
     """
     if not secret:
         raise UsageError("the webhook secret is empty")
-    trigger = BuildTrigger(submit, branches=branches, agent=agent, overrides=overrides, policy=policy)
+    trigger = BuildTrigger(submit, branches=branches, agent=agent, overrides=overrides, policy=policy,
+                           read=read, post_status=post_status)
     worker = None
     after = None
     if engine is not None:

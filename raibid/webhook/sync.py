@@ -69,7 +69,9 @@ class GiteaPullSync:
 
 
 class BuildAfterSync:
-    """The worker's ``after`` hook: one deduplicated job per pushed, matching branch."""
+    """The worker's ``after`` hook (pull mode): the jobs `.raibid.yml` plans for each pushed, matching
+    branch and each pushed tag, read through Gitea's contents API once Gitea has the commit; the
+    changed files come from the GitHub payload's commits."""
 
     def __init__(self, trigger: BuildTrigger, mirrors: MirrorSet, *, pull: GiteaPullSync | None = None) -> None:
         self.trigger = trigger
@@ -81,20 +83,23 @@ class BuildAfterSync:
         if target is None:
             return
         for push in pushes:
-            if push.deleted or not self.trigger.wants(target, push.branch):
+            tag = push.tag
+            if push.deleted or (tag is None and not self.trigger.wants(target, push.branch)):
                 continue
-            branch = push.branch or ""
-            state = self.pull.arrived(target, push) if self.pull is not None else "arrived"
+            ref = tag or push.branch or ""
+            state = (self.pull.arrived(target, push) if self.pull is not None and tag is None else "arrived")
             if state == "superseded":
-                log.info("%s: %s moved past %s; the later push builds", target, branch, push.after[:12])
+                log.info("%s: %s moved past %s; the later push builds", target, ref, push.after[:12])
                 continue
             if state == "late":
                 log.warning("%s: Gitea does not have %s on %s yet; the cron sync will build it", target,
-                            push.after[:12], branch)
+                            push.after[:12], ref)
                 continue
-            e = self.trigger.enqueue(target, branch, push.after)
-            log.info("%s@%s (%s): %s job %s", target, push.after[:12], branch,
-                     "queued" if e.created else "already queued as", e.job_id)
+            t = self.trigger.enqueue(target, ref, push.after, event="push" if tag is None else "tag",
+                                     before=push.before, changed=push.changed, origin=f"github:{source}")
+            log.info("%s@%s (%s): %s", target, push.after[:12], ref,
+                     t.error or (", ".join(f"{j.pipeline or '-'} {'queued' if j.created else 'already queued as'} "
+                                           f"{j.job_id}" for j in t.jobs) or "no pipeline matches"))
 
 
 class EngineSync:

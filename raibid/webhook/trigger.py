@@ -1,25 +1,55 @@
-"""Which pushes build, and the enqueue that makes each commit one job whichever way it came.
+"""Which pushes build, and the enqueue that makes each commit's pipelines one job each whichever way they came.
 
-Every trigger (a Gitea webhook, a GitHub webhook followed by a sync, the cron mirror sync)
-enqueues through ``BuildTrigger.enqueue``: the pool is ``route(type, repo, policy)`` with the
-process's ``agents.trusted`` (`raibid.agents.trust`), and the dedupe key is
-``<repo>@<commit>:<pool>`` (`raibid.queue.dedupe_key`). The receiver's
-and the CronJob's configs carry the same ``agents.trusted``, so both pick the same pool, land
-on the same key, and the queue keeps the first.
+Every trigger (a Gitea webhook, a GitHub webhook followed by a sync, the cron mirror sync) enqueues
+through ``BuildTrigger.enqueue``:
+
+1. read ``.raibid.yml`` at the commit (``read``: the mirror's bare cache in push mode, Gitea's
+   contents API otherwise; `cache_reader`, `gitea_reader`);
+2. plan (`raibid.agents.plan.plan`): the pipelines whose ``when`` matches the trigger, each with
+   its agent type (``agent:``, else ``mirror.trigger.agent``) and context ``raibid/<pipeline>``;
+   a malformed file posts one ``error`` status (``raibid/<repo name>``, the message naming
+   file:line) and queues nothing; no match queues nothing and posts nothing;
+3. queue one job per planned pipeline on the pool ``route(type, repo, policy)`` with the
+   process's ``agents.trusted`` (`raibid.agents.trust`), under the dedupe key
+   ``<repo>@<commit>:<pool>/<pipeline>``.
+
+The receiver's and the CronJob's configs carry the same ``agents.trusted``, so both pick the same
+pool, land on the same key, and the queue keeps the first: one job per pipeline per commit.
+
+A commit without ``.raibid.yml`` (or a trigger with no reader) is queued as before the file was
+read at enqueue: one job naming no pipeline, whose agent fails it with a message saying the file
+is missing. A tag without the file queues nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
+from raibid.agents.pipeline import FILE_NAME, MAX_BYTES, PipelineError
+from raibid.agents.plan import TriggerInfo, default_name, plan
 from raibid.agents.trust import TrustPolicy, route
 from raibid.errors import ConfigError
 
 if TYPE_CHECKING:
+    from raibid.gitea import Gitea
+    from raibid.mirror.sync import Build
     from raibid.queue import Job, JobSpec
+
+log = logging.getLogger("raibid.webhook")
+
+# (repo, commit) -> the text of .raibid.yml at that commit, None when the commit has none;
+# PipelineError when it is there but cannot be used (a symlink, too large, not UTF-8).
+Reader = Callable[[str, str], "str | None"]
+
+
+class PostStatus(Protocol):
+    def __call__(self, repo: str, commit: str, context: str, state: str, description: str, *,
+                 origin: str | None = None) -> object: ...
 
 
 @dataclass
@@ -29,7 +59,29 @@ class Enqueued:
     ref: str
     commit: str
     agent: str  # the pool the job went to: <type> or <type>-untrusted
-    created: bool  # False: a job for this commit and pool existed already
+    created: bool  # False: a job for this commit, pipeline and pool existed already
+    pipeline: str | None = None
+    context: str | None = None
+
+
+@dataclass
+class Triggered:
+    """What one trigger led to: the jobs (new or found by their dedupe key), or the error status posted."""
+
+    repo: str
+    ref: str
+    commit: str
+    event: str
+    jobs: list[Enqueued] = field(default_factory=list)
+    error: str | None = None  # a malformed .raibid.yml: the description of the `error` status posted
+
+    @property
+    def created(self) -> bool:
+        return any(j.created for j in self.jobs)
+
+    @property
+    def job_ids(self) -> list[str]:
+        return [j.job_id for j in self.jobs]
 
 
 def _compile(pattern: str, where: str) -> re.Pattern[str]:
@@ -39,21 +91,64 @@ def _compile(pattern: str, where: str) -> re.Pattern[str]:
         raise ConfigError(f"{where}: invalid regex {pattern!r}: {e}") from None
 
 
-class BuildTrigger:
-    """Branch filter plus routed, deduplicated enqueue; ``submit`` is `Queue.submit_deduped` (or a test's).
+def pipeline_text(kind: str, data: bytes | None, size: int, where: str) -> str:
+    """The text of a ``.raibid.yml`` found as ``kind``, or PipelineError saying why it cannot be used."""
+    if kind == "symlink":
+        raise PipelineError(f"{FILE_NAME}: is a symbolic link; raibid reads only a regular file ({where})")
+    if kind != "file":
+        raise PipelineError(f"{FILE_NAME}: is a {kind}, not a file ({where})")
+    if data is None or size > MAX_BYTES or len(data) > MAX_BYTES:
+        raise PipelineError(f"{FILE_NAME}: the file is larger than {MAX_BYTES >> 10} KiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PipelineError(f"{FILE_NAME}: not UTF-8 text") from None
 
-    ``agent`` is the type (``mirror.trigger.agent``); ``policy`` (``agents.trusted``) picks its
-    pool per repo. The default policy trusts nothing. ``source`` labels the jobs (``webhook``,
-    ``mirror``).
+
+def cache_reader(cache: Path) -> Reader:
+    """Read the file from a mirror's bare cache (``git ls-tree`` + ``git cat-file``, no clone)."""
+    from raibid.mirror.gitengine import read_file_at
+
+    def read(repo: str, commit: str) -> str | None:
+        found = read_file_at(cache, commit, FILE_NAME, max_bytes=MAX_BYTES)
+        return None if found is None else pipeline_text(found.kind, found.data, found.size, "the mirror cache")
+
+    return read
+
+
+def gitea_reader(gitea: Gitea) -> Reader:
+    """Read the file through Gitea's contents API (``GET .../contents/.raibid.yml?ref=<sha>``)."""
+    from raibid.gitea.names import split_repo
+
+    def read(repo: str, commit: str) -> str | None:
+        found = gitea.file_at(*split_repo(repo), FILE_NAME, commit)
+        return None if found is None else pipeline_text(found.type, found.content, found.size, "Gitea")
+
+    return read
+
+
+class BuildTrigger:
+    """Branch filter plus planned, routed, deduplicated enqueue; ``submit`` is `Queue.submit_deduped`.
+
+    ``agent`` is the default type (``mirror.trigger.agent``), used when the file names none;
+    ``policy`` (``agents.trusted``) picks its pool per repo (the default trusts nothing).
+    ``source`` labels the jobs (``webhook``, ``mirror``, ``cli``). ``read`` reads the file (None:
+    no planning, one job naming no pipeline); ``post_status`` is `Queue.post_status`, for the
+    ``error`` status of a malformed file; ``agent_types`` (when given) refuses an ``agent:`` the
+    config does not know, as a malformed file.
     """
 
     def __init__(self, submit: Callable[[JobSpec], tuple[Job, bool]], *, branches: str, agent: str,
                  overrides: Mapping[str, str] | None = None, policy: TrustPolicy | None = None,
-                 source: str = "webhook") -> None:
+                 source: str = "webhook", read: Reader | None = None, post_status: PostStatus | None = None,
+                 agent_types: Collection[str] | None = None) -> None:
         self.submit = submit
         self.agent = agent
         self.policy = policy if policy is not None else TrustPolicy()
         self.source = source
+        self.read = read
+        self.post_status = post_status
+        self.agent_types = agent_types
         self.branches = _compile(branches, "mirror.trigger.branches")
         self.overrides = {repo.lower(): _compile(rx, f"webhook.branches[{repo}]")
                           for repo, rx in (overrides or {}).items()}
@@ -64,21 +159,66 @@ class BuildTrigger:
             return False
         return bool(self.overrides.get(repo.lower(), self.branches).search(branch))
 
-    def pool(self, repo: str) -> str:
-        """The pool a job of ``repo`` (Gitea OWNER/NAME, as the agent clones it) goes to."""
-        return route(self.agent, repo, self.policy)
+    def pool(self, repo: str, agent: str | None = None) -> str:
+        """The pool a job of ``repo`` (Gitea OWNER/NAME, as the agent clones it) and type goes to."""
+        return route(agent or self.agent, repo, self.policy)
 
-    def enqueue(self, repo: str, branch: str, commit: str) -> Enqueued:
+    def enqueue(self, repo: str, ref: str, commit: str, *, event: str = "push", pipeline: str | None = None,
+                context: str | None = None, pr: str | None = None, base_ref: str | None = None,
+                head_ref: str | None = None, origin: str | None = None, before: str | None = None,
+                changed: tuple[str, ...] | None = None, read: Reader | None = None) -> Triggered:
+        """Plan and queue what ``commit`` of ``repo`` gets for ``event`` (the trigger fields of
+        `raibid.queue.model.TRIGGER_FIELDS` as keywords). ``ref`` is the branch (push, manual, a PR's
+        head branch) or the tag name (tag). ``pipeline`` keeps only that pipeline; ``context`` is used
+        only for a job that names no pipeline. ``changed``: the files changed since ``before`` (None:
+        unknown, and every ``path:`` condition matches). ``read`` overrides the trigger's reader."""
         from raibid.queue import JobSpec, dedupe_key
 
-        pool = self.pool(repo)
-        spec = JobSpec(repo=repo, ref=branch, commit=commit, agent=pool, source=self.source,
-                       dedupe=dedupe_key(repo, commit, pool))
-        job, created = self.submit(spec)
-        return Enqueued(job.id, repo, branch, commit, job.agent, created)
+        out = Triggered(repo, ref, commit, event)
+        reader = read or self.read
+        info = TriggerInfo(event=event, repo=repo, commit=commit, branch=None if event == "tag" else ref,
+                           tag=ref if event == "tag" else None, before=before, changed=changed, pr=pr,
+                           base_ref=base_ref, head_ref=head_ref, origin=origin)
+        extra = {"event": event, "pr": pr, "base_ref": base_ref, "head_ref": head_ref, "origin": origin}
+        try:
+            text = reader(repo, commit) if reader is not None else None
+            planned = (plan(text, FILE_NAME, info, default_agent=self.agent, agent_types=self.agent_types)
+                       if text is not None else None)
+        except PipelineError as e:
+            out.error = e.message[:500]
+            if self.post_status is not None:
+                self.post_status(repo, commit, f"raibid/{default_name(repo)}", "error", out.error, origin=origin)
+            log.info("%s@%s: %s; no job queued", repo, commit[:12], out.error)
+            return out
+        if planned is None:  # no file (or no reader): the one job of before, which names no pipeline
+            if event == "tag":
+                return out
+            pool = self.pool(repo)
+            spec = JobSpec(repo=repo, ref=ref, commit=commit, agent=pool, source=self.source,
+                           dedupe=dedupe_key(repo, commit, pool), context=context, **extra)
+            job, created = self.submit(spec)
+            out.jobs.append(Enqueued(job.id, repo, ref, commit, job.agent, created, None, context))
+            return out
+        for p in planned:
+            if pipeline is not None and p.pipeline != pipeline:
+                continue
+            pool = self.pool(repo, p.agent)
+            spec = JobSpec(repo=repo, ref=ref, commit=commit, agent=pool, source=self.source,
+                           dedupe=f"{dedupe_key(repo, commit, pool)}/{p.pipeline}", pipeline=p.pipeline,
+                           context=p.context, **extra)
+            job, created = self.submit(spec)
+            out.jobs.append(Enqueued(job.id, repo, ref, commit, job.agent, created, p.pipeline, p.context))
+        return out
 
-    def submit_for_engine(self, repo: str, branch: str, commit: str) -> tuple[str, bool]:
+    def submit_for_engine(self, build: Build) -> list[str]:
         """The mirror engine's ``Trigger.submit`` (`raibid.mirror.sync.Submit`; the engine has matched
-        the branch already)."""
-        e = self.enqueue(repo, branch, commit)
-        return e.job_id, e.created
+        the branch already): the ids of the jobs queued (or found) for one moved ref. The file is read
+        from the engine's bare cache when it has the commit, else with this trigger's reader (Gitea)."""
+        from raibid.mirror.gitengine import has_object
+
+        read = cache_reader(build.cache) if build.cache is not None and has_object(build.cache, build.commit) \
+            else None
+        t = self.enqueue(build.repo, build.ref, build.commit, event=build.event, before=build.before,
+                         changed=build.changed, origin=build.origin, read=read)
+        return t.job_ids
+

@@ -1029,3 +1029,74 @@ def posted_statuses(fake: GiteaFake, repo: str, sha: str) -> list[dict]:
     """The statuses posted on one commit, oldest first (what a test asserts on)."""
     with fake.lock:
         return list(((fake.statuses or {}).get(repo.lower()) or {}).get(sha, []))
+
+
+# ----------------------------------------------------------------------------- contents additions
+# GET /repos/{owner}/{repo}/contents/{filepath}?ref= (routers/api/v1/repo/file.go GetContents): a file is a
+# ContentsResponse with its content in base64; a directory is a list of entries without content; a
+# symlink is type "symlink" with its target; a missing ref or path is 404. Read from the real bare repo.
+
+def _contents_entry(repo: Repo, ref: str, path: str, mode: str, otype: str, oid: str, size: int,
+                    git_dir: str, with_content: bool) -> dict:
+    kind = {"tree": "dir", "commit": "submodule"}.get(otype, "symlink" if mode == "120000" else "file")
+    entry: dict[str, Any] = {
+        "name": path.rsplit("/", 1)[-1], "path": path, "sha": oid, "last_commit_sha": ref, "type": kind,
+        "size": size if kind in ("file", "symlink") else 0, "encoding": None, "content": None, "target": None,
+        "url": "", "html_url": "", "git_url": "", "download_url": None, "submodule_git_url": None,
+        "_links": {"self": "", "git": "", "html": ""}}
+    if with_content and kind in ("file", "symlink"):
+        data = subprocess.run(["git", "--git-dir", git_dir, "cat-file", "blob", oid], capture_output=True,
+                              check=True).stdout
+        if kind == "file":
+            entry["encoding"], entry["content"] = "base64", base64.b64encode(data).decode()
+        else:
+            entry["target"] = data.decode("utf-8", errors="replace")
+    return entry
+
+
+_route_before_contents = _Handler._route
+
+
+def _route_with_contents(self: _Handler, method: str, path: str, q: dict, body: dict):
+    fake = self.owner
+    m = re.fullmatch(r"/api/v1/repos/([^/]+)/([^/]+)/contents(?:/(.*))?", path)
+    if not m or method != "GET":
+        return _route_before_contents(self, method, path, q, body)
+    caller = self._caller()
+    if fake.require_signin and caller is None:
+        raise GiteaError(403, "Only signed in user is allowed to call APIs.")
+    self._check_scopes(method, path[len("/api/v1"):])
+    repo = self._visible(m.group(1), m.group(2), caller)
+    rel = "/".join(unquote(part) for part in (m.group(3) or "").split("/") if part)
+    git_dir = str(fake.git.path(f"{repo.owner}/{repo.name}"))
+    ref = q.get("ref") or repo.default_branch
+    resolved = subprocess.run(["git", "--git-dir", git_dir, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                              capture_output=True, text=True)
+    if resolved.returncode != 0:
+        raise GiteaError(404, f"object does not exist [id: {ref}, rel_path: ]")
+    commit = resolved.stdout.strip()
+    if not rel:
+        listing = subprocess.run(["git", "--git-dir", git_dir, "ls-tree", "-l", commit], capture_output=True,
+                                 text=True, check=True).stdout
+        return 200, [_contents_entry(repo, commit, line.split("\t", 1)[1], *_fields(line), git_dir, False)
+                     for line in listing.splitlines()], {}
+    out = subprocess.run(["git", "--git-dir", git_dir, "ls-tree", "-l", commit, "--", rel], capture_output=True,
+                         text=True, check=True).stdout
+    line = next((ln for ln in out.splitlines() if ln.split("\t", 1)[1] == rel), None)
+    if line is None:
+        raise GiteaError(404, f"object does not exist [id: {commit}, rel_path: {rel}]")
+    mode, otype, oid, size = _fields(line)
+    if otype == "tree":
+        listing = subprocess.run(["git", "--git-dir", git_dir, "ls-tree", "-l", commit, "--", rel + "/"],
+                                 capture_output=True, text=True, check=True).stdout
+        return 200, [_contents_entry(repo, commit, ln.split("\t", 1)[1], *_fields(ln), git_dir, False)
+                     for ln in listing.splitlines()], {}
+    return 200, _contents_entry(repo, commit, rel, mode, otype, oid, size, git_dir, True), {}
+
+
+def _fields(line: str) -> tuple[str, str, str, int]:
+    mode, otype, oid, size = line.split("\t", 1)[0].split()
+    return mode, otype, oid, int(size) if size.isdigit() else 0
+
+
+_Handler._route = _route_with_contents  # type: ignore[method-assign]
