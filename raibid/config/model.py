@@ -36,7 +36,7 @@ class ClusterVersions:
     redis_image: str = _f("redis:7.4.2", "Official multi-arch Redis image (arm64 available)")
     gitea_chart: str = _f("12.3.0", "Gitea Helm chart version (https://dl.gitea.com/charts/); pins the Gitea image")
     keda_chart: str = _f("2.17.2", "KEDA Helm chart version (>= 2.17 for activationLagCount 0)")
-    flux_chart: str = _f("2.12.4", "Community flux2 Helm chart version (fluxcd-community)")
+    flux_chart: str = _f("2.18.3", "Community flux2 Helm chart version (fluxcd-community); 2.18.3 ships Flux 2.8.5")
 
 
 @dataclass
