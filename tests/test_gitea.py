@@ -355,7 +355,7 @@ def test_bootstrap_makes_a_restricted_non_admin_user_a_team_and_one_scoped_token
         "agent": {"read:repository"}, "registry": {"read:package"}, "builder": {"write:package"},
         "mirror": {"write:repository", "write:organization", "read:user"},
         "webhook": {"write:repository", "write:organization", "read:user"}}
-    assert result.secrets == {"agent": "raibid-gitea-agent", "mirror": "raibid-gitea-mirror",
+    assert result.secrets == {"agent": "raibid-gitea-agent", "builder": "raibid-gitea-builder", "mirror": "raibid-gitea-mirror",
                               "webhook": "raibid-gitea-webhook", "registry": "raibid-gitea-registry"}
     shown = repr(result)
     assert not any(v in shown for v in values.values())

@@ -51,15 +51,34 @@ def test_parse_challenge():
 
 
 def test_doctor_image_checks_name_what_is_missing_and_the_wrong_architecture(registry):
-    refs = [catalog.ImageRef("raibid", "h", "raibid/raibid", "1"), catalog.ImageRef("rust", "h", "raibid/agent-rust", "1"),
-            catalog.ImageRef("go", "h", "raibid/agent-go", "1")]
+    refs = [("raibid/raibid", "1"), ("raibid/agent-rust", "1"), ("raibid/agent-go", "1")]
     registry.push("raibid/raibid", "1", ("linux/arm64",))
     registry.push("raibid/agent-go", "1", ("linux/amd64",))
-    found = Registry(registry.base_url, "raibid-ci", "pull-token").manifests([(r.repository, r.tag) for r in refs])
-    checks = list(image_checks_for(refs, found, {"arm64"}))
+    found = Registry(registry.base_url, "raibid-ci", "pull-token").manifests(refs)
+    checks = list(image_checks_for(refs, found, {"arm64"}, "h"))
     assert [c.status for c in checks] == [Status.OK, Status.FAIL, Status.FAIL]
     assert "h/raibid/agent-rust:1 is not in the registry" in checks[1].detail and checks[1].hint == "raibid images build"
-    assert "not the nodes' arm64" in checks[2].detail and "--platform linux/arm64" in checks[2].hint
+    assert checks[2].name == "image go" and "not the nodes' arm64" in checks[2].detail
+    assert "--only go --platform linux/arm64" in checks[2].hint
+
+
+def test_doctor_checks_the_images_the_deployed_pods_reference(run, kube, registry):
+    K3sController(kube)
+    env = {"RAIBID_GITEA_URL": registry.base_url}
+    kube.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    for c in KEDA_CRDS:
+        kube.add_object(c)
+    add_pull_secret(kube)
+    assert run("cluster", "up", "-c", "agents", "--no-build-images", "--wait-interval", "0.02s", "--timeout", "5s",
+               env=env).code == 0
+    cfg = Config()
+    cfg.gitea.url = registry.base_url
+    refs = catalog.deployed(cfg)
+    for r in refs[1:]:
+        registry.push(r.repository, r.tag)
+    checks = {c["name"]: c for c in run("doctor", "--json", env=env).json()["checks"]}
+    assert checks["image raibid"]["status"] == "fail" and refs[0].ref in checks["image raibid"]["detail"]
+    assert {checks[f"image {r.name}"]["status"] for r in refs[1:]} == {"ok"}
 
 
 def test_the_userns_check_prints_the_exact_fix(tmp_path):

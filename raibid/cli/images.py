@@ -48,10 +48,10 @@ def build(app: Application, only: tuple[str, ...], push: bool, platforms: tuple[
     from raibid.images.catalog import IMAGES, deployed, ref
     from raibid.timeutil import parse_duration
 
-    wanted = [ref(app.cfg, n) for n in only] if only else deployed(app.cfg)
     for name in only:
         if name not in IMAGES:
             raise NotFound(f"no image {name!r}", hint=f"images: {', '.join(IMAGES)}")
+    wanted = [ref(app.cfg, n) for n in dict.fromkeys(only)] if only else deployed(app.cfg)
     results = build_images(app, wanted, push=push, platforms=platforms or ("linux/arm64",),
                            timeout=parse_duration(timeout), as_json=as_json)
     data = [asdict(r) for r in results]

@@ -12,7 +12,6 @@ from raibid.errors import RaibidError
 
 if TYPE_CHECKING:
     from raibid.app import Application
-    from raibid.images.catalog import ImageRef
     from raibid.images.registry import Manifest
 
 USERNS_SYSCTL = Path("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
@@ -55,22 +54,52 @@ def registries_yaml_check(host: str, path: Path = REGISTRIES_YAML) -> Check:
     return Check("k3s-registry", Status.OK, f"{path}: mirror and credential for {host}")
 
 
-def image_checks_for(refs: list[ImageRef], manifests: list[Manifest], node_arches: set[str]) -> Iterable[Check]:
-    """One check per image: present, and built for every node's architecture."""
-    for ref, m in zip(refs, manifests, strict=True):
-        name = f"image {ref.name}"
+def image_checks_for(refs: list[tuple[str, str]], manifests: list[Manifest], node_arches: set[str],
+                     registry: str) -> Iterable[Check]:
+    """One check per (repository, tag): present, and built for every node's architecture."""
+    for (repo, tag), m in zip(refs, manifests, strict=True):
+        ref = f"{registry}/{repo}:{tag}"
+        short = repo.rsplit("/", 1)[-1].removeprefix("agent-")
+        name = f"image {short}"
         if not m.exists:
-            yield Check(name, Status.FAIL, f"{ref.ref} is not in the registry", "raibid images build")
+            yield Check(name, Status.FAIL, f"{ref} is not in the registry", "raibid images build")
             continue
         missing = sorted(a for a in node_arches if m.platforms and f"linux/{a}" not in m.platforms)
         if missing:
-            yield Check(name, Status.FAIL, f"{ref.ref} has {', '.join(m.platforms)}, not the nodes' "
+            yield Check(name, Status.FAIL, f"{ref} has {', '.join(m.platforms)}, not the nodes' "
                         f"{', '.join(missing)}",
-                        f"raibid images build --only {ref.name} " + " ".join(f"--platform linux/{a}"
-                                                                             for a in sorted(node_arches)))
+                        f"raibid images build --only {short} " + " ".join(f"--platform linux/{a}"
+                                                                          for a in sorted(node_arches)))
         else:
             arch = f" ({', '.join(m.platforms)})" if m.platforms else ""
-            yield Check(name, Status.OK, f"{ref.ref}{arch}")
+            yield Check(name, Status.OK, f"{ref}{arch}")
+
+
+# Where raibid's pods are declared: the agents' ScaledJobs, the mirror CronJob, the receiver Deployment.
+WORKLOADS = (("keda.sh/v1alpha1", "ScaledJob", ("jobTargetRef", "template")),
+             ("batch/v1", "CronJob", ("jobTemplate", "spec", "template")),
+             ("apps/v1", "Deployment", ("template",)))
+
+
+def referenced_images(kube: object, namespace: str, registry: str) -> list[tuple[str, str]]:
+    """(repository, tag) of every image in ``registry`` that raibid's live workloads' pods reference."""
+    out: list[tuple[str, str]] = []
+    for api_version, kind, path in WORKLOADS:
+        if not kube.serves(api_version, kind):  # type: ignore[attr-defined]
+            continue
+        for obj in kube.list(api_version, kind, namespace,  # type: ignore[attr-defined]
+                             label_selector="app.kubernetes.io/managed-by=raibid"):
+            pod: dict = obj.get("spec") or {}
+            for key in path:
+                pod = pod.get(key) or {}
+            spec = pod.get("spec") or {}
+            for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+                image = str(c.get("image") or "")
+                host, _, rest = image.partition("/")
+                repo, _, tag = rest.rpartition(":")
+                if host == registry and repo and tag and (repo, tag) not in out:
+                    out.append((repo, tag))
+    return out
 
 
 def registry_base(app: Application, host: str) -> str:
@@ -97,28 +126,34 @@ def node_architectures(kube: object) -> set[str]:
 
 
 def image_checks(app: Application) -> Iterable[Check]:
+    from raibid.agents.types import default_registry
     from raibid.doctor.gitea import _kube
-    from raibid.images.catalog import deployed
     from raibid.images.registry import Registry
 
     yield userns_check()
-    try:
-        refs = deployed(app.cfg)
-    except RaibidError as e:
-        yield Check("images", Status.FAIL, e.message, e.hint or "")
-        return
-    host = refs[0].registry
-    yield registries_yaml_check(host)
+    host = default_registry(app.cfg)
     kube = _kube(app)
     if kube is None:
-        yield Check("images", Status.SKIP, "no cluster: the registry's credential lives there", required=False)
+        yield Check("images", Status.SKIP, "no cluster", required=False)
         return
+    try:
+        refs = referenced_images(kube, app.namespace, host)
+    except RaibidError as e:
+        yield Check("images", Status.SKIP, f"cannot list workloads: {e.message}", required=False)
+        return
+    if not refs:
+        yield Check("images", Status.SKIP, f"no raibid pod in {app.namespace} references {host}", required=False)
+        return
+    if REGISTRIES_YAML.parent.is_dir():
+        yield registries_yaml_check(host)
+    else:
+        yield Check("k3s-registry", Status.SKIP, f"not on the k3s host (no {REGISTRIES_YAML.parent})",
+                    required=False)
     try:
         token = pull_credential(kube, app.namespace)
         arches = node_architectures(kube)
-        registry = Registry(registry_base(app, host), app.cfg.gitea.ci_user, token)
-        manifests = registry.manifests([(r.repository, r.tag) for r in refs])
+        manifests = Registry(registry_base(app, host), app.cfg.gitea.ci_user, token).manifests(refs)
     except RaibidError as e:
         yield Check("images", Status.FAIL, e.message, e.hint or "raibid doctor again once Gitea is up")
         return
-    yield from image_checks_for(refs, manifests, arches)
+    yield from image_checks_for(refs, manifests, arches, host)
