@@ -121,6 +121,21 @@ def test_the_buildkit_job_is_strictly_valid_rootless_and_unprivileged(push):
     assert bool(secrets) == push and all(v["secret"]["secretName"] == "raibid-image-push" for v in secrets)
 
 
+def test_a_plain_http_registry_is_pushed_to_as_insecure():
+    args = render_job(catalog.ref(Config(), "rust"), current(), namespace="raibid-ci", platforms=("linux/arm64",),
+                      push=True, templates=templates_dir(), insecure=True)["spec"]["template"]["spec"]
+    assert ",push=true,registry.insecure=true" in args["containers"][0]["args"][0]
+    assert "registry.insecure" not in job()["spec"]["template"]["spec"]["containers"][0]["args"][0]
+
+
+def test_a_loopback_registry_is_named_as_unreachable_from_the_build_pod():
+    from raibid.images.build import push_problem
+
+    assert "loopback" in push_problem("127.0.0.1:30080") and "loopback" in push_problem("localhost:30080")
+    assert "loopback" in push_problem("[::1]:30080")
+    assert push_problem("192.168.1.10:30080") is None and push_problem("gitea.lan") is None
+
+
 def test_two_platforms_build_one_multi_arch_image_without_a_node_selector():
     pod = job(platforms=("linux/arm64", "linux/amd64"))["spec"]["template"]["spec"]
     assert "nodeSelector" not in pod and "--opt platform=linux/arm64,linux/amd64" in pod["containers"][0]["args"][0]
@@ -214,12 +229,15 @@ def test_images_build_cli_succeeds_and_pushes_with_the_builder_token(run, kube):
     kube.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "raibid-ci"}})
     kube.add_object({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "raibid-gitea-builder",
                      "namespace": "raibid-ci"}, "data": {"token": base64.b64encode(b"tok-123").decode()}})
-    r = run("images", "build", "--only", "raibid")
+    r = run("images", "build", "--only", "raibid", env={"RAIBID_GITEA_URL": "http://10.0.0.5:30080"})
     assert r.code == 0, r.err
-    assert "tok-123" not in r.out + r.err
+    assert "tok-123" not in r.out + r.err and "loopback" not in r.err
+    (job,) = kube.list_objects("batch/v1", "Job", "raibid-ci")
+    assert ("name=10.0.0.5:30080/raibid/raibid:" in job["spec"]["template"]["spec"]["containers"][0]["args"][0])
     cfg = json.loads(base64.b64decode(kube.get_object("v1", "Secret", "raibid-image-push", "raibid-ci")
                                       ["data"][".dockerconfigjson"]))
-    assert cfg["auths"]["127.0.0.1:30080"]["password"] == "tok-123"
+    assert cfg["auths"]["10.0.0.5:30080"]["password"] == "tok-123"
+    assert "loopback" in run("images", "build", "--only", "raibid").err  # the default gitea.url: named
 
 
 def test_images_build_without_the_builder_secret_says_what_to_do(run, kube):

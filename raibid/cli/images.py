@@ -68,20 +68,27 @@ def build(app: Application, only: tuple[str, ...], push: bool, platforms: tuple[
 def build_images(app: Application, wanted: list, *, push: bool, platforms: tuple[str, ...], timeout: float,
                  as_json: bool) -> list:
     """Apply the context ConfigMap (and the push Secret), then build each image in turn, showing progress."""
+    from urllib.parse import urlsplit
+
     from raibid.cluster.render import templates_dir
-    from raibid.images.build import context_configmap, render_job, run_build
+    from raibid.images.build import context_configmap, push_problem, render_job, run_build
     from raibid.images.context import current
     from raibid.safetext import printable
 
     ctx = current()
     kube, ns = app.kube, app.namespace
     kube.apply(context_configmap(ctx, ns), force=True)
-    if push:
-        _apply_push_secret(app, wanted[0].registry if wanted else "")
+    insecure = urlsplit(app.cfg.gitea.url).scheme != "https"  # Gitea's registry on its plain-HTTP NodePort
+    if push and wanted:
+        problem = push_problem(wanted[0].registry)
+        if problem:
+            app.term.warn(f"{problem}; the push will fail. Set gitea.url (or agents.registry) to the node's IP "
+                          "and NodePort, e.g. http://192.168.1.10:30080")
+        _apply_push_secret(app, wanted[0].registry)
     results = []
     for image in wanted:
         job = render_job(image, ctx, namespace=ns, platforms=platforms, push=push,
-                         templates=app.templates or templates_dir(), deadline=int(timeout))
+                         templates=app.templates or templates_dir(), insecure=insecure, deadline=int(timeout))
         app.term.info(f"building {image.ref} ({', '.join(platforms)}) in Job {ns}/{job['metadata']['name']}")
         with _Display(app, image.name) as show:
             result = run_build(kube, image, ctx, job, push=push, on_line=show.line, timeout=timeout)

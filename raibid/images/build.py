@@ -69,8 +69,28 @@ def context_configmap(ctx: BuildContext, namespace: str) -> dict[str, Any]:
             "binaryData": {CONTEXT_KEY: encoded}}
 
 
+def push_problem(registry: str) -> str | None:
+    """Why a build pod could not push to ``registry`` (host[:port]), or None.
+
+    The pod pushes to the same address k3s pulls from, and Gitea's token realm is its ROOT_URL
+    (``<gitea.url>/v2/token``): a loopback address there is the pod's own, not the node's.
+    """
+    import ipaddress
+
+    host = registry.rsplit(":", 1)[0].strip("[]") if registry.count(":") <= 1 or registry.startswith("[") \
+        else registry
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback:
+        return (f"the registry {registry} is a loopback address: a build pod reaches its own loopback, not the "
+                "node's, for the push and for Gitea's token realm (<gitea.url>/v2/token)")
+    return None
+
+
 def render_job(image: ImageRef, ctx: BuildContext, *, namespace: str, platforms: tuple[str, ...], push: bool,
-               templates: Path, deadline: int = 3600, push_secret: str = PUSH_SECRET,
+               templates: Path, insecure: bool = False, deadline: int = 3600, push_secret: str = PUSH_SECRET,
                buildkit_image: str = BUILDKIT_IMAGE, cpu: str = "2", memory: str = "4Gi",
                cache_size: str = "20Gi") -> dict[str, Any]:
     import jinja2
@@ -85,6 +105,7 @@ def render_job(image: ImageRef, ctx: BuildContext, *, namespace: str, platforms:
         job_name=job_name(image, ctx), namespace=namespace, image_name=image.name, image_ref=image.ref,
         context_digest=ctx.digest, context_configmap=configmap_name(ctx), platforms=list(platforms), push=push,
         push_secret=push_secret, buildkit_image=buildkit_image, deadline=deadline, cpu=cpu, memory=memory,
+        insecure=insecure,
         memory_limit=memory, cache_size=cache_size,
         # One platform: run on a node of that architecture, so nothing is emulated.
         node_arch=platforms[0].split("/")[1] if len(platforms) == 1 else None)
