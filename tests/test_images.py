@@ -282,3 +282,18 @@ def test_dockerfiles_pass_hadolint(dockerfile):
 def test_every_catalogue_image_has_a_dockerfile():
     for name in catalog.IMAGES:
         assert (ROOT / "templates" / "images" / name / "Dockerfile").is_file()
+
+
+def test_the_context_is_the_sdist_less_what_dockerignore_names(tmp_path):
+    """The same files as raibid's sdist (built with hatchling), minus the .dockerignore'd ones, plus that file."""
+    subprocess.run([sys.executable, "-m", "hatchling", "build", "-t", "sdist", "-d", str(tmp_path)],
+                   cwd=ROOT, check=True, capture_output=True)
+    sdist = next(tmp_path.glob("raibid-*.tar.gz"))
+    with tarfile.open(sdist) as tar:
+        members = {m.name.split("/", 1)[1]: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    patterns = [ln.strip() for ln in members["templates/images/.dockerignore"].decode().splitlines()
+                if ln.strip() and not ln.startswith("#")]
+    kept = {p: d for p, d in members.items() if not ignored(p, patterns)}
+    ctx = collect(*source_roots(), version="0")
+    files = {p: d for p, _, d in ctx.files if p != ".dockerignore"}
+    assert files == kept
