@@ -211,13 +211,17 @@ def test_a_build_creates_the_job_streams_its_log_and_reports_the_outcome(kube, o
 
 
 def test_images_build_cli_reports_the_failing_step_and_exits_1(run, kube):
-    BuildController(kube, FAILED_LOG, ok=False)
+    hostile = "#3 [2/3] RUN apt-get update && apt-get install -y nosuchpkg \x1b]52;c;cHduZWQ=\x07 [red]x[/red]"
+    BuildController(kube, [*FAILED_LOG[:4], hostile, *FAILED_LOG[4:]], ok=False)
     kube.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "raibid-ci"}})
     r = run("images", "build", "--only", "python", "--no-push", "--json")
     assert r.code == 1
     (data,) = r.json()
     assert data["ok"] is False and data["failed_step"].startswith("[2/3] RUN apt-get update")
     assert "the build failed at [2/3] RUN apt-get update" in r.err
+    # Piped: one plain line per step on stderr, the log's own text escaped (no OSC 52 reaches the terminal).
+    assert "python: #2 [1/3] FROM docker.io/library/python:3.12-slim-bookworm" in r.err
+    assert "\x1b]52" not in r.err and "[red]x[/red]" in r.err and r.out.lstrip().startswith("[")
     assert kube.get_object("batch/v1", "Job", data["job"], "raibid-ci") is not None
 
 
