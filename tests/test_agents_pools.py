@@ -11,6 +11,7 @@ import yaml
 from raibid.agents.trust import split_pool
 from raibid.cluster.render import render
 from raibid.config import load_config
+from raibid.images.context import current
 from tests.harness.crdschema import validate_cr
 
 SECRETS = {"redis_password": "REDIS-PW-sentinel", "gitea_admin_password": "GITEA-PW-sentinel"}
@@ -279,7 +280,7 @@ def test_config_overrides_reach_the_pool(tmp_path):
     c = containers(ml)["build"]
     assert pod_of(ml)["runtimeClassName"] == "nvidia" and c["resources"]["requests"]["nvidia.com/gpu"] == 1
     assert "nvidia.com/gpu" not in containers(ml)["agent"]["resources"]["requests"]
-    assert c["resources"]["limits"]["memory"] == "32Gi" and c["image"].endswith("/raibid/agent-python:latest")
+    assert c["resources"]["limits"]["memory"] == "32Gi" and c["image"].endswith(f"/raibid/agent-python:{current().tag}")
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["HF_HOME"] == "/cache/hf" and env["PIP_CACHE_DIR"] == "/cache/pip"
     assert {m["mountPath"] for m in c["volumeMounts"]} >= {"/cache/hf", "/cache/pip"}
@@ -289,8 +290,9 @@ def test_every_builtin_type_has_an_image_recipe_running_as_the_pods_uid():
     from raibid.agents.pools import AGENT_UID
     from raibid.agents.types import BUILTIN
     from raibid.cluster.render import templates_dir
+    from raibid.images.catalog import image_for_type
 
     for name in BUILTIN:
-        text = (templates_dir() / "images" / name / "Dockerfile").read_text()
+        text = (templates_dir() / "images" / (image_for_type(name) or name) / "Dockerfile").read_text()
         assert f"USER {AGENT_UID}:{AGENT_UID}" in text and f"--uid {AGENT_UID}" in text, name
         assert "pip install --no-cache-dir /src/raibid" in text and "git" in text, name

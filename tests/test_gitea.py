@@ -352,10 +352,10 @@ def test_bootstrap_makes_a_restricted_non_admin_user_a_team_and_one_scoped_token
         secret = kube.get_object("v1", "Secret", r.secret, NS)
         assert secret["metadata"]["annotations"]["raibid.dev/generated"] == "true"
     assert {r.name: set(r.scopes) for r in ROLES} == {
-        "agent": {"read:repository"}, "registry": {"read:package"},
+        "agent": {"read:repository"}, "registry": {"read:package"}, "builder": {"write:package"},
         "mirror": {"write:repository", "write:organization", "read:user"},
         "webhook": {"write:repository", "write:organization", "read:user"}}
-    assert result.secrets == {"agent": "raibid-gitea-agent", "mirror": "raibid-gitea-mirror",
+    assert result.secrets == {"agent": "raibid-gitea-agent", "builder": "raibid-gitea-builder", "mirror": "raibid-gitea-mirror",
                               "webhook": "raibid-gitea-webhook", "registry": "raibid-gitea-registry"}
     shown = repr(result)
     assert not any(v in shown for v in values.values())
@@ -537,7 +537,7 @@ def test_role_check_finds_an_admin_token_in_a_role_secret(ids, gitea, kube):
     bootstrap(admin, k, NS, make_spec())
     found = {c.role: c.state for c in check_role_tokens(gitea.url, k, NS, admin=admin, admin_user="raibid-admin",
                                                         retries=0)}
-    assert found == {"agent": "ok", "mirror": "ok", "webhook": "ok", "registry": "ok"}
+    assert found == {"agent": "ok", "mirror": "ok", "webhook": "ok", "registry": "ok", "builder": "ok"}
     scoped = gitea.add_token("raibid-admin", "admin-scoped-token-without-read-user", ["read:repository"])
     for name, value in (("raibid-gitea-webhook", GITEA_TOKEN), ("raibid-gitea-agent", scoped)):
         k.delete("v1", "Secret", name, NS)

@@ -229,8 +229,16 @@ def _enabled(cfg: Config, name: str, override: AgentType | None) -> bool:
 
 
 def _from_base(cfg: Config, name: str, base: _Base, base_name: str | None, source: str) -> TypeSpec:
+    from raibid.images.catalog import default_tag, image_for_type, ref
+
     image_name = base_name if (base_name and not base.image) else name
-    image = base.image or f"{default_registry(cfg)}/raibid/agent-{image_name}:{cfg.agents.image_tag}"
+    catalogued = image_for_type(image_name)
+    if base.image:
+        image = base.image
+    elif catalogued:  # one of raibid's images, at the exact tag `raibid images build` pushes
+        image = ref(cfg, catalogued).ref
+    else:  # a plugin type that names no image: the operator builds agent-<name> at raibid's tag
+        image = f"{default_registry(cfg)}/raibid/agent-{image_name}:{default_tag(cfg)}"
     return TypeSpec(name=name, image=image, cpu=base.cpu, memory=base.memory,
                     cpu_limit=base.cpu_limit or base.cpu, memory_limit=base.memory_limit or base.memory,
                     lag_count=base.lag_count, max_replicas=base.max_replicas or cfg.agents.max_replicas,

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "webhook": ("raibid.cli.webhook", "Receive Gitea/GitHub pushes in the cluster: serve, register, status."),
     "mirror": ("raibid.cli.mirror", "Mirror GitHub repos, lists and orgs (regex) into Gitea; safe for cron."),
     "config": ("raibid.cli.config", "Show, locate or create the raibid config file."),
+    "images": ("raibid.cli.images", "Build raibid's images in the cluster (rootless BuildKit) and push them."),
     "doctor": ("raibid.cli.doctor", "Check this machine, the cluster and Redis."),
     "top": ("raibid.cli.top", "Live dashboard of the queue, agent pools, jobs and cluster."),
     "status": ("raibid.cli.status", "A commit's checks (REPO[@REF|SHA]), from Redis, as `gh pr checks`."),

@@ -130,10 +130,13 @@ def _changes_table(app: Application, changes: list[Change]) -> None:
 @click.option("--force-conflicts", is_flag=True, help="Take ownership of fields another manager owns.")
 @click.option("--replace", is_flag=True,
               help="Delete and re-create objects whose immutable fields changed (never PVCs or generated Secrets).")
+@click.option("--build-images/--no-build-images", default=True, show_default=True,
+              help="Build the images the pods reference that the registry lacks (`raibid images build`).")
 @json_option
 @pass_app
 def up(app: Application, components: tuple[str, ...], dry_run: bool, wait: bool, timeout: str, wait_interval: str,
-       prune: bool, prune_pvcs: bool, force_conflicts: bool, replace: bool, as_json: bool) -> None:
+       prune: bool, prune_pvcs: bool, force_conflicts: bool, replace: bool, build_images: bool,
+       as_json: bool) -> None:
     """Apply the components with server-side apply (field manager raibid), in kapp's order.
 
     Idempotent: re-applying an unchanged cluster reports every object unchanged.
@@ -198,8 +201,15 @@ def up(app: Application, components: tuple[str, ...], dry_run: bool, wait: bool,
         from raibid.cli.gitea import bootstrap_after_up
 
         result["gitea_bootstrap"] = bootstrap_after_up(app, waited=wait)
+    if build_images and not dry_run and set(chosen) & {"agents", "mirror", "webhook"}:
+        from raibid.cli.images import ensure_images
+
+        result["images"] = ensure_images(app)
+        result["ok"] = result["ok"] and result["images"]["ok"]
     if as_json:
         app.term.json(result)
+    if not result["ok"]:
+        raise Exit(ExitCode.FAILURE)
 
 
 @cluster.command()

@@ -84,7 +84,8 @@ def render(cfg: Config, components: Iterable[str] = (), *, namespace: str | None
         raise TemplateError(f"templates folder not found: {root}", hint="check cluster.templates_dir")
     env = _environment(str(root))
     ns = namespace or cfg.cluster.namespace
-    context = {**cfg.to_dict(masked=False), "namespace": ns, "secrets": dict(secrets or generate_secrets())}
+    context = {**cfg.to_dict(masked=False), "namespace": ns, "secrets": dict(secrets or generate_secrets()),
+               "images": _Images(cfg)}
     out: list[Manifest] = []
     for component in selected_components(cfg, components):
         folder = root / component
@@ -108,6 +109,19 @@ def render(cfg: Config, components: Iterable[str] = (), *, namespace: str | None
                 out.append(Manifest(doc, component, rel))
     # Stable sort: kind rank first, then the template order within a rank.
     return sorted(out, key=lambda m: kind_rank(m.kind))
+
+
+class _Images:
+    """``images.raibid`` in a template: raibid's own image at its resolved tag, computed only when used."""
+
+    def __init__(self, cfg: Config) -> None:
+        self._cfg = cfg
+
+    @property
+    def raibid(self) -> str:
+        from raibid.images.catalog import raibid_image
+
+        return raibid_image(self._cfg)
 
 
 def _component_context(name: str, cfg: Config, namespace: str) -> dict[str, Any]:

@@ -36,7 +36,7 @@ class ClusterVersions:
     redis_image: str = _f("redis:7.4.2", "Official multi-arch Redis image (arm64 available)")
     gitea_chart: str = _f("12.3.0", "Gitea Helm chart version (https://dl.gitea.com/charts/); pins the Gitea image")
     keda_chart: str = _f("2.17.2", "KEDA Helm chart version (>= 2.17 for activationLagCount 0)")
-    flux_chart: str = _f("2.12.4", "Community flux2 Helm chart version (fluxcd-community)")
+    flux_chart: str = _f("2.18.3", "Community flux2 Helm chart version (fluxcd-community); 2.18.3 ships Flux 2.8.5")
 
 
 @dataclass
@@ -190,7 +190,8 @@ class AgentsConfig:
     scaling_strategy: str = _f("accurate", "KEDA scalingStrategy: accurate, eager or default (see docs/agents.md)",
                                choices=("accurate", "eager", "default"))
     registry: str | None = _f(None, "Registry host for agent images and RAIBID_REGISTRY (default: host of gitea.url)")
-    image_tag: str = _f("latest", "Tag of the default agent images")
+    image_tag: str | None = _f(None, "Tag of raibid's images (default: <raibid version>-<hash of the build context>, "
+                                     "what `raibid images build` pushes)")
     gitea_url: str | None = _f(None, "Gitea URL agents clone from (default: the in-cluster Gitea Service)")
     max_timeout: int = _f(6 * 3600, "Longest job an agent runs, in seconds; the Job's activeDeadlineSeconds is above it",
                          min=1)
@@ -328,7 +329,7 @@ class MirrorConfig:
     orgs: list[MirrorOrg] = _f([], "Orgs or users: {name, kind, include, exclude, target_org, forks, archived, "
                                "on_missing}")
     schedule: str = _f("*/15 * * * *", "Cron schedule of the in-cluster CronJob (component `mirror`)")
-    image: str = _f("ghcr.io/raibid-labs/raibid:latest", "Image with raibid and git for the CronJob")
+    image: str | None = _f(None, "Image of the CronJob (default: raibid's image, <registry>/raibid/raibid:<tag>)")
     trigger: TriggerConfig = field(default_factory=TriggerConfig, metadata={"help": "CI triggering"})
 
     def __post_init__(self) -> None:
@@ -356,7 +357,7 @@ class WebhookConfig:
                                       "hooks go to <public_url>/hooks/github")
     internal_url: str | None = _f(None, "Base URL Gitea posts to (default: http://raibid-webhook.<namespace>.svc:<port>)")
     max_body: int = _f(1024 * 1024, "Largest request body accepted, in bytes (larger: 413)", min=1)
-    image: str = _f("ghcr.io/raibid-labs/raibid:latest", "Image of the receiver pod (raibid installed, multi-arch)")
+    image: str | None = _f(None, "Image of the receiver pod (default: raibid's image, <registry>/raibid/raibid:<tag>)")
     ingress_host: str | None = _f(None, "Host name of a Traefik Ingress for the receiver (none when unset)")
     sync_workers: int = _f(2, "Background threads syncing mirrored repos after GitHub pushes", min=1)
     max_pending: int = _f(256, "Repos waiting for a sync before further pushes are dropped (the cron sync catches up)",

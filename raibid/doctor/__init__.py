@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING
 from raibid.doctor.checks import Check, Provider, Status
 from raibid.doctor.cluster import cluster_checks
 from raibid.doctor.gitea import gitea_checks
+from raibid.doctor.images import image_checks
 from raibid.doctor.machine import machine_checks
 from raibid.doctor.queue import queue_checks, redis_checks
 
 if TYPE_CHECKING:
     from raibid.app import Application
 
-PROVIDERS: list[Provider] = [machine_checks, cluster_checks, redis_checks, queue_checks, gitea_checks]
+PROVIDERS: list[Provider] = [machine_checks, cluster_checks, redis_checks, queue_checks, gitea_checks, image_checks]
 
 
 def run_checks(app: Application, providers: Iterable[Provider] | None = None) -> list[Check]:

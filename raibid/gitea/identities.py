@@ -70,6 +70,9 @@ ROLES: tuple[Role, ...] = (
          "calls mirror-sync), and branch heads"),
     Role("registry", "raibid-gitea-registry", ("read:package",),
          "k3s's containerd pulling images (`raibid gitea registry config`)"),
+    Role("builder", "raibid-gitea-builder", ("write:package",),
+         "the image-build Job (`raibid images build`): push raibid's images; the CLI turns it into the "
+         "docker config.json Secret raibid-image-push, mounted by that Job alone"),
 )
 ROLE_NAMES = tuple(r.name for r in ROLES)
 ROLE_SECRETS = tuple(r.secret for r in ROLES)

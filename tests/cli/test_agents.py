@@ -6,6 +6,7 @@ import pytest
 import redis
 import yaml
 
+from raibid.images.context import current
 from raibid.queue import JobSpec, Queue
 from tests.harness.kubefake import KEDA_CRDS, K3sController
 
@@ -47,7 +48,7 @@ def test_types_lists_builtins_with_resources_and_caches(run, isolated_env):
     assert types["node"]["env"]["npm_config_cache"].startswith("/cache/")
     big = types["rust-big"]
     assert big["extends"] == "rust" and big["cpu"] == "8" and big["cpu_limit"] == "8" and big["memory"] == "16Gi"
-    assert big["caches"] == types["rust"]["caches"] and big["image"].endswith("/raibid/agent-rust:latest")
+    assert big["caches"] == types["rust"]["caches"] and big["image"].endswith(f"/raibid/agent-rust:{current().tag}")
     assert big["enabled"] and not types["gpu"]["enabled"]
     assert types["gpu"]["gpu"] == 1 and types["gpu"]["runtime_class"] == "nvidia"
     assert "uv" not in types["python"]["caches"] and types["python"]["env"]["PIP_INDEX_URL"]

@@ -491,6 +491,10 @@ class KubeFake(Served):
         self.stopping = threading.Event()
         # Seconds a deleted namespace stays Terminating (its finalizers running) before it is gone.
         self.namespace_finalize_delay = 0.0
+        # Pod logs: (namespace, pod) -> lines written so far, and whether the container has exited.
+        self.pod_logs: dict[tuple[str, str], list[str]] = {}
+        self.pod_logs_done: set[tuple[str, str]] = set()
+        self.logs_changed = threading.Condition(self.lock)
         self.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
         self.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}})
 
@@ -524,6 +528,14 @@ class KubeFake(Served):
         with self.lock:
             self.faults.append(f)
         return f
+
+    def write_pod_log(self, namespace: str, pod: str, *lines: str, done: bool = False) -> None:
+        """Append lines to a pod's log (a follower sees them at once); ``done``: the container exited."""
+        with self.logs_changed:
+            self.pod_logs.setdefault((namespace, pod), []).extend(lines)
+            if done:
+                self.pod_logs_done.add((namespace, pod))
+            self.logs_changed.notify_all()
 
     def on_write(self, hook: Callable[[KubeFake, str, dict], None]) -> None:
         """Call ``hook(fake, verb, obj)`` after each persisted write; it may play controller."""
@@ -1048,6 +1060,12 @@ class _Handler(Handler):
             auth = self.headers.get("Authorization") or ""
             if fake.token is not None and auth != f"Bearer {fake.token}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
+            log_path = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", split.path)
+            if log_path and method == "GET":
+                with fake.lock:
+                    fake.log.append(LoggedRequest(method, split.path, query, ctype, 200, None, ua))
+                self._pod_log(log_path.group(1), log_path.group(2), query)
+                return
             status, payload = self._route(method, split.path, query, body, ctype, ua)
         except ApiError as e:
             status, payload = e.code, e.body()
@@ -1056,6 +1074,45 @@ class _Handler(Handler):
         with fake.lock:
             fake.log.append(LoggedRequest(method, split.path, query, ctype, status, query.get("fieldManager"), ua))
         self._send(status, payload)
+
+    def _pod_log(self, ns: str, name: str, q: dict) -> None:
+        """GET .../pods/<name>/log: text/plain; ``follow=true`` streams (chunked) until the container exits.
+
+        As a real API server: 404 for no such pod, 400 while the container is still waiting to start.
+        """
+        fake = self.owner
+        pod = fake.get_object("v1", "Pod", name, ns)
+        if pod is None:
+            self._send(404, ApiError(404, "NotFound", f'pods "{name}" not found').body())
+            return
+        if (pod.get("status") or {}).get("phase", "Pending") == "Pending":
+            container = q.get("container") or pod["spec"]["containers"][0]["name"]
+            self._send(400, ApiError(400, "BadRequest", f'container "{container}" in pod "{name}" is waiting '
+                                     "to start: ContainerCreating").body())
+            return
+        key = (ns, name)
+        follow = q.get("follow") == "true"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        sent = 0
+        while True:
+            with fake.logs_changed:
+                lines = fake.pod_logs.get(key, [])
+                while follow and sent >= len(lines) and key not in fake.pod_logs_done \
+                        and not fake.stopping.is_set():
+                    fake.logs_changed.wait(0.5)
+                    lines = fake.pod_logs.get(key, [])
+                new, sent = lines[sent:], len(lines)
+                finished = not follow or key in fake.pod_logs_done or fake.stopping.is_set()
+            data = "".join(f"{line}\n" for line in new).encode()
+            if data:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+            if finished and sent >= len(fake.pod_logs.get(key, [])):
+                break
+        self.wfile.write(b"0\r\n\r\n")
 
     # ---------------------------------------------------------------- routing
     def _route(self, method: str, path: str, q: dict, raw: bytes, ctype: str, ua: str) -> tuple[int, Any]:

@@ -250,8 +250,8 @@ def test_fields_removed_by_the_keda_patch_are_unknown():
 def test_wrong_enums():
     obj = kustomization()
     obj["spec"]["sourceRef"]["kind"] = "HelmRepository"
-    assert "spec.sourceRef.kind: 'HelmRepository' is not one of ['OCIRepository', 'GitRepository', 'Bucket']" \
-        in problems(obj, strict=False)
+    assert ("spec.sourceRef.kind: 'HelmRepository' is not one of ['OCIRepository', 'GitRepository', 'Bucket', "
+            "'ExternalArtifact']") in problems(obj, strict=False)
 
     obj = helm_chart()
     obj["spec"]["failurePolicy"] = "explode"
@@ -268,9 +268,9 @@ def test_list_map_keys_must_be_unique():
 
 def test_api_version_kind_and_version_must_be_vendored_and_served():
     obj = git_repository()
-    obj["apiVersion"] = "source.toolkit.fluxcd.io/v2"
-    assert "GitRepository version 'v2' is not served by source.toolkit.fluxcd.io/gitrepositories.yaml " \
-           "(served: v1, v1beta1, v1beta2)" in problems(obj)
+    obj["apiVersion"] = "source.toolkit.fluxcd.io/v1beta2"
+    assert "GitRepository version 'v1beta2' is not served by source.toolkit.fluxcd.io/gitrepositories.yaml " \
+           "(served: v1)" in problems(obj)
     assert "no vendored CRD for example.com/v1 Widget" in problems(
         {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})
     assert "needs apiVersion and kind" in problems({"metadata": {"name": "w"}})
