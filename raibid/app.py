@@ -149,7 +149,8 @@ class Application:
                      max_deliveries=cfg.queue.max_deliveries, min_idle_ms=int(cfg.queue.min_idle * 1000),
                      log_ttl=cfg.queue.log_ttl, log_maxlen=cfg.queue.log_maxlen,
                      default_agent=cfg.agents.default_type, default_timeout=cfg.queue.default_timeout,
-                     dedupe_ttl=cfg.queue.dedupe_ttl, retention=cfg.queue.retention, retry=retry)
+                     dedupe_ttl=cfg.queue.dedupe_ttl, retention=cfg.queue.retention,
+                     log_high_water=cfg.queue.log_high_water, retry=retry)
 
     def agent_pools(self) -> dict[str, tuple[int, int]]:
         """Pool (queue) name -> (KEDA lagCount, max replicas): both pools of every type that has one,

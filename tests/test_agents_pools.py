@@ -216,7 +216,7 @@ def test_the_settings_env_is_read_back_by_the_config_loader(tmp_path):
 def test_every_setting_agents_run_reads_reaches_the_agent_container(tmp_path):
     """What `raibid agents run` reads from the config must be what the operator configured, not a default."""
     text = ("agents:\n  max_pids: 77\n  log_max_bytes: 1048576\n  log_line_max_bytes: 4096\n  max_timeout: 600\n"
-            "  wait: 7\nqueue:\n  heartbeat: 11\n  min_idle: 99\n  max_deliveries: 5\n  log_maxlen: 1234\n"
+            "  wait: 7\nqueue:\n  log_high_water: 0.5\n  heartbeat: 11\n  min_idle: 99\n  max_deliveries: 5\n  log_maxlen: 1234\n"
             "redis:\n  prefix: ci2\n")
     want = load_config(_write(tmp_path, text))
     for sj in scaled_jobs(pools(tmp_path, text)).values():
@@ -225,6 +225,7 @@ def test_every_setting_agents_run_reads_reaches_the_agent_container(tmp_path):
         for section, key in [("agents", "max_pids"), ("agents", "log_max_bytes"), ("agents", "log_line_max_bytes"),
                              ("agents", "max_timeout"), ("agents", "wait"), ("queue", "heartbeat"),
                              ("queue", "min_idle"), ("queue", "max_deliveries"), ("queue", "log_maxlen"),
+                             ("queue", "log_high_water"),
                              ("redis", "prefix")]:
             assert getattr(getattr(got, section), key) == getattr(getattr(want, section), key), (section, key)
 

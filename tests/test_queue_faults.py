@@ -732,3 +732,43 @@ def test_config_refuses_bad_queue_values(run, redis_url, isolated_env, yaml):
     cfg.write_text(yaml)
     r = run("--config", str(cfg), "queue", "stats")
     assert r.code == 2, r.err
+
+
+def test_logs_are_trimmed_before_redis_is_full_so_results_are_always_recorded(tmp_path, redis_kind):
+    """A flood of logs near maxmemory: finished jobs' logs go first (oldest first), then the running job's
+    further lines are refused with one marker; no record is lost and the running job still finishes."""
+    from tests.harness.redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "r", kind=redis_kind).start()
+    try:
+        r = server.client()
+        q = Queue(r, url=server.url, log_high_water=0.75)
+        used = int(r.info("memory")["used_memory"])
+        r.config_set("maxmemory-policy", "noeviction")
+        r.config_set("maxmemory", str(used + 16 * 2**20))  # 16 MiB of headroom
+        piece = "y" * 16 * 1024
+        old = []
+        for i in range(6):  # six finished jobs of ~1.5 MiB of log each, oldest first
+            job = q.submit(JobSpec(repo="acme/app", ref=f"b{i}"))
+            claim = q.claim("generic", f"w{i}")
+            q.append_log(job.id, [piece] * 96)
+            q.finish(claim, "succeeded", exit_code=0)
+            old.append(job.id)
+        running = q.submit(JobSpec(repo="acme/flood", ref="main"))
+        claim = q.claim("generic", "flooder")
+        for _ in range(120):  # ~23 MiB: more than all of maxmemory
+            q.append_log(running.id, [piece] * 12)
+        assert q.finish(claim, "failed", exit_code=1)  # a result is always recorded
+        info = r.info("memory")
+        assert int(info["used_memory"]) < int(info["maxmemory"])
+        jobs = [q.get(i) for i in old]
+        assert all(j.status == "succeeded" and j.repo == "acme/app" for j in jobs)  # no record lost
+        trimmed = [j.log_trimmed for j in jobs]
+        assert trimmed[0] and trimmed == sorted(trimmed, reverse=True)  # oldest first
+        assert all(not r.exists(q.keys.log(i)) for i, t in zip(old, trimmed, strict=True) if t)
+        lines = [line for _, line in q.logs(running.id)]
+        assert lines[-1].startswith("[log truncated: Redis is near its maxmemory")
+        assert sum(1 for line in lines if line.startswith("[log truncated")) == 1
+        assert q.get(running.id).status == "failed" and server.proc.poll() is None
+    finally:
+        server.stop()

@@ -423,7 +423,7 @@ class Agent:
             except Exception as e:
                 self.log(f"could not release job {job_id}: {e}; it is redelivered after queue.min_idle")
                 where = "left pending"
-            self.log(f"released job {job_id}: {where}")
+            self.log(f"released job {job_id} ({outcome.error or 'released'}): {where}")
             return outcome
         try:
             ok = self.q.finish(claim, outcome.status or "failed", exit_code=outcome.exit_code, error=outcome.error)

@@ -257,6 +257,9 @@ def logs(app: Application, job_id: str, follow: bool, raw: bool, as_json: bool) 
         else:
             app.term.line(line)
 
+    if job.log_trimmed:
+        app.term.warn(f"the log of job {job_id} was deleted to keep Redis under its maxmemory "
+                      "(queue.log_high_water): newer jobs' logs needed the room")
     last = "-"
     for eid, line in q.logs(job_id):
         out(eid, line)

@@ -84,6 +84,9 @@ class QueueConfig:
     heartbeat: float = _f(30.0, "Seconds between a running job's heartbeats", gt=0)
     log_ttl: int = _f(7 * 24 * 3600, "Seconds a finished job's log stream is kept", min=1)
     log_maxlen: int = _f(100_000, "Approximate cap on log lines per job", min=1)
+    log_high_water: float = _f(0.75, "Fraction of Redis's maxmemory above which the logs of finished jobs are "
+                               "deleted, oldest first, and new log lines refused, so job records always fit "
+                               "(0: never)", min=0, max=0.95)
     default_timeout: int = _f(3600, "Job timeout in seconds when none is given", min=1)
     retention: int = _f(30 * 86400, "Seconds finished job records (and their index entries) are kept, by submit "
                         "time; trimmed by reap and finish. 0 keeps them for ever", min=0)

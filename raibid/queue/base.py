@@ -32,7 +32,8 @@ class QueueBase:
     def __init__(self, client: redis.Redis, *, prefix: str = "raibid", url: str = "redis://?",
                  max_deliveries: int = 3, min_idle_ms: int = 300_000, log_ttl: int = 7 * 24 * 3600,
                  log_maxlen: int = 100_000, default_agent: str = "generic", default_timeout: int = 3600,
-                 dedupe_ttl: int = 86400, retention: float = 30 * 86400, retry: Any = None) -> None:
+                 dedupe_ttl: int = 86400, retention: float = 30 * 86400, log_high_water: float = 0.75,
+                 retry: Any = None) -> None:
         from raibid.queue.connection import no_retry, retry_policy
 
         # Commands are never retried one by one (a lost reply would resend a write); whole
@@ -49,6 +50,7 @@ class QueueBase:
         self.default_timeout = default_timeout
         self.dedupe_ttl = dedupe_ttl
         self.retention = retention
+        self.log_high_water = log_high_water  # of the server's maxmemory: finished logs are trimmed above it
         self.retrying = retry if retry is not None else retry_policy()  # for retry-safe calls
         self._groups_ok: set[str] = set()
         self._lag_checked: set[str] = set()  # streams this worker checked at its start

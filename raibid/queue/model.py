@@ -131,6 +131,7 @@ class Job:
     retry_of: str | None = None
     retried_by: str | None = None
     cancel_requested: bool = False
+    log_trimmed: bool = False  # its log was deleted to keep Redis under maxmemory (queue.log_high_water)
     dedupe: str | None = None
     event: str | None = None
     pipeline: str | None = None
@@ -149,7 +150,7 @@ class Job:
         """Read a stored record. Never raises: a field that cannot be read is left at its default
         and named in ``malformed``, so one bad record cannot break listing the others."""
         problems: list[str] = []
-        names = {f.name for f in fields(cls)} - {"malformed", "env", "cancel_requested"}
+        names = {f.name for f in fields(cls)} - {"malformed", "env", "cancel_requested", "log_trimmed"}
         data: dict[str, Any] = {k: (v if v != "" else None) for k, v in h.items() if k in names}
         for k in ("id", "repo", "ref", "agent", "status"):
             if not data.get(k):
@@ -181,6 +182,7 @@ class Job:
             env = {}
         data["env"] = env
         data["cancel_requested"] = h.get("cancel_requested") == "1"
+        data["log_trimmed"] = h.get("log_trimmed") == "1"
         if data["status"] and data["status"] not in STATUSES:
             problems.append(f"unknown status {data['status']!r}")
         return cls(**data, malformed="; ".join(problems) or None)

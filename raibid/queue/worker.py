@@ -125,6 +125,8 @@ class Worker(QueueBase):
         """Append lines, one log entry each, in pipelined batches (lua/append_log.lua). Not retried:
         after Unreachable some lines may be in; sending them again would repeat them."""
         key = self.keys.log(job_id)
+        keys = [key, self.keys.job(job_id), self.keys.index]
+        head = [self.log_maxlen, self.log_high_water, self.keys.job("")]
         script = self._script("append_log")
         pipe = self.r.pipeline(transaction=False)
         n = 0
@@ -134,9 +136,9 @@ class Worker(QueueBase):
         def send() -> None:
             joined = "\n".join(batch)
             if joined.count("\n") == len(batch) - 1:  # no line holds a newline: one argument per batch
-                script(keys=[key], args=[self.log_maxlen, "joined", joined], client=pipe)
+                script(keys=keys, args=[*head, "joined", joined], client=pipe)
             else:
-                script(keys=[key], args=[self.log_maxlen, "each", *batch], client=pipe)
+                script(keys=keys, args=[*head, "each", *batch], client=pipe)
 
         for line in lines:
             batch.append(line)

@@ -556,3 +556,10 @@ def test_logs_with_bytes_that_are_not_utf8_show_replacement_characters(run, q):
         assert r.out.startswith("bad \ufffd\ufffd ")
     assert run("queue", "logs", job.id).out == "bad \ufffd\ufffd \\x1b[2J\n"
     assert json.loads(run("queue", "logs", job.id, "--json").out)["line"] == "bad \ufffd\ufffd \x1b[2J"
+
+
+def test_logs_of_a_trimmed_log_say_why_it_is_empty(run, q):
+    job = q.submit(JobSpec(repo="a/b", ref="main"))
+    q.r.hset(q.keys.job(job.id), "log_trimmed", "1")  # as append_log.lua marks it
+    r = run("queue", "logs", job.id)
+    assert r.code == 0 and r.out == "" and "deleted to keep Redis under its maxmemory" in r.err
