@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("raibid.cli.config", "Show, locate or create the raibid config file."),
     "doctor": ("raibid.cli.doctor", "Check this machine, the cluster and Redis."),
     "top": ("raibid.cli.top", "Live dashboard of the queue, agent pools, jobs and cluster."),
+    "run": ("raibid.cli.run", "Run a repo's .raibid.yml pipelines here: the real queue and agents, no cluster."),
     "completion": ("raibid.cli.completion", "Print the shell completion script."),
 }
 
