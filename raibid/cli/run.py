@@ -179,11 +179,15 @@ def _execute(app: Application, top: Path, work_tree: Path, spec: Any, commit: st
     local = None
     with private_tempdir() as tmp:
         try:
-            if configured:
+            if not configured:
+                valkey = EmbeddedValkey(tmp / "valkey", binary).launch()  # starts while the snapshot is made
+            ref = spec.trigger.branch or spec.trigger.tag or source.WORKTREE_BRANCH
+            snap = source.snapshot(top, tmp / "src", ref=ref, commit=commit, within=work_tree)
+            if valkey is None:
                 url, password = app.redis_endpoint()
                 shown = redact_url(url)
             else:
-                valkey = EmbeddedValkey(tmp / "valkey", binary).start()
+                valkey.wait_ready()
                 app.term.debug(f"embedded Valkey pid {valkey.pid} on {valkey.url}")
                 url, password, shown = valkey.url, None, "embedded"
             from raibid.queue.connection import retry_policy
@@ -193,8 +197,6 @@ def _execute(app: Application, top: Path, work_tree: Path, spec: Any, commit: st
                           default_timeout=cfg.queue.default_timeout, retry=retry_policy(cfg.redis.retries))
             if configured:
                 app.term.debug(f"queue: {shown}, key prefix {queue.keys.prefix}")
-            ref = spec.trigger.branch or spec.trigger.tag or source.WORKTREE_BRANCH
-            snap = source.snapshot(top, tmp / "src", ref=ref, commit=commit, within=work_tree)
             spec.snapshot = snap
             spec.masked = (password,) if password else ()
             (tmp / "work").mkdir(mode=0o700)

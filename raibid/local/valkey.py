@@ -63,6 +63,7 @@ class EmbeddedValkey:
         self.socket = directory / "valkey.sock"
         self.logfile = directory / "valkey.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._started = 0.0
 
     @property
     def url(self) -> str:
@@ -74,8 +75,10 @@ class EmbeddedValkey:
 
     def start(self, timeout: float = START_TIMEOUT_S) -> EmbeddedValkey:
         """Start the server and wait until it answers PING; Unreachable (exit 5) with its log tail if not."""
-        import socket
+        return self.launch().wait_ready(timeout)
 
+    def launch(self) -> EmbeddedValkey:
+        """Start the server without waiting for it (a local run makes its snapshot meanwhile)."""
         binary = self.binary or server_binary()
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
@@ -87,7 +90,15 @@ class EmbeddedValkey:
                                          stderr=subprocess.STDOUT, start_new_session=True, env=_server_env())
         except OSError as e:
             raise Unreachable(f"cannot start the embedded Valkey {binary}: {e.strerror or e}") from None
-        deadline = time.monotonic() + timeout
+        self._started = time.monotonic()
+        return self
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> EmbeddedValkey:
+        """Until the launched server answers PING; Unreachable (exit 5) with its log tail if it does not."""
+        import socket
+
+        assert self.proc is not None, "launch() first"
+        deadline = self._started + timeout
         while True:
             if self.proc.poll() is not None:
                 code = self.proc.returncode
@@ -103,7 +114,7 @@ class EmbeddedValkey:
             if time.monotonic() > deadline:
                 self.stop()
                 raise self._failed(f"the embedded Valkey did not answer on {self.socket} within {timeout:g}s")
-            time.sleep(0.005)
+            time.sleep(0.005)  # the server's own start-up, bounded by the deadline
 
     def _failed(self, message: str) -> Unreachable:
         tail = self.log_tail()
