@@ -96,7 +96,7 @@ def run(app: Application, path: Path, pipelines: tuple[str, ...], event: str, br
                    timeout=cfg.queue.default_timeout, heartbeat_s=float(cfg.queue.heartbeat),
                    max_pids=cfg.agents.max_pids, log_max_bytes=cfg.agents.log_max_bytes,
                    log_line_max_bytes=cfg.agents.log_line_max_bytes, env=_agent_env(app))
-    summary = _execute(app, top, work_tree, spec, commit, as_json)
+    summary = _with_sigterm_as_interrupt(lambda: _execute(app, top, work_tree, spec, commit, as_json))
     app.term.emit(summary, as_json, lambda: _table(app, summary))
     if not summary.ok:
         raise Exit(1)  # type: ignore[arg-type]
@@ -222,6 +222,21 @@ def _execute(app: Application, top: Path, work_tree: Path, spec: Any, commit: st
                     app.term.warn(f"could not delete this run's keys ({local.q.keys.prefix}:*): {e}")
             if valkey is not None:
                 valkey.stop()
+
+
+def _with_sigterm_as_interrupt(do: Any) -> Any:
+    """SIGTERM (a `kill`, a closing terminal's session manager) stops the run like Ctrl-C: without it the
+    embedded Valkey, in a session of its own, would outlive this process."""
+    import signal
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        return do()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _table(app: Application, summary: RunSummary) -> None:

@@ -149,7 +149,8 @@ def test_named_pipelines_each_run_and_one_failing_fails_the_run(tmp_path: Path) 
     assert [j["pipeline"] for j in json.loads(only_ok.stdout)["jobs"]] == ["ok"]
 
 
-def test_ctrl_c_mid_step_stops_everything_and_exits_130(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_mid_step_stops_everything_and_exits_130(tmp_path: Path, sig: int) -> None:
     marker = tmp_path / "started"
     repo = make_repo(tmp_path / "proj", f"steps:\n  - name: slow\n    run: echo $$ $PPID > {marker}.tmp; "
                                         f"mv {marker}.tmp {marker}; sleep 120\n")
@@ -157,7 +158,7 @@ def test_ctrl_c_mid_step_stops_everything_and_exits_130(tmp_path: Path) -> None:
     wait_for(marker, proc)
     step_pid, runner_pid = map(int, marker.read_text().split())
     assert alive(step_pid) and alive(runner_pid)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err
