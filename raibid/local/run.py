@@ -70,21 +70,27 @@ def run_prefix() -> str:
     return RUN_PREFIX + secrets.token_hex(8)
 
 
+def describe(trigger: TriggerInfo) -> str:
+    """The filter `when` was matched against, for a message: ``push on branch main``."""
+    if trigger.event == "tag":
+        return f"tag (tag {trigger.tag})"
+    if trigger.event == "pull_request":
+        return f"pull_request from {trigger.head_ref} into {trigger.base_ref}"
+    return trigger.event + (f" on branch {trigger.branch}" if trigger.branch else " (no branch: detached HEAD)")
+
+
 def select(planned: list[PlannedJob], names: tuple[str, ...], source: str, trigger: TriggerInfo) -> list[PlannedJob]:
     """The planned jobs ``--pipeline`` names (all when none); UsageError naming the filter when none is left."""
     if not names:
         if not planned:
-            raise UsageError(f"{source}: no pipeline matches event {trigger.event}"
-                             + (f" on branch {trigger.branch}" if trigger.branch else "")
-                             + (f" (tag {trigger.tag})" if trigger.tag else ""),
+            raise UsageError(f"{source}: no pipeline matches event {describe(trigger)}",
                              hint="see the pipelines' `when:`; choose another --event or --branch")
         return planned
     known = {p.pipeline for p in planned}
     missing = [n for n in names if n not in known]
     if missing:
         raise UsageError(f"{source}: --pipeline {', '.join(missing)}: no such pipeline matches event "
-                         f"{trigger.event}" + (f" on branch {trigger.branch}" if trigger.branch else ""),
-                         hint=f"matching: {', '.join(sorted(known)) or 'none'}")
+                         f"{describe(trigger)}", hint=f"matching: {', '.join(sorted(known)) or 'none'}")
     return [p for p in planned if p.pipeline in names]
 
 

@@ -309,3 +309,23 @@ def test_a_valkey_that_cannot_start_exits_5_with_its_log_tail(tmp_path: Path) ->
     assert "the embedded Valkey exited" in r.stderr
     assert "Valkey is starting" in r.stderr  # the tail of its own log
     assert list(deep.iterdir()) == []
+
+
+def test_event_and_branch_are_matched_as_the_enqueuer_would(tmp_path: Path) -> None:
+    pr = make_repo(tmp_path / "pr", "when:\n  - event: pull_request\n    branch: main\n"
+                                    "steps:\n  - run: echo pr-build ref=$RAIBID_REF\n")
+    r = raibid(tmp_path, "run", str(pr), "--event", "pull_request")  # the default target branch: main
+    assert r.returncode == 0, r.stderr
+    assert "pr | pr-build ref=main" in r.stdout
+    wrong = raibid(tmp_path, "run", str(pr), "--event", "pull_request", "--branch", "dev")
+    assert wrong.returncode == 2
+    assert "no pipeline matches event pull_request from main into dev" in wrong.stderr
+    assert "no pipeline matches event push on branch main" in raibid(tmp_path, "run", str(pr)).stderr
+
+    tag = make_repo(tmp_path / "tag", "when:\n  - event: tag\nsteps:\n  - run: echo released $RAIBID_REF\n")
+    untagged = raibid(tmp_path, "run", str(tag), "--event", "tag")
+    assert untagged.returncode == 2 and "--event tag: no tag points at HEAD" in untagged.stderr
+    subprocess.run(["git", "tag", "v1.0"], cwd=tag, check=True)
+    r = raibid(tmp_path, "run", str(tag), "--event", "tag")
+    assert r.returncode == 0, r.stderr
+    assert "tag | released v1.0" in r.stdout
