@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from raibid.agents.pipeline import EVENTS
 from raibid.cli._common import json_option, pass_app
 from raibid.errors import Exit, UsageError
 
@@ -17,7 +18,6 @@ if TYPE_CHECKING:
     from raibid.app import Application
     from raibid.local.run import JobResult
 
-EVENT_CHOICES = ("push", "pull_request", "tag", "manual")
 _COLOURS = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")  # prefixes, as docker compose does
 
 
@@ -38,7 +38,7 @@ class RunSummary:
 @click.argument("path", default=".", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--pipeline", "pipelines", multiple=True, metavar="NAME",
               help="Run only this pipeline (repeatable). Default: every pipeline whose `when` matches.")
-@click.option("--event", type=click.Choice(EVENT_CHOICES), default="push", show_default=True,
+@click.option("--event", type=click.Choice(EVENTS), default="push", show_default=True,
               help="The event the pipelines' `when` is matched against.")
 @click.option("--branch", metavar="B", help="The branch `when` sees (for pull_request: the target branch). "
               "Default: the checked-out branch (pull_request: main).")
@@ -91,8 +91,7 @@ def run(app: Application, path: Path, pipelines: tuple[str, ...], event: str, br
     jobs = select(planned, pipelines, where, trigger)
     values = _secrets(secret_names, jobs)
 
-    spec = RunSpec(trigger=trigger, jobs=jobs, snapshot=None,  # type: ignore[arg-type]
-                   workers=workers or os.cpu_count() or 1, secrets=values,
+    spec = RunSpec(trigger=trigger, jobs=jobs, workers=workers or os.cpu_count() or 1, secrets=values,
                    timeout=cfg.queue.default_timeout, heartbeat_s=float(cfg.queue.heartbeat),
                    max_pids=cfg.agents.max_pids, log_max_bytes=cfg.agents.log_max_bytes,
                    log_line_max_bytes=cfg.agents.log_line_max_bytes, env=_agent_env(app))

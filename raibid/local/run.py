@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from raibid.queue import Queue
 
 RUN_PREFIX = "raibid-run-"  # a run's key prefix on a configured Redis: raibid-run-<hex>, never a real queue's
-EVENTS = ("push", "pull_request", "tag", "manual")
 
 
 @dataclass
@@ -54,7 +53,7 @@ class RunSpec:
 
     trigger: TriggerInfo
     jobs: list[PlannedJob]
-    snapshot: Snapshot
+    snapshot: Snapshot | None = None  # set once the checkout is snapshotted, before LocalRun
     workers: int = 1
     secrets: dict[str, str] = field(default_factory=dict)  # --secret NAME -> its value from our environment
     timeout: int = 3600
@@ -117,6 +116,7 @@ class LocalRun:
         from raibid.queue import JobSpec
 
         s, t = self.spec, self.spec.trigger
+        assert s.snapshot is not None, "snapshot the checkout first"
         specs = [JobSpec(repo=s.snapshot.repo, ref=s.snapshot.ref, commit=s.snapshot.commit, agent=p.agent,
                          timeout=s.timeout, source="cli", event=t.event, pipeline=p.pipeline, context=p.context,
                          pr=t.pr, base_ref=t.base_ref, head_ref=t.head_ref) for p in s.jobs]
@@ -204,6 +204,7 @@ class LocalRun:
         from raibid.agents.trust import TrustPolicy
 
         s = self.spec
+        assert s.snapshot is not None
         only_this_repo = (re.escape(s.snapshot.repo),)
         return AgentSettings(
             agent=pool, consumer=f"local-{os.getpid()}-{index}", workdir=self.work / f"agent-{index}",
