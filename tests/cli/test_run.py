@@ -329,3 +329,11 @@ def test_event_and_branch_are_matched_as_the_enqueuer_would(tmp_path: Path) -> N
     r = raibid(tmp_path, "run", str(tag), "--event", "tag")
     assert r.returncode == 0, r.stderr
     assert "tag | released v1.0" in r.stdout
+
+
+def test_hostile_output_is_shown_escaped(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "proj", "steps:\n  - run: printf '\\033]0;pwned\\007\\033[31mred\\033[0m\\n'\n")
+    r = raibid(tmp_path, "run", str(repo))
+    assert r.returncode == 0, r.stderr
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout
+    assert "proj | \\x1b]0;pwned\\x07\\x1b[31mred\\x1b[0m" in r.stdout
