@@ -12,7 +12,7 @@ ROOT = Path(raibid.__file__).resolve().parent
 # Domain code takes plain values; it never reaches back into the CLI, the composition root,
 # the terminal or the doctor (which sit above it).
 DOMAIN = ("cluster", "queue", "gitea", "github", "config", "agents", "mirror", "gitops", "webhook", "images",
-          "errors", "timeutil", "yamlio", "settings", "http", "fileio", "gitcreds", "safetext")
+          "local", "errors", "timeutil", "yamlio", "settings", "http", "fileio", "gitcreds", "safetext")
 ABOVE_DOMAIN = ("raibid.cli", "raibid.app", "raibid.terminal", "raibid.doctor")
 # Imported only inside the functions that need them: a module-level import costs every run and every TAB.
 HEAVY = ("kubernetes", "redis", "git", "jinja2", "yaml", "requests", "urllib3", "rich")

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("raibid.cli.doctor", "Check this machine, the cluster and Redis."),
     "top": ("raibid.cli.top", "Live dashboard of the queue, agent pools, jobs and cluster."),
     "status": ("raibid.cli.status", "A commit's checks (REPO[@REF|SHA]), from Redis, as `gh pr checks`."),
+    "run": ("raibid.cli.run", "Run a repo's .raibid.yml pipelines here: the real queue and agents, no cluster."),
     "completion": ("raibid.cli.completion", "Print the shell completion script."),
 }
 
