@@ -16,16 +16,19 @@ Protocol (one connection, one agent; frames are ``type`` (1 byte), ``length``
   ``bash -eo pipefail -c <run>`` in its own process group, env = the runner's
   own environment plus ``env``; stdout and stderr combined;
 - runner -> agent ``O`` output bytes, as they come (coalesced);
-- agent -> runner ``K`` kill ``{"reason"}``: SIGTERM the group, SIGKILL after
-  :data:`KILL_GRACE_S`;
+- agent -> runner ``K`` kill ``{"reason"}``: SIGTERM everything the step started,
+  SIGKILL after :data:`KILL_GRACE_S`;
 - runner -> agent ``X`` exit ``{"code", "terminated"}`` once the step's shell
-  has exited, what it left in its group is killed and its output is drained;
-  ``terminated`` says the runner itself was sent SIGTERM (pod shutdown);
+  has exited, everything it started is killed (the runner is their subreaper)
+  and its output is drained (for :data:`DRAIN_S` at most); ``terminated`` says
+  the runner itself was sent SIGTERM (the agent believes it only with its own);
 - runner -> agent ``E`` error ``{"message"}``: the step could not start.
 
 The runner serves one agent: it stops listening once the agent is connected,
-and when the connection closes (the agent exited or died) it kills the running
-step's group and exits.
+and when the connection closes (the agent exited or died) it kills everything
+the running step started and exits. The agent does not rely on it: a runner
+that has not ended a stopped step within :data:`EXIT_GRACE_S` is given up on
+(:meth:`StepRunnerClient.abandon`).
 """
 
 from __future__ import annotations
