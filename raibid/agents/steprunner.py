@@ -457,6 +457,8 @@ def kill_descendants(root: int, *, reap: bool = False, spare: int | None = None,
                     with contextlib.suppress(ChildProcessError):
                         os.waitpid(pid, os.WNOHANG)
         if not live:
+            if reap:  # zombies that reparented here while the last pass read /proc
+                _reap_children(spare)
             return 0
         for pid in live:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -465,6 +467,20 @@ def kill_descendants(root: int, *, reap: bool = False, spare: int | None = None,
             return len(live)
         time.sleep(pause)  # the killed die; what they forked meanwhile shows up on the next pass
         pause = min(pause * 2, 0.05)
+
+
+def _reap_children(spare: int | None) -> None:
+    """Reap every zombie child of this process but ``spare``, without blocking."""
+    if spare is not None:
+        _reap_orphans(spare)
+        return
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def _reap_orphans(spare: int) -> None:
