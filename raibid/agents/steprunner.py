@@ -698,9 +698,9 @@ class StepRunnerClient:
         say): :meth:`wait` returns RunnerGone, the connection is closed, and a local runner is killed
         with everything it started. Any thread."""
         self.abandoned = True
+        self._kill_local()  # first: once wait() returns, nothing of the step writes to the workdir any more
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        self._kill_local()
 
     def _kill_local(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
