@@ -261,9 +261,9 @@ class Runner:
         except OSError:  # the agent went away: stop the step; serve() sees the end of the connection
             step.stop()
         watcher.join()
-        step.close()
         with self._lock:
             self._step = None
+        step.close()
         with contextlib.suppress(OSError):
             self._send(b"X", json.dumps({"code": step.proc.returncode, "terminated": self.terminated}).encode())
 
@@ -289,6 +289,8 @@ class _Step:
     def __init__(self, proc: subprocess.Popen) -> None:
         self.proc = proc
         self._stop = threading.Event()
+        self._fds_lock = threading.RLock()  # stop() (a signal handler too) never writes to a closed fd
+        self._closed = False
         self._wake_r, self._wake_w = os.pipe()  # stop() -> the watcher
         os.set_blocking(self._wake_r, False)
         self._ended_r, self._ended_w = os.pipe()  # the watcher -> the pump: the shell and what it left are gone
@@ -301,8 +303,9 @@ class _Step:
     def stop(self) -> None:
         """Ask the watcher to stop the step (any thread, or a signal handler)."""
         self._stop.set()
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"k")
+        with self._fds_lock, contextlib.suppress(OSError):
+            if not self._closed:
+                os.write(self._wake_w, b"k")
 
     def watch(self) -> None:
         """Until the shell exits: reap orphans that reparented to this runner, and on stop() SIGTERM the
@@ -350,10 +353,12 @@ class _Step:
                 return True
 
     def close(self) -> None:
-        for fd in (self._wake_r, self._wake_w, self._ended_r, self._ended_w, self._pidfd):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        with self._fds_lock:
+            self._closed = True
+            for fd in (self._wake_r, self._wake_w, self._ended_r, self._ended_w, self._pidfd):
+                if fd is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
         if self.proc.stdout:
             self.proc.stdout.close()
 
