@@ -19,8 +19,10 @@ from urllib.parse import urlsplit
 from raibid.errors import UsageError, redact_urls_in
 
 # git must never ask on a terminal, nor use a stored or cached credential; the header is the only one.
+# Nor may it read a user's or the system's config: a build that wrote ~/.gitconfig (a hooksPath, a
+# credential helper, an alias) would otherwise run code in the next git that holds a token.
 BASE_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": "", "GCM_INTERACTIVE": "never",
-            "LC_ALL": "C"}
+            "LC_ALL": "C", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}
 
 # User names a token is sent with in Basic auth (GitHub, Gitea and the agents' default), for scrubbing.
 _USERNAMES = ("x-access-token", "x", "git", "oauth2", "raibid")
@@ -51,7 +53,9 @@ def git_env(creds: Mapping[str, str | None] | None = None, *, base: Mapping[str,
 
     Every token becomes ``http.<origin>/.extraHeader``, so git sends it only to
     that host. Git config injected through ``base``'s environment is dropped, so
-    the caller's env can never add a second credential header.
+    the caller's env can never add a second credential header; no user or system
+    config file is read (``GIT_CONFIG_GLOBAL=/dev/null``, ``GIT_CONFIG_NOSYSTEM``)
+    and no hook runs (``core.hooksPath=/dev/null``).
     """
     env = {k: v for k, v in (os.environ if base is None else base).items()
            if not k.startswith("GIT_CONFIG_") and k not in ("GIT_DIR", "GIT_WORK_TREE")}
@@ -61,6 +65,7 @@ def git_env(creds: Mapping[str, str | None] | None = None, *, base: Mapping[str,
         if token:
             settings.append((f"http.{origin_of(url)}.extraHeader", auth_header(token, scheme=scheme,
                                                                              username=username)))
+    settings.append(("core.hooksPath", "/dev/null"))  # no hook runs, not even one in the repository
     env["GIT_CONFIG_COUNT"] = str(len(settings))
     for i, (key, value) in enumerate(settings):
         env[f"GIT_CONFIG_KEY_{i}"] = key

@@ -13,6 +13,7 @@ far below the ``maxmemory`` set on it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -277,3 +278,79 @@ def _hostile_run(base: Path, server: RedisServer, git: GitHTTPServer, tmp_path: 
     print(f"hostile build: {elapsed:.1f}s, Redis peak {memory['used_memory_peak_human']}, "
           f"looked through {sum(map(len, places.values())) >> 20} MiB in {time.monotonic() - t0 - elapsed:.1f}s",
           {str(p.name): len(b) for p, b in leftovers.items()})
+
+
+WATCHER = r"""
+import os, sys, time
+loot = sys.argv[1]
+open(loot + "/watcher.pid", "w").write(str(os.getpid()))
+end = time.time() + 60
+while time.time() < end:
+    for p in os.listdir("/proc"):
+        try:
+            e = open(f"/proc/{p}/environ", "rb").read()
+        except OSError:
+            continue
+        if b"GIT_CONFIG_VALUE" in e or b"RAIBID_REDIS_PASSWORD" in e or b"RAIBID_GITEA_TOKEN" in e:
+            open(f"{loot}/stolen-{p}.env", "wb").write(e)
+    time.sleep(0.001)
+"""
+
+
+def test_an_untrusted_build_cannot_plant_config_or_processes_for_the_next_job(base, locked_redis, tmp_path):
+    """Two `agents run` of the same uid, HOME and workdir (a laptop): job 1 (untrusted) writes a hooksPath
+    and a credential helper into ~/.gitconfig, both its own HOME's and the agent's, with hooks that dump
+    their env, and leaves a watcher reading every /proc/*/environ. Job 2 (trusted) then clones with the
+    token: no hook runs, nothing leaks, and the watcher is gone before it starts."""
+    loot, agent_home = base / "loot", base / "home"
+    (base / "watch.py").write_text(WATCHER)
+    plant = "\n".join([
+        "steps:", "  - name: plant", "    run: |",
+        *("      " + line for line in [
+            "for h in \"$HOME\" " + str(agent_home) + "; do",
+            "  mkdir -p $h/hooks",
+            f"  for k in post-checkout pre-commit reference-transaction; do printf '#!/bin/sh\\nenv > {loot}/hook-$k\\n' "
+            "> $h/hooks/$k; chmod +x $h/hooks/$k; done",
+            "  HOME=$h git config --global core.hooksPath $h/hooks",
+            f"  HOME=$h git config --global credential.helper '!env > {loot}/helper-env; true'",
+            "done",
+            f"setsid python3 {base}/watch.py {loot} </dev/null >/dev/null 2>&1 &",
+            f"while [ ! -e {loot}/watcher.pid ]; do sleep 0.01; done; echo planted",
+        ]),
+    ]) + "\n"
+    git = GitHTTPServer(tmp_path / "git", token=TOKEN).start()
+    try:
+        git.create_repo("stranger/evil", files={".raibid.yml": plant})
+        git.create_repo("acme/private", files={".raibid.yml": "steps:\n  - name: ok\n    run: |\n"
+                                               "      test ! -e \"$HOME/.gitconfig\" && echo fresh home\n"})
+        client = redis.Redis(host="127.0.0.1", port=locked_redis.port, password=REDIS_PASSWORD, decode_responses=True)
+        q = Queue(client, url=locked_redis.url)
+        env = {"PATH": os.environ["PATH"], "HOME": str(agent_home), "LANG": "C.UTF-8",
+               "RAIBID_REDIS_URL": locked_redis.url, "RAIBID_REDIS_PASSWORD": REDIS_PASSWORD,
+               "RAIBID_GITEA_URL": git.base_url, "RAIBID_GITEA_TOKEN": TOKEN, "RAIBID_AGENTS_TRUSTED_OWNERS": "[acme]",
+               "RAIBID_QUEUE_HEARTBEAT": "1"}
+        outputs = []
+        for repo, pool in (("stranger/evil", "generic-untrusted"), ("acme/private", "generic")):
+            job_id = q.submit(JobSpec(repo=repo, ref="main", agent=pool)).id
+            p = subprocess.run([sys.executable, "-c", LAUNCHER, str(NOBODY), "agents", "run", "--type", pool,
+                                "--wait", "10", "--workdir", str(base / "work")], env=env, cwd=base,
+                               capture_output=True, timeout=120)
+            log = "\n".join(read_log(q, job_id))
+            assert p.returncode == 0 and q.get(job_id).status == "succeeded", (p.stderr.decode(), log)
+            outputs += [p.stdout, p.stderr, log.encode()]
+            if repo == "stranger/evil":
+                assert "planted" in log and (agent_home / ".gitconfig").exists()
+                watcher = int((loot / "watcher.pid").read_text())
+                watcher_gone = not Path(f"/proc/{watcher}").exists()  # killed and reaped with its step
+        assert "fresh home" in log
+        found = sorted(p.name for p in loot.iterdir())
+        assert found == ["watcher.pid"], found  # no hook or helper ran, nothing was stolen
+        assert watcher_gone
+        for data in outputs:
+            assert not any(form.encode() in data for form in secret_forms(TOKEN))
+    finally:
+        pidfile = loot / "watcher.pid"
+        if pidfile.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pidfile.read_text()), 9)
+        git.stop()

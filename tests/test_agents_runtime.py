@@ -540,3 +540,128 @@ def test_a_symlinked_pipeline_is_refused_before_the_agent_reads_it(q, git, redis
     job = q.get(job_id)
     assert job.status == "failed" and job.error == ".raibid.yml is a symbolic link; it must be a regular file"
     assert TOKEN not in log_text(q, job_id)
+
+
+# ----------------------------------------------------------------------------- what a step can do to its runner
+
+
+def _running(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists() and _proc_state(pid) not in ("Z", "X")
+
+
+def _kill_pids(*pidfiles: Path) -> None:
+    for f in pidfiles:
+        for pid in (f.read_text().split() if f.exists() else ()):
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_no_process_of_a_step_outlives_its_job(q, git, redis_url, tmp_path, argv_log):
+    daemon, watcher = tmp_path / "daemon.pid", tmp_path / "watcher.pid"
+    git.create_repo("acme/app", files={"x": "x\n"})
+    job_id = submit(q, "acme/app", command=(
+        f"setsid sleep 300 >/dev/null 2>&1 & echo $! > {daemon}; "
+        f"( ( exec sleep 301 ) >/dev/null 2>&1 & echo $! > {watcher} ); echo left them"))
+    try:
+        code, _, err = finish(start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w"))
+        assert code == 0, err
+        assert q.get(job_id).status == "succeeded" and "left them" in log_text(q, job_id)
+        assert [pid for f in (daemon, watcher) if _running(pid := int(f.read_text()))] == []
+    finally:
+        _kill_pids(daemon, watcher)
+
+
+def test_a_timeout_ends_a_step_that_detached_a_process_within_seconds(q, git, redis_url, tmp_path, argv_log):
+    daemon = tmp_path / "daemon.pid"
+    git.create_repo("acme/app", files={"x": "x\n"})
+    job_id = submit(q, "acme/app", timeout=3, command=f"setsid sleep 60 & echo $! > {daemon}; sleep 60")
+    try:
+        t0 = time.monotonic()
+        code, _, err = finish(start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w"), 40)
+        assert code == 0, err
+        job = q.get(job_id)
+        assert job.status == "failed" and job.exit_code == 124 and "timed out after 3s" in job.error
+        assert time.monotonic() - t0 < 15 and not _running(int(daemon.read_text()))
+    finally:
+        _kill_pids(daemon)
+
+
+def test_a_cancel_ends_a_step_that_detached_a_process(q, git, redis_url, tmp_path, argv_log):
+    daemon = tmp_path / "daemon.pid"
+    git.create_repo("acme/app", files={"x": "x\n"})
+    job_id = submit(q, "acme/app", command=f"setsid sleep 60 & echo $! > {daemon}; echo started; sleep 60")
+    try:
+        proc = start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w")
+        wait_for(lambda: "started" in log_text(q, job_id), 30, "step output")
+        t0 = time.monotonic()
+        assert q.cancel(job_id) == "requested"
+        code, _, err = finish(proc, 40)
+        assert code == 0, err
+        assert q.get(job_id).status == "cancelled" and time.monotonic() - t0 < 12
+        assert not _running(int(daemon.read_text()))
+    finally:
+        _kill_pids(daemon)
+
+
+def test_a_step_that_stops_its_runner_cannot_hold_the_agent_past_its_deadline(q, git, redis_url, tmp_path,
+                                                                               argv_log):
+    from raibid.agents.steprunner import EXIT_GRACE_S
+
+    pidfile = tmp_path / "step.pid"
+    git.create_repo("acme/app", files={"x": "x\n"})
+    job_id = submit(q, "acme/app", timeout=3, command=f"echo $$ > {pidfile}; kill -STOP $PPID; sleep 60")
+    try:
+        t0 = time.monotonic()
+        code, _, err = finish(start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w"), 60)
+        elapsed = time.monotonic() - t0
+        assert code == 0, err
+        job = q.get(job_id)
+        assert job.status == "failed" and job.exit_code == 124 and "timed out after 3s" in job.error
+        assert elapsed < 3 + EXIT_GRACE_S + 10, elapsed
+        assert not _running(int(pidfile.read_text()))  # the agent killed its runner and what it ran
+    finally:
+        _kill_pids(pidfile)
+
+
+def test_a_step_that_sigterms_its_runner_fails_and_is_not_redelivered(q, git, redis_url, tmp_path, argv_log):
+    git.create_repo("acme/app", files={"x": "x\n"})
+    job_id = submit(q, "acme/app", command="kill -TERM $PPID; sleep 2; echo after")
+    code, _, err = finish(start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w"))
+    assert code == 0, err  # not 143: this agent was not terminated
+    job = q.get(job_id)
+    assert job.status == "failed" and job.exit_code not in (0, None) and job.deliveries == 1, job
+    assert "after" not in [line for _, line in q.logs(job_id)]
+
+
+def test_the_agents_environ_no_longer_holds_the_token_it_read(q, git, redis_url, tmp_path, argv_log):
+    git.create_repo("acme/app", files={"x": "x\n"})
+    job_id = submit(q, "acme/app", command="echo started; sleep 60")
+    proc = start_agent(agent_env(redis_url, git, tmp_path), tmp_path / "w")
+    try:
+        wait_for(lambda: "started" in log_text(q, job_id), 30, "step output")
+        environ = Path(f"/proc/{proc.pid}/environ").read_bytes()  # root reads it despite PR_SET_DUMPABLE 0
+        assert b"RAIBID_QUEUE_HEARTBEAT=1" in environ  # the block is there
+        assert TOKEN.encode() not in environ and redis_url.encode() not in environ
+    finally:
+        q.cancel(job_id)
+        finish(proc, 30)
+
+
+def test_each_job_has_a_fresh_home_and_tmpdir_removed_after_it(q, git, redis_url, tmp_path, argv_log):
+    git.create_repo("acme/app", files={"x": "x\n"})
+    work = tmp_path / "w"
+    plant = submit(q, "acme/app", command=(
+        'echo "home=$HOME tmp=$TMPDIR"; test -z "$(ls -A "$HOME" "$TMPDIR")" && echo empty; '
+        'git config --global core.hooksPath "$HOME/hooks"; echo x > "$TMPDIR/left"; mkdir "$HOME/locked"; '
+        'chmod 0 "$HOME/locked"'))
+    code, _, err = finish(start_agent(agent_env(redis_url, git, tmp_path), work))
+    assert code == 0, err
+    log = log_text(q, plant)
+    assert f"home={work / 'home'} tmp={work / 'tmp'}" in log and "empty" in log, log
+    assert not (work / "home").exists() and not (work / "tmp").exists()
+    later = submit(q, "acme/app", command='test ! -e "$HOME/.gitconfig" && test ! -e "$TMPDIR/left" && echo fresh')
+    code, _, err = finish(start_agent(agent_env(redis_url, git, tmp_path), work))
+    assert code == 0, err
+    assert q.get(later).status == "succeeded" and "fresh" in log_text(q, later)

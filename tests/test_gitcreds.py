@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 
 import pytest
@@ -15,7 +16,7 @@ def test_header_is_scoped_to_the_server_and_inherited_git_config_cannot_add_anot
     env = git_env({"http://gitea.local:3000/acme/app.git": "tok"}, username="raibid",
                   base={"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
                         "GIT_CONFIG_VALUE_0": "Authorization: Basic injected"})
-    assert env["GIT_CONFIG_COUNT"] == "3" and "injected" not in str(env)
+    assert env["GIT_CONFIG_COUNT"] == "4" and "injected" not in str(env)
     assert env["GIT_CONFIG_KEY_2"] == "http.http://gitea.local:3000/.extraHeader"
     assert env["GIT_CONFIG_VALUE_2"] == "Authorization: Basic " + base64.b64encode(b"raibid:tok").decode()
     assert env["GIT_TERMINAL_PROMPT"] == "0"
@@ -30,6 +31,41 @@ def test_git_sees_the_header_config_for_that_url_only(tmp_path):
     other = subprocess.run(["git", "config", "--get-urlmatch", "http.extraHeader", "http://elsewhere/x.git"],
                            env=env, capture_output=True, text=True)
     assert other.stdout.strip() == ""
+
+
+def test_git_reads_no_user_or_system_config_and_runs_no_hook(tmp_path):
+    """A build that wrote ~/.gitconfig (a hooksPath, a credential helper, an alias) or the system's config
+    changes nothing for raibid's git: none of it is read, and no hook runs, not even the repository's."""
+    home = tmp_path / "home"
+    hooks = home / "hooks"
+    hooks.mkdir(parents=True)
+    ran = tmp_path / "hook-ran"
+    for hook in ("post-checkout", "post-commit", "reference-transaction"):
+        (hooks / hook).write_text(f"#!/bin/sh\nenv >> {ran}\n")
+        (hooks / hook).chmod(0o755)
+    (home / ".gitconfig").write_text(f"[core]\n\thooksPath = {hooks}\n[alias]\n\tst = status\n"
+                                     "[credential]\n\thelper = !evil\n[user]\n\tname = planted\n")
+    base = {"PATH": os.environ["PATH"], "HOME": str(home), "XDG_CONFIG_HOME": str(home),
+            "GIT_CONFIG_GLOBAL": str(home / ".gitconfig"), "GIT_CONFIG_NOSYSTEM": "0"}
+    env = git_env({"http://127.0.0.1:9/x.git": "tok"}, base=base)
+    assert env["GIT_CONFIG_GLOBAL"] == "/dev/null" and env["GIT_CONFIG_NOSYSTEM"] == "1"
+    shown = subprocess.run(["git", "config", "--show-origin", "--list"], env=env, capture_output=True,
+                           text=True, cwd=tmp_path).stdout
+    assert "planted" not in shown and "evil" not in shown and str(hooks) not in shown
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], env=env, check=True)
+    (repo / ".git" / "hooks" / "post-commit").write_text(f"#!/bin/sh\necho repo-hook >> {ran}\n")
+    (repo / ".git" / "hooks" / "post-commit").chmod(0o755)
+    (repo / "f").write_text("x\n")
+    subprocess.run(["git", "add", "f"], cwd=repo, env=env, check=True)
+    subprocess.run(["git", "-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qm", "m"], cwd=repo,
+                   env=env, check=True)
+    subprocess.run(["git", "checkout", "-q", "--detach", "HEAD"], cwd=repo, env=env, check=True)
+    assert not ran.exists()
+    # The same git with the user's config does run the planted hook: the test would see it.
+    subprocess.run(["git", "checkout", "-q", "--detach", "HEAD"], cwd=repo, check=True,
+                   env={"PATH": os.environ["PATH"], "HOME": str(home)})
+    assert ran.exists()
 
 
 def test_no_token_means_no_header_and_bad_urls_are_refused():

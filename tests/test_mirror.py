@@ -168,7 +168,8 @@ def test_git_env_scopes_each_token_to_its_host_and_drops_inherited_config():
                   base={"PATH": "/bin", "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
                         "GIT_CONFIG_VALUE_0": "Authorization: Basic evil"})
     keys = [env[f"GIT_CONFIG_KEY_{i}"] for i in range(int(env["GIT_CONFIG_COUNT"]))]
-    assert keys == ["credential.helper", "core.askPass", "http.http://127.0.0.1:5000/.extraHeader"]
+    assert keys == ["credential.helper", "core.askPass", "http.http://127.0.0.1:5000/.extraHeader",
+                    "core.hooksPath"]
     assert base64.b64decode(env["GIT_CONFIG_VALUE_2"].split()[-1]).decode() == "x-access-token:TOKEN-A"
     assert "evil" not in "".join(env.values()) and env["GIT_TERMINAL_PROMPT"] == "0"
     assert origin_of("https://u:p@h.example:8443/a/b") == "https://h.example:8443/"

@@ -15,6 +15,7 @@ codes are in ``AgentExit`` and docs/agents.md.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -36,7 +37,7 @@ from raibid.agents.pipeline import (
     command_step,
     parse_pipeline,
 )
-from raibid.agents.steprunner import RunnerGone, StepRunnerClient, StepStartFailed
+from raibid.agents.steprunner import EXIT_GRACE_S, TERM_GRACE_S, RunnerGone, StepRunnerClient, StepStartFailed
 from raibid.agents.trust import TrustPolicy, secret_allowed, split_pool
 from raibid.gitcreds import git_env, mask, mask_forms, scrub
 
@@ -313,6 +314,8 @@ class Agent:
         self.runner = runner
         self._running = False  # a step is running in the runner
         self._stop_reason: str | None = None
+        self._give_up: threading.Timer | None = None  # armed by a kill: the runner must end the step by then
+        self._step_dirs: dict[str, str] | None = None  # HOME and TMPDIR of this job's steps
         self._lock = threading.Lock()
         self._secrets = [settings.token, *settings.masked]
 
@@ -329,6 +332,10 @@ class Agent:
                 self._stop_reason = reason
             if self._running and self.runner is not None:
                 self.runner.kill()
+                if self._give_up is None:  # whatever the step did to its runner, the agent's deadline holds
+                    self._give_up = threading.Timer(EXIT_GRACE_S, self.runner.abandon)
+                    self._give_up.daemon = True
+                    self._give_up.start()
 
     # ------------------------------------------------------------------ main
     def run(self) -> Outcome:
@@ -408,6 +415,7 @@ class Agent:
         finally:
             hb.stop()
             sink.close()
+            self._remove_step_dirs()
         if sink.error is not None:
             self.log(f"some log lines were not stored: {sink.error}")
         outcome.job_id = job.id
@@ -583,6 +591,7 @@ class Agent:
         """(exit code, why it was stopped or None, seconds). Output streams to ``cutter`` as it comes."""
         assert self.runner is not None
         t0 = time.monotonic()
+        env = {**env, **self._fresh_step_dirs()}
         with self._lock:  # a kill frame (timeout, cancel, SIGTERM) can only follow the run frame
             if self._stop_reason is not None:
                 why, self._stop_reason = self._stop_reason, None
@@ -600,17 +609,44 @@ class Agent:
 
         try:
             code, runner_terminated = self.runner.wait(output)
+        except RunnerGone:
+            if not self.runner.abandoned:
+                raise
+            code, runner_terminated = -1, False  # stopped, and the runner did not end it in time: given up on
         finally:
             timer.cancel()
             with self._lock:
                 self._running = False
                 why, self._stop_reason = self._stop_reason, None
+                if self._give_up is not None:
+                    self._give_up.cancel()
+                    self._give_up = None
             cutter.end_step()
-        if runner_terminated:  # the pod is shutting down: our own SIGTERM is on its way
-            self.terminating.set()
+        if runner_terminated and why is None:
+            # The runner was sent SIGTERM. In a pod shutting down, so is this agent, maybe a moment later;
+            # if not, a step signalled its runner (`kill -TERM $PPID`), and the step simply failed.
+            self.terminating.wait(TERM_GRACE_S)
         if why is None and self.terminating.is_set():
             why = "terminated"
         return code, why, time.monotonic() - t0
+
+    def _fresh_step_dirs(self) -> dict[str, str]:
+        """HOME and TMPDIR of this job's steps: new directories in the workdir, made before its first step
+        and removed after the job, so what a build writes there (~/.gitconfig, ~/.npmrc, ~/.cargo) never
+        reaches a later job."""
+        if self._step_dirs is None:
+            home, tmp = self.s.workdir / "home", self.s.workdir / "tmp"
+            for path in (home, tmp):
+                _remove_tree(path)  # a previous agent's, if it was killed
+                path.mkdir(mode=0o700, parents=True)
+            self._step_dirs = {"HOME": str(home), "TMPDIR": str(tmp), "TMP": str(tmp), "TEMP": str(tmp)}
+        return self._step_dirs
+
+    def _remove_step_dirs(self) -> None:
+        if self._step_dirs is not None:
+            for key in ("HOME", "TMPDIR"):
+                _remove_tree(Path(self._step_dirs[key]))
+            self._step_dirs = None
 
     # ------------------------------------------------------------------ git
     def _clone(self, repo: str, ref: str, commit: str | None, dest: Path, say: Callable[[str], None]) -> str:
@@ -653,6 +689,25 @@ class Agent:
             raise _CloneFailed(f"git {args[0]}: {text.splitlines()[-1] if text else f'exit {p.returncode}'}",
                                transient=transient)
         return p.stdout
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a directory a build wrote to, even where it took away its own permissions; a symlink put
+    in its place is removed, never followed."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink()
+        return
+    if not path.exists():
+        return
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o700)
+    for root, dirs, _ in os.walk(path):
+        for name in dirs:
+            sub = os.path.join(root, name)
+            if not os.path.islink(sub):
+                with contextlib.suppress(OSError):
+                    os.chmod(sub, 0o700)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _read_pipeline(src: Path, repo: str, sha: str, name: str | None = None) -> Pipeline:

@@ -50,18 +50,20 @@ def run(app: Application, agent_type: str | None, wait_s: float | None, workdir:
     taken over by another agent; 5 Redis, Gitea or the step runner unreachable;
     143 SIGTERM (the job was released for redelivery).
     """
+    from raibid.agents.steprunner import no_dump, scrub_environ
+
+    no_dump()  # first, before anything reads a secret: /proc/<pid>/environ and mem become root's
+
     import os
     import shutil
     import tempfile
 
     from raibid.agents.runtime import AgentSettings, default_consumer, run_agent
-    from raibid.agents.steprunner import no_dump
     from raibid.agents.trust import TrustPolicy
     from raibid.agents.types import default_registry
     from raibid.errors import UsageError
     from raibid.queue import validate_agent
 
-    no_dump()  # before anything reads a secret: /proc/<pid>/environ and mem become root's
     cfg = app.cfg
     name = agent_type or cfg.agents.default_type
     validate_agent(name)  # the type's image, env and caches come with the pod; only its stream matters here
@@ -70,10 +72,10 @@ def run(app: Application, agent_type: str | None, wait_s: float | None, workdir:
     queue = app.worker_queue
     _, redis_password = app.redis_endpoint()
     token, _ = app.gitea_token()
-    # Read once, then gone from the environment: nothing this process starts inherits them.
+    # Read once, then gone from the environment: nothing this process starts inherits them, and
+    # their values are overwritten where /proc/<pid>/environ shows them (no thread runs yet).
     private = (cfg.redis.password_env, cfg.gitea.token_env, "RAIBID_REDIS_URL")
-    for key in private:
-        os.environ.pop(key, None)
+    scrub_environ(private)
     made = workdir is None
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="raibid-agent-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -108,7 +110,9 @@ def step_runner(socket_path: str, accept_timeout: float) -> None:
     It holds no secret and needs no config: it serves one agent connection and
     exits when the agent hangs up (0), or when none connects in time (5).
     """
-    from raibid.agents.steprunner import ProtocolError, serve_socket
+    from raibid.agents.steprunner import ProtocolError, no_dump, serve_socket
+
+    no_dump()  # first: the job secrets of the steps it runs pass through this process
     from raibid.errors import Unreachable
 
     try:
