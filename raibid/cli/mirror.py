@@ -55,13 +55,13 @@ def _prepare(app: Application, repos: tuple[str, ...], orgs: tuple[str, ...], jo
                           jobs=jobs)
     opts = Options(cache_dir=app.mirror_cache_dir, mode=m.mode, jobs=jobs, timeout=float(m.timeout),
                    dry_run=dry_run, allow_delete=allow_delete, github_token=cfg.secret(m.github_token_env),
-                   gitea_token=gitea.token,
+                   gitea_token=gitea.token, github=app.github(max_wait=max_wait) if m.pull_requests else None,
                    trigger=Trigger(m.trigger.branches, _submitter(app), m.trigger.on_create,
                                    pending=PendingTriggers(lambda: app.worker_queue)) if trigger else None)
     return Syncer(gitea, targets, opts), resolved
 
 
-def _submitter(app: Application) -> Callable[[str, str, str], tuple[str, bool]]:
+def _submitter(app: Application) -> Callable[..., tuple[str, bool]]:
     """Enqueue one CI job per (target repo, commit, pool), routed by ``agents.trusted`` and deduped
     exactly as the webhook receiver does (`raibid.webhook.trigger.BuildTrigger`), so a cron run and
     a webhook for the same commit make one job."""

@@ -140,7 +140,7 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
                     branches=cfg.mirror.trigger.branches, agent=cfg.mirror.trigger.agent, policy=app.trust_policy,
                     trigger_enabled=cfg.mirror.trigger.enabled, overrides=w.branches, sync=sync, pull=pull,
                     engine=engine, max_body=w.max_body, threads=w.sync_workers, max_pending=w.max_pending,
-                    deliveries=_deliveries(app))
+                    deliveries=_deliveries(app), pull_requests=cfg.mirror.pull_requests)
     try:
         server = create_server(service.receiver, host, port, max_body=w.max_body, threads=threads)
     except BaseException:

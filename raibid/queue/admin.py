@@ -106,6 +106,28 @@ class Admin(Producer, Worker):
         return res[1:]
 
     @mapped
+    def approve(self, job_id: str) -> Job:
+        """Move a job held for approval (``waiting-approval``) to ``queued``: its stream entry is added now.
+
+        One script step (``approve.lua``), which also adds the ``kind=job`` event. A job that is not
+        waiting is a usage error (exit 2) naming its status; an unknown id is not found (exit 3).
+        """
+        from raibid.queue.events import EVENTS_MAXLEN
+
+        job = self._get_job(job_id)
+        if job.status != "waiting-approval":
+            raise UsageError(f"job {job_id} is {job.status or 'unreadable'}, not waiting-approval; nothing to approve")
+        stream = self.keys.stream(job.agent)
+        self._ensure_group(stream)  # KEDA's group must exist before the entry
+        res = self._script("approve")(keys=[self.keys.job(job_id), stream, self.keys.events],
+                                      args=[now_rfc3339(), job.agent, EVENTS_MAXLEN])
+        if res[0] == "missing":
+            raise no_job(job_id)
+        if res[0] == "status":
+            raise UsageError(f"job {job_id} is {res[1]}, not waiting-approval; nothing to approve")
+        return self._get_job(job_id)
+
+    @mapped
     def retry(self, job_id: str, *, trust: TrustPolicy | None = None) -> Job:
         """Enqueue a failed, dead or cancelled job again as a new attempt linked to the old one.
 

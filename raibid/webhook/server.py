@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from raibid.errors import RaibidError, UsageError
 from raibid.webhook.mirrors import MirrorSet
-from raibid.webhook.receiver import GiteaPushes, GitHubPushes, Receiver
+from raibid.webhook.receiver import GiteaPulls, GiteaPushes, GitHubPulls, GitHubPushes, Receiver
 from raibid.webhook.sync import BuildAfterSync, GiteaPullSync
 from raibid.webhook.trigger import BuildTrigger
 from raibid.webhook.worker import SyncFn, SyncWorker
@@ -44,14 +44,15 @@ def build(*, secret: str, submit: Callable[[JobSpec], tuple[Job, bool]], mirrors
           sync: SyncFn | None = None, pull: GiteaPullSync | None = None,
           engine: Callable[[EngineSubmit | None], SyncFn] | None = None, unavailable: str = "no sync configured",
           max_body: int = 1 << 20, threads: int = 2, max_pending: int = 256,
-          deliveries: Deliveries | None = None) -> Service:
+          deliveries: Deliveries | None = None, pull_requests: bool = True) -> Service:
     """The receiver and its started background worker (none without a way to sync).
 
     GitHub pushes sync through ``engine`` (given the enqueue function for its trigger, None
     when triggers are off: it builds what it moves), or through ``sync`` followed by
     ``BuildAfterSync`` (pull mode: ``pull`` waits for Gitea to have the commit). Every job goes
     to the pool ``policy`` (``agents.trusted``; None trusts nothing) picks for its repo.
-    ``deliveries`` dedupes GitHub deliveries by id (a redelivery does nothing).
+    ``deliveries`` dedupes GitHub deliveries by id (a redelivery does nothing). Pull requests take
+    the same paths (``pull_requests``: ``mirror.pull_requests``, for GitHub PRs).
     """
     if not secret:
         raise UsageError("the webhook secret is empty")
@@ -65,12 +66,15 @@ def build(*, secret: str, submit: Callable[[JobSpec], tuple[Job, bool]], mirrors
     if sync is not None:
         worker = SyncWorker(sync, after, threads=threads, max_pending=max_pending).start()
     gitea = GiteaPushes(trigger) if trigger_enabled else None
+    gitea_pulls = GiteaPulls(trigger) if trigger_enabled else None
+    github_pulls = GitHubPulls(mirrors, worker, unavailable=unavailable, enabled=pull_requests and trigger_enabled)
 
     def health() -> dict[str, Any]:
         return {"sync": vars(worker.stats) if worker else None}
 
     receiver = Receiver(secret, gitea=gitea, github=GitHubPushes(mirrors, worker, unavailable=unavailable),
-                        max_body=max_body, health=health, deliveries=deliveries)
+                        gitea_pulls=gitea_pulls, github_pulls=github_pulls, max_body=max_body, health=health,
+                        deliveries=deliveries)
     return Service(receiver, worker)
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from raibid.agents.trust import TrustPolicy, route
+from raibid.agents.trust import TrustPolicy, route, split_pool
 from raibid.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ class Enqueued:
     commit: str
     agent: str  # the pool the job went to: <type> or <type>-untrusted
     created: bool  # False: a job for this commit and pool existed already
+    waiting: bool = False  # held in waiting-approval (agents.approval) until `raibid queue approve`
 
 
 def _compile(pattern: str, where: str) -> re.Pattern[str]:
@@ -68,17 +69,25 @@ class BuildTrigger:
         """The pool a job of ``repo`` (Gitea OWNER/NAME, as the agent clones it) goes to."""
         return route(self.agent, repo, self.policy)
 
-    def enqueue(self, repo: str, branch: str, commit: str) -> Enqueued:
+    def enqueue(self, repo: str, branch: str, commit: str, *, event: str | None = None, pr: str | None = None,
+                base_ref: str | None = None, head_ref: str | None = None, origin: str | None = None,
+                fork: bool = False, author: str | None = None) -> Enqueued:
+        """One job for ``commit``. A pull request (``event="pull_request"``, ``branch`` its
+        ``refs/pull/<n>/head``) routes by ``fork`` and ``author`` too, and may be held for approval;
+        its dedupe key is the push's, so a PR head that is also a pushed branch tip builds once."""
         from raibid.queue import JobSpec, dedupe_key
 
-        pool = self.pool(repo)
+        is_pr = event == "pull_request"
+        pool = route(self.agent, repo, self.policy, pr=is_pr, fork=fork, author=author)
+        hold = is_pr and self.policy.needs_approval(fork=fork, trusted=split_pool(pool)[1])
         spec = JobSpec(repo=repo, ref=branch, commit=commit, agent=pool, source=self.source,
-                       dedupe=dedupe_key(repo, commit, pool))
+                       dedupe=dedupe_key(repo, commit, pool), event=event, pr=pr, base_ref=base_ref,
+                       head_ref=head_ref, origin=origin, hold=hold)
         job, created = self.submit(spec)
-        return Enqueued(job.id, repo, branch, commit, job.agent, created)
+        return Enqueued(job.id, repo, branch, commit, job.agent, created, job.status == "waiting-approval")
 
-    def submit_for_engine(self, repo: str, branch: str, commit: str) -> tuple[str, bool]:
+    def submit_for_engine(self, repo: str, branch: str, commit: str, **trigger: Any) -> tuple[str, bool]:
         """The mirror engine's ``Trigger.submit`` (`raibid.mirror.sync.Submit`; the engine has matched
-        the branch already)."""
-        e = self.enqueue(repo, branch, commit)
+        the branch already; a pull request's trigger comes as keywords)."""
+        e = self.enqueue(repo, branch, commit, **trigger)
         return e.job_id, e.created
