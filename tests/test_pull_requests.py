@@ -349,3 +349,28 @@ def test_the_pr_trigger_reaches_the_step_of_a_real_agent(queue, git, redis_url, 
     job = queue.get(reply["job"])
     assert job.status == "succeeded", (err, log_text(queue, job.id))
     assert "event=pull_request pr=5 base=main head=feature ref=refs/pull/5/head" in log_text(queue, job.id)
+
+
+def test_a_retried_fork_pr_stays_untrusted_even_in_a_trusted_repo(queue):
+    """Retry routes again with today's policy; a PR's fork and author are not in the record, so an
+    untrusted PR build must not be lifted into the trusted pool by its repo's trust."""
+    policy = TrustPolicy.of(owners=["mirrors"], approval="none")
+    service = gitea_receiver(queue, policy)
+    _, reply = gitea_post(service.receiver, gitea_pr("opened", head_repo="forker/app"), event="pull_request")
+    queue.cancel(reply["job"])
+    again = queue.retry(reply["job"], trust=policy)
+    assert (again.agent, again.event, again.pr) == ("generic-untrusted", "pull_request", "7")
+    _, same = gitea_post(service.receiver, gitea_pr("opened", number=8, sha=SHA_B), event="pull_request")
+    queue.cancel(same["job"])
+    assert queue.retry(same["job"], trust=policy).agent == "generic"  # a trusted same-repo PR stays trusted
+
+
+def test_a_pr_listing_github_refuses_still_syncs_the_branches(world, run):
+    github, gitea = world
+    sha = github.commit("acme", "app", "main", {"n.txt": "2\n"})
+    github.fail_next(1, status=403, path="/pulls$")
+    cron = run("mirror", "sync", "--json")
+    assert cron.code == 0, cron.err
+    [repo] = cron.json()["repos"]
+    assert repo["action"] == "synced" and "open pull requests not listed" in repo["note"]
+    assert gitea.git.refs("mirrors/app")["refs/heads/main"] == sha

@@ -184,6 +184,15 @@ class Syncer:
         owner, _, name = r.source.partition("/")
         return self.opts.github.list_open_pulls(owner, name)
 
+    def _listed_pulls(self, r: Resolved, result: RepoResult) -> list[Any]:
+        """The open PRs, or none when GitHub would not list them (a note says so): the branches and tags
+        still sync, and the next run lists again."""
+        try:
+            return self._open_pulls(r) or []
+        except RaibidError as e:
+            result.note = f"open pull requests not listed: {e.message}"
+            return []
+
     def _owed_pulls(self, r: Resolved, pulls: list[Any], heads: dict[str, str], first_time: bool) -> list[Owed]:
         """One ``pull_request`` job per moved PR head whose base branch matches the trigger."""
         t = self.opts.trigger
@@ -253,7 +262,7 @@ class Syncer:
             want = g.mirrored(g.ls_remote(src, deadline=deadline), branches)
         except g.SourceGone:
             raise _Failed("source repository not found (deleted upstream, or the token cannot read it)") from None
-        pulls = self._open_pulls(r) or []
+        pulls = self._listed_pulls(r, result)
         org, name = r.target.split("/", 1)
         self._ensure_org(org)
         target = self._find_target(r, result)
@@ -331,7 +340,8 @@ class Syncer:
         have_refs = g.ls_remote(g.Remote(target.clone_url, opts.gitea_token), deadline=deadline)
         moves = g.changes(want, g.mirrored(have_refs))
         # Gitea's pull mirror copies GitHub's refs/pull/* itself: an open PR whose head it lacks needs a sync.
-        pulls_moved = [p for p in self._open_pulls(r) or [] if have_refs.get(f"refs/pull/{p.number}/head") != p.head_sha]
+        pulls_moved = [p for p in self._listed_pulls(r, result)
+                       if have_refs.get(f"refs/pull/{p.number}/head") != p.head_sha]
         if not moves and not pulls_moved:
             result.action = "unchanged"
             return

@@ -6,7 +6,7 @@ import datetime as dt
 import math
 from collections.abc import Iterable
 
-from raibid.agents.trust import TrustPolicy, route
+from raibid.agents.trust import TrustPolicy, route, split_pool
 from raibid.errors import NotFound, UsageError
 from raibid.queue.base import no_job
 from raibid.queue.connection import mapped, retried
@@ -141,6 +141,10 @@ class Admin(Producer, Worker):
     def _retry(self, job_id: str, *, dlq: bool, trust: TrustPolicy | None) -> Job:
         old = self._get_job(job_id)
         pool = old.agent if trust is None else route(old.agent, old.repo, trust)
+        if old.event == "pull_request" and not split_pool(old.agent)[1]:
+            # A fork's or an untrusted author's PR: the record keeps no fork or author to decide again
+            # from, and a trusted base repo must not lift it into the trusted pool.
+            pool = old.agent
         validate_agent(pool)
         stream = self.keys.stream(pool)
         self._ensure_group(stream)  # a pool never used before: KEDA's group must exist before the entry

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from raibid.gitea.models import Hook
     from raibid.webhook.github import GitHubHooks
 
-EVENTS = ["push"]
+EVENTS = ["pull_request", "push"]  # sorted: compared with a hook's sorted events; "pull_request" is every PR action on both
 
 
 @dataclass
