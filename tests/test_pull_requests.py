@@ -26,7 +26,7 @@ from tests.test_agents_runtime import agent_env, finish, log_text, start_agent
 from tests.test_agents_runtime import argv_log as argv_log  # noqa: F401 - fixtures: a git wrapper on PATH,
 from tests.test_agents_runtime import git as git  # noqa: F401 - and the git server with the agent's token
 from tests.test_webhook import SECRET, call, gitea_post, sign
-from tests.test_webhook_github import DEADLINE
+from tests.test_webhook_github import DEADLINE, wait_for
 from tests.test_webhook_mirror import receiver as mirror_receiver
 
 FIXTURE = Path(__file__).parent / "fixtures" / "octokit-webhooks-examples" / "pull-request.json"
@@ -374,3 +374,52 @@ def test_a_pr_listing_github_refuses_still_syncs_the_branches(world, run):
     [repo] = cron.json()["repos"]
     assert repo["action"] == "synced" and "open pull requests not listed" in repo["note"]
     assert gitea.git.refs("mirrors/app")["refs/heads/main"] == sha
+
+
+# ----------------------------------------------------------------------------- GitHub, pull mode
+
+
+def test_pull_mode_a_github_fork_pr_delivered_by_github_waits_for_gitea_then_is_held(github, gitea, redis_url):
+    """A real waitress server, the hook registered through the API, GitHub's delivery of the real payload:
+    Gitea's pull mirror syncs (copying refs/pull/*), the receiver waits for the head there, then holds it."""
+    from raibid.gitea import Gitea
+    from raibid.webhook.github import GitHubHooks
+    from raibid.webhook.register import register_github
+    from raibid.webhook.server import start_server
+    from raibid.webhook.sync import GiteaPullSync
+    from tests.conftest import GITEA_TOKEN
+
+    github.add_org("acme")
+    github.add_org("forker")
+    github.add_repo("acme", "app", files={"README.md": "hi\n"})
+    github.add_repo("forker", "app", fork=True, files={"README.md": "hi\n"})
+    client = Gitea(gitea.url, GITEA_TOKEN, backoff=0.001)
+    client.create_org("mirrors")
+    client.migrate(github.repo_json(github.repo("acme", "app"), authenticated=True)["clone_url"], "mirrors", "app",
+                   mirror=True, auth_token=github.token)
+    queue = Queue(connect(redis_url, None))
+    mirrors = MirrorSet.of("mirrors", ["acme/app"])
+    pull = GiteaPullSync(client, mirrors, wait=DEADLINE, interval=0.02)
+    service = build(secret=SECRET, submit=queue.submit_deduped, mirrors=mirrors, branches="^main$", agent="generic",
+                    policy=TrustPolicy.of(owners=["mirrors"]), sync=pull, pull=pull)
+    server, thread = start_server(service.receiver)
+    try:
+        url = f"http://127.0.0.1:{server.effective_port}/hooks/github"
+        [hook] = register_github(GitHubHooks(github.url, github.token), ["acme/app"], url=url, secret=SECRET)
+        [registered] = github.repo("acme", "app").hooks.values()
+        assert hook.action == "created" and "pull_request" in registered.events
+        github.commit("forker", "app", "patch", {"x.sh": "echo\n"})
+        pr = github.open_pull("acme", "app", "patch", head=("forker", "app"), author="forker")
+        payload = retarget(as_fork(octokit("opened")), "acme/app", pr.number, pr.head_sha, "patch",
+                           head_repo="forker/app")
+        payload["pull_request"]["base"]["ref"] = "main"
+        [delivery] = github.deliver("acme", "app", "pull_request", payload)
+        assert delivery.status == 202
+        [job] = wait_for(lambda: queue.list())
+    finally:
+        server.close()
+        thread.join(5)
+        service.stop()
+    assert gitea.git.refs("mirrors/app")["refs/pull/1/head"] == pr.head_sha
+    assert (job.repo, job.ref, job.commit, job.agent, job.status, job.origin) == (
+        "mirrors/app", "refs/pull/1/head", pr.head_sha, "generic-untrusted", "waiting-approval", "github:acme/app")

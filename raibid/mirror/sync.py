@@ -6,8 +6,9 @@ into the cache and force-push the differing branches and tags, deleting those
 gone upstream. With ``Options.github`` (PR discovery) each repository also costs one
 paginated ``GET /repos/{o}/{r}/pulls?state=open``: an open pull request whose
 ``refs/pull/<n>/head`` on Gitea is not its head sha is fetched and pushed there (and
-built, as a ``pull_request`` job); when every head is in place that is all, no git work. Pull mode hands the work to Gitea (``repos/migrate`` with
-``mirror: true``, then ``mirror-sync``). Repositories gone upstream get their
+built, as a ``pull_request`` job); when every head is in place that is all, no git
+work. Pull mode hands the work to Gitea (``repos/migrate`` with ``mirror: true``,
+then ``mirror-sync``; Gitea's pull mirror copies ``refs/pull/*`` itself). Repositories gone upstream get their
 org entry's ``on_missing`` policy. One repository failing never stops the others.
 """
 
@@ -284,7 +285,8 @@ class Syncer:
         first_time = target is None or not have
         moves = g.changes(want, have)
         if opts.dry_run:
-            result.action, result.refs_changed = ("created" if target is None else "synced"), len(moves) + len(pulls_moved)
+            result.action = "created" if target is None else "synced"
+            result.refs_changed = len(moves) + len(pulls_moved)
             result.note = "dry run: " + (f"would create {r.target}" if target is None else
                                          f"would move {len(moves)} ref(s)")
             return

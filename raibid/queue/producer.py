@@ -23,7 +23,8 @@ class Producer(QueueBase):
         return Job(id=job_id or new_job_id(), repo=spec.repo, ref=spec.ref, commit=spec.commit,
                    agent=spec.agent or self.default_agent, command=spec.command, env=dict(spec.env),
                    timeout=spec.timeout or self.default_timeout, source=spec.source,
-                   submitted_at=submitted_at or now_rfc3339(), status="waiting-approval" if spec.hold else "queued", attempt=attempt, retry_of=retry_of,
+                   submitted_at=submitted_at or now_rfc3339(),
+                   status="waiting-approval" if spec.hold else "queued", attempt=attempt, retry_of=retry_of,
                    dedupe=spec.dedupe, **spec.trigger())
 
     def _write(self, jobs: list[Job], *, batch: int = 200) -> dict[str, str]:
