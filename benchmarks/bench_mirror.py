@@ -1,6 +1,6 @@
 """Mirroring 100 repos: raibid's unchanged fast path against a naive fetch-and-push, and a first full sync.
 
-Usage: python benchmarks/bench_mirror.py [--repos 100] [--rounds 3] [--jobs 4]
+Usage: python benchmarks/bench_mirror.py [--repos 100] [--rounds 3] [--jobs 4] [--prs 0]
 
 "GitHub" is the GitHub API fake with its smart-HTTP git server, "Gitea" the Gitea
 fake with its own (tests/harness), all on 127.0.0.1 in this process. Reported:
@@ -11,6 +11,11 @@ fake with its own (tests/harness), all on 127.0.0.1 in this process. Reported:
   an already-warm bare cache and `git push --prune` of heads and tags to the target
   (what a cron script around plain git does). Both run as subprocesses with the
   same credentials in the env; the ratio is raibid / naive.
+
+PR discovery (``mirror.pull_requests``, on by default) is part of every raibid run: one
+``GET /repos/{o}/{r}/pulls?state=open`` per repo. ``--prs N`` opens N same-repo pull requests
+per repo first, so the first sync mirrors their ``refs/pull/<n>/head`` and the unchanged runs
+compare them (still no git work).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ def main() -> None:
     ap.add_argument("--repos", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=4)
+    ap.add_argument("--prs", type=int, default=0, help="open pull requests per repo")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -49,6 +55,9 @@ def main() -> None:
             github.add_repo("bench", f"r{i:03d}", branches={"main": {"README.md": f"# {i}\n"},
                                                            "dev": {"dev.txt": str(i)}})
             github.tag("bench", f"r{i:03d}", "v1")
+            for n in range(args.prs):
+                github.commit("bench", f"r{i:03d}", f"pr{n}", {"pr.txt": f"{i}-{n}\n"})
+                github.open_pull("bench", f"r{i:03d}", f"pr{n}")
         git_server = GitHTTPServer(d / "gitea-git").start()
         gitea = GiteaFake(git_server).start()
         gitea.add_token("raibid-admin", GITEA_TOKEN)
@@ -98,7 +107,9 @@ def main() -> None:
             if (github.git_fetches(), _pushes(git_server)) != before:
                 sys.exit("the unchanged run fetched or pushed")
         m, n = statistics.median(mirror_times), statistics.median(naive_times)
-        print(f"repos: {args.repos} (2 branches + 1 tag each), jobs: {args.jobs}, rounds: {args.rounds}")
+        pulls = len(github.requests("GET"))
+        print(f"repos: {args.repos} (2 branches + 1 tag each, {args.prs} open PRs), jobs: {args.jobs}, "
+              f"rounds: {args.rounds}; GitHub API requests in all: {pulls}")
         print(f"first full sync (raibid, empty Gitea and cache): {first:.2f} s "
               f"({fetches} fetches, {pushes} pushes)")
         print("| run | median s | x naive |")

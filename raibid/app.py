@@ -169,7 +169,7 @@ class Application:
         if self._trust is None:
             from raibid.agents.trust import TrustPolicy
 
-            self._trust = TrustPolicy.from_config(self.cfg.agents.trusted)
+            self._trust = TrustPolicy.from_config(self.cfg.agents.trusted, self.cfg.agents.approval)
         return self._trust
 
     def gitea_token(self) -> tuple[str | None, str | None]:

@@ -261,7 +261,9 @@ def test_mirror_component_renders_a_valid_forbid_cronjob_with_tokens_from_secret
     pod_cfg = json.loads(cm["data"]["raibid.yaml"])
     assert pod_cfg["mirror"]["orgs"][0]["include"] == ["^x"] and pod_cfg["mirror"]["cache_dir"] == "/cache"
     # Its triggers route as the CLI does (tests/test_webhook_mirror.py loads it and compares pools).
-    assert pod_cfg["agents"] == {"default_type": "generic", "trusted": {"owners": [], "repos": []}}
+    assert pod_cfg["agents"] == {"default_type": "generic", "approval": "forks",
+                                 "trusted": {"owners": [], "repos": [], "authors": []}}
+    assert pod_cfg["mirror"]["pull_requests"] is True
     assert "ghp-sentinel-token" not in json.dumps([cron, cm])
     # The pod's config is a valid raibid config.
     write(isolated_env / "pod.yaml", cm["data"]["raibid.yaml"])

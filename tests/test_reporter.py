@@ -408,3 +408,19 @@ def test_without_a_github_status_token_a_mirror_job_posts_to_gitea_and_says_why_
     assert [(p.forge, p.result) for p in job_statuses(q.r, q.keys, job.id)] == [
         ("gitea", "posted"), ("github", "not posted: no github token")]
     assert github.posted_statuses("acme", "app", sha) == []
+
+
+def test_a_held_pr_build_posts_pending_waiting_for_approval_then_queued_once_approved(q, forges):
+    gitea, github = forges
+    sha = commit_both(gitea, github, {"a.txt": "1"})
+    rep = reporter(q, gitea, github)
+    job = q.submit(JobSpec(repo="acme/app", ref="refs/pull/1/head", commit=sha, origin="github:acme/app",
+                           event="pull_request", pr="1", agent="generic-untrusted", context="raibid/test",
+                           hold=True))
+    rep.drain()
+    assert states(posted_statuses(gitea, "acme/app", sha)) == [("pending", "waiting for approval")]
+    q.approve(job.id)
+    rep.drain()
+    want = [("pending", "waiting for approval"), ("pending", "queued")]
+    assert states(posted_statuses(gitea, "acme/app", sha)) == want
+    assert states(github.posted_statuses("acme", "app", sha)) == want

@@ -584,6 +584,10 @@ class Agent:
             "RAIBID_JOB_ID": job.id, "RAIBID_REPO": job.repo, "RAIBID_REF": job.ref,  # type: ignore[attr-defined]
             "RAIBID_COMMIT": sha, "RAIBID_AGENT_TYPE": agent_type, "RAIBID_REGISTRY": self.s.registry,
         })
+        # What triggered it (the job's trigger fields), each only when the job has it.
+        trigger = {"RAIBID_EVENT": getattr(job, "event", None), "RAIBID_PR": getattr(job, "pr", None),
+                   "RAIBID_BASE_REF": getattr(job, "base_ref", None), "RAIBID_HEAD_REF": getattr(job, "head_ref", None)}
+        env.update({k: v for k, v in trigger.items() if v})
         return env
 
     def _run_step(self, step: Step, env: dict[str, str], cwd: Path, timeout: float, cutter: LogCutter,

@@ -56,7 +56,7 @@ def _prepare(app: Application, repos: tuple[str, ...], orgs: tuple[str, ...], jo
                           jobs=jobs)
     opts = Options(cache_dir=app.mirror_cache_dir, mode=m.mode, jobs=jobs, timeout=float(m.timeout),
                    dry_run=dry_run, allow_delete=allow_delete, github_token=cfg.secret(m.github_token_env),
-                   gitea_token=gitea.token,
+                   gitea_token=gitea.token, github=app.github(max_wait=max_wait) if m.pull_requests else None,
                    trigger=Trigger(m.trigger.branches, _submitter(app), m.trigger.on_create,
                                    pending=PendingTriggers(lambda: app.worker_queue)) if trigger else None)
     return Syncer(gitea, targets, opts), resolved

@@ -199,7 +199,8 @@ def submit(app: Application, repo: str | None, ref: str | None, commit: str | No
 
 
 @queue.command("list")
-@click.option("--status", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled", "dead"]))
+@click.option("--status", type=click.Choice(["waiting-approval", "queued", "running", "succeeded", "failed",
+                                             "cancelled", "dead"]))
 @click.option("--agent", metavar="TYPE")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @json_option
@@ -329,6 +330,20 @@ def cancel(app: Application, job_id: str) -> None:
     res = app.queue.cancel(job_id)
     app.term.success(f"job {job_id} cancelled" if res == "cancelled"
                      else f"cancel requested for running job {job_id}; its agent stops at the next heartbeat")
+
+
+@queue.command()
+@click.argument("job_id")
+@json_option
+@pass_app
+def approve(app: Application, job_id: str, as_json: bool) -> None:
+    """Let a job waiting for approval (a fork pull request, agents.approval) run: it is queued now.
+
+    Exit 0 when queued; 2 when the job is not waiting-approval; 3 for an unknown job.
+    """
+    job = app.queue.approve(job_id)
+    app.term.json(job) if as_json else app.term.line(job.id)
+    app.term.info(f"job {job.id} approved: queued on pool {job.agent}")
 
 
 @queue.command()

@@ -172,7 +172,7 @@ def serve(app: Application, listen: str | None, threads: int) -> None:
                     trigger_enabled=cfg.mirror.trigger.enabled, overrides=w.branches, sync=sync, pull=pull,
                     engine=engine, max_body=w.max_body, threads=w.sync_workers, max_pending=w.max_pending,
                     deliveries=_deliveries(app), pages=pages, read=gitea_reader(gitea) if gitea.token else None,
-                    post_status=app.worker_queue.post_status)
+                    post_status=app.worker_queue.post_status, pull_requests=cfg.mirror.pull_requests)
     try:
         server = create_server(service.receiver, host, port, max_body=w.max_body, threads=threads)
     except BaseException:

@@ -140,6 +140,8 @@ class TrustedConfig:
 
     owners: list[str] = _f([], "Gitea owners (users or orgs) whose repositories are trusted; exact names")
     repos: list[str] = _f([], "Regexes of trusted Gitea repositories, OWNER/NAME, matched in full (not searched)")
+    authors: list[str] = _f([], "Pull request authors (GitHub or Gitea logins) whose same-repo PRs build trusted; "
+                            "empty: any author of a same-repo PR (a fork PR is never trusted)")
 
     def __post_init__(self) -> None:
         for i, rx in enumerate(self.repos):
@@ -208,6 +210,9 @@ class AgentsConfig:
     trusted: TrustedConfig = field(default_factory=TrustedConfig, metadata={
         "help": "Trusted repositories: only their builds get job secrets and the trusted pools' caches"})
     secrets: list[JobSecret] = _f([], "Job secrets trusted builds may ask for (name, secret, key, repos)")
+    approval: str = _f("forks", "Pull request builds that wait in waiting-approval until `raibid queue approve`: "
+                       "forks (fork PRs), untrusted (every untrusted PR build) or none",
+                       choices=("forks", "untrusted", "none"))
     workspace_size: str = _f("20Gi", "sizeLimit of an agent pod's /workspace and of its build container's /tmp "
                              "(and the build container's ephemeral-storage limit)")
     internet: bool = _f(True, "Agent pods may reach the internet (package downloads); never the cluster's, "
@@ -331,6 +336,8 @@ class MirrorConfig:
     schedule: str = _f("*/15 * * * *", "Cron schedule of the in-cluster CronJob (component `mirror`)")
     image: str | None = _f(None, "Image of the CronJob (default: raibid's image, <registry>/raibid/raibid:<tag>)")
     trigger: TriggerConfig = field(default_factory=TriggerConfig, metadata={"help": "CI triggering"})
+    pull_requests: bool = _f(True, "Find open pull requests (one GitHub API request per repo per sync), mirror "
+                             "their refs/pull/<n>/head and build them; pull mode relies on Gitea's own copy")
 
     def __post_init__(self) -> None:
         for entry in self.repos:

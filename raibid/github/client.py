@@ -1,4 +1,4 @@
-"""The one GitHub REST client: repositories (lookup, listing), repository hooks and commit statuses.
+"""The one GitHub REST client: repositories (lookup, listing), open pull requests, repository hooks and commit statuses.
 
 Every GitHub call raibid makes is a method here, on one ``raibid.http.make_session`` session.
 Retries: GETs are tried again after a connection error or a 502/503/504; a POST or PATCH is
@@ -214,6 +214,25 @@ class GitHub:
                            hint="check the entry's name and kind (org or user) in mirror.orgs") from None
         return out
 
+    def list_open_pulls(self, owner: str, name: str) -> list[GitHubPull]:
+        """The open pull requests of a repository (``GET /repos/{o}/{r}/pulls?state=open``, every page).
+
+        One request per 100 open PRs; a repository with none costs one request and no git work.
+        """
+        url: str | None = self._repo_url(f"{owner}/{name}", "pulls")
+        params: dict | None = {"state": "open", "per_page": 100}
+        out: list[GitHubPull] = []
+        try:
+            while url:
+                resp = self._get(url, params)
+                out += [p for p in map(GitHubPull.from_api, resp.json() or []) if p is not None]
+                url = (resp.links.get("next") or {}).get("url")
+                params = None  # the next link carries the query
+        except NotFound:
+            raise NotFound(f"GitHub: no repository {owner}/{name} (or the token cannot see it)") from None
+        return out
+
+
     def _repo_url(self, full_name: str, *rest: str) -> str:
         owner, _, name = full_name.partition("/")
         return "/".join([f"{self.api}/repos", _segment(owner, "owner"), _segment(name, "repository name"), *rest])
@@ -252,3 +271,36 @@ def _seconds(value: str | None) -> float:
         return float(value or 0)
     except ValueError:
         return 0.0
+
+
+@dataclass(frozen=True)
+class GitHubPull:
+    """One open pull request, as the mirror builds it: the head commit and where it comes from."""
+
+    number: int
+    head_sha: str
+    head_ref: str
+    base_ref: str
+    head_repo: str | None  # OWNER/NAME of the head repository; None when it was deleted (a gone fork)
+    author: str | None
+
+    @classmethod
+    def from_api(cls, d: Any) -> GitHubPull | None:
+        """None for an entry without the fields a build needs (never raises on one odd PR)."""
+        if not isinstance(d, dict):
+            return None
+        head, base, user = d.get("head") or {}, d.get("base") or {}, d.get("user") or {}
+        number, sha = d.get("number"), head.get("sha")
+        if (type(number) is not int or number <= 0 or not isinstance(sha, str) or not _SHA.fullmatch(sha)
+                or not _branch_name(head.get("ref")) or not _branch_name(base.get("ref"))):
+            return None
+        repo = head.get("repo")
+        head_repo = repo.get("full_name") if isinstance(repo, dict) else None
+        return cls(number, sha, head["ref"], base["ref"], head_repo if isinstance(head_repo, str) else None,
+                   user.get("login") if isinstance(user.get("login"), str) else None)
+
+
+def _branch_name(value: Any) -> bool:
+    """A ref name a job may carry: a string of at most 255 bytes without control characters."""
+    return (isinstance(value, str) and 0 < len(value.encode()) <= 255
+            and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in value))

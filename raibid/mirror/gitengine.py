@@ -5,8 +5,9 @@ Reading a remote's refs is one HTTP request (the smart-HTTP ref advertisement,
 process: the unchanged fast path costs two requests per repository and no
 process at all. Other URL schemes fall back to ``git ls-remote``.
 
-Only branches and tags are mirrored (``refs/heads/*``, ``refs/tags/*``), never
-GitHub's ``refs/pull/*``. Tokens reach git only through
+Branches and tags are mirrored (``refs/heads/*``, ``refs/tags/*``); of GitHub's
+``refs/pull/*`` only the heads of open pull requests, one named ref each
+(:func:`fetch_pull_heads`), never the ``merge`` refs or closed PRs' heads. Tokens reach git only through
 :func:`raibid.gitcreds.git_env`; git's messages pass through
 :func:`raibid.gitcreds.scrub` before they go anywhere. Every URL and ref comes after
 ``--end-of-options``: a URL from an API answer (``clone_url``) that starts with ``-``
@@ -31,6 +32,7 @@ from raibid.errors import RaibidError
 from raibid.gitcreds import auth_header, git_env, scrub
 
 MIRRORED = ("refs/heads/", "refs/tags/")
+_PULL_HEAD = re.compile(r"refs/pull/[1-9][0-9]{0,9}/head")
 ZERO = "0" * 40
 _local = threading.local()
 
@@ -276,6 +278,26 @@ def _remove_leftovers(path: Path) -> None:
     for old in path.parent.iterdir():
         if mine.fullmatch(old.name) and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
+
+
+def fetch_pull_heads(path: Path, source: Remote, refs: list[str], *,
+                     deadline: float | None = None) -> dict[str, str]:
+    """Fetch the named ``refs/pull/<n>/head`` refs into the cache (no prune); their local shas.
+
+    Callers hold :func:`repo_lock`; the cache exists (fetched first). Refs are checked here,
+    since they become refspecs."""
+    for ref in refs:
+        if not _PULL_HEAD.fullmatch(ref):
+            raise GitFailed(f"not a pull request head ref: {ref!r}")
+    if not refs:
+        return {}
+    specs = [f"+{ref}:{ref}" for ref in refs]
+    for i in range(0, len(specs), 500):
+        run_git(["--git-dir", str(path), "fetch", "--quiet", "--no-write-fetch-head", "--no-tags",
+                 "--end-of-options", source.url, *specs[i:i + 500]], remote=source, deadline=deadline)
+    out = run_git(["--git-dir", str(path), "for-each-ref", "--format=%(refname) %(objectname)", "refs/pull"])
+    wanted = set(refs)
+    return {ref: sha for ref, sha in (line.split(" ", 1) for line in out.splitlines() if line) if ref in wanted}
 
 
 def local_refs(path: Path) -> dict[str, str]:

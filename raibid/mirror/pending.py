@@ -10,7 +10,9 @@ next run sees the same difference and starts again. The mirror CronJob's cache i
 emptyDir, so a file there (what this replaced) died with the pod.
 
 One Redis set per target repository (`raibid.queue.keys.Keys.mirror_pending`), members
-``["<branch>", "<commit>"]`` as JSON; set operations make the CronJob and the webhook
+``["<branch>", "<commit>"]`` as JSON, or for a pull request ``["refs/pull/<n>/head", "<commit>",
+"<trigger>"]`` where ``<trigger>`` is the JSON of the enqueue's keyword arguments (``event``,
+``pr``, ``base_ref``, ``head_ref``, ``origin``, ``fork``, ``author``); set operations make the CronJob and the webhook
 receiver, which sync the same repos from different pods, safe together. A set expires
 :data:`PENDING_TTL` after its last addition: a trigger owed for a week is not a build
 anyone waits for.
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from raibid.queue.keys import Keys
 
 PENDING_TTL = 7 * 86400
-Owed = tuple[str, str]  # (branch, commit)
+Owed = tuple[str, ...]  # (branch, commit), or (refs/pull/<n>/head, commit, trigger JSON) for a pull request
 
 
 class PendingStore(Protocol):
@@ -46,8 +48,8 @@ def _parse(member: str | bytes) -> Owed | None:
         value = json.loads(member)
     except ValueError:
         return None
-    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value):
-        return value[0], value[1]
+    if isinstance(value, list) and len(value) in (2, 3) and all(isinstance(v, str) for v in value):
+        return tuple(value)
     return None
 
 

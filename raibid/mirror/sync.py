@@ -3,13 +3,18 @@
 Push mode, per repository: read both sides' refs (the fast path: equal means
 ``unchanged``, no fetch, no push); otherwise create or adopt the target, fetch
 into the cache and force-push the differing branches and tags, deleting those
-gone upstream. Pull mode hands the work to Gitea (``repos/migrate`` with
-``mirror: true``, then ``mirror-sync``). Repositories gone upstream get their
+gone upstream. With ``Options.github`` (PR discovery) each repository also costs one
+paginated ``GET /repos/{o}/{r}/pulls?state=open``: an open pull request whose
+``refs/pull/<n>/head`` on Gitea is not its head sha is fetched and pushed there (and
+built, as a ``pull_request`` job); when every head is in place that is all, no git
+work. Pull mode hands the work to Gitea (``repos/migrate`` with ``mirror: true``,
+then ``mirror-sync``; Gitea's pull mirror copies ``refs/pull/*`` itself). Repositories gone upstream get their
 org entry's ``on_missing`` policy. One repository failing never stops the others.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -17,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from raibid.agents.plan import MAX_CHANGED
 from raibid.errors import NotFound, RaibidError
@@ -36,13 +41,19 @@ class Build:
     """One moved ref the engine asks its trigger to build."""
 
     repo: str  # the Gitea target, as Gitea spells it
-    ref: str  # the branch name, or the tag name for event "tag"
+    ref: str  # the branch name, the tag name for event "tag", refs/pull/<n>/head for "pull_request"
     commit: str  # the commit (an annotated tag peeled)
-    event: str = "push"  # push | tag
+    event: str = "push"  # push | tag | pull_request
     before: str | None = None  # the target's old tip, when this run moved it
     changed: tuple[str, ...] | None = None  # files changed since ``before``; None: unknown
     origin: str | None = None  # "github:OWNER/NAME" of the source
     cache: Path | None = None  # the bare cache holding the commit (push mode), for reading .raibid.yml
+    # A pull request's: its number, base and head branches, whether its head is in a fork, its author.
+    pr: str | None = None
+    base_ref: str | None = None
+    head_ref: str | None = None
+    fork: bool = False
+    author: str | None = None
 
 
 # A moved ref -> the ids of its jobs (new, or found by their dedupe keys).
@@ -71,12 +82,33 @@ class Options:
     github_token: str | None = None
     gitea_token: str | None = None
     trigger: Trigger | None = None
+    # PR discovery (`raibid.github.GitHub`, or anything with ``list_open_pulls(owner, name)``); None: off.
+    github: Any = None
 
 
 class _Failed(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+
+def _pull_build(repo: str, ref: str, commit: str, trigger: str, cache: Path | None) -> Build:
+    """The `Build` of an owed pull request head (``trigger``: the JSON `Syncer._owed_pulls` wrote down)."""
+    try:
+        t = json.loads(trigger)
+    except ValueError:
+        t = None
+    if not isinstance(t, dict):
+        t = {}
+
+    def text(key: str) -> str | None:
+        v = t.get(key)
+        return v if isinstance(v, str) else None
+
+    return Build(repo, ref, commit, "pull_request", origin=text("origin"), cache=cache, pr=text("pr"),
+                 base_ref=text("base_ref"), head_ref=text("head_ref"), fork=t.get("fork") is not False,
+                 author=text("author"))
 
 
 class Syncer:
@@ -187,6 +219,39 @@ class Syncer:
                 if new is not None and ((ref.startswith("refs/heads/") and rx.search(ref[11:]))
                                         or ref.startswith(TAG_PREFIX))]
 
+    def _open_pulls(self, r: Resolved) -> list[Any] | None:
+        """The source's open pull requests (one paginated API request), or None with discovery off."""
+        if self.opts.github is None:
+            return None
+        owner, _, name = r.source.partition("/")
+        return self.opts.github.list_open_pulls(owner, name)
+
+    def _listed_pulls(self, r: Resolved, result: RepoResult) -> list[Any]:
+        """The open PRs, or none when GitHub would not list them (a note says so): the branches and tags
+        still sync, and the next run lists again."""
+        try:
+            return self._open_pulls(r) or []
+        except RaibidError as e:
+            result.note = f"open pull requests not listed: {e.message}"
+            return []
+
+    def _owed_pulls(self, r: Resolved, pulls: list[Any], heads: dict[str, str], first_time: bool) -> list[Owed]:
+        """One ``pull_request`` job per moved PR head whose base branch matches the trigger."""
+        t = self.opts.trigger
+        if t is None or (first_time and not t.on_create):
+            return []
+        rx = re.compile(t.branches)
+        out: list[Owed] = []
+        for p in pulls:
+            ref = f"refs/pull/{p.number}/head"
+            if ref not in heads or not rx.search(p.base_ref):
+                continue
+            fork = p.head_repo is None or p.head_repo.lower() != r.source.lower()
+            trigger = {"event": "pull_request", "pr": str(p.number), "base_ref": p.base_ref,
+                       "head_ref": p.head_ref, "origin": f"github:{r.source}", "fork": fork, "author": p.author}
+            out.append((ref, heads[ref], json.dumps(trigger, sort_keys=True)))
+        return out
+
     def _owe(self, result: RepoResult, owed: list[Owed]) -> None:
         """Write down the jobs this push will owe before pushing; when that is impossible, push nothing."""
         if not owed:
@@ -221,23 +286,27 @@ class Syncer:
         if cache is not None and not (cache / "HEAD").exists():
             cache = None
         origin = f"github:{r.source}" if r is not None else None
-        for branch, sha in owed:
+        for item in owed:
+            branch, sha = item[0], item[1]
             tag = branch.startswith(TAG_PREFIX)
             ref = f"refs/tags/{branch[len(TAG_PREFIX):]}" if tag else f"refs/heads/{branch}"
             name = branch[len(TAG_PREFIX):] if tag else branch
             try:
-                commit = g.peel(cache, sha) if tag and cache is not None else sha
-                old = (moves or {}).get(ref, (None, None))[0]
-                changed = (g.changed_files(cache, old, commit, limit=MAX_CHANGED)
-                           if cache is not None and not tag and old is not None else None)
-                job_ids = t.submit(Build(result.target, name, commit, "tag" if tag else "push", old, changed,
-                                         origin, cache))
+                if len(item) > 2:  # a pull request's head, with the trigger written down when it was owed
+                    job_ids = t.submit(_pull_build(result.target, branch, sha, item[2], cache))
+                else:
+                    commit = g.peel(cache, sha) if tag and cache is not None else sha
+                    old = (moves or {}).get(ref, (None, None))[0]
+                    changed = (g.changed_files(cache, old, commit, limit=MAX_CHANGED)
+                               if cache is not None and not tag and old is not None else None)
+                    job_ids = t.submit(Build(result.target, name, commit, "tag" if tag else "push", old, changed,
+                                             origin, cache))
             except RaibidError as e:
                 raise _Failed(f"could not enqueue the CI job for {name} (kept for the next run): "
                               f"{e.message}") from None
             result.jobs.extend(job_ids)
             try:
-                self._pending.done(result.target, (branch, sha))
+                self._pending.done(result.target, item)
             except RaibidError:
                 pass  # stays owed: the next run enqueues it again and finds the job by its dedupe key
 
@@ -256,25 +325,30 @@ class Syncer:
             want = g.mirrored(g.ls_remote(src, deadline=deadline), branches)
         except g.SourceGone:
             raise _Failed("source repository not found (deleted upstream, or the token cannot read it)") from None
+        pulls = self._listed_pulls(r, result)
         org, name = r.target.split("/", 1)
         self._ensure_org(org)
         target = self._find_target(r, result)
         have: dict[str, str] = {}
+        pulls_moved: dict[str, str] = {f"refs/pull/{p.number}/head": p.head_sha for p in pulls}
         if target is not None:
             if target.mirror:
                 raise _Failed(f"{target.full_name} is a Gitea pull mirror; push mode cannot write to it "
                               "(use mirror.mode: pull, or convert it in Gitea)")
             if target.archived:
                 raise _Failed(f"{target.full_name} is archived in Gitea; unarchive it to mirror into it")
-            have = g.mirrored(g.ls_remote(g.Remote(target.clone_url, opts.gitea_token), deadline=deadline))
-            if want == have:
+            have_refs = g.ls_remote(g.Remote(target.clone_url, opts.gitea_token), deadline=deadline)
+            have = g.mirrored(have_refs)
+            pulls_moved = {ref: sha for ref, sha in pulls_moved.items() if have_refs.get(ref) != sha}
+            if want == have and not pulls_moved:
                 result.action = "unchanged"
                 self._pay(result, owed_now=False, r=r)
                 return
         first_time = target is None or not have
         moves = g.changes(want, have)
         if opts.dry_run:
-            result.action, result.refs_changed = ("created" if target is None else "synced"), len(moves)
+            result.action = "created" if target is None else "synced"
+            result.refs_changed = len(moves) + len(pulls_moved)
             result.note = "dry run: " + (f"would create {r.target}" if target is None else
                                          f"would move {len(moves)} ref(s)")
             return
@@ -295,11 +369,15 @@ class Syncer:
         g.fetch(cache, src, deadline=deadline)
         local = g.mirrored(g.local_refs(cache), branches)
         moves = g.changes(local, have)
-        owed = self._owed(moves, first_time)
+        heads = g.fetch_pull_heads(cache, src, sorted(pulls_moved), deadline=deadline) if pulls_moved else {}
+        owed = self._owed(moves, first_time) + self._owed_pulls(r, pulls, heads, first_time)
         self._owe(result, owed)  # before the push: a run that dies after it leaves the jobs owed, not lost
-        g.push(cache, g.Remote(target.clone_url, opts.gitea_token), moves, deadline=deadline)
-        result.refs_changed = len(moves)
-        result.action = "created" if created else ("synced" if moves else "unchanged")
+        remote = g.Remote(target.clone_url, opts.gitea_token)
+        g.push(cache, remote, moves, deadline=deadline)
+        # After the branches: a PR head is usually a descendant of one, so its push carries few objects.
+        g.push(cache, remote, {ref: (None, sha) for ref, sha in heads.items()}, deadline=deadline)
+        result.refs_changed = len(moves) + len(heads)
+        result.action = "created" if created else ("synced" if moves or heads else "unchanged")
         self._pay(result, owed_now=bool(owed), r=r, moves=moves)
 
     def _pull(self, r: Resolved, result: RepoResult, deadline: float) -> None:
@@ -323,12 +401,15 @@ class Syncer:
             want = g.mirrored(g.ls_remote(g.Remote(r.clone_url, opts.github_token), deadline=deadline), branches)
         except g.SourceGone:
             raise _Failed("source repository not found") from None
-        have = g.mirrored(g.ls_remote(g.Remote(target.clone_url, opts.gitea_token), deadline=deadline))
-        moves = g.changes(want, have)
-        if not moves:
+        have_refs = g.ls_remote(g.Remote(target.clone_url, opts.gitea_token), deadline=deadline)
+        moves = g.changes(want, g.mirrored(have_refs))
+        # Gitea's pull mirror copies GitHub's refs/pull/* itself: an open PR whose head it lacks needs a sync.
+        pulls_moved = [p for p in self._listed_pulls(r, result)
+                       if have_refs.get(f"refs/pull/{p.number}/head") != p.head_sha]
+        if not moves and not pulls_moved:
             result.action = "unchanged"
             return
-        result.action, result.refs_changed = "synced", len(moves)
+        result.action, result.refs_changed = "synced", len(moves) + len(pulls_moved)
         if opts.dry_run:
             result.note = "dry run: would ask Gitea to sync"
             return

@@ -6,7 +6,7 @@ import datetime as dt
 import math
 from collections.abc import Iterable
 
-from raibid.agents.trust import TrustPolicy, route
+from raibid.agents.trust import TrustPolicy, route, split_pool
 from raibid.errors import NotFound, UsageError
 from raibid.queue.base import no_job
 from raibid.queue.connection import mapped, retried
@@ -106,6 +106,26 @@ class Admin(Producer, Worker):
         return res[1:]
 
     @mapped
+    def approve(self, job_id: str) -> Job:
+        """Move a job held for approval (``waiting-approval``) to ``queued``: its stream entry is added now.
+
+        One script step (``approve.lua``), which also adds the ``kind=job`` event. A job that is not
+        waiting is a usage error (exit 2) naming its status; an unknown id is not found (exit 3).
+        """
+        job = self._get_job(job_id)
+        if job.status != "waiting-approval":
+            raise UsageError(f"job {job_id} is {job.status or 'unreadable'}, not waiting-approval; nothing to approve")
+        stream = self.keys.stream(job.agent)
+        self._ensure_group(stream)  # KEDA's group must exist before the entry
+        res = self._script("approve")(keys=[self.keys.job(job_id), stream, self.keys.events],
+                                      args=[now_rfc3339(), job.agent])
+        if res[0] == "missing":
+            raise no_job(job_id)
+        if res[0] == "status":
+            raise UsageError(f"job {job_id} is {res[1]}, not waiting-approval; nothing to approve")
+        return self._get_job(job_id)
+
+    @mapped
     def retry(self, job_id: str, *, trust: TrustPolicy | None = None) -> Job:
         """Enqueue a failed, dead or cancelled job again as a new attempt linked to the old one.
 
@@ -119,6 +139,10 @@ class Admin(Producer, Worker):
     def _retry(self, job_id: str, *, dlq: bool, trust: TrustPolicy | None) -> Job:
         old = self._get_job(job_id)
         pool = old.agent if trust is None else route(old.agent, old.repo, trust)
+        if old.event == "pull_request" and not split_pool(old.agent)[1]:
+            # A fork's or an untrusted author's PR: the record keeps no fork or author to decide again
+            # from, and a trusted base repo must not lift it into the trusted pool.
+            pool = old.agent
         validate_agent(pool)
         stream = self.keys.stream(pool)
         self._ensure_group(stream)  # a pool never used before: KEDA's group must exist before the entry

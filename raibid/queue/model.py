@@ -10,7 +10,7 @@ from typing import Any
 from raibid.errors import ExitCode, QueueError, UsageError
 from raibid.timeutil import parse_time
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "dead")
+STATUSES = ("waiting-approval", "queued", "running", "succeeded", "failed", "cancelled", "dead")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "dead"})
 RETRYABLE = frozenset({"failed", "cancelled", "dead"})
 SOURCES = ("cli", "mirror", "webhook", "retry")
@@ -50,6 +50,9 @@ class JobSpec:
     base_ref: str | None = None  # the pull request's base branch
     head_ref: str | None = None  # the pull request's head branch
     origin: str | None = None  # where the commit came from, e.g. "github:OWNER/NAME" for a mirror
+    # Held for approval (`agents.approval`): written as status waiting-approval, on no stream, until
+    # `raibid queue approve` adds its stream entry (KEDA starts no agent for it before).
+    hold: bool = False
 
     def trigger(self) -> dict[str, str]:
         return trigger_fields(self)
@@ -75,6 +78,8 @@ class JobSpec:
         if not isinstance(self.env, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                      for k, v in self.env.items()):
             raise UsageError("env must map names to string values")
+        if type(self.hold) is not bool:
+            raise UsageError("hold must be true or false")
         if self.event is not None and self.event not in EVENTS:
             raise UsageError(f"invalid event {self.event!r}: one of {', '.join(EVENTS)}")
         for name in TRIGGER_FIELDS:
@@ -140,6 +145,7 @@ class Job:
     base_ref: str | None = None
     head_ref: str | None = None
     origin: str | None = None
+    approved_at: str | None = None  # when `raibid queue approve` moved it from waiting-approval to queued
     malformed: str | None = None  # why the stored record could not be read in full (None: it could)
 
     def trigger(self) -> dict[str, str]:
@@ -163,7 +169,7 @@ class Job:
                 except ValueError:
                     problems.append(f"{k} {data[k]!r} is not a whole number")
                     data.pop(k)
-        for k in ("submitted_at", "started_at", "finished_at", "heartbeat_at"):
+        for k in ("submitted_at", "started_at", "finished_at", "heartbeat_at", "approved_at"):
             if data.get(k) is not None:
                 try:
                     parse_time(data[k])

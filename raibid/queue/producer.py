@@ -23,7 +23,8 @@ class Producer(QueueBase):
         return Job(id=job_id or new_job_id(), repo=spec.repo, ref=spec.ref, commit=spec.commit,
                    agent=spec.agent or self.default_agent, command=spec.command, env=dict(spec.env),
                    timeout=spec.timeout or self.default_timeout, source=spec.source,
-                   submitted_at=submitted_at or now_rfc3339(), status="queued", attempt=attempt, retry_of=retry_of,
+                   submitted_at=submitted_at or now_rfc3339(),
+                   status="waiting-approval" if spec.hold else "queued", attempt=attempt, retry_of=retry_of,
                    dedupe=spec.dedupe, **spec.trigger())
 
     def _write(self, jobs: list[Job], *, batch: int = 200) -> dict[str, str]:
@@ -76,7 +77,8 @@ class Producer(QueueBase):
                     args = [_SEP.join((j.id, j.repo, j.ref, j.commit or "", j.command or "",
                                        json.dumps(j.env, sort_keys=True) if j.env else "{}", str(j.timeout),
                                        str(j.attempt), j.retry_of or "", j.dedupe or "",
-                                       _trigger_json(j))) for j in chunk]
+                                       _trigger_json(j), "1" if j.status == "waiting-approval" else ""))
+                            for j in chunk]
                     conn.send_command("EVALSHA", sha, len(keys), *keys, agent, first.submitted_at, score,
                                       first.source, str(self.dedupe_ttl), *args)
                     sent.append(chunk)
@@ -91,7 +93,7 @@ class Producer(QueueBase):
                     if sid.startswith("="):
                         dups[job.id] = sid[1:]
                     else:
-                        job.stream_id = sid
+                        job.stream_id = sid or None  # "": held for approval, on no stream
                     confirmed.add(job.id)
         except BaseException:
             conn.disconnect()  # replies may be pending: never reuse this connection

@@ -18,6 +18,7 @@ _FRAGMENTS: dict[str, tuple[str, ...]] = {
     "start": ("expire_log", "event"),
     "cancel": ("expire_log", "event"),
     "retry": ("event",),
+    "approve": ("event",),
     "retain_run": ("retain",),
 }
 

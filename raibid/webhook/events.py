@@ -1,4 +1,4 @@
-"""Push events from Gitea and GitHub payloads: the few fields a build or a sync needs."""
+"""Push and pull request events from Gitea and GitHub payloads: the few fields a build or a sync needs."""
 
 from __future__ import annotations
 
@@ -80,3 +80,80 @@ def parse_push(payload: Any) -> Push:
     r = payload["repository"]
     return Push(repo=repo, ref=ref, before=before, after=after, deleted=deleted, fork=r.get("fork") is True,
                 archived=r.get("archived") is True, changed=changed_files(payload, before))
+
+
+# GitHub says "synchronize", Gitea "synchronized" (a new head commit); both say "opened" and "reopened".
+PR_ACTIONS = frozenset({"opened", "synchronize", "synchronized", "reopened"})
+_MAX_REF = 255  # bytes of a branch name git accepts in one path component chain, as Gitea caps it
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """A pull request event: build ``head_sha`` of the base repository's ``refs/pull/<number>/head``."""
+
+    repo: str  # the base repository, OWNER/NAME on the host that sent the event
+    number: int
+    action: str
+    head_sha: str
+    head_ref: str  # the head branch (in the head repository)
+    base_ref: str  # the branch it merges into
+    head_repo: str | None  # None: the head repository is gone (a deleted fork)
+    author: str | None  # pull_request.user.login
+    repo_fork: bool = False  # repository.fork / .archived: the mirror skips those unless asked
+    repo_archived: bool = False
+
+    @property
+    def fork(self) -> bool:
+        """The head is not in the base repository (a fork, or a fork deleted since)."""
+        return self.head_repo is None or self.head_repo.lower() != self.repo.lower()
+
+    @property
+    def ref(self) -> str:
+        return f"refs/pull/{self.number}/head"
+
+    @property
+    def builds(self) -> bool:
+        return self.action in PR_ACTIONS
+
+
+def _branch(value: Any, what: str) -> str:
+    if (not isinstance(value, str) or not value or len(value.encode()) > _MAX_REF
+            or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)):
+        raise BadPayload(f"{what} is missing or not a branch name")
+    return value
+
+
+def parse_pull_request(payload: Any) -> PullRequest:
+    """The fields of a GitHub or Gitea ``pull_request`` payload a build needs (both use these names):
+    ``action``, ``number``, ``repository.full_name``, ``pull_request.head.{sha,ref,repo.full_name}``,
+    ``pull_request.base.ref`` and ``pull_request.user.login``."""
+    if not isinstance(payload, dict):
+        raise BadPayload("the payload is not a JSON object")
+    repository, pr = payload.get("repository"), payload.get("pull_request")
+    if not isinstance(repository, dict) or not isinstance(pr, dict):
+        raise BadPayload("repository or pull_request is missing")
+    repo = repository.get("full_name")
+    if not isinstance(repo, str) or not _NAME.fullmatch(repo):
+        raise BadPayload("repository.full_name is missing or not OWNER/NAME")
+    action = payload.get("action")
+    if not isinstance(action, str) or not action:
+        raise BadPayload("action is missing")
+    number = payload.get("number", pr.get("number"))
+    if type(number) is not int or not 0 < number < 1 << 31:
+        raise BadPayload("number is missing or not a pull request number")
+    head, base = pr.get("head"), pr.get("base")
+    if not isinstance(head, dict) or not isinstance(base, dict):
+        raise BadPayload("pull_request.head or .base is missing")
+    sha = head.get("sha")
+    if not isinstance(sha, str) or not _SHA.fullmatch(sha):
+        raise BadPayload("pull_request.head.sha is missing or not a commit id")
+    head_repo = head.get("repo").get("full_name") if isinstance(head.get("repo"), dict) else None
+    if head_repo is not None and (not isinstance(head_repo, str) or not _NAME.fullmatch(head_repo)):
+        raise BadPayload("pull_request.head.repo.full_name is not OWNER/NAME")
+    user = pr.get("user")
+    author = user.get("login") if isinstance(user, dict) and isinstance(user.get("login"), str) else None
+    return PullRequest(repo=repo, number=number, action=action, head_sha=sha,
+                       head_ref=_branch(head.get("ref"), "pull_request.head.ref"),
+                       base_ref=_branch(base.get("ref"), "pull_request.base.ref"), head_repo=head_repo,
+                       author=author, repo_fork=repository.get("fork") is True,
+                       repo_archived=repository.get("archived") is True)

@@ -1,7 +1,14 @@
 """The WSGI application behind `raibid webhook serve`.
 
 Every POST is checked in this order: body size (413), signature (401, and nothing else
-happens), event type (``ping`` 200, non-push 202), JSON (400), then the push handler.
+happens), event type (``ping`` 200, neither ``push`` nor ``pull_request`` 202), JSON (400), then
+the push or pull request handler.
+
+A ``pull_request`` event (header ``X-GitHub-Event`` / ``X-Gitea-Event``) builds the PR head
+for the actions ``opened``, ``synchronize`` (GitHub) or ``synchronized`` (Gitea) and
+``reopened``; other actions are answered 202 ``ignored``. A Gitea PR is enqueued at once (Gitea
+has ``refs/pull/<n>/head`` already); a GitHub PR goes to the sync worker like a push, since the
+mirror must have the head commit before an agent can clone it.
 
 What a signature covers depends on the sender. GitHub signs the body as sent, for JSON
 and for form (``application/x-www-form-urlencoded``) hooks alike. Gitea signs the JSON
@@ -34,7 +41,7 @@ from urllib.parse import unquote_to_bytes
 
 from raibid.errors import RaibidError
 from raibid.webhook.deliveries import Deliveries, usable_id
-from raibid.webhook.events import BadPayload, Push, parse_push
+from raibid.webhook.events import BadPayload, PullRequest, Push, parse_pull_request, parse_push
 from raibid.webhook.mirrors import MirrorSet
 from raibid.webhook.signature import verify_gitea, verify_github
 from raibid.webhook.trigger import BuildTrigger, Triggered
@@ -81,10 +88,12 @@ def triggered_reply(t: Triggered) -> Reply:
         return 202, {"result": "ignored", "reason": "no pipeline of .raibid.yml matches", "repo": t.repo,
                      "ref": t.ref, "commit": t.commit}
     first = t.jobs[0]
-    return 202, {"result": "queued" if t.created else "duplicate", "job": first.job_id, "repo": t.repo,
+    held = any(j.waiting and j.created for j in t.jobs)
+    result = "waiting for approval" if held else ("queued" if t.created else "duplicate")
+    return 202, {"result": result, "job": first.job_id, "repo": t.repo,
                  "ref": t.ref, "commit": t.commit, "agent": first.agent,
-                 "jobs": [{"job": j.job_id, "pipeline": j.pipeline, "agent": j.agent, "created": j.created}
-                          for j in t.jobs]}
+                 "jobs": [{"job": j.job_id, "pipeline": j.pipeline, "agent": j.agent, "created": j.created,
+                           "waiting": j.waiting} for j in t.jobs]}
 
 
 class GitHubPushes:
@@ -113,6 +122,57 @@ class GitHubPushes:
         return 202, {"result": "sync scheduled", "repo": push.repo, "mirror": target}
 
 
+class GiteaPulls:
+    """A Gitea pull request (opened, synchronized, reopened) into a matching base branch: one job for its
+    head sha, ref ``refs/pull/<n>/head`` of the base repository, routed by fork and author."""
+
+    def __init__(self, trigger: BuildTrigger) -> None:
+        self.trigger = trigger
+
+    def __call__(self, pr: PullRequest) -> Reply:
+        if not pr.builds:
+            return 202, {"result": "ignored", "reason": f"pull request action {pr.action!r} builds nothing"}
+        if not self.trigger.wants(pr.repo, pr.base_ref):
+            return 202, {"result": "ignored", "reason": "the base branch does not match the trigger branches"}
+        try:
+            t = self.trigger.enqueue(pr.repo, pr.ref, pr.head_sha, event="pull_request", pr=str(pr.number),
+                                     base_ref=pr.base_ref, head_ref=pr.head_ref, fork=pr.fork, author=pr.author)
+        except RaibidError as err:
+            log.warning("gitea pull request %s#%d: enqueue failed: %s", pr.repo, pr.number, err.message)
+            return 503, {"result": "error", "reason": "the job queue is unavailable"}
+        return triggered_reply(t)
+
+
+class GitHubPulls:
+    """A pull request on a mirrored GitHub repo schedules a sync of that repo, as a push does: the sync
+    brings ``refs/pull/<n>/head`` to Gitea and builds it (push mode: the mirror's PR discovery; pull
+    mode: `raibid.webhook.sync.BuildAfterSync` once Gitea's pull mirror has it)."""
+
+    def __init__(self, mirrors: MirrorSet, worker: SyncWorker | None, *, unavailable: str = "",
+                 enabled: bool = True) -> None:
+        self.mirrors = mirrors
+        self.worker = worker
+        self.unavailable = unavailable
+        self.enabled = enabled
+
+    def __call__(self, pr: PullRequest) -> Reply:
+        if not pr.builds:
+            return 202, {"result": "ignored", "reason": f"pull request action {pr.action!r} builds nothing"}
+        if not self.enabled:
+            return 202, {"result": "ignored", "reason": "mirror.pull_requests is off"}
+        target = self.mirrors.target(pr.repo, fork=pr.repo_fork, archived=pr.repo_archived)
+        if target is None:
+            return 202, {"result": "ignored", "reason": f"{pr.repo} is not mirrored"}
+        if self.worker is None:
+            log.warning("github pull request %s#%d ignored: %s", pr.repo, pr.number, self.unavailable)
+            return 202, {"result": "ignored", "reason": self.unavailable}
+        if not self.worker.submit(pr.repo, pr):
+            log.warning("github pull request %s#%d dropped: sync backlog full; the cron sync will pick it up",
+                        pr.repo, pr.number)
+            return 503, {"result": "dropped", "reason": "sync backlog full"}
+        return 202, {"result": "sync scheduled", "repo": pr.repo, "mirror": target, "ref": pr.ref}
+
+
 @dataclass
 class Route:
     name: str  # "gitea" or "github"
@@ -121,6 +181,7 @@ class Route:
     signature_header: str
     verify: Callable[[bytes, bytes, str | None], bool]
     handle: Callable[[Push], Reply] | None
+    handle_pr: Callable[[PullRequest], Reply] | None = None
     signs_form_payload: bool = False  # Gitea: a form hook's signature covers the payload field, not the body
     dedupe_deliveries: bool = False  # GitHub: a redelivery keeps its delivery id
 
@@ -132,6 +193,8 @@ class Receiver:
     secret: str = field(repr=False)
     gitea: Callable[[Push], Reply] | None = None
     github: Callable[[Push], Reply] | None = None
+    gitea_pulls: Callable[[PullRequest], Reply] | None = None
+    github_pulls: Callable[[PullRequest], Reply] | None = None
     max_body: int = DEFAULT_MAX_BODY
     health: Callable[[], dict[str, Any]] | None = None
     deliveries: Deliveries | None = None  # None: no delivery dedupe (a test without Redis)
@@ -141,9 +204,10 @@ class Receiver:
         self._key = self.secret.encode()
         self.routes = {
             "/hooks/gitea": Route("gitea", "HTTP_X_GITEA_EVENT", "HTTP_X_GITEA_DELIVERY", "HTTP_X_GITEA_SIGNATURE",
-                                  verify_gitea, self.gitea, signs_form_payload=True),
+                                  verify_gitea, self.gitea, self.gitea_pulls, signs_form_payload=True),
             "/hooks/github": Route("github", "HTTP_X_GITHUB_EVENT", "HTTP_X_GITHUB_DELIVERY",
-                                   "HTTP_X_HUB_SIGNATURE_256", verify_github, self.github, dedupe_deliveries=True),
+                                   "HTTP_X_HUB_SIGNATURE_256", verify_github, self.github, self.github_pulls,
+                                   dedupe_deliveries=True),
         }
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -208,24 +272,27 @@ class Receiver:
             return 401, {"result": "error", "reason": "missing or wrong signature"}
         if event == "ping":
             return 200, {"result": "pong"}
-        if event != "push":
+        if event not in ("push", "pull_request"):
             return 202, {"result": "ignored", "reason": f"event {event or '(none)'} is not handled"}
+        parse: Callable[[Any], Push | PullRequest] = parse_push if event == "push" else parse_pull_request
         try:
             if payload is None:
                 raise BadPayload("form body without exactly one payload field")
-            push = parse_push(_decode(payload))
+            push = parse(_decode(payload))
         except BadPayload as e:
             return 400, {"result": "error", "reason": str(e)}
-        if route.handle is None:
-            return 202, {"result": "ignored", "reason": f"{route.name} pushes are not handled by this receiver"}
+        handle: Callable[[Any], Reply] | None = route.handle if event == "push" else route.handle_pr
+        if handle is None:
+            what = "pushes" if event == "push" else "pull requests"
+            return 202, {"result": "ignored", "reason": f"{route.name} {what} are not handled by this receiver"}
         claimed = self._claim(route, environ.get(route.delivery_header))
         if claimed is False:
             log.info("%s delivery %s: handled already (a redelivery), nothing to do", route.name, delivery)
             return 200, {"result": "duplicate delivery", "delivery": delivery}
-        status, reply = route.handle(push)
+        status, reply = handle(push)
         if claimed and status >= 500:  # not handled: let its redelivery through
             self._release(route, delivery)
-        log.info("%s delivery %s: push %s %s -> %s", route.name, delivery, push.repo, push.ref,
+        log.info("%s delivery %s: %s %s %s -> %s", route.name, delivery, event, push.repo, push.ref,
                  reply.get("result"))
         return status, reply
 

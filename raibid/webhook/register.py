@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from raibid.gitea.models import Hook
     from raibid.github.client import GitHub
 
-EVENTS = ["push"]
+# Sorted: compared with a hook's sorted events. "pull_request" is every PR action on GitHub and on Gitea.
+EVENTS = ["pull_request", "push"]
 
 
 @dataclass

@@ -5,7 +5,8 @@ GitHub status token. The agents and the enqueuers only add events (in the same L
 the state change); none of them ever waits for a forge, so an outage delays statuses, never a
 build.
 
-- **States.** ``queued`` -> ``pending`` "queued"; ``running`` -> ``pending`` "running on <pod>";
+- **States.** ``queued`` -> ``pending`` "queued"; ``waiting-approval`` (a pull request held by
+  ``agents.approval``) -> ``pending`` "waiting for approval"; ``running`` -> ``pending`` "running on <pod>";
   ``succeeded`` -> ``success``; ``failed`` with a step's exit code -> ``failure`` (the job's error
   names the step); ``failed`` with exit 124 (timed out) or no exit code (nothing ran: a clone
   failed, a malformed ``.raibid.yml``), ``cancelled`` and ``dead`` -> ``error``. Context:
@@ -113,6 +114,8 @@ def describe(job: Job, status: str) -> tuple[str, str]:
     """(forge state, description) of a job that changed to queue status ``status``."""
     if status == "queued":
         return "pending", "queued"
+    if status == "waiting-approval":  # a held PR build (agents.approval): as Gitea Actions shows a blocked run
+        return "pending", "waiting for approval"
     if status == "running":
         return "pending", f"running on {job.agent_pod}" if job.agent_pod else "running"
     if status == "succeeded":

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from raibid.errors import RaibidError, UsageError
 from raibid.webhook.mirrors import MirrorSet
-from raibid.webhook.receiver import GiteaPushes, GitHubPushes, Receiver
+from raibid.webhook.receiver import GiteaPulls, GiteaPushes, GitHubPulls, GitHubPushes, Receiver
 from raibid.webhook.sync import BuildAfterSync, GiteaPullSync
 from raibid.webhook.trigger import BuildTrigger, PostStatus, Reader
 from raibid.webhook.worker import SyncFn, SyncWorker
@@ -46,7 +46,7 @@ def build(*, secret: str, submit: Callable[[JobSpec], tuple[Job, bool]], mirrors
           engine: Callable[[EngineSubmit | None], SyncFn] | None = None, unavailable: str = "no sync configured",
           max_body: int = 1 << 20, threads: int = 2, max_pending: int = 256,
           deliveries: Deliveries | None = None, pages: JobPages | None = None, read: Reader | None = None,
-          post_status: PostStatus | None = None) -> Service:
+          post_status: PostStatus | None = None, pull_requests: bool = True) -> Service:
     """The receiver and its started background worker (none without a way to sync).
 
     GitHub pushes sync through ``engine`` (given the enqueue function for its trigger, None
@@ -57,6 +57,7 @@ def build(*, secret: str, submit: Callable[[JobSpec], tuple[Job, bool]], mirrors
     GET /jobs/... (none: those paths answer 404). ``read`` reads
     ``.raibid.yml`` at a commit (`raibid.webhook.trigger.gitea_reader`; the push-mode engine reads its
     bare cache), ``post_status`` is `Queue.post_status` for a malformed file's ``error`` status.
+    Pull requests take the same paths (``pull_requests``: ``mirror.pull_requests``, for GitHub PRs).
     """
     if not secret:
         raise UsageError("the webhook secret is empty")
@@ -71,12 +72,15 @@ def build(*, secret: str, submit: Callable[[JobSpec], tuple[Job, bool]], mirrors
     if sync is not None:
         worker = SyncWorker(sync, after, threads=threads, max_pending=max_pending).start()
     gitea = GiteaPushes(trigger) if trigger_enabled else None
+    gitea_pulls = GiteaPulls(trigger) if trigger_enabled else None
+    github_pulls = GitHubPulls(mirrors, worker, unavailable=unavailable, enabled=pull_requests and trigger_enabled)
 
     def health() -> dict[str, Any]:
         return {"sync": vars(worker.stats) if worker else None}
 
     receiver = Receiver(secret, gitea=gitea, github=GitHubPushes(mirrors, worker, unavailable=unavailable),
-                        max_body=max_body, health=health, deliveries=deliveries, pages=pages)
+                        gitea_pulls=gitea_pulls, github_pulls=github_pulls, max_body=max_body, health=health,
+                        deliveries=deliveries, pages=pages)
     return Service(receiver, worker)
 
 

@@ -11,7 +11,9 @@ through ``BuildTrigger.enqueue``:
    file:line) and queues nothing; no match queues nothing and posts nothing;
 3. queue one job per planned pipeline on the pool ``route(type, repo, policy)`` with the
    process's ``agents.trusted`` (`raibid.agents.trust`), under the dedupe key
-   ``<repo>@<commit>:<pool>/<pipeline>``.
+   ``<repo>@<commit>:<pool>/<pipeline>``. A pull request routes by its fork and author too
+   (``route(..., pr=True, fork=, author=)``), and ``agents.approval`` may hold its jobs in
+   ``waiting-approval``; its key is a push's, so a PR head also pushed as a branch builds once.
 
 The receiver's and the CronJob's configs carry the same ``agents.trusted``, so both pick the same
 pool, land on the same key, and the queue keeps the first: one job per pipeline per commit.
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from raibid.agents.pipeline import FILE_NAME, MAX_BYTES, PipelineError
 from raibid.agents.plan import TriggerInfo, default_name, plan
-from raibid.agents.trust import TrustPolicy, route
+from raibid.agents.trust import TrustPolicy, route, split_pool
 from raibid.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ class Enqueued:
     created: bool  # False: a job for this commit, pipeline and pool existed already
     pipeline: str | None = None
     context: str | None = None
+    waiting: bool = False  # held in waiting-approval (agents.approval) until `raibid queue approve`
 
 
 @dataclass
@@ -82,6 +85,10 @@ class Triggered:
     @property
     def job_ids(self) -> list[str]:
         return [j.job_id for j in self.jobs]
+
+    @property
+    def waiting(self) -> bool:
+        return any(j.waiting for j in self.jobs)
 
 
 def _compile(pattern: str, where: str) -> re.Pattern[str]:
@@ -159,24 +166,38 @@ class BuildTrigger:
             return False
         return bool(self.overrides.get(repo.lower(), self.branches).search(branch))
 
-    def pool(self, repo: str, agent: str | None = None) -> str:
-        """The pool a job of ``repo`` (Gitea OWNER/NAME, as the agent clones it) and type goes to."""
-        return route(agent or self.agent, repo, self.policy)
+    def pool(self, repo: str, agent: str | None = None, *, pr: bool = False, fork: bool = False,
+             author: str | None = None) -> str:
+        """The pool a job of ``repo`` (Gitea OWNER/NAME, as the agent clones it) and type goes to; a pull
+        request (``pr``) routes by ``fork`` and ``author`` too (`raibid.agents.trust.route`)."""
+        return route(agent or self.agent, repo, self.policy, pr=pr, fork=fork, author=author)
+
+    def _hold(self, pr: bool, fork: bool, pool: str) -> bool:
+        """Whether a job on ``pool`` waits in ``waiting-approval`` (``agents.approval``; pull requests only)."""
+        return pr and self.policy.needs_approval(fork=fork, trusted=split_pool(pool)[1])
 
     def enqueue(self, repo: str, ref: str, commit: str, *, event: str = "push", pipeline: str | None = None,
                 context: str | None = None, pr: str | None = None, base_ref: str | None = None,
                 head_ref: str | None = None, origin: str | None = None, before: str | None = None,
-                changed: tuple[str, ...] | None = None, read: Reader | None = None) -> Triggered:
+                changed: tuple[str, ...] | None = None, read: Reader | None = None, fork: bool = False,
+                author: str | None = None) -> Triggered:
         """Plan and queue what ``commit`` of ``repo`` gets for ``event`` (the trigger fields of
         `raibid.queue.model.TRIGGER_FIELDS` as keywords). ``ref`` is the branch (push, manual, a PR's
         head branch) or the tag name (tag). ``pipeline`` keeps only that pipeline; ``context`` is used
         only for a job that names no pipeline. ``changed``: the files changed since ``before`` (None:
-        unknown, and every ``path:`` condition matches). ``read`` overrides the trigger's reader."""
+        unknown, and every ``path:`` condition matches). ``read`` overrides the trigger's reader.
+
+        A pull request (``event="pull_request"``, ``ref`` its ``refs/pull/<n>/head``, ``head_ref`` its
+        head branch) routes by ``fork`` and ``author`` too, and may be held for approval
+        (``agents.approval``); its dedupe key is a push's, so a PR head that is also a pushed branch tip
+        builds each pipeline once."""
         from raibid.queue import JobSpec, dedupe_key
 
         out = Triggered(repo, ref, commit, event)
         reader = read or self.read
-        info = TriggerInfo(event=event, repo=repo, commit=commit, branch=None if event == "tag" else ref,
+        is_pr = event == "pull_request"
+        branch = None if event == "tag" else (head_ref or ref) if is_pr else ref
+        info = TriggerInfo(event=event, repo=repo, commit=commit, branch=branch,
                            tag=ref if event == "tag" else None, before=before, changed=changed, pr=pr,
                            base_ref=base_ref, head_ref=head_ref, origin=origin)
         extra = {"event": event, "pr": pr, "base_ref": base_ref, "head_ref": head_ref, "origin": origin}
@@ -193,21 +214,24 @@ class BuildTrigger:
         if planned is None:  # no file (or no reader): the one job of before, which names no pipeline
             if event == "tag":
                 return out
-            pool = self.pool(repo)
+            pool = self.pool(repo, pr=is_pr, fork=fork, author=author)
             spec = JobSpec(repo=repo, ref=ref, commit=commit, agent=pool, source=self.source,
-                           dedupe=dedupe_key(repo, commit, pool), context=context, **extra)
+                           dedupe=dedupe_key(repo, commit, pool), context=context,
+                           hold=self._hold(is_pr, fork, pool), **extra)
             job, created = self.submit(spec)
-            out.jobs.append(Enqueued(job.id, repo, ref, commit, job.agent, created, None, context))
+            out.jobs.append(Enqueued(job.id, repo, ref, commit, job.agent, created, None, context,
+                                     job.status == "waiting-approval"))
             return out
         for p in planned:
             if pipeline is not None and p.pipeline != pipeline:
                 continue
-            pool = self.pool(repo, p.agent)
+            pool = self.pool(repo, p.agent, pr=is_pr, fork=fork, author=author)
             spec = JobSpec(repo=repo, ref=ref, commit=commit, agent=pool, source=self.source,
                            dedupe=f"{dedupe_key(repo, commit, pool)}/{p.pipeline}", pipeline=p.pipeline,
-                           context=p.context, **extra)
+                           context=p.context, hold=self._hold(is_pr, fork, pool), **extra)
             job, created = self.submit(spec)
-            out.jobs.append(Enqueued(job.id, repo, ref, commit, job.agent, created, p.pipeline, p.context))
+            out.jobs.append(Enqueued(job.id, repo, ref, commit, job.agent, created, p.pipeline, p.context,
+                                     job.status == "waiting-approval"))
         return out
 
     def submit_for_engine(self, build: Build) -> list[str]:
@@ -219,6 +243,7 @@ class BuildTrigger:
         read = cache_reader(build.cache) if build.cache is not None and has_object(build.cache, build.commit) \
             else None
         t = self.enqueue(build.repo, build.ref, build.commit, event=build.event, before=build.before,
-                         changed=build.changed, origin=build.origin, read=read)
+                         changed=build.changed, origin=build.origin, read=read, pr=build.pr,
+                         base_ref=build.base_ref, head_ref=build.head_ref, fork=build.fork, author=build.author)
         return t.job_ids
 

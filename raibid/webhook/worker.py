@@ -17,12 +17,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from raibid.webhook.events import Push
+from raibid.webhook.events import PullRequest, Push
 
 log = logging.getLogger("raibid.webhook")
 
 SyncFn = Callable[[str], None]  # sync one source repository, by OWNER/NAME
-AfterFn = Callable[[str, list[Push]], None]  # called after a successful sync with the merged pushes
+Event = Push | PullRequest  # what a sync is for: pushes and pull requests merge per ref (refs/pull/<n>/head)
+AfterFn = Callable[[str, list[Event]], None]  # called after a successful sync with the merged events
 
 
 @dataclass
@@ -43,7 +44,7 @@ class SyncWorker:
         self.max_pending = max(1, max_pending)
         self.stats = WorkerStats()
         self._cond = threading.Condition()
-        self._pending: dict[str, dict[str, Push]] = {}  # repo -> ref -> latest push
+        self._pending: dict[str, dict[str, Event]] = {}  # repo -> ref -> latest push
         self._ready: deque[str] = deque()  # waiting repos that no thread is syncing
         self._running: set[str] = set()
         self._stopping = False
@@ -64,7 +65,7 @@ class SyncWorker:
         for t in self._pool:
             t.join(max(0.0, deadline - time.monotonic()))
 
-    def submit(self, repo: str, push: Push) -> bool:
+    def submit(self, repo: str, push: Event) -> bool:
         """Record a push for ``repo``; False when the backlog is full (the cron sync is the safety net)."""
         with self._cond:
             waiting = self._pending.get(repo)
@@ -115,7 +116,7 @@ class SyncWorker:
                         self._ready.append(repo)  # what arrived during the sync: one more
                     self._cond.notify_all()
 
-    def _sync(self, repo: str, pushes: list[Push]) -> None:
+    def _sync(self, repo: str, pushes: list[Event]) -> None:
         started = time.monotonic()
         try:
             self.sync(repo)

@@ -46,11 +46,11 @@ def test_register_creates_each_hook_once_and_a_second_run_changes_nothing(setup,
     assert "acme/locked" in first.err and "no admin rights" in first.err  # reported, not fatal
     [org_hook] = gitea.org_hooks["mirrors"]
     assert org_hook["config"]["url"] == "http://raibid-webhook.raibid-ci.svc:8080/hooks/gitea"
-    assert org_hook["active"] and org_hook["events"] == ["push"] and org_hook["_secret"] == SECRET
+    assert org_hook["active"] and org_hook["events"] == ["pull_request", "push"] and org_hook["_secret"] == SECRET
     [gh_hook] = github.repo("acme", "app").hooks.values()
     assert gh_hook.config["url"] == "https://ci.example.org/hooks/github"
     assert gh_hook.config["content_type"] == "json" and gh_hook.config["secret"] == SECRET
-    assert gh_hook.events == ["push"] and gh_hook.active
+    assert gh_hook.events == ["pull_request", "push"] and gh_hook.active
     assert not github.repo("bigorg", "web").hooks  # excluded by the org's include regex
     assert SECRET not in first.out + first.err
 
@@ -76,7 +76,7 @@ def test_register_repairs_a_drifted_hook_and_dry_run_changes_nothing(setup, run)
     fixed = run("webhook", "register", "--json")
     assert actions(fixed)[("github", "acme/app")] == "updated"
     assert actions(fixed)[("gitea", "mirrors")] == "updated"
-    assert gh_hook.events == ["push"] and gh_hook.config["secret"] == SECRET
+    assert gh_hook.events == ["pull_request", "push"] and gh_hook.config["secret"] == SECRET
     assert gitea.org_hooks["mirrors"][0]["active"] is True
 
 

@@ -93,10 +93,24 @@ class Repo:
     updated_at: float = 0.0
     pushed_at: float = 0.0
     hooks: dict[int, Hook] = field(default_factory=dict)
+    pulls: dict[int, Pull] = field(default_factory=dict)
 
     @property
     def full_name(self) -> str:
         return f"{self.owner.login}/{self.name}"
+
+
+@dataclass
+class Pull:
+    """A pull request into a repo: its head branch lives in ``head_repo`` (the repo itself, or a fork)."""
+
+    number: int
+    head_repo: Repo | None  # None: the fork was deleted
+    head_ref: str
+    base_ref: str
+    author: str
+    head_sha: str
+    state: str = "open"
 
 
 @dataclass
@@ -279,6 +293,53 @@ class GitHubFake(Served):
         with self.lock:
             repo = self.repos.pop(f"{owner}/{name}".lower())
         shutil.rmtree(self.git.path(repo.full_name), ignore_errors=True)
+
+    # ------------------------------------------------------------------ pull requests
+    def open_pull(self, owner: str, name: str, head_ref: str, *, base_ref: str = "main",
+                  head: tuple[str, str] | None = None, author: str | None = None) -> Pull:
+        """A PR from ``head_ref`` of ``head`` (OWNER, NAME; default the repo itself, else a fork) into
+        ``base_ref``; the base repo gets ``refs/pull/<n>/head`` as on GitHub."""
+        repo = self.repo(owner, name)
+        head_repo = self.repo(*head) if head else repo
+        with self.lock:
+            number = len(repo.pulls) + 1
+        sha = self._pull_ref(repo, number, head_repo, head_ref)
+        pull = Pull(number, head_repo, head_ref, base_ref, author or head_repo.owner.login, sha)
+        with self.lock:
+            repo.pulls[number] = pull
+        return pull
+
+    def push_to_pull(self, owner: str, name: str, number: int, files: dict[str, str]) -> str:
+        """A new commit on the PR's head branch (in its head repo); refs/pull/<n>/head follows."""
+        repo = self.repo(owner, name)
+        pull = repo.pulls[number]
+        assert pull.head_repo is not None
+        self.git.commit(pull.head_repo.full_name, pull.head_ref, files, "pr change")
+        pull.head_sha = self._pull_ref(repo, number, pull.head_repo, pull.head_ref)
+        return pull.head_sha
+
+    def close_pull(self, owner: str, name: str, number: int) -> None:
+        self.repo(owner, name).pulls[number].state = "closed"  # refs/pull/<n>/head stays, as on GitHub
+
+    def _pull_ref(self, repo: Repo, number: int, head_repo: Repo, head_ref: str) -> str:
+        base = self.git.path(repo.full_name)
+        git("fetch", "-q", str(self.git.path(head_repo.full_name)), f"+refs/heads/{head_ref}:refs/pull/{number}/head",
+            cwd=base)
+        return git("rev-parse", f"refs/pull/{number}/head", cwd=base).strip()
+
+    def pull_json(self, repo: Repo, pull: Pull) -> dict:
+        """A pull request as ``GET /repos/{o}/{r}/pulls`` lists it (the fields of GitHub's shape raibid reads,
+        and a few around them)."""
+        user = self.owners.get(pull.author.lower()) or Owner(0, pull.author, "User")
+        head_repo = self.repo_json(pull.head_repo, authenticated=False) if pull.head_repo else None
+        base_sha = self.git.refs(repo.full_name).get(f"refs/heads/{pull.base_ref}", ZERO_SHA)
+        return {"url": f"{self.url}/repos/{repo.full_name}/pulls/{pull.number}", "id": 50_000 + pull.number,
+                "number": pull.number, "state": pull.state, "locked": False, "title": f"PR {pull.number}",
+                "user": self.owner_json(user), "draft": False,
+                "head": {"label": f"{(pull.head_repo.owner.login if pull.head_repo else 'unknown')}:{pull.head_ref}",
+                         "ref": pull.head_ref, "sha": pull.head_sha, "user": self.owner_json(user), "repo": head_repo},
+                "base": {"label": f"{repo.owner.login}:{pull.base_ref}", "ref": pull.base_ref, "sha": base_sha,
+                         "user": self.owner_json(repo.owner), "repo": self.repo_json(repo, authenticated=False)}}
 
     def set_admin(self, owner: str, name: str, admin: bool = True) -> None:
         self.repo(owner, name).admin = admin
@@ -667,6 +728,12 @@ class _Handler(Handler):
         if m and method == "GET":
             org_route = m.group(1) == "orgs"
             return self._list(self._owner(m.group(2), org=org_route), org_route, q, query, authenticated)
+        m = re.fullmatch(r"/repositories/(\d+)/pulls", path)  # where the pulls Link headers point
+        if m and method == "GET":
+            repo = next((r for r in fake.repos.values() if r.id == int(m.group(1))), None)
+            if repo is None or (repo.private and not authenticated):
+                raise _not_found()
+            return self._pulls(repo, q, query)
         m = re.fullmatch(r"/(organizations|user)/(\d+)/repos", path)  # where GitHub's Link headers point
         if m and method == "GET":
             org_route = m.group(1) == "organizations"
@@ -686,6 +753,9 @@ class _Handler(Handler):
         if m and method == "GET":
             repo = self._repo(m.group(1), m.group(2), authenticated)
             return 200, list(reversed(fake.statuses.get(repo.full_name.lower(), {}).get(m.group(3), []))), {}
+        m = re.fullmatch(r"/repos/([^/]+)/([^/]+)/pulls", path)
+        if m and method == "GET":
+            return self._pulls(self._repo(m.group(1), m.group(2), authenticated), q, query)
         m = re.fullmatch(r"/repos/([^/]+)/([^/]+)/hooks(?:/([^/]+))?", path)
         if m:
             return self._hooks(method, self._repo(m.group(1), m.group(2), authenticated), m.group(3), body,
@@ -772,6 +842,28 @@ class _Handler(Handler):
             rels.append(f'{link(1)}; rel="first"')
         headers = {"Link": ", ".join(rels)} if rels else {}
         return 200, [fake.repo_json(r, authenticated=authenticated) for r in items], headers
+
+    def _pulls(self, repo: Repo, q: dict[str, str], query: list[tuple[str, str]]) -> tuple[int, Any, dict[str, str]]:
+        """``GET /repos/{o}/{r}/pulls``: ``state`` open (default), closed or all; newest first; paginated."""
+        fake = self.owner
+        state = q.get("state", "open")
+        if state not in ("open", "closed", "all"):
+            raise _invalid(f"state {state!r} is not one of open, closed, all")
+        pulls = sorted((p for p in repo.pulls.values() if state == "all" or p.state == state),
+                       key=lambda p: p.number, reverse=True)
+        per_page = _int(q.get("per_page"), 30)
+        per_page = 30 if per_page < 1 else min(per_page, 100)
+        page = max(1, _int(q.get("page"), 1))
+        last = max(1, math.ceil(len(pulls) / per_page))
+        items = pulls[(page - 1) * per_page:page * per_page]
+        base = f"{fake.url}/repositories/{repo.id}/pulls"
+        rest = [(k, v) for k, v in query if k != "page"]
+        rels = []
+        if page < last:
+            rels += [f'<{base}?{urlencode([*rest, ("page", str(page + 1))])}>; rel="next"',
+                     f'<{base}?{urlencode([*rest, ("page", str(last))])}>; rel="last"']
+        headers = {"Link": ", ".join(rels)} if rels else {}
+        return 200, [fake.pull_json(repo, p) for p in items], headers
 
     def _hooks(self, method: str, repo: Repo, hook_id: str | None, body: Any,
                authenticated: bool) -> tuple[int, Any, dict[str, str]]:
