@@ -69,9 +69,11 @@ def run(app: Application, path: Path, pipelines: tuple[str, ...], event: str, br
     """
     from raibid.agents.pipeline import FILE_NAME, PipelineError
     from raibid.agents.plan import plan
+    from raibid.cli import exit_without_teardown
     from raibid.local import source
     from raibid.local.run import RunSpec, select
 
+    exit_without_teardown()  # everything a run starts is stopped and removed before it returns
     cfg = app.cfg
     top, work_tree = source.build_root(path.resolve(), FILE_NAME)
     commit = source.resolve_commit(top, commit_ref) if commit_ref else None
