@@ -737,7 +737,9 @@ def wait_exit(proc: subprocess.Popen, timeout: float) -> bool:
         pidfd = None
     if pidfd is not None:
         try:
-            ready = select.select([pidfd], [], [], timeout)[0]
+            poller = select.poll()  # not select(): a descriptor number above FD_SETSIZE is fine
+            poller.register(pidfd, select.POLLIN)
+            ready = poller.poll(max(0, int(timeout * 1000)))
         finally:
             os.close(pidfd)
         if not ready:
