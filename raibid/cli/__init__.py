@@ -178,6 +178,8 @@ def _exit_now(code: object) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    global _skip_teardown
+    _skip_teardown = False  # set only by a command this call runs
     try:
         cli.main(args=argv, prog_name="raibid")
     except BrokenPipeError:
