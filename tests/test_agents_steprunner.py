@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from raibid.agents.steprunner import KILL_GRACE_S, StepRunnerClient
+from raibid.agents.steprunner import KILL_GRACE_S, StepRunnerClient, wait_exit
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process semantics")
 
@@ -180,3 +180,22 @@ def test_scrub_environ_overwrites_the_values_proc_shows():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env,
                        cwd=Path(__file__).resolve().parents[1])
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
+
+
+def test_wait_exit_reaps_an_exited_child_and_times_out_on_a_live_one():
+    """The agent's bounded wait for its local runner: False while it runs (it is left alive for the kill),
+    True once it has exited, with the process reaped."""
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        t0 = time.monotonic()
+        assert wait_exit(proc, 0.2) is False
+        assert time.monotonic() - t0 >= 0.15 and proc.poll() is None
+        proc.kill()
+        assert wait_exit(proc, 10) is True
+        assert proc.returncode == -signal.SIGKILL
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()
+    quick = subprocess.Popen(["true"])
+    assert wait_exit(quick, 10) is True and quick.returncode == 0

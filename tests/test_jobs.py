@@ -57,6 +57,39 @@ def test_full_lifecycle_of_a_job(q):
     assert q.claim("generic", "pod-a") is None
 
 
+def test_a_log_wait_woken_by_events_ends_when_the_job_finishes(q):
+    """`raibid run`'s follower: a wait for more log lines ends when the job's result is recorded, not when
+    its block times out; without wake_on_event it waits out the block."""
+    import threading
+
+    job = q.submit(spec())
+    claim = q.claim("generic", "pod-a")
+    q.append_log(job.id, ["only line"])
+    last = q.wait_logs(job.id, "0", block_ms=100)[-1][0]
+    assert q.wait_logs(job.id, last, block_ms=50) == []  # nothing new: the block runs out
+    out: list[tuple[list, float]] = []
+    started = threading.Event()
+
+    def follow(**kw) -> None:
+        started.set()
+        t0 = time.monotonic()
+        out.append((q.wait_logs(job.id, last, block_ms=30_000, **kw), time.monotonic() - t0))
+
+    waiter = threading.Thread(target=follow, kwargs={"wake_on_event": True})
+    waiter.start()
+    started.wait(5)
+    deadline = time.monotonic() + 10
+    while not any(c.get("cmd") == "xread" for c in q.r.client_list()):
+        assert time.monotonic() < deadline, "the wait never blocked"
+        time.sleep(0.01)  # polling the server until the waiter's XREAD is blocked on it, bounded
+    assert q.finish(claim, "succeeded", exit_code=0)
+    waiter.join(20)
+    assert not waiter.is_alive()
+    lines, waited = out[0]
+    assert lines == [] and waited < 15  # woken by the finish event, far before the 30 s block
+    assert q.get(job.id).status == "succeeded"
+
+
 def test_job_ids_sort_by_time_and_are_url_safe(q):
     ids = [q.submit(spec(i)).id for i in range(5)]
     assert ids == sorted(ids)

@@ -721,11 +721,36 @@ class StepRunnerClient:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
-        if self.proc is not None:
-            try:
-                self.proc.wait(EXIT_GRACE_S)
-            except subprocess.TimeoutExpired:
-                self._kill_local()
+        if self.proc is not None and not wait_exit(self.proc, EXIT_GRACE_S):
+            self._kill_local()
+
+
+def wait_exit(proc: subprocess.Popen, timeout: float) -> bool:
+    """Reap ``proc`` within ``timeout`` seconds: True when it exited (and was reaped). On Linux a pidfd
+    wakes the wait the moment it exits; ``Popen.wait(timeout)`` polls with a doubling sleep, which cost
+    a local run up to 30 ms after a runner that took 3 ms to exit."""
+    import select
+
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3, or already reaped
+        pidfd = None
+    if pidfd is not None:
+        try:
+            poller = select.poll()  # not select(): a descriptor number above FD_SETSIZE is fine
+            poller.register(pidfd, select.POLLIN)
+            ready = poller.poll(max(0, int(timeout * 1000)))
+        finally:
+            os.close(pidfd)
+        if not ready:
+            return proc.poll() is not None
+        proc.wait()  # it has exited: reaps at once
+        return True
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -220,7 +220,7 @@ class LocalRun:
         while True:
             ended = job_id in self._done or self._agents_done.is_set()
             try:
-                lines = self.q.wait_logs(job_id, last, block_ms=20)
+                lines = self.q.wait_logs(job_id, last, block_ms=20, wake_on_event=True)
             except Exception as e:  # the queue went away: say so once, the summary says the rest
                 self.on_note(f"log of {pipeline} ({job_id}) stopped: {e}")
                 return

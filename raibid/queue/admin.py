@@ -88,11 +88,16 @@ class Admin(Producer, Worker):
 
     @mapped
     @retried
-    def wait_logs(self, job_id: str, after: str, block_ms: int) -> list[tuple[str, str]]:
+    def wait_logs(self, job_id: str, after: str, block_ms: int, *, wake_on_event: bool = False) -> list[tuple[str, str]]:
+        """Log entries after ``after``, waiting up to ``block_ms`` for the first. With ``wake_on_event``
+        the wait also ends (with no entries) when an event is added (a job's state changed, its end
+        included): a follower sees the end at once, not when its wait times out."""
+        log = self.keys.log(job_id)
+        streams = {log: after, self.keys.events: "$"} if wake_on_event else {log: after}
         for block in self._block_slices(block_ms):
-            res = self.r.xread({self.keys.log(job_id): after}, block=block, count=1000)
+            res = self.r.xread(streams, block=block, count=1000)
             if res:
-                return [(eid, f.get("line", "")) for _, entries in res for eid, f in entries]
+                return [(eid, f.get("line", "")) for key, entries in res if key == log for eid, f in entries]
         return []
 
     @mapped
