@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import math
 from collections.abc import Iterable
@@ -24,6 +25,7 @@ from raibid.queue.model import (
     validate_agent,
 )
 from raibid.queue.producer import Producer
+from raibid.queue.replies import entries, fields, members, stream_reads, text
 from raibid.queue.worker import Worker
 from raibid.timeutil import now_rfc3339, parse_time
 
@@ -48,7 +50,7 @@ class Admin(Producer, Worker):
         out: list[Job] = []
         start, batch = 0, max(limit, 100)
         while len(out) < limit:
-            ids = self.r.zrevrange(self.keys.index, start, start + batch - 1)
+            ids = members(self.r.zrevrange(self.keys.index, start, start + batch - 1))
             if not ids:
                 break
             pipe = self.r.pipeline(transaction=False)
@@ -57,7 +59,7 @@ class Admin(Producer, Worker):
             for h in pipe.execute():
                 if not h:
                     continue
-                job = Job.from_hash(h)
+                job = Job.from_hash(fields(h))
                 if (status and job.status != status) or (agent and job.agent != agent):
                     continue
                 out.append(job)
@@ -68,18 +70,18 @@ class Admin(Producer, Worker):
 
     @mapped
     @retried
-    def logs(self, job_id: str, after: str = "-", count: int | None = None) -> list[tuple[str, str]]:
+    def logs(self, job_id: str, after: str = "-", count: int | None = None) -> builtins.list[tuple[str, str]]:
         """(entry id, line) pairs after ``after`` (exclusive unless '-'), all of them without ``count``.
 
         Read in pages of ``LOG_PAGE`` entries: one XRANGE of a whole 64 MiB log makes Redis build a
         reply as large as the log, doubling its memory for a moment (a flooding build could then push
         a near-full Redis over ``maxmemory`` just by being read).
         """
-        out: list[tuple[str, str]] = []
+        out: builtins.list[tuple[str, str]] = []
         start = "-" if after == "-" else f"({after}"
         while count is None or len(out) < count:
             want = LOG_PAGE if count is None else min(LOG_PAGE, count - len(out))
-            page = self.r.xrange(self.keys.log(job_id), start, "+", count=want)
+            page = entries(self.r.xrange(self.keys.log(job_id), start, "+", count=want))
             out.extend((eid, f.get("line", "")) for eid, f in page)
             if len(page) < want:
                 break
@@ -88,9 +90,9 @@ class Admin(Producer, Worker):
 
     @mapped
     @retried
-    def wait_logs(self, job_id: str, after: str, block_ms: int) -> list[tuple[str, str]]:
+    def wait_logs(self, job_id: str, after: str, block_ms: int) -> builtins.list[tuple[str, str]]:
         for block in self._block_slices(block_ms):
-            res = self.r.xread({self.keys.log(job_id): after}, block=block, count=1000)
+            res = stream_reads(self.r.xread({self.keys.log(job_id): after}, block=block, count=1000))
             if res:
                 return [(eid, f.get("line", "")) for _, entries in res for eid, f in entries]
         return []
@@ -186,17 +188,18 @@ class Admin(Producer, Worker):
             if self.check_lag(stream).repaired:
                 result.lag_repaired.append(agent)
             for p in self.r.xpending_range(stream, GROUP, min="-", max="+", count=10_000, idle=idle):
-                sid = p["message_id"]
-                entry = self.r.xrange(stream, sid, sid)
+                sid = text(p["message_id"])
+                consumer = text(p["consumer"])
+                entry = entries(self.r.xrange(stream, sid, sid))
                 job_id = entry[0][1].get("job") if entry else None
                 if not job_id:
                     self.r.xack(stream, GROUP, sid)
                     result.acked_entries.append(sid)
                     continue
                 outcome = self._requeue(stream, sid, job_id,
-                                        f"worker {p['consumer']} stopped heartbeating "
-                                        f"(idle {p['time_since_delivered']} ms)",
-                                        consumer=p["consumer"], min_idle_ms=idle)
+                                        f"worker {consumer} stopped heartbeating "
+                                        f"(idle {text(p['time_since_delivered'])} ms)",
+                                        consumer=consumer, min_idle_ms=idle)
                 {"requeued": result.requeued, "dead": result.dead_lettered,
                  "skipped": result.skipped}.get(outcome, result.acked_jobs).append(job_id)
             gone = self._script("reap_consumers")(keys=[stream], args=[GROUP, idle])
@@ -212,9 +215,9 @@ class Admin(Producer, Worker):
 
     @mapped
     @retried
-    def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
+    def dlq_list(self, limit: int = 100) -> builtins.list[DeadLetter]:
         return [DeadLetter(eid, f.get("job", ""), f.get("reason", ""), f.get("stream", ""), f.get("at"))
-                for eid, f in self.r.xrevrange(self.keys.dead, "+", "-", count=limit)]
+                for eid, f in entries(self.r.xrevrange(self.keys.dead, "+", "-", count=limit))]
 
     @mapped
     def dlq_retry(self, job_id: str, *, trust: TrustPolicy | None = None) -> Job:
@@ -281,7 +284,7 @@ class Admin(Producer, Worker):
                 consumers = [ConsumerInfo(c["name"], int(c["pending"]), int(c["idle"]))
                              for c in self.r.xinfo_consumers(stream, GROUP)]
                 last = group.get("last-delivered-id", "0-0")
-                nxt = self.r.xrange(stream, f"({last}", "+", count=1)
+                nxt = entries(self.r.xrange(stream, f"({last}", "+", count=1))
                 if nxt:
                     oldest_at = int(nxt[0][0].split("-")[0])
             elif length:
