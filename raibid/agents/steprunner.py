@@ -106,7 +106,7 @@ class FrameReader:
             got += k
         return buf
 
-    def read(self) -> tuple[bytes, bytes] | None:
+    def read(self) -> tuple[bytes, bytes | bytearray] | None:
         header = self._exactly(_HEADER.size, at_start=True)
         if header is None:
             return None
@@ -116,7 +116,7 @@ class FrameReader:
         payload = self._exactly(length) if length else bytearray()
         if payload is None:  # not at the start of a frame: _exactly raised instead
             raise ProtocolError("the connection closed in the middle of a frame")
-        return kind, bytes(payload)
+        return kind, bytes(payload) if length < 4096 else payload  # a large frame is not copied
 
 
 # ----------------------------------------------------------------------------- the runner
@@ -687,7 +687,7 @@ class StepRunnerClient:
                 raise RunnerGone(f"the step runner ({self.where}) went away")
             kind, payload = frame
             if kind == b"O":
-                on_output(payload)
+                on_output(bytes(payload))  # on_output's bytes: a large chunk arrives as a bytearray
             elif kind == b"X":
                 done = json.loads(payload)
                 return int(done["code"]), bool(done.get("terminated"))
