@@ -89,7 +89,7 @@ def _classes() -> tuple[type, type]:
         """urllib3 Retry that also gives up when the next try could not finish within the budget."""
 
         def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
-                      error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> Retry:
+                      error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> BudgetRetry:
             new = super().increment(method, url, response, error, _pool, _stacktrace)
             budget = _BUDGET.get()
             if budget is not None:

@@ -301,3 +301,25 @@ def test_the_context_is_the_sdist_less_what_dockerignore_names(tmp_path):
     ctx = collect(*source_roots(), version="0")
     files = {p: d for p, _, d in ctx.files if p != ".dockerignore"}
     assert files == kept
+
+
+class _TTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_build_progress_bar_shows_buildkit_step_text_as_text_not_markup():
+    """The bar's description is Rich markup: a step named like a style ("[internal]", "[link=...]")
+    is shown as written, not turned into a style or a link."""
+    from raibid.app import Application
+    from raibid.cli.images import _Display
+    from raibid.terminal import Terminal
+
+    app = Application(terminal=Terminal(stdout=io.StringIO(), stderr=_TTY(), color=True))
+    step = "[internal] load [link=https://example.invalid]metadata[/link] [bold]x"
+    with _Display(app, "agent") as show:
+        show.line(f"#5 {step}", Progress())
+        assert show.progress is not None
+        rendered = show.progress.columns[0].render(show.progress.tasks[0])
+    assert rendered.plain == f"agent: {step}"
+    assert not rendered.spans

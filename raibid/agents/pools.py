@@ -461,8 +461,9 @@ def explain_pool(kube: Kube, namespace: str, queue: Any, pools: dict[str, Pool],
         problems.append(f"cannot read the queue: {e.message}")
     scale = decide(strategy, lag or 0, lag_count, max_replicas, running, pending) if lag is not None else None
     gpus = node_gpus(kube) if t.gpu else None
-    e = Explanation(name, t.scaled_job, "", False, scale, keda, sj is not None,
-                    None if sj is None else _condition_true(sj, "Ready"), bool(sj and is_paused(sj)),
-                    version, lag_ok, group_ok, read_ok, lag, pel, running, pending, t.gpu, gpus, problems)
-    e.verdict, e.scaling = verdict(e)
-    return e
+    explanation = Explanation(name, t.scaled_job, "", False, scale, keda, sj is not None,
+                              None if sj is None else _condition_true(sj, "Ready"), bool(sj and is_paused(sj)),
+                              version, lag_ok, group_ok, read_ok, lag, pel, running, pending, t.gpu, gpus,
+                              problems)
+    explanation.verdict, explanation.scaling = verdict(explanation)
+    return explanation

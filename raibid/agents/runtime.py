@@ -596,6 +596,7 @@ class Agent:
         assert self.runner is not None
         t0 = time.monotonic()
         env = {**env, **self._fresh_step_dirs()}
+        why: str | None
         with self._lock:  # a kill frame (timeout, cancel, SIGTERM) can only follow the run frame
             if self._stop_reason is not None:
                 why, self._stop_reason = self._stop_reason, None

@@ -106,7 +106,7 @@ class FrameReader:
             got += k
         return buf
 
-    def read(self) -> tuple[bytes, bytes] | None:
+    def read(self) -> tuple[bytes, bytes | bytearray] | None:
         header = self._exactly(_HEADER.size, at_start=True)
         if header is None:
             return None
@@ -114,7 +114,9 @@ class FrameReader:
         if length > MAX_FRAME:
             raise ProtocolError(f"frame of {length} bytes is larger than {MAX_FRAME}")
         payload = self._exactly(length) if length else bytearray()
-        return kind, bytes(payload) if length < 4096 else payload  # type: ignore[return-value]
+        if payload is None:  # not at the start of a frame: _exactly raised instead
+            raise ProtocolError("the connection closed in the middle of a frame")
+        return kind, bytes(payload) if length < 4096 else payload  # a large frame is not copied
 
 
 # ----------------------------------------------------------------------------- the runner
@@ -154,7 +156,7 @@ def scrub_environ(names: Iterable[str]) -> None:
         environ = ctypes.POINTER(ctypes.c_void_p).in_dll(ctypes.CDLL(None), "environ")
         i = 0
         while environ[i]:
-            wipe(environ[i])  # type: ignore[arg-type]
+            wipe(environ[i])
             i += 1
         with open("/proc/self/stat", "rb") as f:
             stat = f.read()
@@ -685,7 +687,7 @@ class StepRunnerClient:
                 raise RunnerGone(f"the step runner ({self.where}) went away")
             kind, payload = frame
             if kind == b"O":
-                on_output(payload)
+                on_output(bytes(payload))  # on_output's bytes: a large chunk arrives as a bytearray
             elif kind == b"X":
                 done = json.loads(payload)
                 return int(done["code"]), bool(done.get("terminated"))

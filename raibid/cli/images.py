@@ -11,6 +11,8 @@ from raibid.cli._common import json_option, pass_app
 from raibid.errors import Exit, ExitCode, NotFound
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
     from raibid.app import Application
 
 
@@ -123,18 +125,19 @@ class _Display:
 
     def __init__(self, app: Application, name: str) -> None:
         self.app, self.name = app, name
-        self.progress = None
-        self.task = None
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
 
     def __enter__(self) -> _Display:
         term = self.app.term
         if term.stderr_is_tty and term.verbosity >= 0:
+            from rich.markup import escape
             from rich.progress import BarColumn, Progress, TextColumn
 
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                      TextColumn("{task.completed}/{task.total}"), console=term._console())
             self.progress.start()
-            self.task = self.progress.add_task(self.name, total=None)
+            self.task = self.progress.add_task(escape(self.name), total=None)
         return self
 
     def line(self, text: str, p: object) -> None:
@@ -144,18 +147,19 @@ class _Display:
         assert isinstance(p, Parsed)
         step = text.split(" ", 1)[1] if text.startswith("#") and " " in text else ""
         if self.progress is not None and self.task is not None:
-            from rich.text import Text
+            from rich.markup import escape
 
-            label = Text(f"{self.name}: ")
-            label.append(printable(step)[:70] if step.startswith("[") else "")
-            self.progress.update(self.task, total=p.total_steps or None, completed=p.steps_done,  # type: ignore[attr-defined]
+            # A description is markup (TextColumn parses it; a Text would be flattened and parsed too),
+            # so BuildKit's step text, e.g. "[internal] load ...", is escaped, not read as styles.
+            label = escape(f"{self.name}: " + (printable(step)[:70] if step.startswith("[") else ""))
+            self.progress.update(self.task, total=p.total_steps or None, completed=p.steps_done,
                                  description=label)
         elif step.startswith("[") and " " in text and self.app.term.verbosity >= 0:
             self.app.term.info(f"{self.name}: {text}")
 
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
-            self.progress.stop()  # type: ignore[attr-defined]
+            self.progress.stop()
 
 
 def ensure_images(app: Application, *, timeout: float = 3600) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import click
@@ -11,7 +12,7 @@ from raibid.errors import UsageError
 
 if TYPE_CHECKING:
     from raibid.app import Application
-    from raibid.queue import Job
+    from raibid.queue import Job, JobSpec
 
 
 @click.group()
@@ -62,13 +63,13 @@ SPEC_KEYS = {"repo", "ref", "commit", "agent", "command", "env", "timeout", "ded
 SPEC_REQUIRED = {"repo", "ref"}
 
 
-def _read_jsonl(stream: click.utils.LazyFile | object, name: str) -> list:
+def _read_jsonl(stream: Iterable[str | bytes], name: str) -> list[JobSpec]:
     import json
 
     from raibid.queue import JobSpec
 
     specs = []
-    for n, raw in enumerate(stream, start=1):  # type: ignore[attr-defined]
+    for n, raw in enumerate(stream, start=1):
         try:
             line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         except UnicodeDecodeError:
@@ -77,8 +78,9 @@ def _read_jsonl(stream: click.utils.LazyFile | object, name: str) -> list:
             continue
         try:
             obj = json.loads(line)
-        except ValueError as e:
-            raise UsageError(f"{name}:{n}: malformed JSON ({e.msg}); nothing was submitted") from None
+        except ValueError as e:  # JSONDecodeError, or a plain ValueError (an integer of over 4300 digits)
+            why = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
+            raise UsageError(f"{name}:{n}: malformed JSON ({why}); nothing was submitted") from None
         if not isinstance(obj, dict):
             raise UsageError(f"{name}:{n}: each line must be a JSON object; nothing was submitted")
         unknown = set(obj) - SPEC_KEYS

@@ -38,7 +38,7 @@ def build_dashboard(app: Application, interval: float | None = None) -> Dashboar
 
         target = _target(app)
         flux_url = _flux_url(app, target)
-    gitea_client = []
+    gitea_client: list[Gitea] = []
 
     def gitea() -> Gitea:
         if not gitea_client:
@@ -54,6 +54,8 @@ def build_dashboard(app: Application, interval: float | None = None) -> Dashboar
     def config_head() -> str | None:
         from raibid.gitops.flux import config_head
 
+        if target is None:  # not in gitops mode, where the dashboard never asks
+            return None
         return config_head(gitea(), target.repo, target.branch)
 
     def manifests():

@@ -109,8 +109,8 @@ def _github_repos(app: Application, extra: tuple[str, ...]) -> tuple[list[str], 
             failed[r.source] = r.error
         elif not r.gone:
             repos.setdefault(r.source.lower(), r.source)
-    for r in extra:
-        repos.setdefault(r.lower(), r)
+    for name in extra:
+        repos.setdefault(name.lower(), name)
     return sorted(repos.values(), key=str.lower), failed
 
 

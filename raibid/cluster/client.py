@@ -196,13 +196,13 @@ def translate(verb: str, what: str, namespace: str | None = None, server: str | 
             raise Unreachable(f"{verb} {what}: cannot reach the API server{at}: {_scrub(msg, server)}") from None
         raise ClusterError(f"{verb} {what}{where}: API server error {status}: {_scrub(msg, server)}") from None
     except Urllib3Error as e:
-        reason = getattr(e, "reason", None) or e
+        cause = getattr(e, "reason", None) or e
         # (NewConnectionError is a ConnectTimeoutError in urllib3 2 for compatibility: a refusal, not a hang.)
-        if any(isinstance(x, Urllib3Timeout) and not isinstance(x, NewConnectionError) for x in (e, reason)):
+        if any(isinstance(x, Urllib3Timeout) and not isinstance(x, NewConnectionError) for x in (e, cause)):
             limit = f" within {timeout:g}s" if timeout else ""
             raise RequestTimeout(f"{verb} {what}: the API server{at} did not answer{limit}",
                                  hint="is k3s overloaded or hung? the limit is cluster.request_timeout") from None
-        raise Unreachable(f"{verb} {what}: cannot reach the API server{at}: {_scrub(str(reason), server)}",
+        raise Unreachable(f"{verb} {what}: cannot reach the API server{at}: {_scrub(str(cause), server)}",
                           hint="is k3s running? check --kubeconfig and --context") from None
     except (TimeoutError, ConnectionError, socket.gaierror) as e:
         raise Unreachable(f"{verb} {what}: cannot reach the API server{at}: {_scrub(str(e), server)}",
@@ -300,7 +300,7 @@ def _timed_api_client(configuration: Any, timeout: float) -> Any:
     if _TIMED_CLIENT is None:
         from kubernetes.client import ApiClient
 
-        class TimedApiClient(ApiClient):  # type: ignore[misc]
+        class TimedApiClient(ApiClient):
             request_timeout: tuple[float, float] = (CONNECT_TIMEOUT, DEFAULT_TIMEOUT)
 
             def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:

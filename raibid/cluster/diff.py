@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses as _dc
+from typing import Any
 
 from raibid.cluster.apply import LiveObjects, immutable_explained, live_objects, strip
 from raibid.cluster.client import ImmutableField, Kube, KubeObject
@@ -25,7 +26,7 @@ def mask_secrets(before: KubeObject | None, after: KubeObject | None) -> tuple[K
     def masked(side: dict, other: dict, label: str) -> dict:
         return {k: ("***" if k not in other or other[k] == v else f"*** ({label})") for k, v in side.items()}
 
-    out = []
+    out: list[dict[str, Any] | None] = []
     for obj, side, other, label in ((before, old, new, "before"), (after, new, old, "after")):
         if obj is None:
             out.append(None)

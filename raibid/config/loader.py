@@ -45,16 +45,16 @@ def find_config(explicit: str | os.PathLike[str] | None) -> Path | None:
     return None
 
 
-def load_config(explicit: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
+def load_config(explicit: str | os.PathLike[str] | None = None, env: typing.Mapping[str, str] | None = None) -> Config:
     """Load the effective config: defaults, then the file, then env overrides."""
-    env = os.environ if env is None else env
+    environ: typing.Mapping[str, str] = os.environ if env is None else env
     path = find_config(explicit)
     data: dict[str, Any] = {}
     marks: dict[tuple[str, ...], int] = {}
     if path is not None:
         data, marks = _read_yaml(path)
     cfg = _build(Config, data, (), marks, path)
-    _apply_env(cfg, env)
+    _apply_env(cfg, environ)
     _check_values(cfg)
     cfg.source = path
     return cfg
@@ -295,7 +295,7 @@ def _coerce(tp: Any, value: Any, path: tuple[str, ...], marks: dict, src: Path |
                         continue
             raise bad(" or ".join(_type_word(a) for a in inner))
         return _coerce(inner[0], value, path, marks, src)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, path, marks, src)
     if origin is list:
         if not isinstance(value, list):
@@ -334,7 +334,7 @@ def schema_keys(cls: type = Config, prefix: tuple[str, ...] = ()) -> list[tuple[
         if f.metadata.get("internal"):
             continue
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             out.extend(schema_keys(tp, prefix + (f.name,)))
         else:
             out.append((prefix + (f.name,), tp, f))

@@ -21,7 +21,7 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
     schemes) and ``also`` (other words accepted instead of a URL, e.g. ``auto``).
     """
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: _copy(d), metadata={"help": help, **kw})
+        return field(default_factory=lambda: _copy(default), metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
 
 

@@ -10,6 +10,7 @@ from raibid.errors import RaibidError
 
 if TYPE_CHECKING:
     from raibid.app import Application
+    from raibid.cluster.client import Kube
 
 
 def gitea_checks(app: Application) -> Iterable[Check]:
@@ -56,7 +57,7 @@ MIGRATE_HINT = ("`raibid gitea bootstrap`, then `raibid cluster up` (the templat
                 "then `raibid gitea bootstrap --revoke-admin-tokens`")
 
 
-def _kube(app: Application):  # type: ignore[no-untyped-def]
+def _kube(app: Application) -> Kube | None:
     if not app.kubeconfig_files:
         return None
     try:

@@ -96,7 +96,7 @@ class Gitea:
             return resp  # an earlier try timed out after Gitea had deleted it: done, not "not found"
         return self._check(resp, what)
 
-    def _json(self, resp: Any, expect: type = dict) -> Any:
+    def _json(self, resp: Any, expect: type | tuple[type, ...] = dict) -> Any:
         from raibid.http import json_body
 
         what = f"{resp.request.method} {resp.request.path_url.split('?')[0]}"
@@ -388,7 +388,8 @@ class Gitea:
             return Contents("dir")
         if not isinstance(data, dict) or not isinstance(data.get("type"), str):
             raise GiteaError(f"unexpected answer from Gitea: GET {url} returned no contents object")
-        size = data.get("size") if isinstance(data.get("size"), int) else 0
+        size_raw = data.get("size")
+        size = size_raw if isinstance(size_raw, int) else 0
         if data["type"] != "file":
             return Contents(data["type"], None, size)
         content = data.get("content")

@@ -108,7 +108,7 @@ def remote_head(url: str, branch: str, env: dict[str, str], *, timeout: float) -
         out = g.ls_remote(url, f"refs/heads/{branch}", kill_after_timeout=timeout)
     except git.GitCommandError as e:
         raise _git_error(e, "ls-remote", url) from None
-    for line in out.splitlines():
+    for line in str(out).splitlines():  # str: GitPython types a command's result as any of its forms
         sha, _, ref = line.partition("\t")
         if ref == f"refs/heads/{branch}":
             return sha

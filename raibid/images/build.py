@@ -12,7 +12,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from urllib3 import BaseHTTPResponse
 
 from raibid.errors import ConfigError, RaibidError, TimeoutError_
 from raibid.images.catalog import ImageRef
@@ -198,8 +201,9 @@ def stream_log(kube: Any, pod: str, namespace: str, *, container: str) -> Any:
 
     api = client.CoreV1Api(kube.api_client)
     with translate("read log", f"Pod/{pod}", namespace, kube.server):
-        resp = api.read_namespaced_pod_log(pod, namespace, container=container, follow=True,
-                                           _preload_content=False)
+        # The client types the log as str; with _preload_content=False it is the unread urllib3 response.
+        resp = cast("BaseHTTPResponse", api.read_namespaced_pod_log(pod, namespace, container=container,
+                                                                    follow=True, _preload_content=False))
     buf = b""
     try:
         for chunk in resp.stream(4096):

@@ -103,8 +103,8 @@ def collect(package: Path, pyproject: Path, readme: Path, templates: Path, versi
         found[".dockerignore"] = found[DOCKERIGNORE]
     files = tuple((p, m, d) for p, (m, d) in sorted(found.items()))
     h = hashlib.sha256()
-    for path, mode, data in files:
-        h.update(f"{path}\0{mode:o}\0{len(data)}\0".encode())
+    for name, mode, data in files:
+        h.update(f"{name}\0{mode:o}\0{len(data)}\0".encode())
         h.update(data)
     return BuildContext(files, h.hexdigest(), version)
 

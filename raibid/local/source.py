@@ -99,8 +99,8 @@ def is_branch(top: Path, name: str) -> bool:
 def tag_at(top: Path, rev: str, name: str | None = None) -> str | None:
     """``name`` when it is a tag; else a tag pointing at ``rev``; None when there is none."""
     if name is not None:
-        p = subprocess.run(["git", "show-ref", "-q", "--verify", "--", f"refs/tags/{name}"], cwd=top)
-        if p.returncode == 0:
+        shown = subprocess.run(["git", "show-ref", "-q", "--verify", "--", f"refs/tags/{name}"], cwd=top)
+        if shown.returncode == 0:
             return name
     p = subprocess.run(["git", "tag", "--points-at", rev], cwd=top, capture_output=True, text=True)
     tags = p.stdout.split()

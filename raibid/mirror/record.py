@@ -50,7 +50,8 @@ def parse_last_run(raw: str | bytes | None) -> LastRun | None:
     if not isinstance(data, dict):
         raise ValueError("the mirror record is not a JSON object")
     when = data.get("finished_at")
-    totals = data.get("totals") if isinstance(data.get("totals"), dict) else {}
+    totals_raw = data.get("totals")
+    totals = totals_raw if isinstance(totals_raw, dict) else {}
     counts = {a: totals[a] for a in ACTIONS if isinstance(totals.get(a), int) and totals[a] > 0}
     failed = [str(f.get("source")) if isinstance(f, dict) else str(f) for f in data.get("failed") or []]
     triggered = data.get("triggered")

@@ -174,9 +174,9 @@ def resolve(cfg: MirrorConfig, github: GitHub, targets: TargetIndex | None = Non
         known = {s.source.lower() for s in picked}
         org_names = {o.lower() for o in orgs}
         picked_orgs = [o for o in org_entries if o.name.lower() in org_names]
-        for o in orgs:
-            if o.lower() not in {p.name.lower() for p in picked_orgs}:
-                adhoc = MirrorOrg(name=o)
+        for org_name in orgs:
+            if org_name.lower() not in {p.name.lower() for p in picked_orgs}:
+                adhoc = MirrorOrg(name=org_name)
                 ad_hoc.add(id(adhoc))
                 picked_orgs.append(adhoc)
         # A --repo only an org entry covers: take that org entry's settings for it.
@@ -189,9 +189,9 @@ def resolve(cfg: MirrorConfig, github: GitHub, targets: TargetIndex | None = Non
                     narrow[o.name.lower()] = names
                     picked_orgs.append(o)
                     known |= {f"{o.name.lower()}/{n}" for n in names}
-        for r in repos:
-            if r.lower() not in known:
-                picked.append(_Single("--repo", r, f"{cfg.target_org}/{r.split('/', 1)[1]}", None))
+        for repo_arg in repos:
+            if repo_arg.lower() not in known:
+                picked.append(_Single("--repo", repo_arg, f"{cfg.target_org}/{repo_arg.split('/', 1)[1]}", None))
         singles, org_entries = picked, picked_orgs
     else:
         narrow = {}

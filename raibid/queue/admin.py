@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import math
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from raibid.agents.trust import TrustPolicy, route, split_pool
 from raibid.errors import NotFound, UsageError
@@ -24,8 +26,12 @@ from raibid.queue.model import (
     validate_agent,
 )
 from raibid.queue.producer import Producer
+from raibid.queue.replies import entries, fields, members, stream_reads, text
 from raibid.queue.worker import Worker
 from raibid.timeutil import now_rfc3339, parse_time
+
+if TYPE_CHECKING:
+    from redis.typing import KeyT, StreamIdT
 
 LOG_PAGE = 10_000  # log entries per XRANGE
 
@@ -48,7 +54,7 @@ class Admin(Producer, Worker):
         out: list[Job] = []
         start, batch = 0, max(limit, 100)
         while len(out) < limit:
-            ids = self.r.zrevrange(self.keys.index, start, start + batch - 1)
+            ids = members(self.r.zrevrange(self.keys.index, start, start + batch - 1))
             if not ids:
                 break
             pipe = self.r.pipeline(transaction=False)
@@ -57,7 +63,7 @@ class Admin(Producer, Worker):
             for h in pipe.execute():
                 if not h:
                     continue
-                job = Job.from_hash(h)
+                job = Job.from_hash(fields(h))
                 if (status and job.status != status) or (agent and job.agent != agent):
                     continue
                 out.append(job)
@@ -68,18 +74,18 @@ class Admin(Producer, Worker):
 
     @mapped
     @retried
-    def logs(self, job_id: str, after: str = "-", count: int | None = None) -> list[tuple[str, str]]:
+    def logs(self, job_id: str, after: str = "-", count: int | None = None) -> builtins.list[tuple[str, str]]:
         """(entry id, line) pairs after ``after`` (exclusive unless '-'), all of them without ``count``.
 
         Read in pages of ``LOG_PAGE`` entries: one XRANGE of a whole 64 MiB log makes Redis build a
         reply as large as the log, doubling its memory for a moment (a flooding build could then push
         a near-full Redis over ``maxmemory`` just by being read).
         """
-        out: list[tuple[str, str]] = []
+        out: builtins.list[tuple[str, str]] = []
         start = "-" if after == "-" else f"({after}"
         while count is None or len(out) < count:
             want = LOG_PAGE if count is None else min(LOG_PAGE, count - len(out))
-            page = self.r.xrange(self.keys.log(job_id), start, "+", count=want)
+            page = entries(self.r.xrange(self.keys.log(job_id), start, "+", count=want))
             out.extend((eid, f.get("line", "")) for eid, f in page)
             if len(page) < want:
                 break
@@ -88,14 +94,14 @@ class Admin(Producer, Worker):
 
     @mapped
     @retried
-    def wait_logs(self, job_id: str, after: str, block_ms: int, *, wake_on_event: bool = False) -> list[tuple[str, str]]:
+    def wait_logs(self, job_id: str, after: str, block_ms: int, *, wake_on_event: bool = False) -> builtins.list[tuple[str, str]]:
         """Log entries after ``after``, waiting up to ``block_ms`` for the first. With ``wake_on_event``
         the wait also ends (with no entries) when an event is added (a job's state changed, its end
         included): a follower sees the end at once, not when its wait times out."""
         log = self.keys.log(job_id)
-        streams = {log: after, self.keys.events: "$"} if wake_on_event else {log: after}
+        streams: dict[KeyT, StreamIdT] = {log: after, self.keys.events: "$"} if wake_on_event else {log: after}
         for block in self._block_slices(block_ms):
-            res = self.r.xread(streams, block=block, count=1000)
+            res = stream_reads(self.r.xread(streams, block=block, count=1000))
             if res:
                 return [(eid, f.get("line", "")) for key, entries in res if key == log for eid, f in entries]
         return []
@@ -191,17 +197,18 @@ class Admin(Producer, Worker):
             if self.check_lag(stream).repaired:
                 result.lag_repaired.append(agent)
             for p in self.r.xpending_range(stream, GROUP, min="-", max="+", count=10_000, idle=idle):
-                sid = p["message_id"]
-                entry = self.r.xrange(stream, sid, sid)
+                sid = text(p["message_id"])
+                consumer = text(p["consumer"])
+                entry = entries(self.r.xrange(stream, sid, sid))
                 job_id = entry[0][1].get("job") if entry else None
                 if not job_id:
                     self.r.xack(stream, GROUP, sid)
                     result.acked_entries.append(sid)
                     continue
                 outcome = self._requeue(stream, sid, job_id,
-                                        f"worker {p['consumer']} stopped heartbeating "
-                                        f"(idle {p['time_since_delivered']} ms)",
-                                        consumer=p["consumer"], min_idle_ms=idle)
+                                        f"worker {consumer} stopped heartbeating "
+                                        f"(idle {text(p['time_since_delivered'])} ms)",
+                                        consumer=consumer, min_idle_ms=idle)
                 {"requeued": result.requeued, "dead": result.dead_lettered,
                  "skipped": result.skipped}.get(outcome, result.acked_jobs).append(job_id)
             gone = self._script("reap_consumers")(keys=[stream], args=[GROUP, idle])
@@ -217,9 +224,9 @@ class Admin(Producer, Worker):
 
     @mapped
     @retried
-    def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
+    def dlq_list(self, limit: int = 100) -> builtins.list[DeadLetter]:
         return [DeadLetter(eid, f.get("job", ""), f.get("reason", ""), f.get("stream", ""), f.get("at"))
-                for eid, f in self.r.xrevrange(self.keys.dead, "+", "-", count=limit)]
+                for eid, f in entries(self.r.xrevrange(self.keys.dead, "+", "-", count=limit))]
 
     @mapped
     def dlq_retry(self, job_id: str, *, trust: TrustPolicy | None = None) -> Job:
@@ -286,7 +293,7 @@ class Admin(Producer, Worker):
                 consumers = [ConsumerInfo(c["name"], int(c["pending"]), int(c["idle"]))
                              for c in self.r.xinfo_consumers(stream, GROUP)]
                 last = group.get("last-delivered-id", "0-0")
-                nxt = self.r.xrange(stream, f"({last}", "+", count=1)
+                nxt = entries(self.r.xrange(stream, f"({last}", "+", count=1))
                 if nxt:
                     oldest_at = int(nxt[0][0].split("-")[0])
             elif length:

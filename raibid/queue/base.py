@@ -11,6 +11,7 @@ from raibid.errors import NotFound
 from raibid.queue.connection import mapped
 from raibid.queue.keys import GROUP, Keys
 from raibid.queue.model import Job, LagCheck, validate_agent
+from raibid.queue.replies import fields, members
 from raibid.queue.scripts import source
 
 if TYPE_CHECKING:
@@ -122,13 +123,13 @@ class QueueBase:
         return str(int((time.time() - self.retention) * 1000))
 
     def _get_job(self, job_id: str) -> Job:
-        h = self.r.hgetall(self.keys.job(job_id))
+        h = fields(self.r.hgetall(self.keys.job(job_id)))
         if not h:
             raise no_job(job_id)
         return Job.from_hash(h)
 
     def agent_types(self, extra: Iterable[str] = ()) -> list[str]:
-        return sorted(set(self.r.smembers(self.keys.agents)) | set(extra))
+        return sorted(set(members(self.r.smembers(self.keys.agents))) | set(extra))
 
     @mapped
     def group_info(self, stream: str) -> dict | None:

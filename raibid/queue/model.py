@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from raibid.errors import ExitCode, QueueError, UsageError
 from raibid.timeutil import parse_time
@@ -17,6 +17,20 @@ SOURCES = ("cli", "mirror", "webhook", "retry")
 EVENTS = ("push", "pull_request", "tag", "manual")
 # What triggered a job, beyond repo/ref/commit: stored as hash fields of the same names, copied by a retry.
 TRIGGER_FIELDS = ("event", "pipeline", "context", "pr", "base_ref", "head_ref", "origin")
+
+
+class Trigger(TypedDict, total=False):
+    """Trigger fields (``TRIGGER_FIELDS``) as keywords of ``JobSpec`` and ``Job``."""
+
+    event: str | None
+    pipeline: str | None
+    context: str | None
+    pr: str | None
+    base_ref: str | None
+    head_ref: str | None
+    origin: str | None
+
+
 TRIGGER_MAX = 1024  # characters in one trigger field
 AGENT_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # used with fullmatch: no trailing newline slips through
 REPO_RE = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
@@ -54,7 +68,7 @@ class JobSpec:
     # `raibid queue approve` adds its stream entry (KEDA starts no agent for it before).
     hold: bool = False
 
-    def trigger(self) -> dict[str, str]:
+    def trigger(self) -> Trigger:
         return trigger_fields(self)
 
     def validate(self) -> None:
@@ -101,9 +115,9 @@ class JobSpec:
                 raise UsageError("dedupe contains a control character")
 
 
-def trigger_fields(obj: JobSpec | Job) -> dict[str, str]:
+def trigger_fields(obj: JobSpec | Job) -> Trigger:
     """The trigger fields (``TRIGGER_FIELDS``) of a spec or job that are set, as they are stored."""
-    return {k: getattr(obj, k) for k in TRIGGER_FIELDS if getattr(obj, k) is not None}
+    return cast(Trigger, {k: getattr(obj, k) for k in TRIGGER_FIELDS if getattr(obj, k) is not None})
 
 
 def validate_agent(agent: str) -> None:
@@ -148,7 +162,7 @@ class Job:
     approved_at: str | None = None  # when `raibid queue approve` moved it from waiting-approval to queued
     malformed: str | None = None  # why the stored record could not be read in full (None: it could)
 
-    def trigger(self) -> dict[str, str]:
+    def trigger(self) -> Trigger:
         return trigger_fields(self)
 
     @classmethod

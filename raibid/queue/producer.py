@@ -9,6 +9,7 @@ from raibid.queue.base import QueueBase
 from raibid.queue.connection import call_retried, mapped
 from raibid.queue.ids import new_job_id, new_job_ids
 from raibid.queue.model import Job, JobSpec, PartialSubmit, trigger_fields
+from raibid.queue.replies import text, to_write
 from raibid.queue.scripts import source
 from raibid.timeutil import now_rfc3339, parse_time
 
@@ -123,7 +124,8 @@ class Producer(QueueBase):
         if not REPO_RE.fullmatch(repo) or not commit or not context:
             raise UsageError("a status needs a repo (OWNER/NAME), a commit and a context")
         event = StatusEvent(repo, commit, context, state, description, origin)
-        return self.r.xadd(self.keys.events, event.fields(), maxlen=EVENTS_MAXLEN, approximate=True)
+        return text(self.r.xadd(self.keys.events, to_write(event.fields()), maxlen=EVENTS_MAXLEN,
+                                approximate=True))
 
     @mapped
     def submit(self, spec: JobSpec, *, job_id: str | None = None) -> Job:

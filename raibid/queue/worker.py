@@ -16,6 +16,7 @@ from raibid.queue.base import QueueBase
 from raibid.queue.connection import mapped, retried
 from raibid.queue.keys import GROUP
 from raibid.queue.model import TERMINAL, Claim, LostJob, validate_agent
+from raibid.queue.replies import Entry, entries, stream_reads, text
 from raibid.timeutil import now_rfc3339
 
 # One append_log script call carries at most this many lines or bytes (Redis runs each call atomically).
@@ -61,8 +62,8 @@ class Worker(QueueBase):
         """An entry already pending for this consumer (its earlier claim's reply was lost), started
         or resumed."""
         for p in self.r.xpending_range(stream, GROUP, min="-", max="+", count=100, consumername=consumer):
-            sid = p["message_id"]
-            entry = self.r.xrange(stream, sid, sid)
+            sid = text(p["message_id"])
+            entry = entries(self.r.xrange(stream, sid, sid))
             if not entry:  # trimmed away underneath the PEL
                 self.r.xack(stream, GROUP, sid)
                 continue
@@ -71,12 +72,12 @@ class Worker(QueueBase):
                 return claim
         return None
 
-    def _read_new(self, stream: str, consumer: str, slices: Iterator[int] | None) -> tuple[str, dict] | None:
+    def _read_new(self, stream: str, consumer: str, slices: Iterator[int] | None) -> Entry | None:
         if slices is None:
-            res = self.r.xreadgroup(GROUP, consumer, {stream: ">"}, count=1)
+            res = stream_reads(self.r.xreadgroup(GROUP, consumer, {stream: ">"}, count=1))
             return res[0][1][0] if res and res[0][1] else None
         for block in slices:
-            res = self.r.xreadgroup(GROUP, consumer, {stream: ">"}, count=1, block=block)
+            res = stream_reads(self.r.xreadgroup(GROUP, consumer, {stream: ">"}, count=1, block=block))
             if res and res[0][1]:
                 return res[0][1][0]
         return None

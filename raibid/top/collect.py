@@ -171,7 +171,7 @@ class RedisCollector(Collector):
         for i, line in read.last_lines.items():
             if i in records:
                 records[i].last_log_line = line
-        newest = [records[h["id"]] for h in read.head if h.get("id") in records]
+        newest = [records[i] for i in (h.get("id") for h in read.head) if i is not None and i in records]
         running = [j for j in records.values() if j.status == "running"]
         return RedisData(self._queue_panel(stats, list(records.values()), read.total, now), newest, running,
                          self._mirror(read.mirror, now))
@@ -393,13 +393,13 @@ class KubeCollector(Collector):
             version = ""
             problems: list[str] = []
             for m in ms:
-                obj = live.get((m.kind, m.namespace or "", m.name))
-                if obj is None:
+                found = live.get((m.kind, m.namespace or "", m.name))
+                if found is None:
                     missing += 1
                     problems.append(f"{m.ref} missing" + (" (the cluster serves no HelmChart)"
                                                          if m.kind == "HelmChart" and helm_missing else ""))
                     continue
-                spec, status = obj.get("spec") or {}, obj.get("status") or {}
+                spec, status = found.get("spec") or {}, found.get("status") or {}
                 if m.kind in ("StatefulSet", "Deployment"):
                     want = spec.get("replicas", 1)
                     desired += want
@@ -409,13 +409,13 @@ class KubeCollector(Collector):
                     version = image.rsplit(":", 1)[-1] if ":" in image else image
                 elif m.kind == "PersistentVolumeClaim":
                     phase = status.get("phase", "Pending")
-                    if phase != "Bound" and _labels(obj, "annotations").get(BOUND_ON_USE) != "true":
+                    if phase != "Bound" and _labels(found, "annotations").get(BOUND_ON_USE) != "true":
                         problems.append(f"{m.ref} is {phase}")
                 elif m.kind == "ScaledJob":
                     pass  # present is all `cluster status` asks of it
                 else:  # HelmChart: its helm-install Job, then the release's workloads
                     version = spec.get("version", "")
-                    done, _, why = helm_job_state(kube, obj)  # type: ignore[arg-type]
+                    done, _, why = helm_job_state(kube, found)  # type: ignore[arg-type]
                     if not done:
                         problems.append(why)
                     target = spec.get("targetNamespace") or m.namespace

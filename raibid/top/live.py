@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    from rich.console import Console, RenderableType
 
     from raibid.top.model import Snapshot
 
@@ -47,7 +47,7 @@ class KeyReader:
         return self.quit.wait(interval)
 
 
-def run_live(console: Console, refresh: Callable[[], Snapshot], draw: Callable[[Snapshot, Console], object],
+def run_live(console: Console, refresh: Callable[[], Snapshot], draw: Callable[[Snapshot, Console], RenderableType],
              *, interval: float, tick: Tick, screen: bool = True) -> int:
     """Draw ``refresh()`` every ``interval`` until ``tick`` says quit or Ctrl-C; always exits 0.
 

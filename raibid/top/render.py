@@ -256,8 +256,8 @@ def _compact(snap: Snapshot, console: Console) -> Any:
 
     def title(name: str, b: Backend | None) -> Text:
         bad = b is not None and not b.ok
-        return Text(f"── {name}" + ((" (stale)" if b.stale else " (unavailable)") if bad else ""),
-                    style="bold red" if bad else "bold blue")
+        suffix = "" if b is None or b.ok else " (stale)" if b.stale else " (unavailable)"
+        return Text(f"── {name}" + suffix, style="bold red" if bad else "bold blue")
 
     lines.append(title("Queue", redis))
     for p in snap.queue.pools:

@@ -68,14 +68,12 @@ def parse_push(payload: Any) -> Push:
     if not isinstance(payload, dict):
         raise BadPayload("the payload is not a JSON object")
     repo = (payload.get("repository") or {}).get("full_name") if isinstance(payload.get("repository"), dict) else None
-    ref, before, after = payload.get("ref"), payload.get("before"), payload.get("after")
+    ref = payload.get("ref")
     if not isinstance(repo, str) or not _NAME.fullmatch(repo):
         raise BadPayload("repository.full_name is missing or not OWNER/NAME")
     if not isinstance(ref, str) or not ref.startswith("refs/") or any(c in ref for c in "\x00\x1f\n"):
         raise BadPayload("ref is missing or not a full ref name")
-    for name, value in (("before", before), ("after", after)):
-        if not isinstance(value, str) or not _SHA.fullmatch(value):
-            raise BadPayload(f"{name} is missing or not a commit id")
+    before, after = _commit_id(payload, "before"), _commit_id(payload, "after")
     deleted = bool(payload.get("deleted")) or set(after) == {"0"}
     r = payload["repository"]
     return Push(repo=repo, ref=ref, before=before, after=after, deleted=deleted, fork=r.get("fork") is True,
@@ -116,6 +114,13 @@ class PullRequest:
         return self.action in PR_ACTIONS
 
 
+def _commit_id(payload: dict[str, Any], name: str) -> str:
+    value = payload.get(name)
+    if not isinstance(value, str) or not _SHA.fullmatch(value):
+        raise BadPayload(f"{name} is missing or not a commit id")
+    return value
+
+
 def _branch(value: Any, what: str) -> str:
     if (not isinstance(value, str) or not value or len(value.encode()) > _MAX_REF
             or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)):
@@ -147,7 +152,8 @@ def parse_pull_request(payload: Any) -> PullRequest:
     sha = head.get("sha")
     if not isinstance(sha, str) or not _SHA.fullmatch(sha):
         raise BadPayload("pull_request.head.sha is missing or not a commit id")
-    head_repo = head.get("repo").get("full_name") if isinstance(head.get("repo"), dict) else None
+    head_repo_obj = head.get("repo")
+    head_repo = head_repo_obj.get("full_name") if isinstance(head_repo_obj, dict) else None
     if head_repo is not None and (not isinstance(head_repo, str) or not _NAME.fullmatch(head_repo)):
         raise BadPayload("pull_request.head.repo.full_name is not OWNER/NAME")
     user = pr.get("user")

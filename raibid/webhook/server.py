@@ -99,11 +99,11 @@ def create_server(app: Callable[..., Any], host: str, port: int, *, max_body: in
     """
     import errno
 
-    import waitress
+    from waitress.server import create_server  # waitress's own name for it (its stubs omit the re-export)
 
     where = f"{host}:{port}"
     try:
-        return waitress.create_server(app, host=host, port=port, threads=threads, ident="raibid-webhook",
+        return create_server(app, host=host, port=port, threads=threads, ident="raibid-webhook",
                                       max_request_body_size=max_body, channel_timeout=30,
                                       clear_untrusted_proxy_headers=True)
     except ValueError:  # waitress: getaddrinfo found nothing for the host

@@ -200,7 +200,6 @@ class BuildTrigger:
         info = TriggerInfo(event=event, repo=repo, commit=commit, branch=branch,
                            tag=ref if event == "tag" else None, before=before, changed=changed, pr=pr,
                            base_ref=base_ref, head_ref=head_ref, origin=origin)
-        extra = {"event": event, "pr": pr, "base_ref": base_ref, "head_ref": head_ref, "origin": origin}
         try:
             text = reader(repo, commit) if reader is not None else None
             planned = (plan(text, FILE_NAME, info, default_agent=self.agent, agent_types=self.agent_types)
@@ -217,7 +216,8 @@ class BuildTrigger:
             pool = self.pool(repo, pr=is_pr, fork=fork, author=author)
             spec = JobSpec(repo=repo, ref=ref, commit=commit, agent=pool, source=self.source,
                            dedupe=dedupe_key(repo, commit, pool), context=context,
-                           hold=self._hold(is_pr, fork, pool), **extra)
+                           hold=self._hold(is_pr, fork, pool), event=event, pr=pr, base_ref=base_ref,
+                           head_ref=head_ref, origin=origin)
             job, created = self.submit(spec)
             out.jobs.append(Enqueued(job.id, repo, ref, commit, job.agent, created, None, context,
                                      job.status == "waiting-approval"))
@@ -228,7 +228,8 @@ class BuildTrigger:
             pool = self.pool(repo, p.agent, pr=is_pr, fork=fork, author=author)
             spec = JobSpec(repo=repo, ref=ref, commit=commit, agent=pool, source=self.source,
                            dedupe=f"{dedupe_key(repo, commit, pool)}/{p.pipeline}", pipeline=p.pipeline,
-                           context=p.context, hold=self._hold(is_pr, fork, pool), **extra)
+                           context=p.context, hold=self._hold(is_pr, fork, pool), event=event, pr=pr,
+                           base_ref=base_ref, head_ref=head_ref, origin=origin)
             job, created = self.submit(spec)
             out.jobs.append(Enqueued(job.id, repo, ref, commit, job.agent, created, p.pipeline, p.context,
                                      job.status == "waiting-approval"))

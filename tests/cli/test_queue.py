@@ -71,6 +71,15 @@ def test_bulk_submit_malformed_line_submits_nothing(run, q, isolated_env):
     f.write_text('{"repo": "a/b", "ref": "main"}\n{"repo": "a/b", "ref": \n{"repo": "c/d", "ref": "x"}\n')
     r = run("queue", "submit", "--from-file", str(f))
     assert r.code == 2 and f"{f}:2: malformed JSON" in r.err and "nothing was submitted" in r.err
+
+
+def test_bulk_submit_line_with_a_huge_integer_is_a_usage_error(run, q, isolated_env):
+    # json.loads raises a plain ValueError (not JSONDecodeError) past Python's integer digit limit.
+    f = isolated_env / "jobs.jsonl"
+    f.write_text('{"repo": "a/b", "ref": "main", "timeout": ' + "9" * 5000 + "}\n")
+    r = run("queue", "submit", "--from-file", str(f))
+    assert r.code == 2 and f"{f}:1: malformed JSON (Exceeds the limit" in r.err, r.err
+    assert "Traceback" not in r.err and q.r.zcard(q.keys.index) == 0
     assert q.r.dbsize() == 0
     f.write_text('{"repo": "a/b", "ref": "main", "secret": "x"}\n')
     r = run("queue", "submit", "--from-file", str(f))
