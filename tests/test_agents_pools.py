@@ -296,3 +296,44 @@ def test_every_builtin_type_has_an_image_recipe_running_as_the_pods_uid():
         text = (templates_dir() / "images" / (image_for_type(name) or name) / "Dockerfile").read_text()
         assert f"USER {AGENT_UID}:{AGENT_UID}" in text and f"--uid {AGENT_UID}" in text, name
         assert "pip install --no-cache-dir /src/raibid" in text and "git" in text, name
+
+
+def test_the_image_pool_has_a_rootless_buildkit_sidecar_that_holds_nothing(tmp_path):
+    ms = pools(tmp_path, "agents:\n  pools: [generic, image]\n"
+                         "  secrets:\n    - {name: RAIBID_REGISTRY_PUSH, secret: raibid-gitea-builder, key: token, "
+                         "repos: ['me/.*']}\n")
+    sjs = scaled_jobs(ms)
+    for name in ("raibid-agent-image", "raibid-agent-image-untrusted"):
+        sj = sjs[name]
+        kubernetes_validate.validate(as_job(sj), "1.31", strict=True)
+        validate_cr(sj)
+        pod = pod_of(sj)
+        assert [c["name"] for c in pod["containers"]] == ["agent", "build", "buildkitd"]
+        assert pod["securityContext"]["runAsUser"] == 10001 and pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert "hostPath" not in yaml.safe_dump(pod) and "hostNetwork" not in pod
+        kit = containers(sj)["buildkitd"]
+        assert kit["image"].endswith("moby/buildkit:v0.32.2-rootless")
+        assert kit["args"] == ["--addr", "tcp://127.0.0.1:1234", "--oci-worker-no-process-sandbox"]
+        sc = kit["securityContext"]
+        assert sc["privileged"] is False and sc["runAsNonRoot"] is True and sc["runAsUser"] == 1000
+        assert sc["seccompProfile"] == {"type": "Unconfined"} and sc["appArmorProfile"] == {"type": "Unconfined"}
+        assert "env" not in kit and "envFrom" not in kit  # no Secret, no raibid setting
+        assert [v["name"] for v in kit["volumeMounts"]] == ["buildkitd"]
+        init = pod["initContainers"]
+        assert [c["name"] for c in init] == ["buildctl"] and "env" not in init[0]
+        assert init[0]["securityContext"]["allowPrivilegeEscalation"] is False
+        assert init[0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        build = containers(sj)["build"]
+        assert {"name": "buildctl", "mountPath": "/opt/buildkit/bin", "readOnly": True} in build["volumeMounts"]
+        assert {e["name"]: e.get("value") for e in build["env"]}["PATH"].startswith("/opt/buildkit/bin:")
+        assert build["securityContext"]["allowPrivilegeEscalation"] is False
+        assert_build_holds_no_secret(sj)
+        # Only the trusted pool's agent container has the push credential's file.
+        mounts = [v["name"] for v in containers(sj)["agent"]["volumeMounts"]]
+        assert ("job-secrets" in mounts) == (name == "raibid-agent-image")
+        for c in (kit, *init):
+            assert "job-secrets" not in yaml.safe_dump(c)
+    # Other types keep the two-container pod.
+    assert [c["name"] for c in pod_of(sjs["raibid-agent-generic"])["containers"]] == ["agent", "build"]
+    assert "initContainers" not in pod_of(sjs["raibid-agent-generic"])

@@ -276,7 +276,7 @@ def test_no_job_within_wait_exits_zero(redis_url, git, tmp_path, argv_log):
                                         "--json"))
     assert code == 0 and "no generic job within 0.5s" in err
     assert json.loads(out) == {"exit": 0, "job_id": None, "status": None, "exit_code": None, "error": None,
-                               "first_output_s": None}
+                               "first_output_s": None, "images": []}
     assert time.monotonic() - t0 < 10
 
 

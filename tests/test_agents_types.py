@@ -18,7 +18,7 @@ def cfg(tmp_path, text: str):
 
 def test_builtins_have_the_documented_defaults():
     types = resolve_types(load_config(), plugins={})
-    assert set(types) == set(BUILTIN) == {"generic", "rust", "python", "node", "go", "gpu"}
+    assert set(types) == set(BUILTIN) == {"generic", "rust", "python", "node", "go", "gpu", "image"}
     for t in types.values():
         if t.name != "gpu":
             assert (t.cpu, t.memory, t.cpu_limit, t.memory_limit) == ("2", "4Gi", "2", "4Gi")

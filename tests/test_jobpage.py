@@ -490,3 +490,16 @@ def test_a_running_jobs_page_reloads_itself_and_offers_follow(served, q, tmp_pat
     cap = served.links.capability(job.id)
     assert [a["href"] for tag, a in dom.tags if tag == "a"] == [f"{job.id}/log?k={cap}",
                                                                  f"{job.id}/log?k={cap}&follow=1"]
+
+
+def test_the_page_shows_the_images_the_job_built_escaped(q):
+    from raibid.webhook.jobpage import render_page
+
+    ref = "gitea.local:30080/mirrors/app:" + "a" * 40 + "@sha256:" + "ab" * 32
+    job, claim = run_job(q, ["built"], status=None)
+    assert q.finish(claim, "succeeded", exit_code=0, image=f"{ref} <b>x</b>")
+    page = render_page(q.get(job.id), LogView(10, 1 << 20), JobLinks("http://h", "k" * 32), now=0.0)
+    assert f"<tr><th>Images</th><td>{ref} &lt;b&gt;x&lt;/b&gt;</td></tr>" in page
+    plain, _ = run_job(q, ["no image"])
+    assert "<th>Images</th>" not in render_page(q.get(plain.id), LogView(10, 1 << 20), JobLinks("http://h", "k" * 32),
+                                                now=0.0)

@@ -198,11 +198,11 @@ def test_a_gitea_push_reads_the_file_through_the_contents_api_and_queues_its_pip
     assert (status, reply["result"]) == (202, "queued")
     assert [(j["pipeline"], j["agent"]) for j in reply["jobs"]] == [("test", "rust-untrusted")]  # no docs/ change
     # The malformed file at the next commit: one error status, no job, and the reply says why.
-    bad = commit_files(gitea, "mirrors/app", {".raibid.yml": "steps:\n  - run: x\n    image: y\n"})
+    bad = commit_files(gitea, "mirrors/app", {".raibid.yml": "steps:\n  - run: x\n    retries: y\n"})
     status, reply = gitea_post(service.receiver, {**payload, "before": after, "after": bad, "commits": []},
                                delivery="d-2")
     assert (status, reply["result"]) == (202, "invalid pipeline file")
-    assert reply["reason"].startswith(".raibid.yml:3: step 1: unknown key 'image'")
+    assert reply["reason"].startswith(".raibid.yml:3: step 1: unknown key 'retries'")
     assert [(s["commit"], s["state"], s["context"]) for s in statuses(queue)] == [(bad, "error", "raibid/app")]
     assert len(queue.list()) == 1
     # A tag push: event tag, the branch regex does not apply; the release pipeline and the unfiltered ones.

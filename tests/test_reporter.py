@@ -424,3 +424,20 @@ def test_a_held_pr_build_posts_pending_waiting_for_approval_then_queued_once_app
     want = [("pending", "waiting for approval"), ("pending", "queued")]
     assert states(posted_statuses(gitea, "acme/app", sha)) == want
     assert states(github.posted_statuses("acme", "app", sha)) == want
+
+
+def test_a_succeeded_jobs_description_names_its_image_and_short_digest(q):
+    from raibid.webhook.reporter import DESCRIPTION_MAX, clean, describe
+
+    job = q.submit(JobSpec(repo="acme/app", ref="main", agent="image"))
+    claim = q.claim("image", "pod-1")
+    digest = "sha256:" + "0123456789ab" + "f" * 52
+    refs = [f"gitea.local:30080/acme/app:{'c' * 40}@{digest}", f"gitea.local:30080/acme/app:main@{digest}"]
+    assert q.finish(claim, "succeeded", exit_code=0, image=" ".join(refs))
+    state, text = describe(q.get(job.id), "succeeded")
+    assert state == "success" and text.startswith("succeeded") and text.endswith(
+        "; image acme/app@sha256:0123456789ab (+1 more)")
+    assert len(clean(text)) <= DESCRIPTION_MAX and clean(text) == text
+    plain = q.submit(JobSpec(repo="acme/app", ref="main", agent="image"))
+    assert q.finish(q.claim("image", "pod-1"), "succeeded", exit_code=0)
+    assert "image" not in describe(q.get(plain.id), "succeeded")[1]

@@ -15,6 +15,9 @@ The one-pipeline format (a pipeline named after the repo)::
         timeout: 20m     # optional: seconds or a duration (90s, 10m, 1h30m)
         env:             # optional, for this step
           RUST_LOG: debug
+      - name: publish    # an image step (instead of `run`): BuildKit builds and pushes (ImageSpec)
+        image: {context: ., dockerfile: Dockerfile, name: owner/repo, tags: ["${RAIBID_COMMIT}"],
+                platforms: [linux/arm64], push: true, cache: true}
 
 Several named pipelines, each its own job and commit status context (``raibid/<name>``)::
 
@@ -52,7 +55,17 @@ MAX_STEPS = 100  # per pipeline
 MAX_CONDITIONS = 16  # items of one `when`
 MAX_PATTERNS = 64  # globs in one branch or path filter
 EVENTS = ("push", "pull_request", "tag", "manual")
-_STEP_KEYS = {"name", "run", "timeout", "env"}
+_STEP_KEYS = {"name", "run", "image", "timeout", "env"}
+_IMAGE_KEYS = {"context", "dockerfile", "name", "tags", "platforms", "push", "cache"}
+# What a tag template may name; nothing else is expanded, and nothing is a shell.
+TAG_VARIABLES = ("RAIBID_COMMIT", "RAIBID_REF", "RAIBID_PR")
+PLATFORMS = ("linux/arm64", "linux/amd64", "linux/arm/v7", "linux/riscv64", "linux/ppc64le", "linux/s390x")
+MAX_TAGS = 16
+TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # the OCI distribution spec's tag (fullmatch)
+# The OCI distribution spec's repository name: path components of lower-case alphanumerics and separators.
+_NAME_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_NAME_RE = re.compile(rf"{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})+")
+_TAG_VAR_RE = re.compile(r"\$\{([^}]*)\}")
 _BODY_KEYS = {"agent", "when", "env", "secrets", "steps"}
 _TOP_KEYS = _BODY_KEYS | {"pipelines"}
 _PIPELINE_KEYS = _BODY_KEYS | {"name"}
@@ -67,11 +80,56 @@ class PipelineError(RaibidError):
 
 
 @dataclass
+class ImageSpec:
+    """An ``image:`` step: what BuildKit builds (paths inside the checkout) and where it goes."""
+
+    name: str  # <owner>/<repo>, under the registry; the agent requires the job's owner
+    tags: tuple[str, ...] = ("${RAIBID_COMMIT}",)  # templates (TAG_VARIABLES); expand_tags gives the tags
+    context: str = "."
+    dockerfile: str = "Dockerfile"
+    platforms: tuple[str, ...] = ("linux/arm64",)
+    push: bool = True
+    cache: bool = False
+
+    def describe(self) -> str:
+        return (f"image {self.name}:{','.join(self.tags)} ({','.join(self.platforms)}"
+                f"{', push' if self.push else ''}{', cache' if self.cache else ''})")
+
+
+@dataclass
 class Step:
     name: str
     run: str
     timeout: float | None = None
     env: dict[str, str] = field(default_factory=dict)
+    image: ImageSpec | None = None  # an image step (its `run` is empty)
+
+
+def sanitize_ref(ref: str) -> str:
+    """A git ref as tag text: refs/heads/ and refs/tags/ dropped, other characters '-', at most 128."""
+    for prefix in ("refs/heads/", "refs/tags/"):
+        if ref.startswith(prefix):
+            ref = ref[len(prefix):]
+            break
+    text = re.sub(r"[^A-Za-z0-9_.-]", "-", ref).lstrip(".-")
+    return text[:128] or "ref"
+
+
+def expand_tags(templates: Sequence[str], values: dict[str, str]) -> list[str]:
+    """Tag templates with ``${RAIBID_COMMIT}``, ``${RAIBID_REF}`` (sanitised) and ``${RAIBID_PR}`` put in;
+    ValueError naming a tag that is not OCI tag syntax afterwards (e.g. ``pr-${RAIBID_PR}`` on a push)."""
+    subst = {"RAIBID_COMMIT": values.get("RAIBID_COMMIT", ""),
+             "RAIBID_REF": sanitize_ref(values["RAIBID_REF"]) if values.get("RAIBID_REF") else "",
+             "RAIBID_PR": values.get("RAIBID_PR", "")}
+    out: list[str] = []
+    for template in templates:
+        tag = _TAG_VAR_RE.sub(lambda m: subst.get(m.group(1), m.group(0)), template)
+        if not TAG_RE.fullmatch(tag):
+            raise ValueError(f"tag {template!r} expands to {tag[:140]!r}, which is not a tag (letters, digits, "
+                             "'_', '.', '-', not starting with '.' or '-', at most 128)")
+        if tag not in out:
+            out.append(tag)
+    return out
 
 
 @dataclass(frozen=True)
@@ -247,9 +305,12 @@ def _body(node: Any, m: dict[str, tuple[Any, Any]], name: str, prefix: str, fail
             if key not in _STEP_KEYS:
                 raise fail(s[key][0], f"{prefix}step {i}: unknown key {key!r} "
                                       f"(expected {', '.join(sorted(_STEP_KEYS))})")
-        if "run" not in s:
-            raise fail(snode, f"{prefix}step {i}: `run` is required")
-        run = _string(s["run"][1], f"{prefix}step {i}: `run`", fail)
+        if "run" not in s and "image" not in s:
+            raise fail(snode, f"{prefix}step {i}: `run` is required (or `image:`, a container image build)")
+        if "run" in s and "image" in s:
+            raise fail(s["image"][0], f"{prefix}step {i}: a step has `run` or `image`, not both")
+        image = _image(s["image"][1], f"{prefix}step {i}: `image`", fail) if "image" in s else None
+        run = _string(s["run"][1], f"{prefix}step {i}: `run`", fail) if "run" in s else ""
         step_name = _string(s["name"][1], f"{prefix}step {i}: `name`", fail) if "name" in s else f"step-{i}"
         if step_name in names:
             raise fail(s["name"][1], f"{prefix}step {i}: duplicate step name {step_name!r}")
@@ -257,7 +318,7 @@ def _body(node: Any, m: dict[str, tuple[Any, Any]], name: str, prefix: str, fail
         timeout = (_timeout(s["timeout"][1], f"{prefix}step {step_name!r}: `timeout`", fail)
                    if "timeout" in s else None)
         env = {**common, **(_env(s["env"][1], f"{prefix}step {step_name!r}: `env`", fail) if "env" in s else {})}
-        steps.append(Step(step_name, run, timeout, env))
+        steps.append(Step(step_name, run, timeout, env, image))
     return Pipeline(steps, secrets, name=name, agent=agent, when=when, env=common,
                     line=node.start_mark.line + 1)
 
@@ -446,6 +507,69 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
         return re.compile("".join(out), re.DOTALL)
     except re.error as e:
         raise ValueError(str(e)) from None
+
+
+# ---------------------------------------------------------------------- image steps
+def _image(node: Any, what: str, fail: Any) -> ImageSpec:
+    import yaml
+
+    m = _mapping(node, what, fail)
+    for key in m:
+        if key not in _IMAGE_KEYS:
+            raise fail(m[key][0], f"{what}: unknown key {key!r} (expected {', '.join(sorted(_IMAGE_KEYS))})")
+    if "name" not in m:
+        raise fail(node, f"{what}: `name` is required (<owner>/<repo>, the image's path in the registry)")
+    name_node = m["name"][1]
+    name = _string(name_node, f"{what}: `name`", fail)
+    if len(name) > 255 or not IMAGE_NAME_RE.fullmatch(name):
+        raise fail(name_node, f"{what}: name {name[:80]!r} is not an image name (<owner>/<repo>: lower-case "
+                              "letters, digits and '.', '_', '-' between them, no tag, no registry host)")
+    spec = ImageSpec(name)
+    if "context" in m:
+        spec.context = _rel_path(m["context"][1], f"{what}: `context`", fail)
+    if "dockerfile" in m:
+        spec.dockerfile = _rel_path(m["dockerfile"][1], f"{what}: `dockerfile`", fail)
+        if spec.dockerfile == ".":
+            raise fail(m["dockerfile"][1], f"{what}: `dockerfile` must name a file")
+    if "tags" in m:
+        tnode = m["tags"][1]
+        tags = _strings(tnode, f"{what}: `tags`", fail)
+        if len(tags) > MAX_TAGS:
+            raise fail(tnode, f"{what}: `tags` has {len(tags)} entries; at most {MAX_TAGS}")
+        for tag, item in zip(tags, _items(tnode), strict=True):
+            for var in _TAG_VAR_RE.findall(tag):
+                if var not in TAG_VARIABLES:
+                    raise fail(item, f"{what}: tag {tag[:80]!r} uses ${{{var[:40]}}}; a tag may use only "
+                                     f"{', '.join('${' + v + '}' for v in TAG_VARIABLES)}")
+            try:  # the shape, with every variable standing in for a value of its kind
+                expand_tags([tag], {"RAIBID_COMMIT": "0" * 40, "RAIBID_REF": "main", "RAIBID_PR": "1"})
+            except ValueError as e:
+                raise fail(item, f"{what}: {e}") from None
+        spec.tags = tuple(dict.fromkeys(tags))
+    if "platforms" in m:
+        pnode = m["platforms"][1]
+        platforms = _strings(pnode, f"{what}: `platforms`", fail)
+        for value, item in zip(platforms, _items(pnode), strict=True):
+            if value not in PLATFORMS:
+                raise fail(item, f"{what}: unknown platform {value[:40]!r} (expected {', '.join(PLATFORMS)})")
+        spec.platforms = tuple(dict.fromkeys(platforms))
+    for key in ("push", "cache"):
+        if key in m:
+            v = m[key][1]
+            if not isinstance(v, yaml.ScalarNode) or not v.tag.endswith(":bool"):
+                raise fail(v, f"{what}: `{key}` must be true or false")
+            setattr(spec, key, v.value.lower() in ("true", "yes", "on"))
+    return spec
+
+
+def _rel_path(node: Any, what: str, fail: Any) -> str:
+    """A path inside the checkout: relative, no `..`, no NUL or backslash; normalised (`./a//b` is `a/b`)."""
+    value = _string(node, what, fail)
+    parts = [p for p in value.split("/") if p not in ("", ".")]
+    if value.startswith("/") or "\\" in value or "\0" in value or ".." in parts or len(value) > 1024:
+        raise fail(node, f"{what}: {value[:80]!r} must be a relative path inside the checkout (no `..`, "
+                         "not absolute)")
+    return "/".join(parts) or "."
 
 
 # ---------------------------------------------------------------------- scalars

@@ -44,6 +44,9 @@ def template_context(cfg: Config, namespace: str) -> dict[str, Any]:
     """What ``templates/agents/*.yaml.j2`` need beyond the config: the resolved pools and in-cluster URLs."""
     import json
 
+    from raibid.agents.types import BUILDCTL_DIR
+    from raibid.images.build import BUILDKIT_IMAGE
+
     pools = []
     for pool in enabled_pools(cfg).values():
         d = dataclasses.asdict(pool.spec)
@@ -56,7 +59,7 @@ def template_context(cfg: Config, namespace: str) -> dict[str, Any]:
     q = cfg.queue
     settings = {
         "RAIBID_REDIS_PREFIX": cfg.redis.prefix, "RAIBID_REDIS_PASSWORD_ENV": cfg.redis.password_env,
-        "RAIBID_GITEA_TOKEN_ENV": cfg.gitea.token_env, "RAIBID_GITEA_ADMIN_USER": cfg.gitea.admin_user,
+        "RAIBID_GITEA_TOKEN_ENV": cfg.gitea.token_env, "RAIBID_GITEA_CI_USER": cfg.gitea.ci_user, "RAIBID_GITEA_ADMIN_USER": cfg.gitea.admin_user,
         "RAIBID_QUEUE_HEARTBEAT": str(q.heartbeat), "RAIBID_QUEUE_MIN_IDLE": str(q.min_idle),
         "RAIBID_QUEUE_MAX_DELIVERIES": str(q.max_deliveries), "RAIBID_QUEUE_LOG_TTL": str(q.log_ttl),
         "RAIBID_QUEUE_LOG_MAXLEN": str(q.log_maxlen),
@@ -82,6 +85,8 @@ def template_context(cfg: Config, namespace: str) -> dict[str, Any]:
         "agent_egress_except": egress_except(cfg),
         "step_socket": STEP_SOCKET,
         "secrets_dir": SECRETS_DIR,
+        "buildkit_image": BUILDKIT_IMAGE,
+        "buildctl_dir": BUILDCTL_DIR,
     }
 
 

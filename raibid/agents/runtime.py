@@ -31,10 +31,12 @@ from typing import TYPE_CHECKING
 from raibid.agents.pipeline import (
     FILE_NAME,
     MAX_BYTES,
+    ImageSpec,
     Pipeline,
     PipelineError,
     Step,
     command_step,
+    expand_tags,
     parse_pipeline,
 )
 from raibid.agents.steprunner import EXIT_GRACE_S, TERM_GRACE_S, RunnerGone, StepRunnerClient, StepStartFailed
@@ -59,6 +61,12 @@ _PRIVATE_ENV = ("RAIBID_REDIS_PASSWORD", "RAIBID_GITEA_TOKEN", "RAIBID_REDIS_URL
 DEFAULT_SECRETS_DIR = Path("/var/run/raibid/secrets")
 NOTE_RESERVE = 1 << 20  # raibid's own lines are stored past agents.log_max_bytes, up to this much more
 MAX_PIPELINE_BYTES = MAX_BYTES  # a larger .raibid.yml is refused before it is parsed (as at enqueue)
+# The push credential of image steps: the agents.secrets entry of this name (its `repos` say which repos may
+# push), read only for a trusted image step with push: true; never put in a step's environment.
+PUSH_SECRET = "RAIBID_REGISTRY_PUSH"
+BUILDKIT_ADDR = "tcp://127.0.0.1:1234"  # the image pool's buildkitd sidecar, on the pod's loopback (templates/agents)
+MAX_METADATA_BYTES = 1 << 20
+_DIGEST_RE = __import__("re").compile(r"sha256:[0-9a-f]{64}")
 
 
 @dataclass
@@ -82,6 +90,8 @@ class AgentSettings:
     policy: TrustPolicy = field(default_factory=TrustPolicy)  # agents.trusted
     job_secrets: dict[str, tuple[str, ...]] = field(default_factory=dict)  # agents.secrets: name -> repos
     secrets_dir: Path = DEFAULT_SECRETS_DIR
+    push_user: str = "raibid-ci"  # the registry user of the push credential (gitea.ci_user) unless it says USER:
+    registry_insecure: bool = False  # the registry speaks plain HTTP (gitea.url is http): registry.insecure=true
     max_pids: int | None = 4096
     log_max_bytes: int = 64 << 20
     log_line_max_bytes: int = 16 << 10
@@ -97,6 +107,7 @@ class Outcome:
     exit_code: int | None = None
     error: str | None = None
     first_output_s: float | None = None  # claim -> first step output line
+    images: list[str] = field(default_factory=list)  # <registry>/<name>:<tag>@<digest> of each image built
 
 
 class _Stop(Exception):
@@ -442,7 +453,8 @@ class Agent:
             self.log(f"released job {job_id} ({outcome.error or 'released'}): {where}")
             return outcome
         try:
-            ok = self.q.finish(claim, outcome.status or "failed", exit_code=outcome.exit_code, error=outcome.error)
+            ok = self.q.finish(claim, outcome.status or "failed", exit_code=outcome.exit_code, error=outcome.error,
+                               image=" ".join(outcome.images) or None)
         except Exception as e:
             self.log(f"could not record the result of job {job_id}: {e}")
             return Outcome(AgentExit.UNREACHABLE, job_id, outcome.status, outcome.exit_code, str(e),
@@ -502,13 +514,33 @@ class Agent:
             return Outcome(AgentExit.UNREACHABLE, status="released", error=str(e))
         env = self._step_env(job, sha, agent_type)
         steps = pipeline.steps
+        images: list[str] = []
         for i, step in enumerate(steps, 1):
             remaining = deadline - time.monotonic()
             step_timeout = min(step.timeout, remaining) if step.timeout else remaining
-            say(f"step {step.name} ({i}/{len(steps)}): {step.run.splitlines()[0] if step.run else ''}")
+            image = None
+            if step.image is not None:
+                try:
+                    image = self._image_build(step, job, env, trusted_pool, i)
+                except PipelineError as e:
+                    say(e.message)
+                    return Outcome(AgentExit.OK, status="failed", error=e.message, images=images)
+                step = image.step
+                if image.token:
+                    cutter.set_forms(sorted({*cutter.forms, *mask_forms([image.token], image.user)},
+                                            key=len, reverse=True))
+                say(f"step {step.name} ({i}/{len(steps)}): {step.image.describe()}")  # type: ignore[union-attr]
+            else:
+                say(f"step {step.name} ({i}/{len(steps)}): {step.run.splitlines()[0] if step.run else ''}")
             try:
-                code, why, elapsed = self._run_step(step, {**env, **step.env, **secrets}, src,
-                                                    max(step_timeout, 0.0), cutter, first_output)
+                if image is not None:
+                    image.write_auth()
+                try:
+                    code, why, elapsed = self._run_step(step, {**env, **step.env, **secrets, **(image.env if image
+                                                        else {})}, src, max(step_timeout, 0.0), cutter, first_output)
+                finally:
+                    if image is not None:
+                        image.remove_auth()
             except (RunnerGone, StepStartFailed) as e:
                 stopped = self._stopped_outcome(hb)
                 if stopped:
@@ -529,9 +561,82 @@ class Agent:
                                                              error=f"step {step.name} stopped")
             say(f"step {step.name} exited {code} after {elapsed:.1f}s")
             if code != 0:
+                if image is not None and code == 127:
+                    say(f"step {step.name}: no buildctl in the build container; image steps run in the `image` "
+                        "agent type (`agent: image`)")
                 return Outcome(AgentExit.OK, status="failed", exit_code=code,
-                               error=f"step {step.name} exited {code}")
-        return Outcome(AgentExit.OK, status="succeeded", exit_code=0)
+                               error=f"step {step.name} exited {code}", images=images)
+            if image is not None:
+                built = image.result()
+                for ref in built:
+                    say(f"image {ref}")
+                if not built:
+                    say(f"step {step.name}: BuildKit wrote no image digest to its metadata file")
+                images.extend(built)
+        return Outcome(AgentExit.OK, status="succeeded", exit_code=0, images=images)
+
+    def _image_build(self, step: Step, job: object, env: dict[str, str], trusted_pool: bool,
+                     index: int) -> _ImageBuild:
+        """An image step as the buildctl command the build container runs, and its push credential:
+        PipelineError when it may not run (push from an untrusted build, another owner's name, a tag that
+        does not expand to a tag, no credential)."""
+        spec = step.image
+        assert spec is not None
+        repo: str = job.repo  # type: ignore[attr-defined]
+        owner = repo.partition("/")[0].lower()
+        where = f"{FILE_NAME} step {step.name}"
+        if spec.name.partition("/")[0] != owner:
+            raise PipelineError(f"{where}: image {spec.name} is not under {owner}/; a repo publishes only under "
+                                "its own owner; nothing was built")
+        if spec.push and not trusted_pool:
+            raise PipelineError(f"{where}: push: true, but this build runs in the untrusted pool {self.s.agent} "
+                                f"({repo} is not in agents.trusted); an untrusted build may only build, with "
+                                "push: false; nothing was built")
+        if not self.s.registry:
+            raise PipelineError(f"{where}: no registry is known (agents.registry); nothing was built")
+        try:
+            tags = expand_tags(spec.tags, env)
+        except ValueError as e:
+            raise PipelineError(f"{where}: {e}; nothing was built") from None
+        token = user = None
+        if spec.push:
+            found = self._job_secrets_or_none(repo)
+            if found is None:
+                raise PipelineError(f"{where}: push: true needs the push credential, the agents.secrets entry "
+                                    f"{PUSH_SECRET} (a write:package token) allowing {repo}; nothing was built")
+            user, _, token = found.partition(":") if ":" in found else (self.s.push_user, "", found)
+        dirs = self._fresh_step_dirs()
+        base = f"{self.s.registry}/{spec.name}"
+        insecure = ",registry.insecure=true" if self.s.registry_insecure else ""
+        meta = Path(dirs["TMPDIR"]) / f"raibid-image-{index}.json"
+        context = spec.context
+        dockerfile_dir, _, dockerfile = spec.dockerfile.rpartition("/")
+        argv = ["buildctl", "--addr", BUILDKIT_ADDR, "build", "--frontend", "dockerfile.v0",
+                "--local", f"context={context}", "--local", f"dockerfile={dockerfile_dir or '.'}",
+                "--opt", f"filename={dockerfile}", "--opt", f"platform={','.join(spec.platforms)}",
+                "--output", f'type=image,"name={",".join(f"{base}:{t}" for t in tags)}",'
+                            f'push={"true" if spec.push else "false"}{insecure}',
+                "--metadata-file", str(meta), "--progress", "plain"]
+        if spec.cache:
+            if spec.push:  # writing the cache is a push: trusted builds only
+                argv += ["--export-cache", f"type=registry,ref={base}:buildcache,mode=max{insecure}"]
+            argv += ["--import-cache", f"type=registry,ref={base}:buildcache{insecure}"]
+        import shlex
+
+        run = Step(step.name, shlex.join(argv), step.timeout, step.env, spec)
+        docker = Path(dirs["HOME"]) / ".docker"
+        return _ImageBuild(run, spec, base, tags, meta, docker, self.s.registry, user, token)
+
+    def _job_secrets_or_none(self, repo: str) -> str | None:
+        """The push credential for ``repo``, or None when there is none it may use."""
+        repos = self.s.job_secrets.get(PUSH_SECRET)
+        if repos is None or not secret_allowed(repos, repo):
+            return None
+        try:
+            value = (self.s.secrets_dir / PUSH_SECRET).read_bytes().decode("utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return value if value and "\0" not in value and "\n" not in value else None
 
     def _stopped_outcome(self, hb: Heartbeat) -> Outcome | None:
         if self.terminating.is_set():
@@ -555,6 +660,10 @@ class Agent:
             return {}
         out: dict[str, str] = {}
         for name in names:
+            if name == PUSH_SECRET:
+                raise PipelineError(f"{FILE_NAME} asks for secret {PUSH_SECRET}, the registry push credential: it "
+                                    "goes to `image:` steps only (push: true), never to a step's environment; "
+                                    "nothing was run")
             repos = self.s.job_secrets.get(name)
             if repos is None:
                 known = ", ".join(sorted(self.s.job_secrets)) or "none"
@@ -694,6 +803,69 @@ class Agent:
             raise _CloneFailed(f"git {args[0]}: {text.splitlines()[-1] if text else f'exit {p.returncode}'}",
                                transient=transient)
         return p.stdout
+
+
+@dataclass
+class _ImageBuild:
+    """One image step being run: its buildctl step, where its credential and metadata go."""
+
+    step: Step
+    spec: ImageSpec
+    base: str  # <registry>/<name>
+    tags: list[str]
+    metadata: Path
+    docker_dir: Path  # DOCKER_CONFIG: in the step's private HOME, for the image step only
+    registry: str
+    user: str | None
+    token: str | None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"DOCKER_CONFIG": str(self.docker_dir)}
+
+    def write_auth(self) -> None:
+        """config.json with the push credential (none for push: false); what a previous step left is removed,
+        never followed."""
+        import base64
+        import json
+
+        _remove_tree(self.docker_dir)
+        _remove_tree(self.metadata)
+        self.docker_dir.mkdir(mode=0o700)
+        auths = {}
+        if self.token:
+            auths[self.registry] = {"auth": base64.b64encode(f"{self.user}:{self.token}".encode()).decode()}
+        fd = os.open(self.docker_dir / "config.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"auths": auths}, f)
+
+    def remove_auth(self) -> None:
+        _remove_tree(self.docker_dir)
+
+    def result(self) -> list[str]:
+        """``<base>:<tag>@<digest>`` for each tag, from BuildKit's metadata file (written by the build, so
+        read as hostile: a regular file, capped, the digest checked); [] when it has none."""
+        import json
+
+        try:
+            fd = os.open(self.metadata, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return []
+        with os.fdopen(fd, "rb") as f:
+            import stat
+
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return []
+            data = f.read(MAX_METADATA_BYTES + 1)
+        _remove_tree(self.metadata)
+        try:
+            meta = json.loads(data) if len(data) <= MAX_METADATA_BYTES else None
+        except ValueError:
+            meta = None
+        digest = meta.get("containerimage.digest") if isinstance(meta, dict) else None
+        if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
+            return []
+        return [f"{self.base}:{tag}@{digest}" for tag in self.tags]
 
 
 def _remove_tree(path: Path) -> None:

@@ -44,6 +44,7 @@ class TypeSpec:
     extends: str | None = None
     source: str = "built-in"  # built-in, config, entry point <dist>
     enabled: bool = True
+    buildkit: bool = False  # its pod has the rootless BuildKit sidecar `image:` steps build with
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,11 @@ class _Base:
     gpu: int = 0
     runtime_class: str | None = None
     extends: str | None = None
+    buildkit: bool = False
 
+
+# The `image` type's build container finds buildctl here (copied from the BuildKit image by an init container).
+BUILDCTL_DIR = "/opt/buildkit/bin"
 
 BUILTIN: dict[str, _Base] = {
     "generic": _Base(cache_size="1Gi"),
@@ -136,6 +141,9 @@ BUILTIN: dict[str, _Base] = {
         env={"NVIDIA_VISIBLE_DEVICES": "all", "NVIDIA_DRIVER_CAPABILITIES": "compute,utility",
              "PIP_CACHE_DIR": f"{CACHE_ROOT}/pip", "UV_CACHE_DIR": f"{CACHE_ROOT}/uv"},
         caches={"pip": f"{CACHE_ROOT}/pip", "uv": f"{CACHE_ROOT}/uv"}, cache_size="50Gi"),
+    # `image:` steps (docs/images.md): raibid's image with buildctl, and a rootless buildkitd sidecar.
+    "image": _Base(cache_size="1Gi", buildkit=True,
+                   env={"PATH": f"{BUILDCTL_DIR}:/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"}),
 }
 
 
@@ -244,7 +252,7 @@ def _from_base(cfg: Config, name: str, base: _Base, base_name: str | None, sourc
                     lag_count=base.lag_count, max_replicas=base.max_replicas or cfg.agents.max_replicas,
                     env=dict(base.env), caches=dict(base.caches), cache_size=base.cache_size, gpu=base.gpu,
                     runtime_class=base.runtime_class, extends=base_name if base_name != name else None,
-                    source=source)
+                    source=source, buildkit=base.buildkit)
 
 
 def _apply(spec: TypeSpec, o: AgentType) -> TypeSpec:

@@ -87,6 +87,7 @@ def run(app: Application, agent_type: str | None, wait_s: float | None, workdir:
         masked=(redis_password,) if redis_password else (), step_runner=step_runner,
         step_runner_timeout=step_runner_timeout, policy=TrustPolicy.from_config(a.trusted),
         job_secrets={s.name: tuple(s.repos) for s in a.secrets}, secrets_dir=Path(secrets_dir),
+        push_user=cfg.gitea.ci_user, registry_insecure=not cfg.gitea.url.startswith("https:"),
         max_pids=a.max_pids, log_max_bytes=a.log_max_bytes, log_line_max_bytes=a.log_line_max_bytes)
     try:
         outcome = run_agent(queue, settings, log=app.term.info)

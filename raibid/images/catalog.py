@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 ORG = "raibid"
 # Image name -> the agent types whose pods run it by default.
 IMAGES: dict[str, tuple[str, ...]] = {
-    "raibid": ("generic",),
+    "raibid": ("generic", "image"),
     "rust": ("rust",),
     "python": ("python",),
     "node": ("node",),

@@ -160,6 +160,7 @@ class Job:
     head_ref: str | None = None
     origin: str | None = None
     approved_at: str | None = None  # when `raibid queue approve` moved it from waiting-approval to queued
+    image: str | None = None  # what its `image:` steps built: <registry>/<name>:<tag>@<digest>, space-separated
     malformed: str | None = None  # why the stored record could not be read in full (None: it could)
 
     def trigger(self) -> Trigger:

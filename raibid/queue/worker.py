@@ -156,8 +156,10 @@ class Worker(QueueBase):
 
     @mapped
     @retried
-    def finish(self, claim: Claim, status: str, *, exit_code: int | None = None, error: str | None = None) -> bool:
-        """Record a terminal state and ack. False when this worker had lost the job.
+    def finish(self, claim: Claim, status: str, *, exit_code: int | None = None, error: str | None = None,
+               image: str | None = None) -> bool:
+        """Record a terminal state and ack. False when this worker had lost the job. ``image``: the images the
+        job built (``<ref>@<digest>``, space-separated), stored as its ``image`` field.
 
         Idempotent for the same consumer and status: a repeat after a lost reply returns True.
         """
@@ -168,7 +170,7 @@ class Worker(QueueBase):
                   self.keys.events],
             args=[GROUP, claim.stream_id, claim.consumer, now_rfc3339(), status,
                   "" if exit_code is None else str(exit_code), error or "", self.log_ttl,
-                  self._retention_cutoff(), self.keys.job("")])
+                  self._retention_cutoff(), self.keys.job(""), image or ""])
         return res == 1
 
     @mapped

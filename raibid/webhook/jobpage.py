@@ -227,7 +227,7 @@ def render_page(job: Job, view: LogView, links: JobLinks, *, now: float, refresh
         ("Queued at", job.submitted_at or ""), ("Started at", job.started_at or ""),
         ("Finished at", job.finished_at or ""), ("Waited", format_seconds(queued_s)),
         ("Ran", format_seconds(run_s) + (" so far" if running and run_s is not None else "")),
-        ("Error", job.error or ""),
+        ("Error", job.error or ""), ("Images", job.image or ""),
     ]
     table = "".join(f"<tr><th>{escape(k)}</th><td>{_h(v)}</td></tr>" for k, v in rows if v)
     steps = "".join(_step_row(s, i == len(view.steps) - 1, job, now) for i, s in enumerate(view.steps))

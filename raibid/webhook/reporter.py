@@ -119,7 +119,7 @@ def describe(job: Job, status: str) -> tuple[str, str]:
     if status == "running":
         return "pending", f"running on {job.agent_pod}" if job.agent_pod else "running"
     if status == "succeeded":
-        return "success", "succeeded" + _took(job)
+        return "success", "succeeded" + _took(job) + _image_note(job)
     if status == "failed":
         if job.exit_code == 124:
             return "error", job.error or "timed out (exit 124)"
@@ -131,6 +131,18 @@ def describe(job: Job, status: str) -> tuple[str, str]:
     if status == "dead":
         return "error", f"dead-lettered: {job.error}" if job.error else "dead-lettered"
     return "error", status
+
+
+def _image_note(job: Job) -> str:
+    """``; image acme/app@sha256:0123456789ab`` (+N more): the first image the job built, short enough for a
+    description (the full references are on the job page and in ``queue show``)."""
+    refs = (job.image or "").split()
+    if not refs:
+        return ""
+    path, _, digest = refs[0].partition("@")
+    name = path.partition("/")[2].rpartition(":")[0] or path
+    more = f" (+{len(refs) - 1} more)" if len(refs) > 1 else ""
+    return f"; image {name}@{digest[:19]}{more}"
 
 
 def _took(job: Job) -> str:

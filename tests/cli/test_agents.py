@@ -41,7 +41,8 @@ def test_types_lists_builtins_with_resources_and_caches(run, isolated_env):
     r = run("agents", "types", "--json")
     assert r.code == 0, r.err
     types = {t["name"]: t for t in r.json()}
-    assert set(types) == POOLS | {"gpu", "rust-big"}
+    assert set(types) == POOLS | {"gpu", "image", "rust-big"}
+    assert types["image"]["buildkit"] is True and types["generic"]["buildkit"] is False
     assert types["generic"]["cpu"] == "2" and types["generic"]["memory"] == "4Gi" and types["generic"]["caches"] == {}
     assert types["rust"]["env"]["RUSTC_WRAPPER"] == "sccache" and "sccache" in types["rust"]["caches"]
     assert set(types["go"]["env"]) >= {"GOMODCACHE", "GOCACHE"}
