@@ -527,7 +527,7 @@ class Agent:
                     return Outcome(AgentExit.OK, status="failed", error=e.message, images=images)
                 step = image.step
                 if image.token:
-                    cutter.set_forms(sorted({*cutter.forms, *mask_forms([image.token], image.user)},
+                    cutter.set_forms(sorted({*cutter.forms, *mask_forms([image.token], image.user or self.s.push_user)},
                                             key=len, reverse=True))
                 say(f"step {step.name} ({i}/{len(steps)}): {step.image.describe()}")  # type: ignore[union-attr]
             else:
