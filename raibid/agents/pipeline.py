@@ -42,7 +42,7 @@ A malformed file is a `PipelineError` whose message names the file and line: at 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -255,19 +255,12 @@ def parse_file(text: str, source: str = FILE_NAME, *, default_name: str = "defau
     for key in _BODY_KEYS:
         if key in top:
             raise fail(top[key][0], f"{key!r} cannot stand beside `pipelines:`; put it inside each pipeline")
-    seq = top["pipelines"][1]
-    if not isinstance(seq, yaml.SequenceNode) or not seq.value:
-        raise fail(seq, "`pipelines` must be a non-empty list of pipelines, each with a `name`")
-    if len(seq.value) > MAX_PIPELINES:
-        raise fail(seq, f"`pipelines` has {len(seq.value)} entries; at most {MAX_PIPELINES}")
+    items = _mappings(top["pipelines"][1], "`pipelines`",
+                      "`pipelines` must be a non-empty list of pipelines, each with a `name`", MAX_PIPELINES,
+                      _PIPELINE_KEYS, lambda i: f"pipeline {i}", fail)
     out: list[Pipeline] = []
     seen: set[str] = set()
-    for i, node in enumerate(seq.value, 1):
-        m = _mapping(node, f"pipeline {i}", fail)
-        for key in m:
-            if key not in _PIPELINE_KEYS:
-                raise fail(m[key][0], f"pipeline {i}: unknown key {key!r} "
-                                      f"(expected {', '.join(sorted(_PIPELINE_KEYS))})")
+    for i, node, m in items:
         if "name" not in m:
             raise fail(node, f"pipeline {i}: `name` is required")
         name_node = m["name"][1]
@@ -282,9 +275,28 @@ def parse_file(text: str, source: str = FILE_NAME, *, default_name: str = "defau
     return PipelineFile(out, named=True, source=source)
 
 
+def _mappings(seq: Any, label: str, empty: str, most: int, keys: Collection[str], item: Callable[[int], str],
+              fail: Any) -> list[tuple[int, Any, dict[str, tuple[Any, Any]]]]:
+    """A non-empty list of at most ``most`` mappings whose keys are all in ``keys``, as (1-based index,
+    node, mapping): the shape of both `pipelines:` and `steps:`. ``item(i)`` names entry i in messages."""
+    import yaml
+
+    if not isinstance(seq, yaml.SequenceNode) or not seq.value:
+        raise fail(seq, empty)
+    if len(seq.value) > most:
+        raise fail(seq, f"{label} has {len(seq.value)} entries; at most {most}")
+    out = []
+    for i, node in enumerate(seq.value, 1):
+        m = _mapping(node, item(i), fail)
+        for key in m:
+            if key not in keys:
+                raise fail(m[key][0], f"{item(i)}: unknown key {key!r} (expected {', '.join(sorted(keys))})")
+        out.append((i, node, m))
+    return out
+
+
 def _body(node: Any, m: dict[str, tuple[Any, Any]], name: str, prefix: str, fail: Any) -> Pipeline:
     """agent, when, env, secrets and steps of one pipeline (the top level, or one `pipelines:` item)."""
-    import yaml
 
     agent = _agent(m["agent"][1], f"{prefix}`agent`", fail) if "agent" in m else None
     when = _when(m["when"][1], f"{prefix}`when`", fail) if "when" in m else []
@@ -292,19 +304,11 @@ def _body(node: Any, m: dict[str, tuple[Any, Any]], name: str, prefix: str, fail
     secrets = _secrets(m["secrets"][1], f"{prefix}`secrets`", fail) if "secrets" in m else []
     if "steps" not in m:
         raise fail(node, f"{prefix}no `steps:` list")
-    steps_node = m["steps"][1]
-    if not isinstance(steps_node, yaml.SequenceNode) or not steps_node.value:
-        raise fail(steps_node, f"{prefix}`steps` must be a non-empty list")
-    if len(steps_node.value) > MAX_STEPS:
-        raise fail(steps_node, f"{prefix}`steps` has {len(steps_node.value)} entries; at most {MAX_STEPS}")
+    items = _mappings(m["steps"][1], f"{prefix}`steps`", f"{prefix}`steps` must be a non-empty list", MAX_STEPS,
+                      _STEP_KEYS, lambda i: f"{prefix}step {i}", fail)
     steps: list[Step] = []
     names: set[str] = set()
-    for i, snode in enumerate(steps_node.value, 1):
-        s = _mapping(snode, f"{prefix}step {i}", fail)
-        for key in s:
-            if key not in _STEP_KEYS:
-                raise fail(s[key][0], f"{prefix}step {i}: unknown key {key!r} "
-                                      f"(expected {', '.join(sorted(_STEP_KEYS))})")
+    for i, snode, s in items:
         if "run" not in s and "image" not in s:
             raise fail(snode, f"{prefix}step {i}: `run` is required (or `image:`, a container image build)")
         if "run" in s and "image" in s:
